@@ -1,0 +1,1 @@
+"""Data preparation: turn raw labelled faces into a clean, split, balanced, cached dataset."""
