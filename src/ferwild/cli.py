@@ -1,0 +1,137 @@
+"""The ``ferwild`` command line: a thin typer shell over the library's functions.
+
+Heavy libraries (torch, pandas, matplotlib) are imported inside the commands so that
+``ferwild --help`` answers quickly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="ferwild: facial expression recognition in the wild - prepare, train, study, audit, ship.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """ferwild: facial expression recognition in the wild - prepare, train, study, audit, ship."""
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """Print a one-line error (no traceback: user mistakes are not crashes) and exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def prepare(
+    source: Path = typer.Argument(..., help="Image folder (class per folder, optional split folders), "
+                                  "CSV/Parquet manifest, or FER2013's fer2013.csv."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder of the prepared dataset."),
+    labels: str = typer.Option("basic6", help="Label set: basic6 | basic7 | affectnet8."),
+    align: str = typer.Option("auto", help="auto | mtcnn | landmarks | none (pre-aligned crops)."),
+    fallback: str = typer.Option("keep", help="When no face is found: keep (centre crop, flagged "
+                                 "unaligned) | drop."),
+    size: int = typer.Option(224, help="Side of aligned crops in the cache (pre-aligned small crops "
+                             "keep their native size)."),
+    margin: float = typer.Option(0.2, help="Margin around the 5-point template (fraction)."),
+    min_confidence: float = typer.Option(0.9, help="MTCNN face confidence threshold."),
+    split: str = typer.Option("auto", help="auto (the source's own split if every row has one, else "
+                              "ratios) | source | ratios."),
+    split_ratios: str = typer.Option("0.7,0.2,0.1", help="train,val,test ratios."),
+    seed: int = typer.Option(0, help="Seed of the split and the augmentation."),
+    balance: str = typer.Option("max", help="Balance train by augmentation: max | none | COUNT."),
+    near_dup_threshold: int = typer.Option(4, help="pHash Hamming distance for near duplicates."),
+    drop_cross_split_dups: bool = typer.Option(False, help="Drop val/test rows that duplicate a row "
+                                               "of an earlier split."),
+    workers: int = typer.Option(0, help="Worker processes (0 = all cores)."),
+    chunk_size: int = typer.Option(0, help="Rows per cache chunk (0 = automatic)."),
+    overwrite: bool = typer.Option(False, help="Discard an existing incompatible output folder."),
+) -> None:
+    """Turn raw labelled faces into a clean, split, balanced, cached dataset (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TextColumn
+
+    from ferwild.data.prepare import PrepareConfig, PrepareError
+    from ferwild.data.prepare import prepare as run_prepare
+    from ferwild.data.sources import SourceError
+    from ferwild.data.split import parse_ratios
+
+    try:
+        config = PrepareConfig(
+            labels=labels, align=align, fallback=fallback, size=size, margin=margin,
+            min_confidence=min_confidence, split=split, split_ratios=parse_ratios(split_ratios),
+            seed=seed, balance=balance, near_dup_threshold=near_dup_threshold,
+            drop_cross_split_dups=drop_cross_split_dups, workers=workers, chunk_size=chunk_size)
+    except ValueError as exc:
+        _fail(str(exc))
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                label = {"cache": "load + align + cache (chunks)", "balance": "balance (images)"}
+                tasks[stage] = bar.add_task(label.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        try:
+            result = run_prepare(source, out, config, overwrite=overwrite, progress=progress)
+        except (PrepareError, SourceError) as exc:
+            _fail(str(exc), code=1)
+    print_prepare_summary(result.summary, result.out_dir)
+
+
+def print_prepare_summary(summary: dict, out_dir: Path) -> None:
+    """Print the prepare summary as rich tables."""
+    names = summary["label_names"]
+    counts = summary["counts"]
+    after = summary["counts_after_balance"]
+    table = Table(title=f"Prepared {summary['usable']} of {summary['inputs']} inputs "
+                        f"(align={summary['align_mode']}, cache {'x'.join(map(str, summary['cache_shape']))}, "
+                        f"split={summary['split_mode']})")
+    table.add_column("class")
+    for split in ("train", "val", "test"):
+        table.add_column(split, justify="right")
+    table.add_column("train balanced", justify="right")
+    table.add_column("align fail", justify="right")
+    fail = summary["alignment_failure"]["per_class"]
+    for name in names:
+        table.add_row(name, *[str(counts.get(s, {}).get(name, 0)) for s in ("train", "val", "test")],
+                      str(after.get("train", {}).get(name, 0)),
+                      f"{100 * fail[name]:.1f}%" if name in fail else "-")
+    table.add_row("[b]total", *[f"[b]{sum(counts.get(s, {}).values())}" for s in ("train", "val", "test")],
+                  f"[b]{sum(after.get('train', {}).values())}",
+                  f"[b]{100 * summary['alignment_failure']['overall']:.1f}%")
+    console.print(table)
+    statuses = ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items())
+    console.print(f"status: {statuses}")
+    for key in ("rejected_reasons", "excluded_reasons"):
+        if summary[key]:
+            console.print(f"{key.split('_')[0]}: " + ", ".join(f"{k} ({v})" for k, v in summary[key].items()),
+                          highlight=False)
+    d = summary["duplicates"]
+    console.print(f"duplicates: {d['exact_pairs']} exact pairs, {d['near_pairs']} near pairs "
+                  f"(pHash <= {d['threshold']}); across splits: {d['cross_split_exact']} exact, "
+                  f"{d['cross_split_near']} near; dropped from val/test: {d['dropped_from_val_test']}")
+    console.print(f"written to {out_dir}/ (manifest.parquet, summary.json, rejects.csv, "
+                  f"duplicates.csv, class_counts.png, contact_sheet.png) in {summary['elapsed_s']:.1f}s",
+                  highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,679 @@
+"""``prepare``: raw labelled faces -> a clean, split, de-duplicated, balanced, cached dataset.
+
+The steps, in order (each in its own module):
+
+1. **read** the source into rows (``sources``), normalise labels (``ferwild.labels``), reject
+   unknown labels and duplicate paths, exclude labels outside the chosen set;
+2. **decide the alignment** for the dataset: ``auto`` treats small, equal-size crops (FER2013's
+   48x48) as pre-aligned (``none``), otherwise aligns per image (given landmarks, else MTCNN,
+   else the fallback policy);
+3. **cache**: worker processes load each image (``images``), align it (``faces``), hash it and
+   write it into a uint8 shard, one chunk of rows at a time. A chunk is committed by renaming
+   its Parquet file into place, so a killed run resumes at the first uncommitted chunk;
+4. **split** (``split``): the source's own split, or stratified ratios, group-aware when a
+   ``subject``/``video`` column exists;
+5. **audit duplicates** (``dedup``): exact and near duplicates within and across splits,
+   optionally dropping cross-split twins from val/test;
+6. **balance** the training split with augmentation (``balance``);
+7. write ``manifest.parquet``, ``summary.json``, ``rejects.csv``, ``duplicates.csv`` and figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ferwild.data import cache
+from ferwild.data.balance import augment_images, balance_plan, class_count_figure, parse_balance
+from ferwild.data.sources import decode_fer2013_pixels, read_source
+from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
+
+ALIGN_MODES = ("auto", "mtcnn", "landmarks", "none")
+FALLBACKS = ("keep", "drop")
+SPLIT_MODES = ("auto", "source", "ratios")
+USABLE = ("aligned", "unaligned")
+STATUSES = ("aligned", "unaligned", "dropped", "rejected", "excluded")
+PLAN = "plan.json"
+# Pre-aligned crops are small and all the same size (FER2013 48x48, RAF-DB aligned 100x100).
+PREALIGNED_MAX_SIDE = 128
+PROBE_ROWS = 64
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of a ``prepare`` run. Validated on construction."""
+
+    labels: str = "basic6"
+    align: str = "auto"
+    fallback: str = "keep"
+    size: int = 224
+    margin: float = 0.2
+    min_confidence: float = 0.9
+    split: str = "auto"
+    split_ratios: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    seed: int = 0
+    balance: str | int | None = "max"
+    near_dup_threshold: int = 4
+    drop_cross_split_dups: bool = False
+    max_pixels: int = 89_478_485
+    workers: int = 0
+    chunk_size: int = 0
+
+    def __post_init__(self):
+        get_label_set(self.labels)
+        if self.align not in ALIGN_MODES:
+            raise ValueError(f"--align must be one of {', '.join(ALIGN_MODES)}, not {self.align!r}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"--fallback must be keep or drop, not {self.fallback!r}")
+        if self.split not in SPLIT_MODES:
+            raise ValueError(f"--split must be one of {', '.join(SPLIT_MODES)}, not {self.split!r}")
+        if not 16 <= self.size <= 1024:
+            raise ValueError(f"--size must be between 16 and 1024, not {self.size}")
+        if not 0 <= self.margin <= 2:
+            raise ValueError(f"--margin must be between 0 and 2, not {self.margin}")
+        if not 0 <= self.near_dup_threshold <= 32:
+            raise ValueError("--near-dup-threshold must be between 0 and 32 bits")
+        ratios = tuple(float(r) for r in self.split_ratios)
+        if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0 or ratios[0] == 0:
+            raise ValueError(f"split ratios must be 3 non-negative numbers with train > 0: {ratios}")
+        self.split_ratios = tuple(r / sum(ratios) for r in ratios)
+        self.balance = parse_balance(self.balance)
+        if self.workers < 0 or self.chunk_size < 0:
+            raise ValueError("--workers and --chunk-size must be >= 0 (0 = automatic)")
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The settings that change cached pixels: changing them invalidates the shards."""
+        keys = ("labels", "align", "fallback", "size", "margin", "min_confidence", "max_pixels")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass
+class PrepareResult:
+    """What ``prepare`` produced: the output folder, the manifest and the summary."""
+
+    out_dir: Path
+    manifest: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class PrepareError(RuntimeError):
+    """A prepare run that cannot proceed (nothing usable, incompatible existing output, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# 1. rows and labels
+
+
+def _label_rows(rows: pd.DataFrame, label_set: str) -> pd.DataFrame:
+    """Normalise labels; pre-assign ``rejected``/``excluded`` status to rows that need no decode."""
+    names = set(get_label_set(label_set))
+    labels, status, reason = [], [], []
+    for raw in rows["label_raw"]:
+        if str(raw).strip() == "":
+            labels.append(""), status.append("rejected"), reason.append("no label")
+            continue
+        try:
+            label = normalize_label(raw)
+        except UnknownLabelError as exc:
+            labels.append(""), status.append("rejected"), reason.append(str(exc))
+            continue
+        labels.append(label)
+        if label in names:
+            status.append(""), reason.append("")
+        else:
+            status.append("excluded"), reason.append(f"label {label!r} not in {label_set}")
+    rows = rows.copy()
+    rows["label"], rows["status"], rows["reason"] = labels, status, reason
+    return rows
+
+
+def _reject_duplicate_paths(rows: pd.DataFrame) -> None:
+    """The same file listed twice is one input: later listings are rejected, pointing at the first."""
+    seen: dict[str, str] = {}
+    for i, path in enumerate(rows["path"]):
+        key = os.path.realpath(path) if "#" not in path else path
+        if key in seen:
+            if rows.at[i, "status"] in ("", "excluded"):
+                rows.at[i, "status"] = "rejected"
+                rows.at[i, "reason"] = f"duplicate path (same file as {seen[key]})"
+        else:
+            seen[key] = path
+
+
+# --------------------------------------------------------------------------------------------
+# 2. loading one input, and deciding the dataset's alignment
+
+
+def _load_row(path: str, pixels: str | None, max_pixels: int):
+    """Load one input as (H, W, 3) uint8 RGB plus metadata; raises ImageRejected."""
+    from ferwild.data.images import ImageRejected, load_image
+
+    if pixels is not None:
+        try:
+            grey = decode_fer2013_pixels(pixels)
+        except ValueError as exc:
+            raise ImageRejected(f"bad FER2013 pixel string: {exc}") from None
+        return np.repeat(grey, 3, axis=2), {"orig_mode": "L", "orig_size": grey.shape[1::-1],
+                                            "notes": ""}
+    loaded = load_image(path, max_pixels=max_pixels)
+    return loaded.array, {"orig_mode": loaded.orig_mode, "orig_size": loaded.orig_size,
+                          "notes": "; ".join(loaded.notes)}
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2]))
+
+
+def resolve_layout(rows: pd.DataFrame, config: PrepareConfig) -> dict[str, Any]:
+    """Decide the dataset's alignment mode and cache shape from a probe of its first images.
+
+    ``auto`` means: rows with given landmarks use them; small equal-size square crops with no
+    landmarks (FER2013) are pre-aligned and only resized (stored at native size and channels);
+    anything else is aligned per image with MTCNN, falling back per the policy.
+    """
+    pending = rows[rows["status"] == ""]
+    probe_sizes, probe_grey = [], []
+    for path, pixels in zip(pending["path"][:PROBE_ROWS], pending["pixels"][:PROBE_ROWS]):
+        try:
+            image, _ = _load_row(path, pixels, config.max_pixels)
+        except Exception:  # noqa: BLE001 - a bad probe image is judged later, per row
+            continue
+        probe_sizes.append(image.shape[:2])
+        probe_grey.append(_is_grey(image))
+    has_landmarks = bool(pending["landmarks"].map(lambda v: v is not None).any())
+    same_square = (len(set(probe_sizes)) == 1 and probe_sizes[0][0] == probe_sizes[0][1])
+    prealigned = (same_square and probe_sizes[0][0] <= PREALIGNED_MAX_SIDE and not has_landmarks)
+    mode = config.align
+    if mode == "auto" and prealigned:
+        mode = "none"
+    if mode == "none" and same_square and probe_sizes[0][0] <= config.size:
+        side = probe_sizes[0][0]  # keep native size: 48x48 FER2013 stays 48x48
+    else:
+        side = config.size
+    channels = 1 if (mode == "none" and probe_grey and all(probe_grey)) else 3
+    return {"align_mode": mode, "cache_shape": [side, side, channels],
+            "probe": {"images": len(probe_sizes), "prealigned": prealigned,
+                      "has_landmarks": has_landmarks}}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. the cache: chunks processed by worker processes
+
+_DETECTOR = None
+
+
+def _detector(min_confidence: float):
+    """One MTCNN per process, built on first use (workers that never detect never load it)."""
+    global _DETECTOR
+    if _DETECTOR is None:
+        from ferwild.data.faces import FaceDetector
+
+        _DETECTOR = FaceDetector(min_confidence=min_confidence)
+    return _DETECTOR
+
+
+def _worker_init() -> None:
+    import torch
+
+    # Each worker is one core's worth of work; torch's own thread pool would oversubscribe.
+    torch.set_num_threads(1)
+
+
+def _to_channels(crop: np.ndarray, channels: int) -> np.ndarray:
+    if channels == 3:
+        return crop
+    if _is_grey(crop):
+        return crop[..., :1]
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(crop).convert("L"))[..., None]
+
+
+def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
+    """Load, align, hash and cache one chunk of rows; commit it by renaming its Parquet file.
+
+    ``job`` holds plain data (so it pickles to a worker): chunk name, output folder, the rows
+    (``row_id``, ``path``, ``pixels``, ``landmarks``), the resolved mode and cache shape, and the
+    config's cache fields. Returns counts by status.
+    """
+    from ferwild.data.dedup import content_hash, perceptual_hash
+    from ferwild.data.faces import align_faces
+    from ferwild.data.images import ImageRejected
+
+    cfg = job["config"]
+    side, _, channels = job["cache_shape"]
+    records, images, image_landmarks, image_slots = [], [], [], []
+    for row in job["rows"]:
+        rec = {"row_id": row["row_id"], "status": "", "reason": "", "notes": "", "orig_mode": "",
+               "orig_width": 0, "orig_height": 0}
+        try:
+            image, meta = _load_row(row["path"], row["pixels"], cfg["max_pixels"])
+        except ImageRejected as exc:
+            rec["status"], rec["reason"] = "rejected", exc.reason
+        except Exception as exc:  # noqa: BLE001 - never let one file abort the run
+            rec["status"], rec["reason"] = "rejected", f"unreadable: {type(exc).__name__}: {exc}"
+        else:
+            rec["orig_mode"], rec["notes"] = meta["orig_mode"], meta["notes"]
+            rec["orig_width"], rec["orig_height"] = int(meta["orig_size"][0]), int(meta["orig_size"][1])
+            image_slots.append(len(records))
+            images.append(image)
+            image_landmarks.append(row["landmarks"])
+        records.append(rec)
+
+    mode = job["align_mode"]
+    detector = _detector(cfg["min_confidence"]) if mode in ("mtcnn", "auto") and images else None
+    results = align_faces(images, mode, size=side, margin=cfg["margin"], fallback=cfg["fallback"],
+                          detector=detector, landmarks=image_landmarks) if images else []
+
+    crops = []
+    for slot, result in zip(image_slots, results):
+        rec = records[slot]
+        rec.update(status=result.status, reason=result.reason, align_method=result.method,
+                   confidence=None if result.confidence is None else float(result.confidence),
+                   n_faces=int(result.n_faces),
+                   box=None if result.box is None else [float(v) for v in result.box],
+                   landmarks=None if result.landmarks is None
+                   else [float(v) for v in np.asarray(result.landmarks).reshape(-1)],
+                   other_boxes=json.dumps([[round(float(v), 1) for v in b] for b in result.other_boxes]))
+        if result.crop is not None:
+            crop = _to_channels(np.ascontiguousarray(result.crop), channels)
+            rec["shard_index"] = len(crops)
+            rec["content_hash"] = content_hash(crop)
+            rec["phash"] = int(perceptual_hash(crop))
+            crops.append(crop)
+
+    out = Path(job["out_dir"])
+    name = job["chunk"]
+    array = np.stack(crops) if crops else np.zeros((0, side, side, channels), np.uint8)
+    cache.save_npy_atomic(out / cache.SHARDS / f"{name}.npy", array)
+    frame = pd.DataFrame.from_records(records)
+    for col, default in _CHUNK_DEFAULTS.items():
+        if col not in frame:
+            frame[col] = [default] * len(frame)
+    frame["shard"] = np.where(frame["shard_index"].fillna(-1).astype(int) >= 0, name, "")
+    frame["shard_index"] = frame["shard_index"].fillna(-1).astype("int64")
+    frame["phash"] = frame["phash"].fillna(0).astype("uint64")
+    frame["n_faces"] = frame["n_faces"].fillna(0).astype("int64")
+    frame["content_hash"] = frame["content_hash"].fillna("")
+    frame["align_method"] = frame["align_method"].fillna("")
+    frame["other_boxes"] = frame["other_boxes"].fillna("[]")
+    # The Parquet rename is the commit point: a chunk without it is redone on resume.
+    cache.save_parquet_atomic(frame, out / cache.SHARDS / f"{name}.parquet")
+    return {"chunk": name, **Counter(frame["status"])}
+
+
+_CHUNK_DEFAULTS: dict[str, Any] = {
+    "align_method": "", "confidence": None, "n_faces": 0, "box": None, "landmarks": None,
+    "other_boxes": "[]", "shard_index": -1, "content_hash": "", "phash": 0,
+}
+
+
+def _fingerprint(rows: pd.DataFrame, fields: dict[str, Any], layout: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"fields": fields, "mode": layout["align_mode"],
+                              "shape": layout["cache_shape"]}, sort_keys=True).encode())
+    for path, status in zip(rows["path"], rows["status"]):
+        digest.update(f"{path}\0{status}\n".encode())
+    return digest.hexdigest()
+
+
+def _run_chunks(jobs: list[dict[str, Any]], workers: int,
+                progress: Callable[[int, int], None] | None) -> None:
+    """Run chunk jobs inline (1 worker) or in a spawn-context process pool."""
+    total = len(jobs)
+    if progress:
+        progress(0, total)
+    if workers <= 1 or total <= 1:
+        for done, job in enumerate(jobs, 1):
+            process_chunk(job)
+            if progress:
+                progress(done, total)
+        return
+    # spawn, not fork: torch's thread pools do not survive a fork safely.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes=min(workers, total), initializer=_worker_init) as pool:
+        for done, _ in enumerate(pool.imap_unordered(process_chunk, jobs), 1):
+            if progress:
+                progress(done, total)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole run
+
+
+def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: PrepareConfig | None = None,
+            *, overwrite: bool = False,
+            progress: Callable[[str, int, int], None] | None = None) -> PrepareResult:
+    """Prepare ``source`` into ``out_dir`` (see the module docstring). Resumable: rerunning the
+    same command after an interruption finishes the job without redoing committed chunks.
+
+    Args:
+        source: an image folder, a CSV/Parquet manifest, or fer2013.csv.
+        out_dir: the prepared dataset's folder.
+        config: settings; defaults to ``PrepareConfig()``.
+        overwrite: discard an existing output made with different cache settings.
+        progress: optional ``callback(stage, done, total)`` for progress bars.
+
+    Raises:
+        PrepareError: when nothing usable came out, or out_dir holds an incompatible run.
+    """
+    from ferwild.data.dedup import cross_split_drop_mask, find_duplicates
+    from ferwild.data.split import assign_splits
+
+    config = config or PrepareConfig()
+    out = Path(out_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    rows = read_source(source).sort_values("path", kind="stable").reset_index(drop=True)
+    rows = _label_rows(rows, config.labels)
+    _reject_duplicate_paths(rows)
+    rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
+    timings["read"] = time.perf_counter() - t0
+
+    layout = resolve_layout(rows, config)
+    fields = config.cache_fields()
+    key = _fingerprint(rows, fields, layout)
+    plan_path = out / PLAN
+    if plan_path.exists():
+        previous = json.loads(plan_path.read_text())
+        if previous.get("cache_key") != key:
+            if not overwrite:
+                raise PrepareError(
+                    f"{out} holds a prepare run of a different source or cache settings "
+                    f"({previous.get('cache_fields')}); use another --out or pass --overwrite")
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    pending = rows[rows["status"] == ""]
+    workers = config.workers or os.cpu_count() or 1
+    chunk_size = config.chunk_size or max(16, min(2048, math.ceil(len(pending) / (workers * 4))))
+    if plan_path.exists():
+        chunk_size = json.loads(plan_path.read_text())["chunk_size"]  # keep resumed chunks aligned
+    cache.save_json_atomic(plan_path, {"cache_key": key, "cache_fields": fields,
+                                       "layout": layout, "chunk_size": chunk_size,
+                                       "source": str(source)})
+
+    jobs = []
+    for start in range(0, len(pending), chunk_size):
+        name = f"chunk-{start // chunk_size:05d}"
+        if (out / cache.SHARDS / f"{name}.parquet").exists():
+            continue
+        part = pending.iloc[start:start + chunk_size]
+        jobs.append({
+            "chunk": name, "out_dir": str(out), "align_mode": layout["align_mode"],
+            "cache_shape": layout["cache_shape"], "config": fields,
+            "rows": [{"row_id": int(r), "path": p, "pixels": px, "landmarks": lm}
+                     for r, p, px, lm in zip(part["row_id"], part["path"], part["pixels"], part["landmarks"])],
+        })
+    t1 = time.perf_counter()
+    _run_chunks(jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
+    timings["cache"] = time.perf_counter() - t1
+    timings["cache_images"] = int(sum(len(j["rows"]) for j in jobs))
+
+    manifest = _assemble(rows, out, len(pending), chunk_size)
+    usable = manifest["status"].isin(USABLE).to_numpy()
+    if not usable.any():
+        rejects = manifest[manifest["status"] != ""][["path", "label_raw", "status", "reason"]]
+        cache.save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
+        raise PrepareError(f"nothing usable came out of {source}: "
+                           f"{dict(Counter(manifest['status']))}; reasons in {out / 'rejects.csv'}")
+
+    # 4. split
+    t2 = time.perf_counter()
+    split_mode, split_report = _split(manifest, usable, config, assign_splits)
+    timings["split"] = time.perf_counter() - t2
+
+    # 5. duplicates
+    t3 = time.perf_counter()
+    splits = manifest["split"].to_numpy(dtype=object)
+    dups = find_duplicates(manifest["content_hash"].tolist(), manifest["phash"].to_numpy(np.uint64),
+                           splits.tolist(), threshold=config.near_dup_threshold, mask=usable)
+    _mark_duplicates(manifest, dups)
+    dropped_dups = 0
+    if config.drop_cross_split_dups:
+        drop = cross_split_drop_mask(dups, splits.tolist())
+        dropped_dups = int(drop.sum())
+        manifest.loc[drop, "reason"] = "cross-split duplicate of " + manifest.loc[drop, "exact_dup_of"].where(
+            manifest.loc[drop, "exact_dup_of"] != "", manifest.loc[drop, "near_dup_of"])
+        manifest.loc[drop, "status"] = "excluded"
+        manifest.loc[drop, "split"] = ""
+    timings["duplicates"] = time.perf_counter() - t3
+
+    # 6. balance
+    t4 = time.perf_counter()
+    counts_before = _split_class_counts(manifest)
+    augmented = _balance(manifest, out, config, progress)
+    manifest = pd.concat([manifest, augmented], ignore_index=True) if len(augmented) else manifest
+    timings["balance"] = time.perf_counter() - t4
+
+    summary = _summary(source, config, layout, manifest, counts_before, split_mode, split_report,
+                       dups, dropped_dups, timings, time.perf_counter() - t0)
+    _write_outputs(out, manifest, dups, summary, counts_before)
+    return PrepareResult(out_dir=out, manifest=manifest, summary=summary)
+
+
+def _assemble(rows: pd.DataFrame, out: Path, n_pending: int, chunk_size: int) -> pd.DataFrame:
+    """Join the committed chunk tables onto the rows: the manifest before split/dedup/balance."""
+    n_chunks = math.ceil(n_pending / chunk_size) if n_pending else 0
+    parts = [pd.read_parquet(out / cache.SHARDS / f"chunk-{i:05d}.parquet") for i in range(n_chunks)]
+    processed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        {"row_id": pd.Series([], dtype="int64")})
+    base = rows.drop(columns=["pixels", "landmarks"])
+    manifest = base.merge(processed, on="row_id", how="left", suffixes=("_pre", ""))
+    if "status_pre" in manifest:
+        # Rows judged before decoding keep their status; decoded rows take the worker's.
+        manifest["status"] = manifest["status"].where(manifest["status_pre"] == "", manifest["status_pre"])
+        manifest["reason"] = manifest["reason"].where(manifest["status_pre"] == "", manifest["reason_pre"])
+        manifest = manifest.drop(columns=["status_pre", "reason_pre"])
+    for col, default in {**_CHUNK_DEFAULTS, "notes": "", "orig_mode": "", "shard": "",
+                         "orig_width": 0, "orig_height": 0}.items():
+        if col not in manifest:
+            manifest[col] = default
+        elif default is not None:
+            manifest[col] = manifest[col].fillna(default)
+    for col in ("shard_index", "n_faces", "orig_width", "orig_height"):
+        manifest[col] = manifest[col].astype("int64")
+    manifest["phash"] = manifest["phash"].astype("uint64")
+    for col in ("status", "reason", "notes", "orig_mode", "shard", "content_hash", "align_method"):
+        manifest[col] = manifest[col].fillna("").astype(str)
+    manifest["split"] = ""
+    manifest["augmented_from"] = ""
+    return manifest
+
+
+def _split(manifest: pd.DataFrame, usable: np.ndarray, config: PrepareConfig, assign_splits):
+    source_splits = manifest.loc[usable, "source_split"]
+    use_source = config.split == "source" or (config.split == "auto" and (source_splits != "").all())
+    if config.split == "source" and (source_splits == "").any():
+        raise PrepareError(f"--split source: {(source_splits == '').sum()} usable rows have no split "
+                           "in the source; use --split ratios")
+    labels = manifest.loc[usable, "label"].to_numpy(dtype=object)
+    if use_source:
+        assigned = source_splits.to_numpy(dtype=object)
+        mode, report = "source", _source_split_report(labels, assigned)
+    else:
+        group_col = next((c for c in ("subject", "video") if (manifest.loc[usable, c] != "").any()), None)
+        groups = None
+        if group_col:
+            values = manifest.loc[usable, group_col].to_numpy(dtype=object)
+            # Rows without a group id are their own group.
+            groups = np.where(values == "", [f"\0row{i}" for i in range(len(values))], values)
+        assigned, report = assign_splits(labels, config.split_ratios, config.seed,
+                                         groups=groups, group_name=group_col)
+        mode, report = ("group" if group_col else "stratified"), report.to_dict()
+    manifest.loc[usable, "split"] = assigned
+    return mode, report
+
+
+def _source_split_report(labels: np.ndarray, splits: np.ndarray) -> dict[str, Any]:
+    counts = pd.crosstab(pd.Series(splits, name="split"), pd.Series(labels, name="label"))
+    return {"target": None, "counts": {s: {c: int(v) for c, v in row.items()}
+                                       for s, row in counts.iterrows()}}
+
+
+def _mark_duplicates(manifest: pd.DataFrame, dups) -> None:
+    """Give each duplicated row the path of its lowest-numbered twin, for exact and near pairs."""
+    paths = manifest["path"].to_numpy(dtype=object)
+    for kind in ("exact", "near"):
+        col = np.full(len(manifest), "", dtype=object)
+        pairs = dups.pairs[dups.pairs["kind"] == kind]
+        if len(pairs):
+            i, j = pairs["i"].to_numpy(dtype=np.int64), pairs["j"].to_numpy(dtype=np.int64)
+            both = pd.DataFrame({"row": np.concatenate([i, j]), "twin": np.concatenate([j, i])})
+            first = both.groupby("row")["twin"].min()
+            col[first.index.to_numpy()] = paths[first.to_numpy()]
+        manifest[f"{kind}_dup_of"] = col
+
+
+def _split_class_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    used = manifest[manifest["status"].isin(USABLE) & (manifest["split"] != "")]
+    return {s: {c: int(n) for c, n in sorted(Counter(g["label"]).items())}
+            for s, g in used.groupby("split", sort=False)}
+
+
+def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig,
+             progress: Callable[[str, int, int], None] | None) -> pd.DataFrame:
+    """Write augmented copies of training rows so classes reach the target; returns their rows."""
+    # Stale augmented shards from another balance setting are removed first.
+    for old in (out / cache.SHARDS).glob("augmented-*"):
+        old.unlink()
+    if config.balance is None:
+        return pd.DataFrame()
+    train = manifest[(manifest["split"] == "train") & manifest["status"].isin(USABLE)]
+    if train.empty:
+        return pd.DataFrame()
+    plan = balance_plan(train["label"].tolist(), config.balance, seed=config.seed)
+    if not plan:
+        return pd.DataFrame()
+    dataset = _ShardReader(out)
+    block = 2048
+    new_rows = []
+    for b, start in enumerate(range(0, len(plan), block)):
+        part = plan[start:start + block]
+        sources = train.iloc[[p for p, _ in part]]
+        images = [dataset.image(s, i) for s, i in zip(sources["shard"], sources["shard_index"])]
+        seeds = [config.seed * 1_000_003 + start + k for k in range(len(part))]
+        array = augment_images(images, seeds)
+        name = f"augmented-{b:05d}"
+        cache.save_npy_atomic(out / cache.SHARDS / f"{name}.npy", array)
+        for k, ((_, copy), (_, src)) in enumerate(zip(part, sources.iterrows())):
+            new_rows.append({
+                "path": f"{src['path']}#aug{copy}", "label": src["label"], "split": "train",
+                "status": src["status"], "reason": "", "source_split": src["source_split"],
+                "subject": src["subject"], "video": src["video"], "augmented_from": src["path"],
+                "shard": name, "shard_index": k, "align_method": src["align_method"],
+                "content_hash": "", "phash": 0, "n_faces": 0, "orig_width": 0, "orig_height": 0,
+                "other_boxes": "[]",
+                **{c: src[c] for c in manifest.columns if c.startswith("attr_")},
+            })
+        if progress:
+            progress("balance", min(start + block, len(plan)), len(plan))
+    frame = pd.DataFrame(new_rows)
+    frame["row_id"] = np.arange(len(manifest), len(manifest) + len(frame), dtype=np.int64)
+    return frame
+
+
+class _ShardReader:
+    def __init__(self, root: Path):
+        self.root, self.shards = root, {}
+
+    def image(self, shard: str, index: int) -> np.ndarray:
+        if shard not in self.shards:
+            self.shards[shard] = np.load(self.root / cache.SHARDS / f"{shard}.npy", mmap_mode="r")
+        return np.asarray(self.shards[shard][int(index)])
+
+
+def _reason_kind(reason: str) -> str:
+    # "unknown label 'banana'" and "truncated ...: detail" group by their stable head.
+    head = reason.split(":")[0].split(" (")[0]
+    return head.split(" '")[0] if head.startswith("unknown label") else head
+
+
+def _summary(source, config, layout, manifest, counts_before, split_mode, split_report, dups,
+             dropped_dups, timings, elapsed) -> dict[str, Any]:
+    originals = manifest[manifest["augmented_from"] == ""]
+    statuses = Counter(originals["status"])
+    attempted = originals[originals["align_method"].isin(["mtcnn", "landmarks", "center"])
+                          | (originals["status"] == "dropped")]
+    failed = attempted["status"].isin(["unaligned", "dropped"])
+    per_class = {c: round(float(f.mean()), 4) for c, f in failed.groupby(attempted["label"])} if len(attempted) else {}
+    counts_after = _split_class_counts(manifest)
+    return {
+        "source": str(source),
+        "label_set": config.labels,
+        "label_names": list(get_label_set(config.labels)),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "align_mode": layout["align_mode"],
+        "cache_shape": layout["cache_shape"],
+        "inputs": int(len(originals)),
+        "usable": int(originals["status"].isin(USABLE).sum()),
+        "status_counts": {s: int(statuses.get(s, 0)) for s in STATUSES},
+        "rejected_reasons": dict(Counter(_reason_kind(r) for r in originals.loc[originals["status"] == "rejected", "reason"])),
+        "excluded_reasons": dict(Counter(_reason_kind(r) for r in originals.loc[originals["status"] == "excluded", "reason"])),
+        "split_mode": split_mode,
+        "split_report": split_report,
+        "counts": counts_before,
+        "counts_after_balance": counts_after,
+        "augmented_rows": int((manifest["augmented_from"] != "").sum()),
+        "duplicates": {**dups.to_dict(), "threshold": config.near_dup_threshold,
+                       "dropped_from_val_test": dropped_dups},
+        "alignment_failure": {"overall": round(float(failed.mean()), 4) if len(attempted) else 0.0,
+                              "attempted": int(len(attempted)), "failed": int(failed.sum()),
+                              "per_class": per_class},
+        "timings_s": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
+        "elapsed_s": round(elapsed, 3),
+    }
+
+
+def _write_outputs(out: Path, manifest: pd.DataFrame, dups, summary: dict[str, Any],
+                   counts_before: dict[str, dict[str, int]]) -> None:
+    manifest = manifest.copy()
+    for col in manifest.columns:
+        if manifest[col].dtype == object and col not in ("box", "landmarks", "confidence"):
+            manifest[col] = manifest[col].fillna("").astype(str)
+    manifest["confidence"] = pd.to_numeric(manifest["confidence"], errors="coerce")
+    manifest["label_id"] = manifest["label"].map(
+        {n: i for i, n in enumerate(summary["label_names"])}).fillna(-1).astype("int64")
+    cache.save_parquet_atomic(manifest, out / cache.MANIFEST)
+    rejects = manifest[manifest["status"].isin(["rejected", "dropped"])][["path", "label", "status", "reason"]]
+    cache.save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
+    pairs = dups.pairs.copy()
+    paths = manifest["path"].to_numpy(dtype=object)
+    pairs.insert(0, "path_j", paths[pairs["j"].to_numpy(dtype=int)] if len(pairs) else [])
+    pairs.insert(0, "path_i", paths[pairs["i"].to_numpy(dtype=int)] if len(pairs) else [])
+    cache.save_text_atomic(out / "duplicates.csv", pairs.to_csv(index=False))
+    class_count_figure(counts_before.get("train", {}), summary["counts_after_balance"].get("train", {}),
+                       out / "class_counts.png")
+    _contact_sheet(out, manifest)
+    cache.save_json_atomic(out / cache.SUMMARY, summary)
+
+
+def _contact_sheet(out: Path, manifest: pd.DataFrame, n: int = 48) -> None:
+    """A grid of cached crops (aligned first, then fallbacks) for a visual check."""
+    from ferwild.data.faces import contact_sheet
+
+    originals = manifest[(manifest["shard"] != "") & (manifest["augmented_from"] == "")]
+    pick = pd.concat([originals[originals["status"] == "aligned"].head(n - n // 4),
+                      originals[originals["status"] == "unaligned"].head(n // 4)])
+    if pick.empty:
+        return
+    reader = _ShardReader(out)
+    crops = [reader.image(s, i) for s, i in zip(pick["shard"], pick["shard_index"])]
+    crops = [np.repeat(c, 3, axis=2) if c.shape[2] == 1 else c for c in crops]
+    captions = [f"{lab[:8]} {st[:5]}" for lab, st in zip(pick["label"], pick["status"])]
+    contact_sheet(crops, captions, out / "contact_sheet.png", title="ferwild prepare: cached crops")

@@ -1,0 +1,271 @@
+"""End-to-end tests of ``prepare`` on inputs built on the fly, plus real data when present."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ferwild.data.cache import PreparedDataset
+from ferwild.data.prepare import PrepareConfig, PrepareError, prepare
+
+CLASSES = ("happy", "sad", "angry")
+
+
+def _face_like(rng, side=32, grey=True):
+    """A random-ish small crop; different per call so there are no accidental duplicates."""
+    base = rng.integers(0, 256, (side // 4, side // 4), dtype=np.uint8)
+    img = Image.fromarray(base).resize((side, side), Image.BILINEAR)
+    return img if grey else img.convert("RGB")
+
+
+def make_folder(root: Path, per_class=(30, 12, 6), seed=0, side=32) -> Path:
+    """A class-per-folder tree of small grey crops (pre-aligned style), imbalanced."""
+    rng = np.random.default_rng(seed)
+    for cls, n in zip(CLASSES, per_class):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            _face_like(rng, side).save(root / cls / f"{cls}_{i:03d}.png")
+    return root
+
+
+def add_bad_files(root: Path) -> dict[str, str]:
+    """Bad inputs of several kinds; returns file name -> expected status."""
+    (root / "happy" / "zero.jpg").write_bytes(b"")
+    (root / "happy" / "text.jpg").write_text("this is not a JPEG")
+    buf = root / "sad" / "full.jpg"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(buf, quality=95)
+    data = buf.read_bytes()
+    buf.unlink()
+    (root / "sad" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "banana").mkdir()
+    _face_like(np.random.default_rng(99)).save(root / "banana" / "b.png")
+    (root / "neutral").mkdir()
+    _face_like(np.random.default_rng(98)).save(root / "neutral" / "n.png")
+    # an exact duplicate of another file's pixels (different path)
+    Image.open(root / "happy" / "happy_000.png").save(root / "happy" / "copy_of_000.png")
+    return {"zero.jpg": "rejected", "text.jpg": "rejected", "truncated.jpg": "rejected",
+            "b.png": "rejected", "n.png": "excluded", "copy_of_000.png": "aligned"}
+
+
+def test_prepare_folder_with_bad_inputs(tmp_path):
+    src = make_folder(tmp_path / "src")
+    expected = add_bad_files(src)
+    result = prepare(src, tmp_path / "out", PrepareConfig(workers=1, seed=3))
+    m = result.manifest
+    originals = m[m["augmented_from"] == ""]
+    by_name = {Path(p).name: s for p, s in zip(originals["path"], originals["status"])}
+    for name, status in expected.items():
+        assert by_name[name] == status, name
+    assert len(originals) == 30 + 12 + 6 + len(expected) - 1 + 1  # copy_of_000 is extra, full.jpg removed
+    reasons = dict(zip(originals["path"].map(lambda p: Path(p).name), originals["reason"]))
+    assert "empty" in reasons["zero.jpg"]
+    assert "unknown label" in reasons["b.png"]
+    assert "not in basic6" in reasons["n.png"]
+
+    s = result.summary
+    assert s["align_mode"] == "none" and s["cache_shape"] == [32, 32, 1]
+    assert s["status_counts"]["rejected"] == 4 and s["status_counts"]["excluded"] == 1
+    assert s["split_mode"] == "stratified"
+    assert s["duplicates"]["exact_pairs"] >= 1
+    # 70/20/10 per class, then train balanced to its largest class
+    train = s["counts"]["train"]
+    assert train["happiness"] == round(31 * 0.7)
+    assert set(s["counts_after_balance"]["train"].values()) == {train["happiness"]}
+    assert s["augmented_rows"] == sum(train["happiness"] - v for v in train.values())
+
+    # files a user relies on
+    out = tmp_path / "out"
+    for name in ("manifest.parquet", "summary.json", "rejects.csv", "duplicates.csv",
+                 "class_counts.png", "contact_sheet.png"):
+        assert (out / name).exists(), name
+    rejects = pd.read_csv(out / "rejects.csv")
+    assert set(rejects["path"].map(lambda p: Path(p).name)) == {"zero.jpg", "text.jpg", "truncated.jpg", "b.png"}
+
+    # the cache holds what the source held (pre-aligned crops are stored at native size, grey)
+    ds = PreparedDataset(out)
+    row = ds.manifest[ds.manifest["path"].str.endswith("happy_005.png")]
+    np.testing.assert_array_equal(ds.images(row)[0, :, :, 0],
+                                  np.asarray(Image.open(src / "happy" / "happy_005.png")))
+    aug = ds.manifest[ds.manifest["augmented_from"] != ""]
+    assert (aug["split"] == "train").all()
+    assert set(aug["augmented_from"]) <= set(ds.manifest.loc[ds.manifest["split"] == "train", "path"])
+    assert ds.images(aug.head(3)).shape == (3, 32, 32, 1)
+
+
+def test_prepare_is_deterministic_and_reruns_are_noops(tmp_path):
+    src = make_folder(tmp_path / "src", per_class=(10, 6, 4))
+    a = prepare(src, tmp_path / "a", PrepareConfig(workers=1, chunk_size=8))
+    b = prepare(src, tmp_path / "b", PrepareConfig(workers=2, chunk_size=8))
+    cols = ["path", "label", "split", "status", "content_hash", "augmented_from"]
+    pd.testing.assert_frame_equal(a.manifest[cols], b.manifest[cols])
+    # A second run over a finished folder reuses every chunk (no image is processed again).
+    again = prepare(src, tmp_path / "a", PrepareConfig(workers=1, chunk_size=8))
+    assert again.summary["timings_s"]["cache_images"] == 0
+    pd.testing.assert_frame_equal(again.manifest[cols], a.manifest[cols])
+    other = prepare(src, tmp_path / "c", PrepareConfig(workers=1, seed=5))
+    assert not a.manifest["split"].equals(other.manifest["split"])
+
+
+def test_incompatible_rerun_needs_overwrite(tmp_path):
+    src = make_folder(tmp_path / "src", per_class=(6, 6, 6))
+    prepare(src, tmp_path / "out", PrepareConfig(workers=1))
+    with pytest.raises(PrepareError, match="overwrite"):
+        prepare(src, tmp_path / "out", PrepareConfig(workers=1, labels="basic7", align="mtcnn"))
+
+
+def test_nothing_usable_is_an_error(tmp_path):
+    (tmp_path / "src" / "happy").mkdir(parents=True)
+    (tmp_path / "src" / "happy" / "a.jpg").write_text("nope")
+    with pytest.raises(PrepareError, match="nothing usable"):
+        prepare(tmp_path / "src", tmp_path / "out", PrepareConfig(workers=1))
+    assert "not an image" in (tmp_path / "out" / "rejects.csv").read_text()
+
+
+def test_group_split_from_manifest_with_landmarks(tmp_path):
+    """Subjects never cross splits; given landmarks drive the alignment."""
+    rng = np.random.default_rng(0)
+    rows = []
+    (tmp_path / "img").mkdir()
+    template = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], float)
+    for i in range(90):
+        img = rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)
+        name = f"img/{i}.png"
+        Image.fromarray(img).save(tmp_path / name)
+        lm = template + rng.normal(0, 1, template.shape)
+        rows.append({"path": name, "label": CLASSES[i % 3], "subject": f"s{i // 5}",
+                     "landmarks": " ".join(f"{v:.2f}" for v in lm.reshape(-1)),
+                     "attr_glasses": "yes" if i % 2 else "no"})
+    rows[0]["landmarks"] = ""  # one image without landmarks -> fallback
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    result = prepare(tmp_path / "m.csv", tmp_path / "out",
+                     PrepareConfig(workers=1, size=64, balance="none"))
+    m = result.manifest
+    assert result.summary["split_mode"] == "group"
+    assert result.summary["cache_shape"] == [64, 64, 3]
+    assert m.groupby("subject")["split"].nunique().max() == 1
+    assert set(m["split"]) == {"train", "val", "test"}
+    assert (m["align_method"] == "landmarks").sum() == 89
+    first = m[m["path"].str.endswith("/0.png")].iloc[0]
+    # auto mode: no landmarks for this image, so MTCNN was tried (and found no face in noise)
+    assert first["status"] == "unaligned" and "no face" in first["reason"]
+    assert result.summary["alignment_failure"]["failed"] == 1
+    assert "attr_glasses" in m.columns
+
+
+def test_fer2013_csv_source(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = [" ".join(map(str, rng.integers(0, 256, 48 * 48))) for _ in range(40)]
+    emotions = [i % 7 for i in range(40)]
+    usage = ["Training"] * 30 + ["PublicTest"] * 5 + ["PrivateTest"] * 5
+    pixels[3] = "1 2 3"  # a corrupt row
+    pd.DataFrame({"emotion": emotions, "pixels": pixels, "Usage": usage}).to_csv(tmp_path / "fer2013.csv", index=False)
+    result = prepare(tmp_path / "fer2013.csv", tmp_path / "out",
+                     PrepareConfig(workers=1, labels="basic7", balance="none"))
+    s = result.summary
+    assert s["align_mode"] == "none" and s["cache_shape"] == [48, 48, 1]
+    assert s["split_mode"] == "source"
+    assert s["status_counts"]["rejected"] == 1
+    assert sum(s["counts"]["train"].values()) == 29
+    ds = PreparedDataset(tmp_path / "out")
+    row = ds.manifest[ds.manifest["path"].str.endswith("#5")]
+    expected = np.array(pixels[5].split(), dtype=np.uint8).reshape(48, 48)
+    np.testing.assert_array_equal(ds.images(row)[0, :, :, 0], expected)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "ferwild.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_cli_exit_codes(tmp_path):
+    src = make_folder(tmp_path / "src", per_class=(5, 5, 5))
+    add_bad_files(src)
+    ok = _cli("prepare", str(src), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert ok.returncode == 0, ok.stderr
+    assert "rejected" in ok.stdout and "duplicates" in ok.stdout
+    bad = _cli("prepare", str(src), "--out", str(tmp_path / "o2"), "--labels", "basic5")
+    assert bad.returncode == 2 and "basic5" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _cli("prepare", str(src), "--out", str(tmp_path / "o3"), "--split-ratios", "0.5,0.5")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    missing = _cli("prepare", str(tmp_path / "nope"), "--out", str(tmp_path / "o4"))
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+@pytest.mark.slow
+def test_kill9_then_rerun_gives_the_same_manifest(tmp_path):
+    src = make_folder(tmp_path / "src", per_class=(400, 300, 200), side=48)
+    args = ["prepare", str(src), "--workers", "1", "--chunk-size", "20"]
+    ref = _cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ferwild.cli", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "shards").glob("chunk-*.parquet"))) < 5:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / "shards").glob("chunk-*.parquet")))
+    assert 5 <= done_before < 45, "the kill must land mid-run"
+    assert not (out / "manifest.parquet").exists()
+
+    resumed = _cli(*args, "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timings_s"]["cache_images"] <= 900 - 20 * done_before
+    a = pd.read_parquet(tmp_path / "ref" / "manifest.parquet")
+    b = pd.read_parquet(out / "manifest.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    ra, rb = PreparedDataset(tmp_path / "ref"), PreparedDataset(out)
+    np.testing.assert_array_equal(ra.images(ra.manifest[ra.manifest["shard"] != ""]),
+                                  rb.images(rb.manifest[rb.manifest["shard"] != ""]))
+
+
+# ---------------------------------------------------------------- real data (../shared/data)
+
+@pytest.mark.shared_data
+def test_fer2013_subset_is_prealigned_with_source_split(shared_data, tmp_path):
+    fer = shared_data / "fer2013"
+    files = sorted((fer / "train" / "disgust").glob("*.jpg"))[:150] + sorted((fer / "test" / "disgust").glob("*.jpg"))
+    files += sorted((fer / "train" / "neutral").glob("*.jpg"))[:20]
+    pd.DataFrame({"path": [str(f) for f in files],
+                  "label": [f.parent.name for f in files],
+                  "split": ["train" if f.name.startswith("Training") else
+                            "val" if f.name.startswith("PublicTest") else "test" for f in files]}
+                 ).to_csv(tmp_path / "m.csv", index=False)
+    result = prepare(tmp_path / "m.csv", tmp_path / "out", PrepareConfig(balance="none"))
+    s = result.summary
+    assert s["align_mode"] == "none" and s["cache_shape"] == [48, 48, 1]
+    assert s["status_counts"]["excluded"] == 20  # neutral is not in basic6
+    assert s["counts"]["train"] == {"disgust": 150}
+    assert s["counts"]["val"]["disgust"] + s["counts"]["test"]["disgust"] == 111
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_face_photos_are_detected_and_aligned(shared_data, tmp_path):
+    photos = sorted(p for p in (shared_data / "face_photos").rglob("*") if p.is_file())
+    pd.DataFrame({"path": [str(p) for p in photos], "label": ["happy"] * len(photos)}
+                 ).to_csv(tmp_path / "m.csv", index=False)
+    result = prepare(tmp_path / "m.csv", tmp_path / "out",
+                     PrepareConfig(balance="none", fallback="drop", size=112))
+    m = result.manifest.set_index(result.manifest["path"].map(lambda p: Path(p).name))
+    assert result.summary["align_mode"] == "auto"
+    for name in ("obama.jpg", "biden.jpg", "single_face.jpg", "Image_with_alpha.png", "32bit.png"):
+        assert m.loc[name, "status"] == "aligned", name
+        assert m.loc[name, "align_method"] == "mtcnn"
+    assert m.loc["multi_face.jpg", "n_faces"] >= 4
+    assert len(json.loads(m.loc["multi_face.jpg", "other_boxes"])) == m.loc["multi_face.jpg", "n_faces"] - 1
+    assert m.loc["free-mountain-vector-01.jpg", "status"] == "dropped"
+    assert result.summary["alignment_failure"]["failed"] >= 1
+    assert (tmp_path / "out" / "contact_sheet.png").exists()
