@@ -43,7 +43,8 @@ def _brute_pairs(hashes: np.ndarray, threshold: int) -> np.ndarray:
 def _planted_hashes(n: int, seed: int) -> np.ndarray:
     """Random 64-bit hashes with planted near copies (0..9 flipped bits) and repeated values."""
     rng = np.random.default_rng(seed)
-    hs = [int(x) for x in rng.integers(0, 2**63, size=n, dtype=np.uint64) * 2 + rng.integers(0, 2, n)]
+    raw = rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2)
+    hs = [int(x) + int(b) for x, b in zip(raw, rng.integers(0, 2, n))]
     for k in range(n // 3):
         src = hs[int(rng.integers(0, n))]
         for bit in rng.choice(64, size=int(rng.integers(0, 10)), replace=False):

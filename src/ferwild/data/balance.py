@@ -1,10 +1,10 @@
 """Class-balancing augmentation of the training split (the study's Figure 1).
 
 The training split is topped up per class to the largest class (or a target count) with
-augmented copies of its own rows: flip, small rotation/scale, colour/brightness jitter, blur,
-and random erasing patches that imitate occlusion. Each augmented image is produced from a
-seed derived from (seed, new-row index), so a rerun writes the same pixels. Validation and
-test are never augmented.
+augmented copies of its own rows (``ferwild.data.augment``: flip, small rotation/scale,
+colour/brightness jitter, blur, and occlusion patches). Blocks of augmented rows are seeded
+from (seed, block number), so a rerun writes the same pixels. Validation and test are never
+augmented.
 """
 
 from __future__ import annotations
@@ -60,41 +60,6 @@ def balance_plan(labels: Sequence[str], target: str | int, seed: int = 0) -> lis
         for k in range(need):
             plan.append((int(order[k % len(order)]), k // len(order) + 1))
     return plan
-
-
-def make_augmenter():
-    """The augmentation used for balancing (torchvision v2, on uint8 CHW tensors)."""
-    import torch
-    from torchvision.transforms import v2
-
-    return v2.Compose([
-        v2.RandomHorizontalFlip(p=0.5),
-        v2.RandomAffine(degrees=10, scale=(0.9, 1.1), translate=(0.05, 0.05)),
-        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2),
-        v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 1.2))], p=0.3),
-        # Erasing works on float images; occlusion patches imitate hands/objects on faces.
-        v2.ToDtype(torch.float32, scale=True),
-        v2.RandomErasing(p=0.3, scale=(0.02, 0.12), ratio=(0.5, 2.0), value=0.0),
-        v2.ToDtype(torch.uint8, scale=True),
-    ])
-
-
-def augment_images(images: Sequence[np.ndarray], seeds: Sequence[int], augmenter=None) -> np.ndarray:
-    """Augment each (H, W, C) uint8 image with its own seed; returns an (N, H, W, C) uint8 array."""
-    import torch
-
-    augmenter = augmenter or make_augmenter()
-    out = []
-    for image, seed in zip(images, seeds):
-        torch.manual_seed(int(seed))
-        tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
-        if tensor.shape[0] == 1:
-            # ColorJitter's saturation needs 3 channels; grey images stay grey.
-            tensor = augmenter(tensor.expand(3, -1, -1).contiguous())[:1]
-        else:
-            tensor = augmenter(tensor)
-        out.append(tensor.permute(1, 2, 0).numpy())
-    return np.stack(out) if out else np.zeros((0,) + tuple(images[0].shape), np.uint8)
 
 
 def class_count_figure(before: Mapping[str, int], after: Mapping[str, int], path: str | os.PathLike,

@@ -118,7 +118,8 @@ def _within_run_pairs(order: np.ndarray, keys_sorted: np.ndarray) -> Iterable[tu
     if n < 2:
         return
     boundary = np.flatnonzero(keys_sorted[1:] != keys_sorted[:-1]) + 1
-    run_end = np.repeat(np.concatenate([boundary, [n]]), np.diff(np.concatenate([[0], boundary, [n]])))
+    ends = np.concatenate([boundary, [n]])
+    run_end = np.repeat(ends, np.diff(np.concatenate([[0], ends])))
     partners = run_end - np.arange(n) - 1  # pairs started by each sorted position
     has = np.flatnonzero(partners > 0)
     if len(has) == 0:
@@ -225,8 +226,10 @@ def hamming_pairs(hashes: np.ndarray, threshold: int) -> np.ndarray:
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0; got {threshold}")
     h = np.asarray(hashes)
-    if h.dtype != np.uint64:
-        h = h.astype(np.int64).view(np.uint64) if np.issubdtype(h.dtype, np.signedinteger) else h.astype(np.uint64)
+    if np.issubdtype(h.dtype, np.signedinteger):
+        h = h.astype(np.int64).view(np.uint64)  # same 64 bits, read unsigned
+    elif h.dtype != np.uint64:
+        h = h.astype(np.uint64)
     h = h.reshape(-1)
 
     uniq, inverse = np.unique(h, return_inverse=True)

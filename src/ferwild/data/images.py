@@ -63,6 +63,9 @@ _REFUSED_FORMATS = frozenset({"EPS"})
 
 _WHITE = (255, 255, 255, 255)
 
+# ISO-BMFF brands of HEIC/HEIF (iPhone photos), which stock Pillow cannot decode.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"})
+
 
 class ImageRejected(Exception):
     """A file that cannot be used as an image; ``.reason`` is a short human-readable reason.
@@ -252,7 +255,8 @@ def _read_file(path: str | os.PathLike) -> bytes:
         st = os.stat(path)  # follows symlinks
     except FileNotFoundError:
         if os.path.islink(path):
-            raise ImageRejected(f"broken symlink (target {_readlink(path)!r} does not exist)") from None
+            target = _readlink(path)
+            raise ImageRejected(f"broken symlink (target {target!r} does not exist)") from None
         raise ImageRejected("file not found") from None
     except PermissionError:
         raise ImageRejected("permission denied") from None
@@ -310,9 +314,10 @@ def _decode(data: bytes, *, max_pixels: int, min_side: int) -> LoadedImage:
         n_frames = _frame_count(img)
         if n_frames != 1:
             img.seek(0)
-            notes.append(
-                f"animated: first of {n_frames} frames" if n_frames else "animated: first frame used"
-            )
+            if n_frames:
+                notes.append(f"animated: first of {n_frames} frames")
+            else:
+                notes.append("animated: first frame used")
 
         # Decode now, inside the caller's guard: without LOAD_TRUNCATED_IMAGES (which we never
         # set) a truncated file raises OSError here instead of yielding half-grey pixels.
@@ -344,7 +349,9 @@ def _check_size(width: int, height: int, *, max_pixels: int, min_side: int) -> N
             "possible decompression bomb"
         )
     if width < max(min_side, 1) or height < max(min_side, 1):
-        raise ImageRejected(f"image too small ({width} x {height}; each side must be >= {min_side})")
+        raise ImageRejected(
+            f"image too small ({width} x {height}; each side must be >= {min_side})"
+        )
 
 
 def _frame_count(img: Image.Image) -> int:
@@ -515,7 +522,9 @@ def _float_to_u8(values: np.ndarray, notes: list[str], *, label: str) -> np.ndar
     return _stretch(values, lo, hi, notes, label=label)
 
 
-def _stretch(values: np.ndarray, lo: float, hi: float, notes: list[str], *, label: str) -> np.ndarray:
+def _stretch(
+    values: np.ndarray, lo: float, hi: float, notes: list[str], *, label: str
+) -> np.ndarray:
     notes.append(f"{label} range [{lo:g}, {hi:g}] stretched to 8-bit")
     if hi <= lo:  # constant image outside any known range
         return np.zeros(values.shape, dtype=np.uint8)
@@ -546,14 +555,15 @@ def _bomb_reason(exc: BaseException) -> str:
     """Reason for PIL's own bomb check (it fires inside Image.open / seek, before our check)."""
     m = _BOMB_RE.search(str(exc))
     if m:
-        return f"image too large ({m.group(1)} pixels > max {m.group(2)}): possible decompression bomb"
+        pixels, limit = m.groups()
+        return f"image too large ({pixels} pixels > max {limit}): possible decompression bomb"
     return f"image too large: possible decompression bomb ({exc})"
 
 
 def _unidentified_reason(data: bytes) -> str:
-    """Say what the data looks like when PIL cannot identify it, to help users fix their folders."""
+    """Say what unidentifiable data looks like, to help users clean up their folders."""
     head = data[:64]
-    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
         return "not an image PIL can read (HEIC/HEIF; convert it to JPEG or PNG)"
     try:
         # Incremental decoder with final=False: a multi-byte character cut at byte 512 is fine.

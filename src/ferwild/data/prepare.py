@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.data import cache
-from ferwild.data.balance import augment_images, balance_plan, class_count_figure, parse_balance
+from ferwild.data.balance import balance_plan, class_count_figure, parse_balance
 from ferwild.data.sources import decode_fer2013_pixels, read_source
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
 
@@ -331,24 +331,35 @@ def _fingerprint(rows: pd.DataFrame, fields: dict[str, Any], layout: dict[str, A
     return digest.hexdigest()
 
 
-def _run_chunks(jobs: list[dict[str, Any]], workers: int,
-                progress: Callable[[int, int], None] | None) -> None:
-    """Run chunk jobs inline (1 worker) or in a spawn-context process pool."""
+def _run_jobs(function: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], workers: int,
+              progress: Callable[[int, int], None] | None) -> None:
+    """Run independent jobs inline (1 worker) or in a spawn-context process pool."""
     total = len(jobs)
     if progress:
         progress(0, total)
     if workers <= 1 or total <= 1:
         for done, job in enumerate(jobs, 1):
-            process_chunk(job)
+            function(job)
             if progress:
                 progress(done, total)
         return
     # spawn, not fork: torch's thread pools do not survive a fork safely.
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(processes=min(workers, total), initializer=_worker_init) as pool:
-        for done, _ in enumerate(pool.imap_unordered(process_chunk, jobs), 1):
+        for done, _ in enumerate(pool.imap_unordered(function, jobs), 1):
             if progress:
                 progress(done, total)
+
+
+def augment_block(job: dict[str, Any]) -> str:
+    """Augment one block of planned rows from the cache and write it as one shard (atomic)."""
+    from ferwild.data.augment import augment_uint8
+
+    reader = _ShardReader(Path(job["out_dir"]))
+    images = np.stack([reader.image(shard, index) for shard, index in job["sources"]])
+    cache.save_npy_atomic(Path(job["out_dir"]) / cache.SHARDS / f"{job['name']}.npy",
+                          augment_uint8(images, job["seed"]))
+    return job["name"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +432,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
                      for r, p, px, lm in zip(part["row_id"], part["path"], part["pixels"], part["landmarks"])],
         })
     t1 = time.perf_counter()
-    _run_chunks(jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
+    _run_jobs(process_chunk, jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
     timings["cache"] = time.perf_counter() - t1
     timings["cache_images"] = int(sum(len(j["rows"]) for j in jobs))
 
@@ -457,7 +468,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     # 6. balance
     t4 = time.perf_counter()
     counts_before = _split_class_counts(manifest)
-    augmented = _balance(manifest, out, config, progress)
+    augmented = _balance(manifest, out, config, workers, progress)
     manifest = pd.concat([manifest, augmented], ignore_index=True) if len(augmented) else manifest
     timings["balance"] = time.perf_counter() - t4
 
@@ -546,44 +557,50 @@ def _split_class_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
             for s, g in used.groupby("split", sort=False)}
 
 
-def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig,
+def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: int,
              progress: Callable[[str, int, int], None] | None) -> pd.DataFrame:
-    """Write augmented copies of training rows so classes reach the target; returns their rows."""
-    # Stale augmented shards from another balance setting are removed first.
-    for old in (out / cache.SHARDS).glob("augmented-*"):
-        old.unlink()
-    if config.balance is None:
-        return pd.DataFrame()
+    """Write augmented copies of training rows so classes reach the target; returns their rows.
+
+    Blocks of augmented images are independent jobs (parallel, and skipped on resume when their
+    shard exists). Shard names carry a digest of the plan, so a changed split or balance setting
+    never reuses stale pixels.
+    """
     train = manifest[(manifest["split"] == "train") & manifest["status"].isin(USABLE)]
-    if train.empty:
-        return pd.DataFrame()
-    plan = balance_plan(train["label"].tolist(), config.balance, seed=config.seed)
+    plan = balance_plan(train["label"].tolist(), config.balance, seed=config.seed) \
+        if config.balance is not None and len(train) else []
+    sources = train.iloc[[p for p, _ in plan]] if plan else train.iloc[:0]
+    digest = hashlib.sha256(json.dumps([config.seed, [int(c) for _, c in plan]]).encode())
+    for path in sources["path"]:
+        digest.update(path.encode())
+    key = digest.hexdigest()[:10]
+    block = 2048
+    jobs, names = [], []
+    for b, start in enumerate(range(0, len(plan), block)):
+        name = f"augmented-{key}-{b:05d}"
+        names.extend([name] * len(plan[start:start + block]))
+        if (out / cache.SHARDS / f"{name}.npy").exists():
+            continue
+        part = sources.iloc[start:start + block]
+        jobs.append({"name": name, "out_dir": str(out), "seed": config.seed * 1_000_003 + b,
+                     "sources": [(str(s), int(i)) for s, i in zip(part["shard"], part["shard_index"])]})
+    _run_jobs(augment_block, jobs, workers, (lambda d, t: progress("balance", d, t)) if progress else None)
+    for old in (out / cache.SHARDS).glob("augmented-*.npy"):
+        if not old.name.startswith(f"augmented-{key}-"):
+            old.unlink()  # pixels of an earlier, different balance plan
     if not plan:
         return pd.DataFrame()
-    dataset = _ShardReader(out)
-    block = 2048
-    new_rows = []
-    for b, start in enumerate(range(0, len(plan), block)):
-        part = plan[start:start + block]
-        sources = train.iloc[[p for p, _ in part]]
-        images = [dataset.image(s, i) for s, i in zip(sources["shard"], sources["shard_index"])]
-        seeds = [config.seed * 1_000_003 + start + k for k in range(len(part))]
-        array = augment_images(images, seeds)
-        name = f"augmented-{b:05d}"
-        cache.save_npy_atomic(out / cache.SHARDS / f"{name}.npy", array)
-        for k, ((_, copy), (_, src)) in enumerate(zip(part, sources.iterrows())):
-            new_rows.append({
-                "path": f"{src['path']}#aug{copy}", "label": src["label"], "split": "train",
-                "status": src["status"], "reason": "", "source_split": src["source_split"],
-                "subject": src["subject"], "video": src["video"], "augmented_from": src["path"],
-                "shard": name, "shard_index": k, "align_method": src["align_method"],
-                "content_hash": "", "phash": 0, "n_faces": 0, "orig_width": 0, "orig_height": 0,
-                "other_boxes": "[]",
-                **{c: src[c] for c in manifest.columns if c.startswith("attr_")},
-            })
-        if progress:
-            progress("balance", min(start + block, len(plan)), len(plan))
-    frame = pd.DataFrame(new_rows)
+    attrs = [c for c in manifest.columns if c.startswith("attr_")]
+    frame = pd.DataFrame({
+        "path": [f"{p}#aug{c}" for p, (_, c) in zip(sources["path"], plan)],
+        "label": sources["label"].to_numpy(), "split": "train", "status": sources["status"].to_numpy(),
+        "reason": "", "source_split": sources["source_split"].to_numpy(),
+        "subject": sources["subject"].to_numpy(), "video": sources["video"].to_numpy(),
+        "augmented_from": sources["path"].to_numpy(), "shard": names,
+        "shard_index": np.arange(len(plan)) % block, "align_method": sources["align_method"].to_numpy(),
+        "content_hash": "", "phash": np.zeros(len(plan), np.uint64), "n_faces": 0,
+        "orig_width": 0, "orig_height": 0, "other_boxes": "[]",
+        **{c: sources[c].to_numpy() for c in attrs},
+    })
     frame["row_id"] = np.arange(len(manifest), len(manifest) + len(frame), dtype=np.int64)
     return frame
 
