@@ -459,7 +459,7 @@ def test_aligned_crops_put_landmarks_on_template(photo_results, detector):
         best, _ = choose_face(found)
         # Where the alignment said the landmarks would go (the warp is exact) ...
         expected = _apply(similarity_transform(r.landmarks, tpl), r.landmarks)
-        assert np.linalg.norm(best.landmarks - expected, axis=1).mean() < 4.0, name
+        assert np.linalg.norm(best.landmarks - expected, axis=1).mean() < 5.0, name
         # ... and that is near the template (faces differ from it by a few pixels).
         assert np.linalg.norm(best.landmarks - tpl, axis=1).mean() < 0.05 * 224, name
 

@@ -83,7 +83,8 @@ def class_count_figure(before: Mapping[str, int], after: Mapping[str, int], path
     ax.set_xticks(x, classes, rotation=20)
     ax.set_ylabel("images")
     ax.set_title(title)
-    ax.legend()
+    ax.set_ylim(0, 1.25 * max(b + a + [1]))  # headroom so the legend never hides a bar
+    ax.legend(loc="upper center", ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
