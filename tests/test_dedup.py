@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import shared_data_dir
 from ferwild.data.dedup import (
     DuplicateReport,
     content_hash,
@@ -20,7 +21,7 @@ from ferwild.data.dedup import (
 )
 from ferwild.data.split import source_split_from_names
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = shared_data_dir()
 FER2013 = SHARED / "fer2013"
 
 
@@ -324,3 +325,27 @@ def test_fer2013_disgust_subset_report_is_consistent():
     assert not drop[splits == "train"].any()
     again = find_duplicates(ch, ph, splits, threshold=4, mask=~drop)
     assert again.cross_split_exact == 0 and again.cross_split_near == 0
+
+
+def test_pixel_correlation_separates_a_brightened_copy_from_another_image():
+    from ferwild.data.dedup import pixel_correlation
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 200, (2, 24, 24, 1), dtype=np.uint8)
+    brighter = (a.astype(int) + 40).astype(np.uint8)
+    corr = pixel_correlation(a, np.stack([brighter[0], a[1][::-1]]))
+    assert corr[0] > 0.999 and abs(corr[1]) < 0.3
+    with pytest.raises(ValueError):
+        pixel_correlation(a, a[:, :10])
+
+
+def test_keep_pairs_recounts():
+    from ferwild.data.dedup import keep_pairs
+
+    hashes = np.array([0, 0, 1, 3], dtype=np.uint64)
+    report = find_duplicates(["a", "a", "b", "c"], hashes, ["train", "test", "train", "val"], threshold=2)
+    assert report.exact_pairs == 1 and report.near_pairs == 5
+    near = (report.pairs["kind"] == "near").to_numpy()
+    kept = keep_pairs(report, ~near)
+    assert (kept.exact_pairs, kept.near_pairs, kept.cross_split_exact, kept.cross_split_near) == (1, 0, 1, 0)
+    assert kept.rows_in_exact_groups == 2

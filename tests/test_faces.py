@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
+from conftest import shared_data_dir
 from ferwild.data.faces import (
     ARCFACE_TEMPLATE_112,
     DEFAULT_MARGIN,
@@ -30,7 +31,7 @@ from ferwild.data.faces import (
     template_points,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = shared_data_dir()
 PHOTOS = SHARED / "face_photos"
 
 
@@ -268,6 +269,18 @@ def test_align_faces_auto_uses_landmarks_first():
     assert [r.status for r in res] == ["aligned", "aligned", "unaligned"]
     # Only the images without landmarks went to the detector.
     assert len(stub.seen) == 2 and stub.seen[0] is imgs[1] and stub.seen[1] is imgs[2]
+
+
+def test_align_faces_accepts_landmarks_as_tables_return_them():
+    # Flat 10 numbers and an object array of 2-arrays (what pandas/Parquet give back).
+    lm = template_points(64)
+    nested = np.empty(5, dtype=object)
+    nested[:] = [row for row in lm]
+    imgs = [_tiny(0, 64, 64), _tiny(0, 64, 64), _tiny(0, 64, 64)]
+    res = align_faces(imgs, "landmarks", size=16, landmarks=[lm, lm.reshape(-1).tolist(), nested])
+    assert [r.status for r in res] == ["aligned"] * 3
+    np.testing.assert_array_equal(res[1].crop, res[0].crop)
+    np.testing.assert_array_equal(res[2].crop, res[0].crop)
 
 
 def test_align_faces_rejects_bad_arguments():

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from conftest import shared_data_dir
 from ferwild.data import images
 from ferwild.data.images import (
     DEFAULT_MAX_PIXELS,
@@ -32,7 +33,7 @@ from ferwild.data.images import (
     to_grayscale_if_gray,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = shared_data_dir()
 FACE_PHOTOS = SHARED_DATA / "face_photos"
 
 

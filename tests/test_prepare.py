@@ -53,8 +53,12 @@ def add_bad_files(root: Path) -> dict[str, str]:
     _face_like(np.random.default_rng(98)).save(root / "neutral" / "n.png")
     # an exact duplicate of another file's pixels (different path)
     Image.open(root / "happy" / "happy_000.png").save(root / "happy" / "copy_of_000.png")
+    # a near duplicate: the same face, a little brighter
+    brighter = np.asarray(Image.open(root / "happy" / "happy_001.png")).astype(int) + 12
+    Image.fromarray(brighter.clip(0, 255).astype(np.uint8)).save(root / "happy" / "brighter_001.png")
     return {"zero.jpg": "rejected", "text.jpg": "rejected", "truncated.jpg": "rejected",
-            "b.png": "rejected", "n.png": "excluded", "copy_of_000.png": "aligned"}
+            "b.png": "rejected", "n.png": "excluded", "copy_of_000.png": "aligned",
+            "brighter_001.png": "aligned"}
 
 
 def test_prepare_folder_with_bad_inputs(tmp_path):
@@ -66,7 +70,7 @@ def test_prepare_folder_with_bad_inputs(tmp_path):
     by_name = {Path(p).name: s for p, s in zip(originals["path"], originals["status"])}
     for name, status in expected.items():
         assert by_name[name] == status, name
-    assert len(originals) == 30 + 12 + 6 + len(expected) - 1 + 1  # copy_of_000 is extra, full.jpg removed
+    assert len(originals) == 30 + 12 + 6 + len(expected)
     reasons = dict(zip(originals["path"].map(lambda p: Path(p).name), originals["reason"]))
     assert "empty" in reasons["zero.jpg"]
     assert "unknown label" in reasons["b.png"]
@@ -76,10 +80,13 @@ def test_prepare_folder_with_bad_inputs(tmp_path):
     assert s["align_mode"] == "none" and s["cache_shape"] == [32, 32, 1]
     assert s["status_counts"]["rejected"] == 4 and s["status_counts"]["excluded"] == 1
     assert s["split_mode"] == "stratified"
-    assert s["duplicates"]["exact_pairs"] >= 1
+    assert s["duplicates"]["exact_pairs"] == 1
+    assert s["duplicates"]["near_pairs"] == 1
+    twins = dict(zip(originals["path"].map(lambda p: Path(p).name), originals["near_dup_of"]))
+    assert twins["brighter_001.png"].endswith("happy_001.png")
     # 70/20/10 per class, then train balanced to its largest class
     train = s["counts"]["train"]
-    assert train["happiness"] == round(31 * 0.7)
+    assert train["happiness"] == round(32 * 0.7)
     assert set(s["counts_after_balance"]["train"].values()) == {train["happiness"]}
     assert s["augmented_rows"] == sum(train["happiness"] - v for v in train.values())
 

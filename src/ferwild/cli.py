@@ -45,14 +45,16 @@ def prepare(
                                  "unaligned) | drop."),
     size: int = typer.Option(224, help="Side of aligned crops in the cache (pre-aligned small crops "
                              "keep their native size)."),
-    margin: float = typer.Option(0.2, help="Margin around the 5-point template (fraction)."),
+    margin: float = typer.Option(0.3, help="Margin around the 5-point template (fraction of the face)."),
     min_confidence: float = typer.Option(0.9, help="MTCNN face confidence threshold."),
     split: str = typer.Option("auto", help="auto (the source's own split if every row has one, else "
                               "ratios) | source | ratios."),
     split_ratios: str = typer.Option("0.7,0.2,0.1", help="train,val,test ratios."),
     seed: int = typer.Option(0, help="Seed of the split and the augmentation."),
     balance: str = typer.Option("max", help="Balance train by augmentation: max | none | COUNT."),
-    near_dup_threshold: int = typer.Option(4, help="pHash Hamming distance for near duplicates."),
+    near_dup_threshold: int = typer.Option(4, help="pHash Hamming distance for near-duplicate candidates."),
+    near_dup_min_corr: float = typer.Option(0.95, help="Pixel correlation a candidate needs to count "
+                                            "as a near duplicate."),
     drop_cross_split_dups: bool = typer.Option(False, help="Drop val/test rows that duplicate a row "
                                                "of an earlier split."),
     workers: int = typer.Option(0, help="Worker processes (0 = all cores)."),
@@ -72,6 +74,7 @@ def prepare(
             labels=labels, align=align, fallback=fallback, size=size, margin=margin,
             min_confidence=min_confidence, split=split, split_ratios=parse_ratios(split_ratios),
             seed=seed, balance=balance, near_dup_threshold=near_dup_threshold,
+            near_dup_min_corr=near_dup_min_corr,
             drop_cross_split_dups=drop_cross_split_dups, workers=workers, chunk_size=chunk_size)
     except ValueError as exc:
         _fail(str(exc))
@@ -121,11 +124,74 @@ def print_prepare_summary(summary: dict, out_dir: Path) -> None:
                           highlight=False)
     d = summary["duplicates"]
     console.print(f"duplicates: {d['exact_pairs']} exact pairs, {d['near_pairs']} near pairs "
-                  f"(pHash <= {d['threshold']}); across splits: {d['cross_split_exact']} exact, "
+                  f"(pHash <= {d['threshold']} and pixel r >= {d['min_correlation']}, of "
+                  f"{d['near_candidates']} candidates); across splits: {d['cross_split_exact']} exact, "
                   f"{d['cross_split_near']} near; dropped from val/test: {d['dropped_from_val_test']}")
     console.print(f"written to {out_dir}/ (manifest.parquet, summary.json, rejects.csv, "
                   f"duplicates.csv, class_counts.png, contact_sheet.png) in {summary['elapsed_s']:.1f}s",
                   highlight=False)
+
+
+@app.command()
+def synth(
+    preset: str = typer.Option("reference", help="reference | production."),
+    n: int = typer.Option(1000, "--n", help="Number of images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (images + manifest.csv)."),
+    seed: int = typer.Option(0, help="Random seed (same seed -> same files)."),
+    size: int = typer.Option(112, help="Image side in pixels."),
+    labels: str = typer.Option("basic7", help="basic6 | basic7."),
+) -> None:
+    """Draw procedural faces with known expressions, identities, attributes and landmarks."""
+    from ferwild.data.synth import PRESETS, synth_dataset
+
+    if preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if n < 1:
+        _fail("--n must be positive")
+    try:
+        manifest = synth_dataset(preset, n, out, seed=seed, size=size, label_set=labels)
+    except ValueError as exc:
+        _fail(str(exc))
+    counts = manifest["label"].value_counts().to_dict()
+    console.print(f"{len(manifest)} {preset} faces of {manifest['subject'].nunique()} subjects in "
+                  f"{out}/ (manifest.csv): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                  highlight=False)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder."),
+    n: int = typer.Option(1200, "--n", help="Synthetic images per set."),
+    size: int = typer.Option(96, help="Cached crop size."),
+    seed: int = typer.Option(0, help="Seed of everything."),
+) -> None:
+    """The main job on embedded data: synthesise reference + production faces, prepare both.
+
+    Steps are written to OUT/synth/{reference,production} and OUT/prepared/{reference,production},
+    so each can be rerun by hand (the commands are printed). Training, the study and the
+    production audit join this command as they land.
+    """
+    from ferwild.data.prepare import PrepareConfig
+    from ferwild.data.prepare import prepare as run_prepare
+    from ferwild.data.synth import synth_dataset
+
+    for preset in ("reference", "production"):
+        raw = out / "synth" / preset
+        if not (raw / "manifest.csv").exists():
+            console.rule(f"synth {preset}")
+            console.print(f"$ ferwild synth --preset {preset} --n {n} --out {raw} --seed {seed}", highlight=False)
+            synth_dataset(preset, n, raw, seed=seed, label_set="basic6")
+        console.rule(f"prepare {preset}")
+        prepared = out / "prepared" / preset
+        console.print(f"$ ferwild prepare {raw / 'manifest.csv'} --out {prepared} --size {size} --seed {seed}"
+                      + (" --balance none" if preset == "production" else ""), highlight=False)
+        # Production data is evaluated as it comes: never balanced.
+        config = PrepareConfig(size=size, seed=seed, balance="none" if preset == "production" else "max")
+        result = run_prepare(raw / "manifest.csv", prepared, config)
+        print_prepare_summary(result.summary, result.out_dir)
+    console.rule("done")
+    console.print(f"prepared datasets: {out / 'prepared' / 'reference'} and {out / 'prepared' / 'production'}; "
+                  f"look at {out / 'prepared' / 'reference' / 'contact_sheet.png'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -418,3 +418,39 @@ def cross_split_drop_mask(
     loser = np.where(pi > pj, i, j)[known]
     drop[loser] = True
     return drop
+
+
+def pixel_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of grey pixels for batches of image pairs.
+
+    ``a`` and ``b`` are (N, H, W, C) uint8 arrays of the same shape; returns N correlations in
+    [-1, 1]. Used to verify pHash candidates: a perceptual hash keeps only coarse structure,
+    so aligned faces of different people (or a face and a heavily blurred other face) can
+    share one; a true near-duplicate also matches pixel for pixel up to brightness/contrast.
+    """
+    def zscore(x: np.ndarray) -> np.ndarray:
+        grey = x.astype(np.float32).mean(axis=-1).reshape(len(x), -1)
+        grey -= grey.mean(axis=1, keepdims=True)
+        return grey / (np.linalg.norm(grey, axis=1, keepdims=True) + 1e-6)
+
+    if a.shape != b.shape:
+        raise ValueError(f"pair batches differ in shape: {a.shape} vs {b.shape}")
+    if len(a) == 0:
+        return np.empty(0, dtype=np.float32)
+    return np.einsum("ij,ij->i", zscore(a), zscore(b))
+
+
+def keep_pairs(report: DuplicateReport, keep: np.ndarray) -> DuplicateReport:
+    """A report restricted to the pairs where ``keep`` is True, with its counts recomputed."""
+    pairs = report.pairs[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+    is_exact = (pairs["kind"] == "exact").to_numpy()
+    cross = pairs["cross_split"].to_numpy(dtype=bool)
+    exact_rows = np.concatenate([pairs["i"].to_numpy()[is_exact], pairs["j"].to_numpy()[is_exact]])
+    return DuplicateReport(
+        pairs=pairs,
+        exact_pairs=int(is_exact.sum()),
+        near_pairs=int((~is_exact).sum()),
+        cross_split_exact=int((is_exact & cross).sum()),
+        cross_split_near=int((~is_exact & cross).sum()),
+        rows_in_exact_groups=int(len(np.unique(exact_rows))),
+    )

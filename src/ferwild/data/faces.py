@@ -195,9 +195,7 @@ def align_face(
     so that the bilinear warp does not alias (plain bilinear only looks at 4 source pixels).
     """
     img = _as_uint8_image(image, rgb=True)
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (5, 2):
-        raise ValueError(f"landmarks must be (5, 2), got {lm.shape}")
+    lm = _landmarks_array(landmarks)
     dst = template_points(size, margin)
     m = similarity_transform(lm, dst)
     scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
@@ -315,9 +313,10 @@ class FaceDetector:
     #: Images per MTCNN call at most (the pyramid of a batch lives in memory at once).
     max_batch: int = 128
     #: Same-size images up to this many pixels are batched; larger ones run one at a time.
-    #: Measured on 2 CPU cores (torch 2.14): 64 FER 48x48 crops 550 -> 1600 images/s batched
-    #: (2.9x), 128x128 2.5x, 224x224 1.5x, 288x288 1.25x; from ~320x320 on it is break-even
-    #: or worse (512x512 photos: 33 -> 16 images/s, 640x360: 30 -> 31 images/s).
+    #: Measured on 2 CPU cores (torch 2.14, best of 5): 64 FER 48x48 crops 580 -> 1600
+    #: images/s batched (2.8x; 2.4x with 1 thread), 96x96 2.8x, 160x160 1.8x, 224x224 1.5x,
+    #: 256x256 1.4x, 320x320 1.1x, 400x400 0.9x; photos are break-even (512x512: 37 vs 36
+    #: images/s, 640x360: 29 vs 33), not worth a big batch's memory or a whole-batch retry.
     batch_max_pixels: int = 256 * 256
 
     def __init__(
@@ -353,8 +352,9 @@ class FaceDetector:
         confidence, possibly empty), or the ``Exception`` raised for that image, so that one bad
         image never takes down the others.
         """
+        keep = self.min_confidence
         return [
-            r if isinstance(r, Exception) else [d for d in r if d.confidence >= self.min_confidence]
+            r if isinstance(r, Exception) else [d for d in r if d.confidence >= keep]
             for r in self.detect_all(images)
         ]
 
@@ -462,14 +462,27 @@ def _default_detector() -> FaceDetector:
 # --------------------------------------------------------------------------------------------
 
 
-def _given_landmarks(value: np.ndarray | None) -> np.ndarray | None:
+def _landmarks_array(value: object) -> np.ndarray:
+    """Landmarks as a float (5, 2) array; also takes 10 flat numbers or nested sequences.
+
+    Tables (pandas/Parquet) hand (5, 2) arrays back as object arrays of 2-arrays or as flat
+    lists; ``tolist`` unnests both before the float conversion.
+    """
+    raw = value.tolist() if isinstance(value, np.ndarray) else value
+    lm = np.array(raw, dtype=np.float64)
+    if lm.size == 10:
+        lm = lm.reshape(5, 2)
+    if lm.shape != (5, 2):
+        # A wrong shape is a caller bug (e.g. 68-point landmarks), not missing data: say so.
+        raise ValueError(f"landmarks must be (5, 2), got shape {lm.shape}")
+    return lm
+
+
+def _given_landmarks(value: object) -> np.ndarray | None:
     """The (5, 2) landmarks for one image, or None when missing (None / any NaN)."""
     if value is None:
         return None
-    lm = np.asarray(value, dtype=np.float64)
-    if lm.shape != (5, 2):
-        # A wrong shape is a caller bug (e.g. 68-point landmarks), not missing data: say so.
-        raise ValueError(f"landmarks must be (5, 2) arrays, got {lm.shape}")
+    lm = _landmarks_array(value)
     if not np.isfinite(lm).all():
         return None
     return lm
@@ -496,6 +509,12 @@ def _error_reason(image: np.ndarray, exc: Exception, min_face_size: int | None) 
     if min_face_size is not None and len(shape) >= 2 and min(shape[:2]) < min_face_size:
         reason += f" (image {shape[0]}x{shape[1]} is smaller than min_face_size {min_face_size})"
     return reason
+
+
+def _low_confidence_reason(confidence: float, threshold: float) -> str:
+    """'face confidence 0.71 < 0.90', with more digits when 2 would print equal numbers."""
+    digits = 2 if round(confidence, 2) < round(threshold, 2) else 4
+    return f"face confidence {confidence:.{digits}f} < {threshold:.{digits}f}"
 
 
 def align_faces(
@@ -539,16 +558,19 @@ def align_faces(
             try:
                 crop = resize_image(image, size)
             except Exception as exc:  # noqa: BLE001 - nothing to keep from an unusable image
-                results[i] = AlignResult(None, "dropped", "", f"resize error: {exc}", None, None,
-                                         None, 0, [])
+                results[i] = AlignResult(crop=None, status="dropped", method="",
+                                         reason=f"resize error: {exc}", box=None, landmarks=None,
+                                         confidence=None, n_faces=0, other_boxes=[])
                 continue
-            results[i] = AlignResult(crop, "aligned", "resize", "", None, None, None, 0, [])
+            results[i] = AlignResult(crop=crop, status="aligned", method="resize", reason="",
+                                     box=None, landmarks=None, confidence=None, n_faces=0,
+                                     other_boxes=[])
         return results  # type: ignore[return-value]
 
     to_detect: list[int] = []
     for i, image in enumerate(images):
-        given = _given_landmarks(landmarks[i]) if (landmarks is not None and mode != "mtcnn") \
-            else None
+        use_given = landmarks is not None and mode in ("landmarks", "auto")
+        given = _given_landmarks(landmarks[i]) if use_given else None
         if given is not None:
             try:
                 crop = align_face(image, given, size, margin)
@@ -582,9 +604,9 @@ def align_faces(
             kept = found if threshold is None else [d for d in found if d.confidence >= threshold]
             best, others = choose_face(kept)
             if best is None:
-                rejected = [d.confidence for d in found if d not in kept]
-                if rejected:
-                    reason = f"face confidence {max(rejected):.2f} < {threshold:.2f}"
+                # Nothing kept: whatever MTCNN found was below the detector's min_confidence.
+                if found:
+                    reason = _low_confidence_reason(max(d.confidence for d in found), threshold)
                 else:
                     reason = "no face found"
                 results[i] = _fallback(image, reason, fallback, size)

@@ -39,6 +39,7 @@ import pandas as pd
 
 from ferwild.data import cache
 from ferwild.data.balance import balance_plan, class_count_figure, parse_balance
+from ferwild.data.faces import DEFAULT_MARGIN
 from ferwild.data.sources import decode_fer2013_pixels, read_source
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
 
@@ -61,13 +62,14 @@ class PrepareConfig:
     align: str = "auto"
     fallback: str = "keep"
     size: int = 224
-    margin: float = 0.2
+    margin: float = DEFAULT_MARGIN
     min_confidence: float = 0.9
     split: str = "auto"
     split_ratios: tuple[float, float, float] = (0.7, 0.2, 0.1)
     seed: int = 0
     balance: str | int | None = "max"
     near_dup_threshold: int = 4
+    near_dup_min_corr: float = 0.95
     drop_cross_split_dups: bool = False
     max_pixels: int = 89_478_485
     workers: int = 0
@@ -87,6 +89,8 @@ class PrepareConfig:
             raise ValueError(f"--margin must be between 0 and 2, not {self.margin}")
         if not 0 <= self.near_dup_threshold <= 32:
             raise ValueError("--near-dup-threshold must be between 0 and 32 bits")
+        if not -1 <= self.near_dup_min_corr <= 1:
+            raise ValueError("--near-dup-min-corr must be a correlation in [-1, 1]")
         ratios = tuple(float(r) for r in self.split_ratios)
         if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0 or ratios[0] == 0:
             raise ValueError(f"split ratios must be 3 non-negative numbers with train > 0: {ratios}")
@@ -452,8 +456,9 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     # 5. duplicates
     t3 = time.perf_counter()
     splits = manifest["split"].to_numpy(dtype=object)
-    dups = find_duplicates(manifest["content_hash"].tolist(), manifest["phash"].to_numpy(np.uint64),
-                           splits.tolist(), threshold=config.near_dup_threshold, mask=usable)
+    candidates = find_duplicates(manifest["content_hash"].tolist(), manifest["phash"].to_numpy(np.uint64),
+                                 splits.tolist(), threshold=config.near_dup_threshold, mask=usable)
+    dups = _verify_near_pairs(candidates, manifest, out, config.near_dup_min_corr)
     _mark_duplicates(manifest, dups)
     dropped_dups = 0
     if config.drop_cross_split_dups:
@@ -474,6 +479,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
 
     summary = _summary(source, config, layout, manifest, counts_before, split_mode, split_report,
                        dups, dropped_dups, timings, time.perf_counter() - t0)
+    summary["duplicates"]["near_candidates"] = candidates.near_pairs
     _write_outputs(out, manifest, dups, summary, counts_before)
     return PrepareResult(out_dir=out, manifest=manifest, summary=summary)
 
@@ -535,6 +541,32 @@ def _source_split_report(labels: np.ndarray, splits: np.ndarray) -> dict[str, An
     counts = pd.crosstab(pd.Series(splits, name="split"), pd.Series(labels, name="label"))
     return {"target": None, "counts": {s: {c: int(v) for c, v in row.items()}
                                        for s, row in counts.iterrows()}}
+
+
+def _verify_near_pairs(report, manifest: pd.DataFrame, out: Path, min_corr: float, block: int = 1024):
+    """Keep exact pairs, and near (pHash) candidates whose pixels correlate >= ``min_corr``.
+
+    A 64-bit pHash keeps only coarse structure: aligned faces of different people, or a sharp
+    face and a heavily blurred other one, can share it. Verifying on the cached pixels turns
+    candidates into duplicates one can act on.
+    """
+    from ferwild.data.dedup import keep_pairs, pixel_correlation
+
+    pairs = report.pairs
+    corr = np.ones(len(pairs), dtype=np.float32)
+    near = np.flatnonzero((pairs["kind"] == "near").to_numpy())
+    reader = _ShardReader(out)
+    shard, index = manifest["shard"].to_numpy(dtype=object), manifest["shard_index"].to_numpy()
+
+    def fetch(rows):
+        return np.stack([reader.image(shard[r], index[r]) for r in rows])
+
+    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    for start in range(0, len(near), block):
+        sel = near[start:start + block]
+        corr[sel] = pixel_correlation(fetch(i[sel]), fetch(j[sel]))
+    report.pairs["correlation"] = np.round(corr, 4)
+    return keep_pairs(report, corr >= min_corr)
 
 
 def _mark_duplicates(manifest: pd.DataFrame, dups) -> None:
@@ -648,6 +680,7 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
         "counts_after_balance": counts_after,
         "augmented_rows": int((manifest["augmented_from"] != "").sum()),
         "duplicates": {**dups.to_dict(), "threshold": config.near_dup_threshold,
+                       "min_correlation": config.near_dup_min_corr,
                        "dropped_from_val_test": dropped_dups},
         "alignment_failure": {"overall": round(float(failed.mean()), 4) if len(attempted) else 0.0,
                               "attempted": int(len(attempted)), "failed": int(failed.sum()),

@@ -160,6 +160,7 @@ DEFAULT_FACE: dict[str, Any] = {
     # frame; scale = face height (chin to hairline-ish) as a fraction of the frame.
     # Roll is the eye line's angle in image coordinates (y down), i.e.
     # degrees(atan2(y_right_eye - y_left_eye, x_right_eye - x_left_eye)).
+    # Positive yaw turns the face towards the image's right (the nose tip moves right).
     "roll": 0.0, "yaw": 0.0, "cx": 0.5, "cy": 0.5, "scale": 0.62,
     # photometric nuisance
     "background": "plain", "bg_color": (170, 180, 190), "bg_color2": (120, 130, 140),
@@ -219,8 +220,11 @@ class _Pose:
     def canvas(self, xy: np.ndarray, z: Any = None) -> list[tuple[float, float]]:
         """Transform to canvas coordinates (a list of tuples, as ImageDraw wants)."""
         o = self.out(xy, z)
-        # canvas pixel k covers output [(k)/ss - 0.5, (k+1)/ss - 0.5): centre-to-centre map
-        c = (o + 0.5) * self.ss - 0.5
+        # Output pixel i spans canvas pixels [i*ss, (i+1)*ss) (box downsampling), so an output
+        # coordinate X sits at canvas-centre coordinate (X + 0.5) * ss - 0.5. PIL's polygon
+        # rasteriser puts pixel k's centre at coordinate k + 0.5 (measured: a disc drawn
+        # around 20.5 has its centroid at pixel 20.0), hence the extra +0.5.
+        c = (o + 0.5) * self.ss
         return [tuple(q) for q in c.tolist()]
 
     def w(self, units: float) -> int:
@@ -661,7 +665,6 @@ def _landmarks_canonical(p: dict, P: _Pose) -> tuple[np.ndarray, np.ndarray]:
 def _draw_hand(d: ImageDraw.ImageDraw, P: _Pose, p: dict, lm_can: np.ndarray) -> None:
     """A hand (palm + four fingers + thumb) over the target feature, in face coordinates."""
     skin = tuple(p["occ_skin"])
-    edge = _rgba(_shade(skin, 0.62), 220)
     target = {"mouth": 0.5 * (lm_can[3] + lm_can[4]), "left_eye": lm_can[0], "right_eye": lm_can[1],
               "centre": lm_can[2]}[p["occ_target"]]
     a = math.radians(p["occ_angle"])
@@ -766,7 +769,6 @@ def generate_face(params: dict, size: int, rng: np.random.Generator) -> tuple[Im
     _draw_hair_back(d, P, p)
     _draw_ears(d, P, p)
     d.polygon(P.canvas(_face_outline(p), 0.0), fill=tuple(p["skin"]))
-    # a soft jaw shadow so the chin separates from the neck
     _draw_eyes(d, P, p)
     _draw_skin_marks(d, P, p)
     _draw_brows(d, P, p)
@@ -791,6 +793,19 @@ def generate_face(params: dict, size: int, rng: np.random.Generator) -> tuple[Im
 # Presets and dataset generation
 # ---------------------------------------------------------------------------------------
 
+# Preset keys (all can be replaced through ``synth_dataset(..., overrides=...)``):
+#   subject_prefix        subject ids are "<prefix>-s0042" ("<prefix>-<seed>-s0042" for seed != 0)
+#   class_weights         label -> relative frequency (exact counts, largest remainder)
+#   p_male                label -> P(male-presenting | label), "default" for unlisted labels
+#   skin_tone             light/medium/dark mix; p_old, p_glasses, p_beard_male: probabilities
+#   occlusion             none/hand/text mix
+#   roll_sd, yaw_sd       Gaussian pose spread in degrees, clipped at max_roll / max_yaw
+#   scale                 (lo, hi) face height as a fraction of the frame
+#   lighting              even/side/dim mix; side_strength and dim_brightness their ranges
+#   blur, noise           level (0, 1, 2) -> probability
+#   background            plain/gradient/stripes/blobs mix
+#   expression_intensity  (lo, hi) mix between neutral and the prototype
+#   expression_noise      multiplier on the per-parameter expression noise
 PRESETS: dict[str, dict] = {
     "reference": {
         "subject_prefix": "ref",
@@ -822,7 +837,7 @@ PRESETS: dict[str, dict] = {
         "roll_sd": 14.0, "yaw_sd": 18.0, "max_roll": 40.0, "max_yaw": 40.0,
         "scale": (0.36, 0.78),
         "lighting": {"even": 0.3, "side": 0.45, "dim": 0.25},
-        "side_strength": (0.3, 0.6), "dim_brightness": (0.35, 0.6),
+        "side_strength": (0.3, 0.6), "dim_brightness": (0.4, 0.6),
         "blur": {0: 0.5, 1: 0.3, 2: 0.2}, "noise": {0: 0.35, 1: 0.4, 2: 0.25},
         "background": {"plain": 0.2, "gradient": 0.3, "stripes": 0.2, "blobs": 0.3},
         "expression_intensity": (0.45, 1.15), "expression_noise": 1.0,
