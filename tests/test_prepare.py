@@ -276,3 +276,23 @@ def test_face_photos_are_detected_and_aligned(shared_data, tmp_path):
     assert m.loc["free-mountain-vector-01.jpg", "status"] == "dropped"
     assert result.summary["alignment_failure"]["failed"] >= 1
     assert (tmp_path / "out" / "contact_sheet.png").exists()
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_full_fer2013_folder(shared_data, tmp_path):
+    """The whole FER2013 tree (35,887 files) with basic7: counts match the data's README."""
+    result = prepare(shared_data / "fer2013", tmp_path / "out", PrepareConfig(labels="basic7"))
+    s = result.summary
+    assert s["inputs"] == 35887 and s["usable"] == 35887
+    assert s["align_mode"] == "none" and s["cache_shape"] == [48, 48, 1]
+    assert s["split_mode"] == "source"
+    counts = s["counts"]
+    assert sum(counts["train"].values()) == 28709
+    assert sum(counts["val"].values()) == 3589 and sum(counts["test"].values()) == 3589
+    assert counts["train"]["happiness"] == 7215 and counts["train"]["disgust"] == 436
+    assert counts["val"]["disgust"] + counts["test"]["disgust"] == 111
+    assert set(s["counts_after_balance"]["train"].values()) == {7215}
+    d = s["duplicates"]
+    # FER2013 is known to hold exact duplicates, some across splits
+    assert d["exact_pairs"] > 1000 and d["cross_split_exact"] > 0

@@ -1,0 +1,53 @@
+"""The console commands as a user runs them."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "ferwild.cli", *args], capture_output=True, text=True)
+
+
+def test_help_is_fast_and_lists_commands():
+    t0 = time.perf_counter()
+    out = _cli("--help")
+    assert out.returncode == 0
+    for command in ("prepare", "synth", "demo"):
+        assert command in out.stdout
+    # heavy libraries are imported inside commands, not at start-up
+    assert time.perf_counter() - t0 < 10
+
+
+def test_synth_then_prepare_with_landmarks(tmp_path):
+    out = _cli("synth", "--preset", "production", "--n", "60", "--out", str(tmp_path / "raw"), "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    manifest = pd.read_csv(tmp_path / "raw" / "manifest.csv")
+    assert len(manifest) == 60 and manifest["landmarks"].notna().all()
+    prep = _cli("prepare", str(tmp_path / "raw" / "manifest.csv"), "--out", str(tmp_path / "prep"),
+                "--size", "64", "--workers", "1")
+    assert prep.returncode == 0, prep.stderr
+    summary = json.loads((tmp_path / "prep" / "summary.json").read_text())
+    assert summary["split_mode"] == "group"
+    assert summary["status_counts"]["aligned"] == sum(1 for lab in manifest["label"] if lab != "neutral")
+    m = pd.read_parquet(tmp_path / "prep" / "manifest.parquet")
+    assert set(m.loc[m["status"] == "aligned", "align_method"]) == {"landmarks"}
+    assert m["attr_occlusion"].notna().all()
+
+
+def test_synth_rejects_unknown_preset(tmp_path):
+    out = _cli("synth", "--preset", "studio", "--out", str(tmp_path))
+    assert out.returncode == 2 and "studio" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_small(tmp_path):
+    out = _cli("demo", "--out", str(tmp_path / "demo"), "--n", "80", "--size", "48")
+    assert out.returncode == 0, out.stderr
+    for preset in ("reference", "production"):
+        assert (tmp_path / "demo" / "prepared" / preset / "manifest.parquet").exists()
+    ref = json.loads((tmp_path / "demo" / "prepared" / "reference" / "summary.json").read_text())
+    prod = json.loads((tmp_path / "demo" / "prepared" / "production" / "summary.json").read_text())
+    assert ref["augmented_rows"] > 0 and prod["augmented_rows"] == 0
