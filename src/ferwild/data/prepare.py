@@ -218,23 +218,28 @@ def resolve_layout(rows: pd.DataFrame, config: PrepareConfig) -> dict[str, Any]:
 # 3. the cache: chunks processed by worker processes
 
 _DETECTOR = None
+_IN_WORKER = False
 
 
 def _detector(min_confidence: float):
-    """One MTCNN per process, built on first use (workers that never detect never load it)."""
+    """One MTCNN per process, built on first use (workers that never detect never load torch)."""
     global _DETECTOR
     if _DETECTOR is None:
+        import torch
+
         from ferwild.data.faces import FaceDetector
 
+        if _IN_WORKER:
+            # Each worker is one core's worth of work; torch's own threads would oversubscribe.
+            torch.set_num_threads(1)
         _DETECTOR = FaceDetector(min_confidence=min_confidence)
     return _DETECTOR
 
 
 def _worker_init() -> None:
-    import torch
-
-    # Each worker is one core's worth of work; torch's own thread pool would oversubscribe.
-    torch.set_num_threads(1)
+    global _IN_WORKER
+    _IN_WORKER = True
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _to_channels(crop: np.ndarray, channels: int) -> np.ndarray:
@@ -357,8 +362,12 @@ def _run_jobs(function: Callable[[dict[str, Any]], Any], jobs: list[dict[str, An
 
 def augment_block(job: dict[str, Any]) -> str:
     """Augment one block of planned rows from the cache and write it as one shard (atomic)."""
+    import torch
+
     from ferwild.data.augment import augment_uint8
 
+    if _IN_WORKER:
+        torch.set_num_threads(1)
     reader = _ShardReader(Path(job["out_dir"]))
     images = np.stack([reader.image(shard, index) for shard, index in job["sources"]])
     cache.save_npy_atomic(Path(job["out_dir"]) / cache.SHARDS / f"{job['name']}.npy",
@@ -416,7 +425,8 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
 
     pending = rows[rows["status"] == ""]
     workers = config.workers or os.cpu_count() or 1
-    chunk_size = config.chunk_size or max(16, min(2048, math.ceil(len(pending) / (workers * 4))))
+    # ~4 chunks per worker balances the load; 2048 rows bound a chunk's memory.
+    chunk_size = config.chunk_size or max(4, min(2048, math.ceil(len(pending) / (workers * 4))))
     if plan_path.exists():
         chunk_size = json.loads(plan_path.read_text())["chunk_size"]  # keep resumed chunks aligned
     cache.save_json_atomic(plan_path, {"cache_key": key, "cache_fields": fields,
