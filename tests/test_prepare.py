@@ -296,3 +296,35 @@ def test_full_fer2013_folder(shared_data, tmp_path):
     d = s["duplicates"]
     # FER2013 is known to hold exact duplicates, some across splits
     assert d["exact_pairs"] > 1000 and d["cross_split_exact"] > 0
+
+
+def test_duplicate_paths_and_cross_split_duplicates_from_a_manifest(tmp_path):
+    """A file listed twice is one input; with --drop-cross-split-dups a test-split copy of a
+    training image leaves the evaluation."""
+    src = make_folder(tmp_path / "src", per_class=(8, 8, 8))
+    files = sorted((src).rglob("*.png"))
+    rows = [{"path": str(f), "label": f.parent.name, "split": "train"} for f in files]
+    for r in rows[::4]:
+        r["split"] = "test"
+    twin = src / "happy" / "twin.png"
+    train_happy = next(r for r in rows if r["split"] == "train" and r["label"] == "happy")
+    Image.open(train_happy["path"]).save(twin)
+    rows.append({"path": str(twin), "label": "happy", "split": "test"})
+    rows.append({"path": str(files[1]), "label": files[1].parent.name, "split": "train"})  # listed twice
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+
+    kept = prepare(tmp_path / "m.csv", tmp_path / "a", PrepareConfig(workers=1, balance="none"))
+    assert kept.summary["split_mode"] == "source"
+    assert kept.summary["duplicates"]["cross_split_exact"] == 1
+    assert "duplicate path" in kept.summary["rejected_reasons"]
+    twin_row = kept.manifest[kept.manifest["path"] == str(twin)].iloc[0]
+    assert twin_row["split"] == "test" and twin_row["exact_dup_of"] == train_happy["path"]
+
+    dropped = prepare(tmp_path / "m.csv", tmp_path / "b",
+                      PrepareConfig(workers=1, balance="none", drop_cross_split_dups=True))
+    twin_row = dropped.manifest[dropped.manifest["path"] == str(twin)].iloc[0]
+    assert twin_row["status"] == "excluded" and twin_row["split"] == ""
+    assert train_happy["path"] in twin_row["reason"]
+    assert dropped.summary["duplicates"]["dropped_from_val_test"] == 1
+    original = dropped.manifest[dropped.manifest["path"] == train_happy["path"]].iloc[0]
+    assert original["split"] == "train"

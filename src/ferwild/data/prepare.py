@@ -39,8 +39,10 @@ import pandas as pd
 
 from ferwild.data import cache
 from ferwild.data.balance import balance_plan, class_count_figure, parse_balance
+from ferwild.data.dedup import cross_split_drop_mask, find_duplicates, keep_pairs, pixel_correlation
 from ferwild.data.faces import DEFAULT_MARGIN
 from ferwild.data.sources import decode_fer2013_pixels, read_source
+from ferwild.data.split import assign_splits
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
 
 ALIGN_MODES = ("auto", "mtcnn", "landmarks", "none")
@@ -252,6 +254,12 @@ def _to_channels(crop: np.ndarray, channels: int) -> np.ndarray:
     return np.asarray(Image.fromarray(crop).convert("L"))[..., None]
 
 
+_CHUNK_DEFAULTS: dict[str, Any] = {
+    "align_method": "", "confidence": None, "n_faces": 0, "box": None, "landmarks": None,
+    "other_boxes": "[]", "shard_index": -1, "content_hash": "", "phash": 0,
+}
+
+
 def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
     """Load, align, hash and cache one chunk of rows; commit it by renaming its Parquet file.
 
@@ -325,12 +333,6 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
     return {"chunk": name, **Counter(frame["status"])}
 
 
-_CHUNK_DEFAULTS: dict[str, Any] = {
-    "align_method": "", "confidence": None, "n_faces": 0, "box": None, "landmarks": None,
-    "other_boxes": "[]", "shard_index": -1, "content_hash": "", "phash": 0,
-}
-
-
 def _fingerprint(rows: pd.DataFrame, fields: dict[str, Any], layout: dict[str, Any]) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"fields": fields, "mode": layout["align_mode"],
@@ -395,9 +397,6 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     Raises:
         PrepareError: when nothing usable came out, or out_dir holds an incompatible run.
     """
-    from ferwild.data.dedup import cross_split_drop_mask, find_duplicates
-    from ferwild.data.split import assign_splits
-
     config = config or PrepareConfig()
     out = Path(out_dir)
     timings: dict[str, float] = {}
@@ -460,7 +459,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
 
     # 4. split
     t2 = time.perf_counter()
-    split_mode, split_report = _split(manifest, usable, config, assign_splits)
+    split_mode, split_report = _split(manifest, usable, config)
     timings["split"] = time.perf_counter() - t2
 
     # 5. duplicates
@@ -523,7 +522,11 @@ def _assemble(rows: pd.DataFrame, out: Path, n_pending: int, chunk_size: int) ->
     return manifest
 
 
-def _split(manifest: pd.DataFrame, usable: np.ndarray, config: PrepareConfig, assign_splits):
+def _split(manifest: pd.DataFrame, usable: np.ndarray, config: PrepareConfig) -> tuple[str, dict]:
+    """Assign train/val/test to usable rows: the source's split, or (group-aware) ratios.
+
+    Groups come from ``subject`` when present, else ``video`` (videos nest in subjects).
+    """
     source_splits = manifest.loc[usable, "source_split"]
     use_source = config.split == "source" or (config.split == "auto" and (source_splits != "").all())
     if config.split == "source" and (source_splits == "").any():
@@ -560,8 +563,6 @@ def _verify_near_pairs(report, manifest: pd.DataFrame, out: Path, min_corr: floa
     face and a heavily blurred other one, can share it. Verifying on the cached pixels turns
     candidates into duplicates one can act on.
     """
-    from ferwild.data.dedup import keep_pairs, pixel_correlation
-
     pairs = report.pairs
     corr = np.ones(len(pairs), dtype=np.float32)
     near = np.flatnonzero((pairs["kind"] == "near").to_numpy())
