@@ -1,0 +1,44 @@
+import pytest
+import yaml
+
+from ferwild.config import ConfigError, RunConfig
+
+
+def test_defaults_are_the_study_recipe():
+    c = RunConfig()
+    assert (c.model.name, c.model.pretrained) == ("vit_b16", "hub")
+    assert (c.optim.optimizer, c.optim.lr, c.optim.scheduler) == ("adam", 1e-3, "f1_drop")
+    assert (c.optim.f1_drop_threshold, c.optim.f1_drop_factor) == (0.10, 0.8)
+    assert (c.train.batch_size, c.train.epochs) == (256, 3)
+    assert c.optim.class_weights == "balanced"
+
+
+def test_layering_defaults_file_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "resnet50"}, "optim": {"lr": "1e-4"},
+                                    "train": {"epochs": 5}}))
+    c = RunConfig.load(path, ["train.epochs=2", "optim.optimizer=SGD", "model.image_size=112"])
+    assert c.model.name == "resnet50" and c.optim.lr == 1e-4
+    assert c.train.epochs == 2 and c.optim.optimizer == "sgd" and c.model.image_size == 112
+    c.save(tmp_path / "resolved.yaml")
+    assert RunConfig.load(tmp_path / "resolved.yaml") == c
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lrr=1", "unknown key"), ("optimizer.lr=1", "unknown config section"),
+    ("lr=1", "section.key"), ("optim.lr", "section.key=value"),
+    ("optim.optimizer=adagrad", "adam"), ("train.epochs=0", "epochs"),
+    ("train.micro_batch_size=100", "multiple"), ("optim.lr=-1", "positive"),
+])
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.load(None, [override])
+
+
+def test_unknown_yaml_keys_and_missing_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  nmae: resnet50\n")
+    with pytest.raises(ConfigError, match="nmae"):
+        RunConfig.load(path)
+    with pytest.raises(ConfigError, match="not found"):
+        RunConfig.load(tmp_path / "nope.yaml")
