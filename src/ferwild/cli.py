@@ -132,6 +132,97 @@ def print_prepare_summary(summary: dict, out_dir: Path) -> None:
                   highlight=False)
 
 
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    args: Optional[list[str]] = typer.Argument(None, help="[CONFIG.yaml] then section.key=value overrides, "
+                                               "e.g. optim.lr=1e-4 train.epochs=5."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, metrics, checkpoints)."),
+    data: Optional[Path] = typer.Option(None, help="Prepared dataset folder (data.path)."),
+    model: Optional[str] = typer.Option(None, help="Model name (see `ferwild models`) or timm:<name>."),
+    epochs: Optional[int] = typer.Option(None, help="train.epochs"),
+    batch_size: Optional[int] = typer.Option(None, help="train.batch_size (global; accumulation makes it fit)."),
+    micro_batch_size: Optional[int] = typer.Option(None, help="train.micro_batch_size (per step, per device)."),
+    lr: Optional[float] = typer.Option(None, help="optim.lr"),
+    optimizer: Optional[str] = typer.Option(None, help="optim.optimizer: adam | sgd | rmsprop | adamw"),
+    image_size: Optional[int] = typer.Option(None, help="model.image_size (default: the model's)."),
+    seed: Optional[int] = typer.Option(None, help="train.seed"),
+    pretrained: Optional[str] = typer.Option(None, help="model.pretrained: none | hub | PATH"),
+    device: Optional[str] = typer.Option(None, help="train.device: auto | cpu | cuda"),
+    resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
+) -> None:
+    """Train a model on a prepared dataset (the study's recipe by default); resumable."""
+    from ferwild.config import ConfigError, RunConfig
+    from ferwild.train import RunError, TrainingDiverged, TrainingInterrupted, fit
+
+    args = list(args or [])
+    config_file = args.pop(0) if args and "=" not in args[0] else None
+    flags = {"data.path": data, "model.name": model, "train.epochs": epochs, "train.batch_size": batch_size,
+             "train.micro_batch_size": micro_batch_size, "optim.lr": lr, "optim.optimizer": optimizer,
+             "model.image_size": image_size, "train.seed": seed, "model.pretrained": pretrained,
+             "train.device": device}
+    overrides = args + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        config = RunConfig.load(config_file, overrides)
+        fit(config, out, resume=resume, log=lambda m: console.print(m, highlight=False))
+    except (ConfigError, RunError) as exc:
+        _fail(str(exc))
+    except TrainingDiverged as exc:
+        _fail(f"training diverged: {exc}; the last good checkpoint is in {out}/checkpoints", code=1)
+    except TrainingInterrupted:
+        raise typer.Exit(130) from None
+    except _model_errors() as exc:
+        _fail(str(exc))
+    console.print(f"run written to {out}/ (config.yaml, metrics.csv, curves.png, checkpoints/)", highlight=False)
+
+
+def _model_errors() -> tuple[type[Exception], ...]:
+    from ferwild.models import PretrainedWeightsUnavailable, UnknownModelError
+
+    return (PretrainedWeightsUnavailable, UnknownModelError)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="A run directory written by `ferwild train`."),
+    data: Path = typer.Option(..., help="Prepared dataset folder."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval-SPLIT)."),
+    checkpoint: str = typer.Option("best", help="best | last"),
+    batch_size: int = typer.Option(256, help="Evaluation batch size."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Accuracy, macro-F1, per-class metrics, confusion matrix, calibration and predictions."""
+    from ferwild.train import RunError
+    from ferwild.evaluate import evaluate_run
+
+    try:
+        summary = evaluate_run(run, data, split, out, which=checkpoint, batch_size=batch_size, device=device)
+    except RunError as exc:
+        _fail(str(exc))
+    table = Table(title=f"{run} on {split} ({summary['n']} faces): accuracy {summary['accuracy']:.3f}, "
+                        f"macro-F1 {summary['macro_f1']:.3f}, ECE {summary['ece']:.3f}")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for label, m in summary["per_class"].items():
+        table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(table)
+    console.print(f"written to {out or Path(run) / f'eval-{split}'}/", highlight=False)
+
+
+@app.command()
+def models() -> None:
+    """List the model registry: input size, parameter count, pretrained weights."""
+    from ferwild.models import list_models
+
+    table = Table(title="ferwild models (any timm model also works as timm:<name>)")
+    for col in ("name", "input", "params", "pretrained weights", "description"):
+        table.add_column(col)
+    for entry in list_models():
+        table.add_row(entry["name"], str(entry["input_size"]), f"{entry['params'] / 1e6:.2f}M",
+                      entry["pretrained_source"], entry["description"])
+    console.print(table)
+
+
 @app.command()
 def synth(
     preset: str = typer.Option("reference", help="reference | production."),

@@ -1,0 +1,70 @@
+"""Evaluate a trained run on a split of a prepared dataset: metrics, figures, predictions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ferwild.data.cache import PreparedDataset
+from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.train import (RunError, autocast_dtype, checkpoint_dir, evaluate, load_checkpoint_state,
+                           load_weights, resolve_device)
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu"):
+    """Rebuild a run's model from its checkpoint (architecture from the saved config, weights
+    from safetensors). Returns ``(model, state)``; ``state["label_names"]`` is its label set."""
+    from ferwild.models import model_from_config
+
+    path = checkpoint_dir(run_dir, which)
+    state = load_checkpoint_state(path)
+    if not isinstance(state, dict) or "model_config" not in state or "label_names" not in state:
+        raise RunError(f"{path} is not a ferwild checkpoint (no model config / label names)")
+    model = model_from_config(state["model_config"])
+    load_weights(model, path)
+    return model.to(device).eval(), state
+
+
+def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str = "test",
+                 out_dir: str | os.PathLike | None = None, *, which: str = "best",
+                 batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
+    """Evaluate ``run_dir``'s ``which`` checkpoint on ``split`` of ``data_dir``.
+
+    Writes (into ``out_dir``, default ``RUN_DIR/eval-<split>``) summary.json, summary.md,
+    confusion_matrix.png, reliability.png and predictions.parquet; returns the summary.
+
+    Raises:
+        RunError: unknown run/dataset, label sets that differ, or an empty split.
+    """
+    from ferwild.metrics import write_evaluation
+
+    dev = resolve_device(device)
+    model, state = load_run(run_dir, which, dev)
+    try:
+        prepared = PreparedDataset(data_dir)
+    except FileNotFoundError as exc:
+        raise RunError(str(exc)) from None
+    if list(state["label_names"]) != prepared.label_names:
+        raise RunError(f"label sets differ: the checkpoint predicts {list(state['label_names'])}, "
+                       f"{data_dir} is labelled {prepared.label_names}")
+    rows = prepared.rows(split, include_augmented=False)
+    if rows.empty:
+        splits = sorted(set(prepared.manifest["split"]) - {""})
+        raise RunError(f"split {split!r} of {data_dir} is empty (splits: {', '.join(splits)})")
+    dataset = CachedFaceDataset(prepared.root, rows, prepared.label_names)
+    pre = model.preprocessing
+    loader = make_loader(dataset, EpochBatchSampler(len(dataset), batch_size, shuffle=False))
+    result = evaluate(model, loader, BatchTransform(pre.input_size, pre.mean, pre.std), None, dev,
+                      num_classes=len(prepared.label_names), amp_dtype=autocast_dtype("auto", dev),
+                      keep_outputs=True)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    keep = [c for c in rows.columns if c in ("path", "split", "subject", "video", "source_split")
+            or c.startswith("attr_")]
+    extra = {"run_dir": str(run_dir), "checkpoint": which, "epoch": state.get("epoch"),
+             "data": str(data_dir), "split": split, "model": state["model_config"].get("name")}
+    return write_evaluation(out, result["labels"], result["probs"], prepared.label_names,
+                            rows[keep].reset_index(drop=True), extra=extra)

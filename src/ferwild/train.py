@@ -1,0 +1,646 @@
+"""Training: the study's recipe as a visible loop.
+
+``fit`` reads like the torchvision references: build data, model, optimizer; then for each
+epoch ``train_one_epoch`` and ``evaluate``; log a row to ``metrics.csv``; apply the learning-
+rate rule; checkpoint. Everything a resumed run needs is in the checkpoint (a plain dict of
+state, loadable with ``weights_only=True``, beside safetensors weights), so ``--resume`` after
+``kill -9`` ends with the same metrics as an uninterrupted run (same seed, CPU).
+
+Run directory::
+
+    RUN_DIR/config.yaml            resolved configuration
+    RUN_DIR/metrics.csv            one row per epoch (+ curves.png, metrics.md)
+    RUN_DIR/checkpoints/LAST       name of the newest complete checkpoint folder
+    RUN_DIR/checkpoints/BEST       name of the best (validation macro-F1) checkpoint folder
+    RUN_DIR/checkpoints/<name>/    model.safetensors + state.pt
+
+Under ``torchrun --nproc_per_node=N`` the same ``fit`` trains with DistributedDataParallel:
+each rank reads its shard of every epoch's permutation, gradients are averaged by DDP, and
+metrics are computed from confusion matrices summed across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from ferwild.config import ConfigError, RunConfig
+from ferwild.data.augment import AugmentConfig
+from ferwild.data.cache import PreparedDataset, save_text_atomic
+from ferwild.metrics import curves_figure, history_markdown
+from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc",
+                  "val_macro_f1", "lr"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was written and the run can be resumed."""
+
+
+class RunError(ValueError):
+    """A user-facing problem with the run's inputs (data, checkpoint, run directory)."""
+
+
+# --------------------------------------------------------------------------------------------
+# small pieces
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> the local CUDA device when there is one (per LOCAL_RANK under torchrun), else CPU."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        return torch.device(spec)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device {spec!r}: {exc}") from None
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPU by default; fp32 (no autocast) on CPU unless asked."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str = "balanced") -> torch.Tensor:
+    """Cross-entropy class weights from the training distribution.
+
+    ``balanced``: w_c = n / (C * n_c) (scikit-learn's formula), computed over the rows the
+    model trains on - including the balancing rows ``prepare`` added, so a fully balanced
+    training split gets weights of 1 and a partly balanced one keeps a correction.
+
+    Raises:
+        RunError: when a class has no training rows (its weight would be infinite).
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    if mode == "none":
+        return torch.ones(num_classes)
+    if (counts == 0).any():
+        raise RunError(f"class id(s) {np.flatnonzero(counts == 0).tolist()} have no training rows")
+    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
+
+
+def build_optimizer(params, name: str, lr: float, momentum: float = 0.9,
+                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam (the study's), AdamW, SGD (momentum) or RMSprop (momentum)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}")
+
+
+class F1DropScheduler:
+    """The study's rule: after an epoch, if validation macro-F1 fell by more than ``threshold``
+    (relative) against the previous epoch, multiply the learning rate by ``factor``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, threshold: float = 0.10, factor: float = 0.8):
+        self.optimizer, self.threshold, self.factor = optimizer, threshold, factor
+        self.previous: float | None = None
+
+    def step(self, val_macro_f1: float) -> bool:
+        """Record this epoch's validation macro-F1; returns True when the rate was decayed."""
+        decayed = self.previous is not None and val_macro_f1 < self.previous * (1 - self.threshold)
+        if decayed:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.factor
+        self.previous = val_macro_f1
+        return decayed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"previous": self.previous}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.previous = state["previous"]
+
+
+class EpochScheduler:
+    """Cosine (to 0 over the run) or constant learning rate, stepped once per epoch."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, epochs: int):
+        self.optimizer, self.kind, self.epochs = optimizer, kind, epochs
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.done = 0
+
+    def step(self, val_macro_f1: float | None = None) -> bool:
+        self.done += 1
+        if self.kind == "cosine":
+            scale = 0.5 * (1 + math.cos(math.pi * min(self.done, self.epochs) / self.epochs))
+            for group, base in zip(self.optimizer.param_groups, self.base):
+                group["lr"] = base * scale
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "base": self.base}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done, self.base = state["done"], list(state["base"])
+
+
+def confusion_matrix_torch(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, C) int64 counts, rows = true class (cheap, reducible across ranks)."""
+    flat = y_true.to(torch.int64) * num_classes + y_pred.to(torch.int64)
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def metrics_from_confusion(confusion: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """(accuracy, macro-F1) from a confusion matrix; classes absent from both sides count 0."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    total = cm.sum()
+    if total == 0:
+        return 0.0, 0.0
+    tp = np.diag(cm)
+    precision = np.divide(tp, cm.sum(0), out=np.zeros_like(tp), where=cm.sum(0) > 0)
+    recall = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    return float(tp.sum() / total), float(f1.mean())
+
+
+# --------------------------------------------------------------------------------------------
+# distributed helpers (no-ops on one process)
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor across ranks (in place) and return it."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); gloo on CPU, nccl on GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), enabled=True)
+
+
+# --------------------------------------------------------------------------------------------
+# one epoch of training, one pass of evaluation
+
+
+@dataclass
+class EpochState:
+    """Running sums of a (possibly interrupted) training epoch."""
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    count: int = 0
+    confusion: torch.Tensor | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "loss_sum": self.loss_sum, "count": self.count,
+                "confusion": self.confusion, "seconds": self.seconds}
+
+
+def train_one_epoch(model: nn.Module, loader, transform: BatchTransform, optimizer: torch.optim.Optimizer,
+                    loss_fn: nn.Module, device: torch.device, *, num_classes: int, accum_steps: int = 1,
+                    amp_dtype: torch.dtype | None = None, state: EpochState | None = None,
+                    should_stop: Callable[[], bool] = lambda: False,
+                    on_interrupt: Callable[[EpochState], None] | None = None,
+                    batch_seed: Callable[[int], int] | None = None) -> EpochState:
+    """Train over the loader's batches; one optimizer step every ``accum_steps`` micro-batches.
+
+    ``batch_seed(i)`` (i = the micro-batch's index in the epoch) re-seeds the augmentation
+    generator per batch, so a resumed epoch augments its remaining batches exactly as an
+    uninterrupted one would, on any rank, with no generator state to carry.
+
+    Raises:
+        TrainingDiverged: on a NaN/inf loss (before the optimizer step, so weights stay finite).
+        TrainingInterrupted: when ``should_stop()`` turns true at a step boundary (after
+            ``on_interrupt(state)`` has checkpointed).
+    """
+    model.train()
+    state = state or EpochState()
+    if state.confusion is None:
+        state.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    micro = 0
+    first_index = state.steps * accum_steps  # micro-batches already done (a resumed epoch)
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if batch_seed is not None and transform.generator is not None:
+            transform.generator.manual_seed(batch_seed(first_index + micro))
+        inputs = transform(images)
+        last_micro = (micro + 1) % accum_steps == 0
+        sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(inputs)
+                loss = loss_fn(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at step {state.steps + 1}")
+            (loss / accum_steps).backward()
+        micro += 1
+        state.loss_sum += float(loss.detach()) * len(labels)
+        state.count += len(labels)
+        state.confusion += confusion_matrix_torch(labels.cpu(), logits.detach().argmax(1).cpu(), num_classes)
+        if last_micro:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.steps += 1
+            if should_stop():
+                state.seconds += time.perf_counter() - t0
+                if on_interrupt:
+                    on_interrupt(state)
+                raise TrainingInterrupted(f"stopped after step {state.steps}")
+    if micro % accum_steps:
+        # a last partial accumulation (epoch size not a multiple of the batch) still counts
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.steps += 1
+    state.seconds += time.perf_counter() - t0
+    return state
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, transform: BatchTransform, loss_fn: nn.Module | None,
+             device: torch.device, *, num_classes: int, amp_dtype: torch.dtype | None = None,
+             keep_outputs: bool = False) -> dict[str, Any]:
+    """Loss, confusion matrix and (optionally) per-sample probabilities over a loader."""
+    model.eval()
+    loss_sum, count = 0.0, 0
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    probs, labels_out = [], []
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(transform(images)).float()
+        if loss_fn is not None:
+            loss_sum += float(loss_fn(logits, labels)) * len(labels)
+        count += len(labels)
+        confusion += confusion_matrix_torch(labels.cpu(), logits.argmax(1).cpu(), num_classes)
+        if keep_outputs:
+            probs.append(torch.softmax(logits, 1).cpu())
+            labels_out.append(labels.cpu())
+    out = {"loss_sum": loss_sum, "count": count, "confusion": confusion}
+    if keep_outputs:
+        out["probs"] = torch.cat(probs).numpy() if probs else np.zeros((0, num_classes), np.float32)
+        out["labels"] = torch.cat(labels_out).numpy() if labels_out else np.zeros(0, np.int64)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _torch_rng_state() -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict[str, Any],
+                    *, pointers: tuple[str, ...] = ("LAST",)) -> Path:
+    """Write ``checkpoints/<name>/`` (weights + state) then atomically point ``pointers`` at it."""
+    from safetensors.torch import save_file
+
+    ckpt_root = run_dir / "checkpoints"
+    final = ckpt_root / name
+    tmp = ckpt_root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
+    save_file(weights, tmp / "model.safetensors", metadata={"format": "pt", "ferwild": "1"})
+    torch.save(state, tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for pointer in pointers:
+        save_text_atomic(ckpt_root / pointer, name + "\n")
+    # keep only what a pointer names
+    live = {(ckpt_root / p).read_text().strip() for p in ("LAST", "BEST") if (ckpt_root / p).exists()}
+    for child in ckpt_root.iterdir():
+        if child.is_dir() and child.name not in live and not child.name.startswith("."):
+            shutil.rmtree(child, ignore_errors=True)
+    return final
+
+
+def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
+    """The folder of a run's ``best`` or ``last`` checkpoint.
+
+    Raises:
+        RunError: when the run has no such checkpoint.
+    """
+    pointer = Path(run_dir) / "checkpoints" / which.upper()
+    if not pointer.exists():
+        raise RunError(f"{run_dir} has no {which} checkpoint (is it a ferwild run directory?)")
+    return pointer.parent / pointer.read_text().strip()
+
+
+def load_checkpoint_state(path: Path) -> dict[str, Any]:
+    """The plain-dict state of a checkpoint (``weights_only=True``: no code is unpickled)."""
+    try:
+        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt/foreign files get one clear line
+        raise RunError(f"cannot read checkpoint state {path / 'state.pt'}: {type(exc).__name__}: {exc}") from None
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load ``model.safetensors`` into the model, strictly (a foreign file is an error)."""
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(path / "model.safetensors")
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"cannot read weights {path / 'model.safetensors'}: {type(exc).__name__}: {exc}") from None
+    try:
+        _unwrap(model).load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RunError(f"weights in {path} do not fit this model: {first}") from None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints at the next step boundary and exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+        return self
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def prepare_run_dir(config: RunConfig, out_dir: Path, resume: bool) -> tuple[RunConfig, Path | None]:
+    """Create/validate the run directory; returns the config to use and the checkpoint to resume."""
+    saved = out_dir / "config.yaml"
+    ckpt = None
+    if (out_dir / "checkpoints" / "LAST").exists():
+        if not resume:
+            raise RunError(f"{out_dir} already holds a run; add --resume to continue it or choose another --out")
+        previous = RunConfig.load(saved)
+        # The same command must describe the same run; only the epoch budget may grow.
+        mine, theirs = config.to_dict(), previous.to_dict()
+        mine["train"]["epochs"] = theirs["train"]["epochs"] = 0
+        if mine != theirs:
+            diff = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s][k]]
+            raise RunError(f"--resume with a different configuration than {saved} ({', '.join(diff)})")
+        ckpt = checkpoint_dir(out_dir, "last")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.yaml")
+    return config, ckpt
+
+
+def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``config`` into ``out_dir`` (see the module docstring); returns the final summary.
+
+    Raises:
+        RunError / ConfigError: user mistakes (missing data, mismatched labels, ...).
+        TrainingDiverged: NaN/inf loss. TrainingInterrupted: SIGINT/SIGTERM (checkpointed).
+    """
+    from ferwild.models import create_model
+
+    out = Path(out_dir)
+    device = resolve_device(config.train.device)
+    ddp = init_distributed(device)
+    if ddp.is_main:
+        config, ckpt = prepare_run_dir(config, out, resume)
+    ddp.barrier()
+    if not ddp.is_main:
+        ckpt = checkpoint_dir(out, "last") if (out / "checkpoints" / "LAST").exists() and resume else None
+
+    # data
+    if not config.data.path:
+        raise ConfigError("no prepared dataset given (--data PREPARED_DIR or data.path)")
+    try:
+        prepared = PreparedDataset(config.data.path)
+    except FileNotFoundError as exc:
+        raise RunError(str(exc)) from None
+    label_names = prepared.label_names
+    train_rows = prepared.rows(config.data.train_split, include_augmented=config.data.use_augmented_rows)
+    val_rows = prepared.rows(config.data.val_split)
+    for split, rows in ((config.data.train_split, train_rows), (config.data.val_split, val_rows)):
+        if rows.empty:
+            raise RunError(f"split {split!r} of {config.data.path} is empty")
+    train_set = CachedFaceDataset(prepared.root, train_rows, label_names)
+    val_set = CachedFaceDataset(prepared.root, val_rows, label_names)
+    num_classes = len(label_names)
+
+    # batch geometry: global batch = micro x ranks x accumulation
+    micro = config.train.micro_batch_size or config.train.batch_size
+    if config.train.batch_size % (micro * ddp.world_size):
+        raise ConfigError(f"train.batch_size {config.train.batch_size} is not a multiple of "
+                          f"micro-batch {micro} x {ddp.world_size} process(es)")
+    accum_steps = config.train.batch_size // (micro * ddp.world_size)
+    if config.train.batch_size > len(train_set):
+        raise ConfigError(f"train.batch_size {config.train.batch_size} is larger than the training split "
+                          f"({len(train_set)} rows); lower --batch-size")
+
+    # model
+    torch.manual_seed(config.train.seed)
+    model = create_model(config.model.name, num_classes, pretrained=config.model.pretrained,
+                         image_size=config.model.image_size, id2label=dict(enumerate(label_names)))
+    if config.model.freeze_backbone:
+        model.freeze_backbone(True)
+    model.to(device)
+    pre = model.preprocessing
+    weights = class_weights(train_set.labels.numpy(), num_classes, config.optim.class_weights).to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    eval_loss_fn = nn.CrossEntropyLoss()
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config.optim.optimizer,
+                                config.optim.lr, config.optim.momentum, config.optim.weight_decay)
+    scheduler = (F1DropScheduler(optimizer, config.optim.f1_drop_threshold, config.optim.f1_drop_factor)
+                 if config.optim.scheduler == "f1_drop"
+                 else EpochScheduler(optimizer, config.optim.scheduler, config.train.epochs))
+    augment_gen = torch.Generator(device=device)  # re-seeded per batch (see train_one_epoch)
+    train_tf = BatchTransform(pre.input_size, pre.mean, pre.std, train=config.data.augment,
+                              augment=AugmentConfig() if config.data.augment else None, generator=augment_gen)
+    eval_tf = BatchTransform(pre.input_size, pre.mean, pre.std)
+    amp = autocast_dtype(config.train.precision, device)
+
+    # resume
+    start_epoch, history, best_f1, partial = 0, [], -1.0, None
+    if ckpt is not None:
+        state = load_checkpoint_state(ckpt)
+        load_weights(model, ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        start_epoch, history, best_f1 = state["epoch"], list(state["history"]), state["best_val_macro_f1"]
+        partial = state.get("partial_epoch")
+        if ddp.is_main:
+            where = f"epoch {start_epoch}" + (f", step {partial['steps']}" if partial else "")
+            log(f"resuming {out} from {where}")
+    if ddp.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def checkpoint_state(epoch: int, partial_state: EpochState | None) -> dict[str, Any]:
+        return {"epoch": epoch, "history": history, "best_val_macro_f1": best_f1,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _torch_rng_state(),
+                "partial_epoch": partial_state.to_dict() if partial_state else None,
+                "model_config": _unwrap(model).config(), "label_names": label_names,
+                "config": config.to_dict()}
+
+    if ddp.is_main:
+        log(f"training {config.model.name} on {len(train_set)} rows ({len(val_set)} val), "
+            f"{num_classes} classes, batch {config.train.batch_size} = {micro} x {ddp.world_size} rank(s) "
+            f"x {accum_steps} accumulation, device {device}")
+
+    with _StopFlag() as stop:
+        for epoch in range(start_epoch, config.train.epochs):
+            epoch_state = None
+            skip = 0
+            if partial is not None:
+                epoch_state = EpochState(**partial)
+                skip = epoch_state.steps * accum_steps
+                partial = None
+            sampler = EpochBatchSampler(len(train_set), micro, seed=config.train.seed, epoch=epoch,
+                                        rank=ddp.rank, world_size=ddp.world_size, skip_batches=skip,
+                                        max_batches=config.train.max_train_batches)
+            loader = make_loader(train_set, sampler, config.data.num_workers, pin_memory=device.type == "cuda")
+
+            def on_interrupt(s: EpochState, epoch=epoch) -> None:
+                if ddp.is_main:
+                    save_checkpoint(out, f"epoch-{epoch:03d}-step-{s.steps:06d}", model, checkpoint_state(epoch, s))
+                    log(f"interrupted: checkpoint written at epoch {epoch + 1}, step {s.steps}; rerun with --resume")
+
+            epoch_state = train_one_epoch(model, loader, train_tf, optimizer, loss_fn, device,
+                                          num_classes=num_classes, accum_steps=accum_steps, amp_dtype=amp,
+                                          state=epoch_state, should_stop=lambda: stop.requested,
+                                          on_interrupt=on_interrupt,
+                                          batch_seed=lambda i, e=epoch: _batch_seed(config.train.seed, e, ddp.rank, i))
+            # reduce training sums across ranks
+            sums = ddp.all_reduce(torch.tensor([epoch_state.loss_sum, epoch_state.count], dtype=torch.float64))
+            train_cm = ddp.all_reduce(epoch_state.confusion.clone())
+            train_acc, train_f1 = metrics_from_confusion(train_cm)
+
+            val_sampler = EpochBatchSampler(len(val_set), config.train.eval_batch_size, shuffle=False,
+                                            rank=ddp.rank, world_size=1)
+            if ddp.enabled:
+                # each rank evaluates a disjoint slice (no padding: metrics stay exact)
+                val_sampler = _ShardedEvalSampler(len(val_set), config.train.eval_batch_size, ddp.rank, ddp.world_size)
+            val = evaluate(model, make_loader(val_set, val_sampler), eval_tf, eval_loss_fn, device,
+                           num_classes=num_classes, amp_dtype=amp)
+            vsums = ddp.all_reduce(torch.tensor([val["loss_sum"], val["count"]], dtype=torch.float64))
+            val_cm = ddp.all_reduce(val["confusion"].clone())
+            val_acc, val_f1 = metrics_from_confusion(val_cm)
+
+            lr = optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch + 1, "train_loss": float(sums[0] / max(sums[1], 1)), "train_acc": train_acc,
+                   "train_macro_f1": train_f1, "val_loss": float(vsums[0] / max(vsums[1], 1)), "val_acc": val_acc,
+                   "val_macro_f1": val_f1, "lr": lr,
+                   "train_img_per_s": float(sums[1]) / max(epoch_state.seconds, 1e-9) if epoch_state.seconds else 0.0}
+            history.append(row)
+            decayed = scheduler.step(val_f1)
+            improved = val_f1 > best_f1
+            best_f1 = max(best_f1, val_f1)
+            if ddp.is_main:
+                pointers = ("LAST", "BEST") if improved else ("LAST",)
+                save_checkpoint(out, f"epoch-{epoch + 1:03d}", model, checkpoint_state(epoch + 1, None),
+                                pointers=pointers)
+                write_history(out, history)
+                log(f"epoch {epoch + 1}/{config.train.epochs}: train loss {row['train_loss']:.4f} "
+                    f"acc {train_acc:.3f} F1 {train_f1:.3f} | val loss {row['val_loss']:.4f} acc {val_acc:.3f} "
+                    f"F1 {val_f1:.3f} | lr {lr:.2e}{' -> decayed' if decayed else ''} | "
+                    f"{row['train_img_per_s']:.0f} img/s")
+            ddp.barrier()
+
+    summary = {"epochs": len(history), "best_val_macro_f1": best_f1, "history": history,
+               "run_dir": str(out), "label_names": label_names}
+    if ddp.is_main:
+        save_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    if ddp.enabled:
+        dist.destroy_process_group()
+    return summary
+
+
+def _batch_seed(seed: int, epoch: int, rank: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank, index]).generate_state(1)[0])
+
+
+class _ShardedEvalSampler(EpochBatchSampler):
+    """Disjoint, unpadded slices of an evaluation set per rank."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world_size: int):
+        super().__init__(n, batch_size, shuffle=False)
+        self.rank_, self.world_ = rank, world_size
+
+    def _indices(self) -> np.ndarray:
+        return np.arange(self.n)[self.rank_::self.world_]
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.csv (the contract's columns first), its Markdown twin, and the curves figure."""
+    frame = pd.DataFrame(history)
+    columns = METRIC_COLUMNS + [c for c in frame.columns if c not in METRIC_COLUMNS]
+    frame = frame[columns]
+    save_text_atomic(run_dir / "metrics.csv", frame.to_csv(index=False))
+    save_text_atomic(run_dir / "metrics.md", history_markdown(frame) + "\n")
+    curves_figure(frame, run_dir / "curves.png", title=f"{run_dir.name}: training curves")
