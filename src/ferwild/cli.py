@@ -6,6 +6,7 @@ Heavy libraries (torch, pandas, matplotlib) are imported inside the commands so 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -172,7 +173,8 @@ def train(
         raise typer.Exit(130) from None
     except _model_errors() as exc:
         _fail(str(exc))
-    console.print(f"run written to {out}/ (config.yaml, metrics.csv, curves.png, checkpoints/)", highlight=False)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per rank
+        console.print(f"run written to {out}/ (config.yaml, metrics.csv, curves.png, checkpoints/)", highlight=False)
 
 
 def _model_errors() -> tuple[type[Exception], ...]:

@@ -577,11 +577,11 @@ def _hf_download(repo_spec: str, filenames: list[str], model_name: str, *, with_
             f"pretrained weights for {model_name!r} (Hugging Face hub model {repo_id!r}, file "
             f"{' or '.join(filenames)}) are not available: {why}, and they are not in the Hugging Face hub cache "
             f"{cache} (looked up in $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). "
-            f"To use them: on a machine with network run `huggingface-cli download {repo_id}` (or "
+            f"To use them: on a machine with network run `hf download {repo_id}` (huggingface_hub's CLI; or "
             f"`python -c \"from huggingface_hub import snapshot_download; snapshot_download('{repo_id}')\"`) and copy "
             f"that cache here (point HF_HOME at it), or download the model folder and pass its path: "
-            f"--pretrained /path/to/folder (a .safetensors or .pt state dict also works). {_NONE_HINT} "
-            f"[details: {'; '.join(errors)}]"
+            f"--pretrained /path/to/folder (a .safetensors or .pt state dict also works). {_NONE_HINT}"
+            + ("" if reason else f" [details: {'; '.join(errors)}]")
         )
     if with_config:
         try:
@@ -823,7 +823,7 @@ def create_model(
     entry = MODEL_REGISTRY[name]
     size = image_size or entry.default_input_size
     builder = _BUILDERS[name]
-    is_hf = builder is not None and "hf:" in entry.pretrained_source
+    is_hf = entry.pretrained_source.startswith("hf:")
 
     # Find the weights before building anything, so a missing file fails fast.
     source: tuple[str, Path] | None = None
@@ -870,7 +870,7 @@ def _create_timm(name: str, num_classes: int, spec: str | Path, image_size: int 
         else:
             raise PretrainedWeightsUnavailable(f"timm has no pretrained weights for {arch!r}. {_NONE_HINT}")
     elif isinstance(spec, str) and spec != "none":
-        kind, file = _resolve_source(spec, name, hf_dir=False)
+        file = _resolve_source(spec, name, hf_dir=False)[1]
     elif isinstance(spec, Path):
         file = _weights_file_in_dir(spec) if spec.is_dir() else spec
     else:
@@ -955,12 +955,12 @@ def list_models() -> list[dict]:
 # ----------------------------------------------------------------------------- built-ins
 
 register_model(
-    ModelEntry("vit_b16", "ViT-B/16 (transformers ViTModel, [CLS] embedding); hub: ImageNet-21k pretraining",
+    ModelEntry("vit_b16", "ViT-B/16 (transformers); hub: ImageNet-21k",
                224, HALF, HALF, "hf:google/vit-base-patch16-224-in21k"),
     _vit_builder(hidden=768, layers=12, heads=12, mlp=3072, patch=16),
 )
 register_model(
-    ModelEntry("resnet50", "ResNet-50 (torchvision); hub: ImageNet-1k, V2 recipe",
+    ModelEntry("resnet50", "ResNet-50 (torchvision); hub: ImageNet-1k V2",
                224, IMAGENET_MEAN, IMAGENET_STD, "torchvision:ResNet50_Weights.IMAGENET1K_V2"),
     _torchvision_resnet_builder("resnet50", 2048),
 )
@@ -970,12 +970,11 @@ register_model(
     _torchvision_resnet_builder("resnet18", 512),
 )
 register_model(
-    ModelEntry("vit_tiny", "small ViT (transformers ViTModel: 192-d, 4 layers, 3 heads, patch 8) for CPU runs; "
-               "random init or a local checkpoint", 64, HALF, HALF, "none"),
+    ModelEntry("vit_tiny", "small ViT (transformers, 192-d, 4 layers, patch 8) for CPU runs", 64, HALF, HALF, "none"),
     _vit_builder(hidden=192, layers=4, heads=3, mlp=768, patch=8),
 )
 register_model(
-    ModelEntry("cnn_small", "~100k-parameter CNN for 48-64 px CPU demos and tests; random init or a local checkpoint",
+    ModelEntry("cnn_small", "~100k-parameter CNN for 48-64 px CPU demos and tests",
                48, HALF, HALF, "none"),
     _small_cnn_builder,
 )

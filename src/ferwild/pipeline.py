@@ -39,7 +39,7 @@ class CachedFaceDataset(torch.utils.data.Dataset):
         unknown = sorted(set(rows["label"]) - set(index))
         if unknown:
             raise ValueError(f"labels {unknown} are not in the label set {self.label_names}")
-        self.labels = torch.as_tensor(rows["label"].map(index).to_numpy(np.int64))
+        self.labels = torch.from_numpy(rows["label"].map(index).to_numpy(np.int64).copy())
         codes, self.shard_names = pd.factorize(rows["shard"].astype(str))
         self.shard_codes = codes.astype(np.int64)
         self.shard_index = rows["shard_index"].to_numpy(np.int64)

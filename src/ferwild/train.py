@@ -491,7 +491,7 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     num_classes = len(label_names)
 
     # batch geometry: global batch = micro x ranks x accumulation
-    micro = config.train.micro_batch_size or config.train.batch_size
+    micro = config.train.micro_batch_size or max(1, config.train.batch_size // ddp.world_size)
     if config.train.batch_size % (micro * ddp.world_size):
         raise ConfigError(f"train.batch_size {config.train.batch_size} is not a multiple of "
                           f"micro-batch {micro} x {ddp.world_size} process(es)")
@@ -595,7 +595,7 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch + 1, "train_loss": float(sums[0] / max(sums[1], 1)), "train_acc": train_acc,
                    "train_macro_f1": train_f1, "val_loss": float(vsums[0] / max(vsums[1], 1)), "val_acc": val_acc,
-                   "val_macro_f1": val_f1, "lr": lr,
+                   "val_macro_f1": val_f1, "lr": lr, "val_count": int(vsums[1]),
                    "train_img_per_s": float(sums[1]) / max(epoch_state.seconds, 1e-9) if epoch_state.seconds else 0.0}
             history.append(row)
             decayed = scheduler.step(val_f1)
@@ -613,6 +613,7 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             ddp.barrier()
 
     summary = {"epochs": len(history), "best_val_macro_f1": best_f1, "history": history,
+               "train_rows": len(train_set), "val_rows": len(val_set),
                "run_dir": str(out), "label_names": label_names}
     if ddp.is_main:
         save_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
