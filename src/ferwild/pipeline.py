@@ -148,8 +148,10 @@ class BatchTransform:
             x = augment_batch(x, generator, self.augment)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        # Normalise before resizing: bilinear weights sum to 1, so the two commute, and the
+        # per-channel affine then runs on the small cached image instead of the model input.
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.input_size)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        return (x - mean) / std
+        return x
