@@ -328,3 +328,26 @@ def test_duplicate_paths_and_cross_split_duplicates_from_a_manifest(tmp_path):
     assert dropped.summary["duplicates"]["dropped_from_val_test"] == 1
     original = dropped.manifest[dropped.manifest["path"] == train_happy["path"]].iloc[0]
     assert original["split"] == "train"
+
+
+def test_quality_shift_between_splits_is_flagged(tmp_path):
+    """Blurred training images against sharp test images (as in the shared FER2013 copy)."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(0)
+    rows = []
+    (tmp_path / "img").mkdir()
+    for i in range(120):
+        img = Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8))
+        split = "train" if i < 80 else "test"
+        if split == "train":
+            img = img.filter(ImageFilter.GaussianBlur(2))
+        img.save(tmp_path / "img" / f"{i}.png")
+        rows.append({"path": f"img/{i}.png", "label": CLASSES[i % 3], "split": split})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    s = prepare(tmp_path / "m.csv", tmp_path / "out", PrepareConfig(workers=1, balance="none")).summary
+    assert s["image_quality"]["test"]["sharpness"] > 2 * s["image_quality"]["train"]["sharpness"]
+    assert any("test images" in w and "sharpness" in w for w in s["quality_warnings"])
+    # no warning when the splits are alike
+    s2 = prepare(tmp_path / "m.csv", tmp_path / "out2", PrepareConfig(workers=1, balance="none", split="ratios")).summary
+    assert s2["quality_warnings"] == []

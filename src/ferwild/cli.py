@@ -128,6 +128,8 @@ def print_prepare_summary(summary: dict, out_dir: Path) -> None:
                   f"(pHash <= {d['threshold']} and pixel r >= {d['min_correlation']}, of "
                   f"{d['near_candidates']} candidates); across splits: {d['cross_split_exact']} exact, "
                   f"{d['cross_split_near']} near; dropped from val/test: {d['dropped_from_val_test']}")
+    for warning in summary.get("quality_warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     console.print(f"written to {out_dir}/ (manifest.parquet, summary.json, rejects.csv, "
                   f"duplicates.csv, class_counts.png, contact_sheet.png) in {summary['elapsed_s']:.1f}s",
                   highlight=False)

@@ -244,6 +244,41 @@ def _worker_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def image_quality(crop: np.ndarray) -> dict[str, float]:
+    """Cheap per-image statistics for the split audit: sharpness (mean |4-neighbour Laplacian|
+    of the grey crop), brightness (mean grey level) and contrast (its standard deviation)."""
+    g = crop.astype(np.float32).mean(axis=-1)
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return {"sharpness": round(float(np.abs(lap).mean()), 3), "brightness": round(float(g.mean()), 2),
+            "contrast": round(float(g.std()), 2)}
+
+
+def quality_by_split(manifest: pd.DataFrame, ratio: float = 2.0, min_rows: int = 20) -> tuple[dict, list[str]]:
+    """Median image statistics per split, and warnings where splits differ by more than ``ratio``.
+
+    A split that is much blurrier (or flatter) than another is a shift the model will pay for:
+    trained on one, it is evaluated on images of another kind.
+    """
+    used = manifest[manifest["status"].isin(USABLE) & (manifest["split"] != "")]
+    if "sharpness" not in used:
+        return {}, []
+    medians = {s: {k: round(float(g[k].median()), 3) for k in ("sharpness", "brightness", "contrast")}
+               | {"n": int(len(g))} for s, g in used.groupby("split")}
+    warnings = []
+    splits = [s for s in ("train", "val", "test") if s in medians and medians[s]["n"] >= min_rows]
+    for i, a in enumerate(splits):
+        for b in splits[i + 1:]:
+            for key in ("sharpness", "contrast"):
+                lo, hi = sorted((medians[a][key], medians[b][key]))
+                if lo > 0 and hi / lo > ratio:
+                    sharper = a if medians[a][key] > medians[b][key] else b
+                    other = b if sharper == a else a
+                    warnings.append(f"{sharper} images have {hi / lo:.1f}x the {key} of {other} images "
+                                    f"(median {hi:.1f} vs {lo:.1f}): the splits differ in image quality, "
+                                    f"so scores across them measure that shift too")
+    return medians, warnings
+
+
 def _to_channels(crop: np.ndarray, channels: int) -> np.ndarray:
     if channels == 3:
         return crop
@@ -257,6 +292,7 @@ def _to_channels(crop: np.ndarray, channels: int) -> np.ndarray:
 _CHUNK_DEFAULTS: dict[str, Any] = {
     "align_method": "", "confidence": None, "n_faces": 0, "box": None, "landmarks": None,
     "other_boxes": "[]", "shard_index": -1, "content_hash": "", "phash": 0,
+    "sharpness": None, "brightness": None, "contrast": None,
 }
 
 
@@ -311,6 +347,7 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
             rec["shard_index"] = len(crops)
             rec["content_hash"] = content_hash(crop)
             rec["phash"] = int(perceptual_hash(crop))
+            rec.update(image_quality(crop))
             crops.append(crop)
 
     out = Path(job["out_dir"])
@@ -673,6 +710,7 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
     failed = attempted["status"].isin(["unaligned", "dropped"])
     per_class = {c: round(float(f.mean()), 4) for c, f in failed.groupby(attempted["label"])} if len(attempted) else {}
     counts_after = _split_class_counts(manifest)
+    quality = quality_by_split(originals)
     return {
         "source": str(source),
         "label_set": config.labels,
@@ -690,6 +728,8 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
         "counts": counts_before,
         "counts_after_balance": counts_after,
         "augmented_rows": int((manifest["augmented_from"] != "").sum()),
+        "image_quality": quality[0],
+        "quality_warnings": quality[1],
         "duplicates": {**dups.to_dict(), "threshold": config.near_dup_threshold,
                        "min_correlation": config.near_dup_min_corr,
                        "dropped_from_val_test": dropped_dups},
