@@ -202,3 +202,36 @@ def test_torchrun_two_processes_gloo(prepared, tmp_path):
     # rank 0 reports metrics over the whole validation split (confusions summed across ranks)
     assert metrics["val_count"].tolist() == [summary["val_rows"]] * 2
     assert "2 rank(s)" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    synth_dataset("reference", 60, root / "raw", seed=4, size=64, label_set="basic6")
+    prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1, balance="none"))
+    return root / "prep"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit_b16", "resnet50"])
+def test_study_models_train_checkpoint_and_evaluate(tiny_prepared, tmp_path, name):
+    """The study's two architectures (random init) go through fit -> safetensors checkpoint ->
+    evaluate with the same code as the small models."""
+    from ferwild.evaluate import evaluate_run, load_run
+
+    cfg = RunConfig.load(None, [f"data.path={tiny_prepared}", f"model.name={name}", "model.pretrained=none",
+                                "train.batch_size=4", "train.epochs=1", "train.max_train_batches=1",
+                                "train.eval_batch_size=8"])
+    summary = fit(cfg, tmp_path / "run", log=lambda m: None)
+    assert summary["epochs"] == 1 and summary["history"][0]["train_loss"] > 0
+    model, state = load_run(tmp_path / "run", "last")
+    assert state["model_config"]["name"] == name and model.preprocessing.input_size == 224
+    result = evaluate_run(tmp_path / "run", tiny_prepared, "test", tmp_path / "ev", which="last")
+    preds = pd.read_parquet(tmp_path / "ev" / "predictions.parquet")
+    assert len(preds) == result["n"] > 0
+    # reloading the checkpoint reproduces the same probabilities
+    again = evaluate_run(tmp_path / "run", tiny_prepared, "test", tmp_path / "ev2", which="last")
+    preds2 = pd.read_parquet(tmp_path / "ev2" / "predictions.parquet")
+    prob_cols = [c for c in preds.columns if c.startswith("prob_")]
+    pd.testing.assert_frame_equal(preds[prob_cols], preds2[prob_cols])
+    assert again["accuracy"] == result["accuracy"]
