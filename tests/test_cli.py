@@ -51,3 +51,11 @@ def test_demo_small(tmp_path):
     ref = json.loads((tmp_path / "demo" / "prepared" / "reference" / "summary.json").read_text())
     prod = json.loads((tmp_path / "demo" / "prepared" / "production" / "summary.json").read_text())
     assert ref["augmented_rows"] > 0 and prod["augmented_rows"] == 0
+
+
+def test_models_lists_the_registry():
+    out = _cli("models")
+    assert out.returncode == 0, out.stderr
+    for name in ("vit_b16", "resnet50", "resnet18", "vit_tiny", "cnn_small", "timm:<name>"):
+        assert name in out.stdout
+    assert "224" in out.stdout and "M" in out.stdout  # input size and parameter count

@@ -254,27 +254,70 @@ def synth(
 
 
 @app.command()
+def study(
+    spec: Path = typer.Argument(..., help="Study YAML (data, seeds, base, experiments)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Study folder (resumable with the same command)."),
+    workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
+    ray_address: Optional[str] = typer.Option(None, help="Run trials on Ray: auto | ray://HOST:PORT | local."),
+) -> None:
+    """Run a study: experiments x grid x seeds, select on validation, write results and a report."""
+    from ferwild.config import ConfigError
+    from ferwild.study import StudyError, run_study
+    from ferwild.train import RunError
+
+    try:
+        run_study(spec, out, workers=workers or None, ray_address=ray_address,
+                  log=lambda m: console.print(m, highlight=False))
+    except (StudyError, ConfigError, RunError) as exc:
+        _fail(str(exc))
+    console.print(f"results: {out / 'results.csv'}; report: {out / 'report.html'}", highlight=False)
+
+
+@app.command()
+def report(study_dir: Path = typer.Argument(..., help="A folder written by `ferwild study`.")) -> None:
+    """(Re)write a study's report.html and report.md."""
+    from ferwild.report import write_report
+
+    if not (study_dir / "results.csv").exists():
+        _fail(f"{study_dir} has no results.csv (run `ferwild study` first)")
+    html, md = write_report(study_dir)
+    console.print(f"report: {html} and {md}", highlight=False)
+
+
+def demo_study(prepared: Path, path: Path, seeds: list[int]) -> Path:
+    """The seed study scaled to a CPU: ViT (tiny) vs CNN (small) at 32 px, few epochs."""
+    from ferwild.study import write_default_study
+
+    base = {"model.pretrained": "none", "model.image_size": 32, "train.batch_size": 64,
+            "train.eval_batch_size": 256}
+    return write_default_study(path, str(prepared), seeds=seeds, main="vit_tiny", baseline="cnn_small", base=base)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder."),
     n: int = typer.Option(1200, "--n", help="Synthetic images per set."),
-    size: int = typer.Option(96, help="Cached crop size."),
+    size: int = typer.Option(48, help="Cached crop size."),
     seed: int = typer.Option(0, help="Seed of everything."),
+    seeds: int = typer.Option(1, help="Seeds per study cell."),
+    workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
 ) -> None:
-    """The main job on embedded data: synthesise reference + production faces, prepare both.
+    """The main job on embedded data: synth -> prepare -> study -> report.
 
-    Steps are written to OUT/synth/{reference,production} and OUT/prepared/{reference,production},
-    so each can be rerun by hand (the commands are printed). Training, the study and the
-    production audit join this command as they land.
+    Each step's output stays on disk (OUT/synth, OUT/prepared/{reference,production},
+    OUT/study.yaml, OUT/study/) and its command is printed, so any step can be rerun by hand.
     """
     from ferwild.data.prepare import PrepareConfig
     from ferwild.data.prepare import prepare as run_prepare
     from ferwild.data.synth import synth_dataset
+    from ferwild.study import run_study
 
     for preset in ("reference", "production"):
         raw = out / "synth" / preset
         if not (raw / "manifest.csv").exists():
             console.rule(f"synth {preset}")
-            console.print(f"$ ferwild synth --preset {preset} --n {n} --out {raw} --seed {seed}", highlight=False)
+            console.print(f"$ ferwild synth --preset {preset} --n {n} --out {raw} --seed {seed} --labels basic6",
+                          highlight=False)
             synth_dataset(preset, n, raw, seed=seed, label_set="basic6")
         console.rule(f"prepare {preset}")
         prepared = out / "prepared" / preset
@@ -284,9 +327,14 @@ def demo(
         config = PrepareConfig(size=size, seed=seed, balance="none" if preset == "production" else "max")
         result = run_prepare(raw / "manifest.csv", prepared, config)
         print_prepare_summary(result.summary, result.out_dir)
+    console.rule("study")
+    spec = demo_study(out / "prepared" / "reference", out / "study.yaml", list(range(seeds)))
+    console.print(f"$ ferwild study {spec} --out {out / 'study'}", highlight=False)
+    run_study(spec, out / "study", workers=workers or None, log=lambda m: console.print(m, highlight=False))
     console.rule("done")
-    console.print(f"prepared datasets: {out / 'prepared' / 'reference'} and {out / 'prepared' / 'production'}; "
-                  f"look at {out / 'prepared' / 'reference' / 'contact_sheet.png'}", highlight=False)
+    best = (out / "study" / "best_run").read_text().strip()
+    console.print(f"report: {out / 'study' / 'report.html'} (and report.md); selected run: "
+                  f"{out / 'study' / best}; prepared data: {out / 'prepared'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -486,8 +486,11 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     for split, rows in ((config.data.train_split, train_rows), (config.data.val_split, val_rows)):
         if rows.empty:
             raise RunError(f"split {split!r} of {config.data.path} is empty")
-    train_set = CachedFaceDataset(prepared.root, train_rows, label_names)
-    val_set = CachedFaceDataset(prepared.root, val_rows, label_names)
+    try:
+        train_set = CachedFaceDataset(prepared.root, train_rows, label_names)
+        val_set = CachedFaceDataset(prepared.root, val_rows, label_names)
+    except ValueError as exc:
+        raise RunError(f"{config.data.path}: {exc}") from None
     num_classes = len(label_names)
 
     # batch geometry: global batch = micro x ranks x accumulation
@@ -502,8 +505,11 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
 
     # model
     torch.manual_seed(config.train.seed)
-    model = create_model(config.model.name, num_classes, pretrained=config.model.pretrained,
-                         image_size=config.model.image_size, id2label=dict(enumerate(label_names)))
+    try:
+        model = create_model(config.model.name, num_classes, pretrained=config.model.pretrained,
+                             image_size=config.model.image_size, id2label=dict(enumerate(label_names)))
+    except ValueError as exc:  # e.g. an image size a ViT's patch size does not divide
+        raise ConfigError(str(exc)) from None
     if config.model.freeze_backbone:
         model.freeze_backbone(True)
     model.to(device)
