@@ -36,7 +36,8 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     use_augmented_rows: bool = True     # the balancing rows written by prepare
-    augment: bool = True                # on-the-fly augmentation of training batches
+    augment: bool = False               # on-the-fly augmentation of training batches (the study
+                                        # augmented offline, to balance classes, as `prepare` does)
     num_workers: int = 0                # DataLoader workers; the cache is memory-mapped
 
     def __post_init__(self):

@@ -1,0 +1,144 @@
+"""The study runner: expansion, selection on validation, resumability, the Ray path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ferwild.data.prepare import PrepareConfig, prepare
+from ferwild.data.synth import synth_dataset
+from ferwild.study import StudyError, StudySpec, expand_trials, run_study, seed_study, select
+
+BASE = {"model.pretrained": "none", "model.image_size": 32, "train.batch_size": 32, "train.epochs": 1,
+        "model.name": "cnn_small"}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study_data")
+    synth_dataset("reference", 180, root / "raw", seed=3, size=48, label_set="basic6")
+    prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1))
+    return root / "prep"
+
+
+def _write(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_seed_study_expands_to_the_papers_grid(tmp_path):
+    spec = StudySpec.from_dict(seed_study("data", seeds=[0, 1]), root=tmp_path)
+    trials = expand_trials(spec)
+    by_exp = pd.Series([t.experiment for t in trials]).value_counts().to_dict()
+    assert by_exp == {"main": 2, "baseline": 2, "epochs": 8, "optimizer_lr": 18, "fine_lr": 6}
+    assert len({t.id for t in trials}) == len(trials)
+    grid = [t for t in trials if t.experiment == "optimizer_lr"]
+    # ablations inherit the main model; values are parsed (1e-2 is a number, not text)
+    assert {t.params["model.name"] for t in grid} == {"vit_b16"}
+    assert {t.params["optim.lr"] for t in grid} == {1e-2, 1e-3, 1e-5}
+    assert {t.params["optim.optimizer"] for t in grid} == {"sgd", "rmsprop", "adam"}
+    assert spec.data == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"seeds": [0], "experiments": [{"name": "a"}]}, "data"),
+    ({"data": "d", "experiments": []}, "at least one"),
+    ({"data": "d", "experiments": [{"name": "a", "base": "zzz"}]}, "base"),
+    ({"data": "d", "experiments": [{"name": "a", "grid": {"optim.lr": []}}]}, "non-empty"),
+    ({"data": "d", "experiments": [{"name": "a"}], "selection": {"metric": "test_macro_f1"}}, "validation"),
+    ({"data": "d", "experiments": [{"name": "a"}, {"name": "a"}]}, "unique"),
+])
+def test_bad_study_files(spec, message):
+    with pytest.raises(StudyError, match=message):
+        StudySpec.from_dict(spec)
+
+
+def test_selection_uses_validation_not_test():
+    spec = StudySpec.from_dict({"data": "d", "seeds": [0, 1],
+                                "experiments": [{"name": "g", "grid": {"optim.lr": [0.1, 0.01]}}]})
+    trials = expand_trials(spec)
+    results = pd.DataFrame({"trial": [t.id for t in trials], "experiment": "g", "seed": [t.seed for t in trials],
+                            # lr 0.1: better on val; lr 0.01: better on test
+                            "val_macro_f1": [0.80, 0.70, 0.60, 0.62], "val_acc": 0.5,
+                            "test_macro_f1": [0.50, 0.52, 0.90, 0.91], "test_acc": 0.5,
+                            "run_dir": [f"trials/{t.id}" for t in trials], "seconds": 1.0})
+    sel = select(results, trials)
+    assert sel["winner"]["params"]["optim.lr"] == 0.1
+    assert sel["winner"]["trial"] == trials[0].id            # the better seed on validation
+    cell = next(c for c in sel["cells"] if c["params"]["optim.lr"] == 0.1)
+    assert cell["val_macro_f1_mean"] == pytest.approx(0.75)
+    assert cell["val_macro_f1_std"] == pytest.approx(pd.Series([0.8, 0.7]).std())
+
+
+def test_study_end_to_end_and_resume(prepared, tmp_path):
+    spec = _write(tmp_path / "s.yaml", {"data": str(prepared), "seeds": [0, 1], "base": BASE,
+                                        "experiments": [{"name": "main"},
+                                                        {"name": "lr", "base": "main", "grid": {"optim.lr": [1e-2, 1e-3]}}]})
+    out = tmp_path / "study"
+    results = run_study(spec, out, workers=2, log=lambda m: None)
+    assert len(results) == 6
+    csv = pd.read_csv(out / "results.csv")
+    for col in ("trial", "experiment", "seed", "optim.lr", "val_acc", "val_macro_f1", "test_acc", "test_macro_f1"):
+        assert col in csv.columns
+    assert csv[["val_macro_f1", "test_macro_f1"]].notna().all().all()
+    best = (out / "best_run").read_text().strip()
+    assert (out / best / "checkpoints" / "BEST").exists()
+    selection = json.loads((out / "selection.json").read_text())
+    winner_rows = csv[csv["trial"].isin(next(c["trials"] for c in selection["cells"]
+                                             if c["params"] == selection["winner"]["params"]
+                                             and c["experiment"] == selection["winner"]["experiment"]))]
+    assert selection["winner"]["val_macro_f1_mean"] == pytest.approx(winner_rows["val_macro_f1"].mean())
+    assert (out / "report.html").exists() and (out / "report.md").exists()
+
+    # rerunning the same command redoes nothing
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/trial.json")}
+    run_study(spec, out, workers=2, log=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("trials/*/trial.json")} == stamps
+    # a different study into the same folder is refused
+    other = _write(tmp_path / "other.yaml", {"data": str(prepared), "experiments": [{"name": "x"}]})
+    with pytest.raises(StudyError, match="different study"):
+        run_study(other, out, log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_study_resumes_after_kill9_without_redoing_trials(prepared, tmp_path):
+    spec = _write(tmp_path / "s.yaml", {"data": str(prepared), "seeds": [0, 1, 2], "base": BASE,
+                                        "experiments": [{"name": "main", "grid": {"optim.lr": [1e-2, 1e-3]}}]})
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "ferwild.cli", "study", str(spec), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("trials/*/trial.json"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/trial.json")}
+    assert 2 <= len(finished) < 6
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(finished)} already done" in done.stdout
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished trials untouched
+    assert len(pd.read_csv(out / "results.csv")) == 6
+
+
+@pytest.mark.slow
+def test_ray_path_runs_trials_as_tasks(prepared, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray not installed")
+    spec = _write(tmp_path / "s.yaml", {"data": str(prepared), "seeds": [0], "base": BASE,
+                                        "experiments": [{"name": "main", "grid": {"optim.lr": [1e-2, 1e-3]}}]})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = run_study(spec, tmp_path / "study", ray_address="auto", report=False, log=lambda m: None)
+    finally:
+        ray.shutdown()
+    assert len(results) == 2 and results["val_macro_f1"].notna().all()
+    assert (tmp_path / "study" / "best_run").exists()
