@@ -289,6 +289,21 @@ class DuplicateReport:
     cross_split_near: int
     rows_in_exact_groups: int
 
+    @classmethod
+    def from_pairs(cls, pairs: pd.DataFrame) -> "DuplicateReport":
+        """A report whose counts are computed from a pair table."""
+        is_exact = (pairs["kind"] == "exact").to_numpy()
+        cross = pairs["cross_split"].to_numpy(dtype=bool)
+        exact_rows = np.concatenate([pairs["i"].to_numpy()[is_exact], pairs["j"].to_numpy()[is_exact]])
+        return cls(
+            pairs=pairs,
+            exact_pairs=int(is_exact.sum()),
+            near_pairs=int((~is_exact).sum()),
+            cross_split_exact=int((is_exact & cross).sum()),
+            cross_split_near=int((~is_exact & cross).sum()),
+            rows_in_exact_groups=int(len(np.unique(exact_rows))),
+        )
+
     def to_dict(self) -> dict:
         """The counts as plain ints (the pair table is left out: it can be large)."""
         return {
@@ -376,15 +391,7 @@ def find_duplicates(
         },
         columns=_PAIR_COLUMNS,
     )
-    is_exact = kind == "exact"
-    return DuplicateReport(
-        pairs=pairs,
-        exact_pairs=int(is_exact.sum()),
-        near_pairs=int((~is_exact).sum()),
-        cross_split_exact=int((is_exact & cross).sum()),
-        cross_split_near=int((~is_exact & cross).sum()),
-        rows_in_exact_groups=int(len(np.unique(np.concatenate([i[is_exact], j[is_exact]])))),
-    )
+    return DuplicateReport.from_pairs(pairs)
 
 
 def cross_split_drop_mask(
@@ -442,15 +449,4 @@ def pixel_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def keep_pairs(report: DuplicateReport, keep: np.ndarray) -> DuplicateReport:
     """A report restricted to the pairs where ``keep`` is True, with its counts recomputed."""
-    pairs = report.pairs[np.asarray(keep, dtype=bool)].reset_index(drop=True)
-    is_exact = (pairs["kind"] == "exact").to_numpy()
-    cross = pairs["cross_split"].to_numpy(dtype=bool)
-    exact_rows = np.concatenate([pairs["i"].to_numpy()[is_exact], pairs["j"].to_numpy()[is_exact]])
-    return DuplicateReport(
-        pairs=pairs,
-        exact_pairs=int(is_exact.sum()),
-        near_pairs=int((~is_exact).sum()),
-        cross_split_exact=int((is_exact & cross).sum()),
-        cross_split_near=int((~is_exact & cross).sum()),
-        rows_in_exact_groups=int(len(np.unique(exact_rows))),
-    )
+    return DuplicateReport.from_pairs(report.pairs[np.asarray(keep, dtype=bool)].reset_index(drop=True))
