@@ -44,10 +44,16 @@ def test_synth_rejects_unknown_preset(tmp_path):
 
 
 def test_demo_small(tmp_path):
-    out = _cli("demo", "--out", str(tmp_path / "demo"), "--n", "80", "--size", "48")
+    out = _cli("demo", "--out", str(tmp_path / "demo"), "--n", "120", "--size", "48", "--quick")
     assert out.returncode == 0, out.stderr
     for preset in ("reference", "production"):
         assert (tmp_path / "demo" / "prepared" / preset / "manifest.parquet").exists()
+    study = tmp_path / "demo" / "study"
+    results = pd.read_csv(study / "results.csv")
+    assert len(results) == 18  # main, baseline, 4 epochs, 3x3 optimizer x lr, 3 fine lr
+    assert (study / (study / "best_run").read_text().strip() / "checkpoints").exists()
+    html = (study / "report.html").read_text()
+    assert "Table 11" in html and "data:image/png;base64" in html
     ref = json.loads((tmp_path / "demo" / "prepared" / "reference" / "summary.json").read_text())
     prod = json.loads((tmp_path / "demo" / "prepared" / "production" / "summary.json").read_text())
     assert ref["augmented_rows"] > 0 and prod["augmented_rows"] == 0

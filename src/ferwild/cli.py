@@ -284,7 +284,7 @@ def report(study_dir: Path = typer.Argument(..., help="A folder written by `ferw
     console.print(f"report: {html} and {md}", highlight=False)
 
 
-def demo_study(prepared: Path, path: Path, seeds: list[int]) -> Path:
+def demo_study(prepared: Path, path: Path, seeds: list[int], quick: bool = False) -> Path:
     """The seed study's design scaled to a CPU: small models at 48 px, random init.
 
     The roles are swapped on purpose: from scratch on ~1,000 faces a small CNN learns in a
@@ -295,6 +295,8 @@ def demo_study(prepared: Path, path: Path, seeds: list[int]) -> Path:
 
     base = {"model.pretrained": "none", "model.image_size": 48, "train.batch_size": 32,
             "train.eval_batch_size": 256}
+    if quick:  # a smoke run of every step: two batches per epoch
+        base["train.max_train_batches"] = 2
     return write_default_study(path, str(prepared), seeds=seeds, main="cnn_small", baseline="vit_tiny", base=base)
 
 
@@ -306,6 +308,7 @@ def demo(
     seed: int = typer.Option(0, help="Seed of everything."),
     seeds: int = typer.Option(1, help="Seeds per study cell."),
     workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
+    quick: bool = typer.Option(False, help="Smoke run: two training batches per epoch."),
 ) -> None:
     """The main job on embedded data: synth -> prepare -> study -> report.
 
@@ -333,7 +336,7 @@ def demo(
         result = run_prepare(raw / "manifest.csv", prepared, config)
         print_prepare_summary(result.summary, result.out_dir)
     console.rule("study")
-    spec = demo_study(out / "prepared" / "reference", out / "study.yaml", list(range(seeds)))
+    spec = demo_study(out / "prepared" / "reference", out / "study.yaml", list(range(seeds)), quick)
     console.print(f"$ ferwild study {spec} --out {out / 'study'}", highlight=False)
     run_study(spec, out / "study", workers=workers or None, log=lambda m: console.print(m, highlight=False))
     console.rule("done")
