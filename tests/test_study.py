@@ -142,3 +142,18 @@ def test_ray_path_runs_trials_as_tasks(prepared, tmp_path):
         ray.shutdown()
     assert len(results) == 2 and results["val_macro_f1"].notna().all()
     assert (tmp_path / "study" / "best_run").exists()
+
+
+def test_mlflow_logging_of_trials(prepared, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow", reason="mlflow not installed")
+    spec = _write(tmp_path / "s.yaml", {"data": str(prepared), "seeds": [0], "base": BASE,
+                                        "experiments": [{"name": "main", "grid": {"optim.lr": [1e-2, 1e-3]}}]})
+    monkeypatch.chdir(tmp_path)
+    run_study(spec, tmp_path / "study", workers=1, report=False, mlflow_uri="./mlruns", log=lambda m: None)
+    runs = mlflow.search_runs(experiment_names=["study"])
+    assert sorted(runs["tags.mlflow.runName"]) == sorted(p.name for p in (tmp_path / "study" / "trials").iterdir())
+    assert set(runs["params.optim.lr"].astype(float)) == {1e-2, 1e-3}
+    assert runs["metrics.final_val_macro_f1"].notna().all()
+    # a rerun logs nothing twice
+    run_study(spec, tmp_path / "study", workers=1, report=False, mlflow_uri="./mlruns", log=lambda m: None)
+    assert len(mlflow.search_runs(experiment_names=["study"])) == 2

@@ -259,6 +259,8 @@ def study(
     out: Path = typer.Option(..., "--out", "-o", help="Study folder (resumable with the same command)."),
     workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
     ray_address: Optional[str] = typer.Option(None, help="Run trials on Ray: auto | ray://HOST:PORT | local."),
+    mlflow: bool = typer.Option(False, help="Also log every trial to MLflow."),
+    mlflow_uri: str = typer.Option("./mlruns", help="MLflow tracking URI (with --mlflow)."),
 ) -> None:
     """Run a study: experiments x grid x seeds, select on validation, write results and a report."""
     from ferwild.config import ConfigError
@@ -267,7 +269,7 @@ def study(
 
     try:
         run_study(spec, out, workers=workers or None, ray_address=ray_address,
-                  log=lambda m: console.print(m, highlight=False))
+                  mlflow_uri=mlflow_uri if mlflow else None, log=lambda m: console.print(m, highlight=False))
     except (StudyError, ConfigError, RunError) as exc:
         _fail(str(exc))
     console.print(f"results: {out / 'results.csv'}; report: {out / 'report.html'}", highlight=False)

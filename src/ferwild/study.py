@@ -251,7 +251,7 @@ def _pool_init(threads: int) -> None:
 
 
 def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *, workers: int | None = None,
-              ray_address: str | None = None, report: bool = True,
+              ray_address: str | None = None, report: bool = True, mlflow_uri: str | None = None,
               log: Callable[[str], None] = print) -> pd.DataFrame:
     """Run every trial not yet done, then write results.csv, selection.json, best_run, the report.
 
@@ -263,6 +263,8 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
         ray_address: run trials as Ray tasks (``"auto"``, ``"ray://host:10001"``, or
             ``"local"`` to start a local instance).
         report: write report.html / report.md at the end.
+        mlflow_uri: also log every trial (params, per-epoch and final metrics, evaluation
+            files) to MLflow at this tracking URI (e.g. ``./mlruns`` or ``http://host:5000``).
     """
     spec = StudySpec.load(spec) if not isinstance(spec, StudySpec) else spec
     out = Path(out_dir)
@@ -304,6 +306,9 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
                 rows[row["trial"]] = row
                 _log_trial(log, i, len(pending), row)
     log(f"trials finished in {time.perf_counter() - t0:.0f}s")
+    if mlflow_uri:
+        logged = log_to_mlflow(out, trials, rows, mlflow_uri, experiment=out.absolute().name)
+        log(f"MLflow: {logged} trial(s) logged to {mlflow_uri}")
 
     results = results_table([rows[t.id] for t in trials], trials)
     save_text_atomic(out / "results.csv", results.to_csv(index=False))
@@ -348,6 +353,42 @@ def _run_with_ray(trials: list[Trial], out: Path, address: str, threads: int,
     if started_here:
         ray.shutdown()
     return rows
+
+
+def log_to_mlflow(study_dir: Path, trials: list[Trial], rows: dict[str, dict[str, Any]], uri: str,
+                  experiment: str) -> int:
+    """Log each finished trial once as an MLflow run (params, per-epoch metrics, final val/test
+    metrics, the test evaluation files); ``trials/<id>/mlflow_run_id`` marks it logged."""
+    try:
+        import mlflow
+    except ImportError:
+        raise StudyError("--mlflow needs MLflow: pip install mlflow-skinny (or mlflow)") from None
+    if "://" not in uri:
+        # a local folder: MLflow 3 keeps its file store behind an opt-in
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = Path(uri).absolute().as_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    logged = 0
+    for trial in trials:
+        run_dir = study_dir / "trials" / trial.id
+        marker = run_dir / "mlflow_run_id"
+        if marker.exists() or trial.id not in rows:
+            continue
+        row = rows[trial.id]
+        with mlflow.start_run(run_name=trial.id) as run:
+            mlflow.set_tags({"experiment": trial.experiment, "study": str(study_dir)})
+            mlflow.log_params({**{k: v for k, v in trial.params.items()}, "seed": trial.seed})
+            history = pd.read_csv(run_dir / "metrics.csv")
+            for record in history.to_dict("records"):
+                step = int(record.pop("epoch"))
+                mlflow.log_metrics({k: float(v) for k, v in record.items()}, step=step)
+            mlflow.log_metrics({f"final_{m}": float(row[m]) for m in RESULT_METRICS})
+            if (run_dir / "eval-test").is_dir():
+                mlflow.log_artifacts(str(run_dir / "eval-test"), artifact_path="eval-test")
+        save_text_atomic(marker, run.info.run_id + "\n")
+        logged += 1
+    return logged
 
 
 def results_table(rows: list[dict[str, Any]], trials: list[Trial]) -> pd.DataFrame:
