@@ -157,3 +157,19 @@ def test_mlflow_logging_of_trials(prepared, tmp_path, monkeypatch):
     # a rerun logs nothing twice
     run_study(spec, tmp_path / "study", workers=1, report=False, mlflow_uri="./mlruns", log=lambda m: None)
     assert len(mlflow.search_runs(experiment_names=["study"])) == 2
+
+
+def test_retrain_winner_on_train_val(prepared, tmp_path):
+    spec = _write(tmp_path / "s.yaml", {"data": str(prepared), "seeds": [0], "base": BASE,
+                                        "experiments": [{"name": "main", "grid": {"optim.lr": [1e-2, 1e-3]}}],
+                                        "selection": {"metric": "val_macro_f1", "retrain_on_train_val": True}})
+    run_study(spec, tmp_path / "study", workers=1, report=False, log=lambda m: None)
+    selection = json.loads((tmp_path / "study" / "selection.json").read_text())
+    retrained = selection["retrained"]
+    assert retrained["trial"] == selection["winner"]["trial"] and retrained["train_split"] == "train+val"
+    summary = json.loads((tmp_path / "study" / "winner_train_val" / "train_summary.json").read_text())
+    counts = json.loads((prepared / "summary.json").read_text())
+    n_val = sum(counts["counts"]["val"].values())
+    n_train = sum(counts["counts_after_balance"]["train"].values())
+    assert summary["train_rows"] == n_train + n_val
+    assert 0 <= retrained["test_macro_f1"] <= 1

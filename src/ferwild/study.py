@@ -113,6 +113,8 @@ class StudySpec:
                    dict(data.get("selection") or {"metric": "val_macro_f1"}))
         if spec.selection.get("metric", "val_macro_f1") not in ("val_macro_f1", "val_acc"):
             raise StudyError("selection.metric must be a validation metric: val_macro_f1 or val_acc")
+        if set(spec.selection) - {"metric", "retrain_on_train_val"}:
+            raise StudyError("selection takes `metric` and `retrain_on_train_val` only")
         return spec
 
     @classmethod
@@ -313,9 +315,14 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
     results = results_table([rows[t.id] for t in trials], trials)
     save_text_atomic(out / "results.csv", results.to_csv(index=False))
     selection = select(results, trials, spec.selection.get("metric", "val_macro_f1"))
+    winner = selection["winner"]
+    if spec.selection.get("retrain_on_train_val"):
+        chosen = next(t for t in trials if t.id == winner["trial"])
+        selection["retrained"] = retrain_on_train_val(chosen, out, threads=cores)
+        log(f"winner retrained on train+val: test macro-F1 {selection['retrained']['test_macro_f1']:.3f} "
+            f"({out / selection['retrained']['run_dir']})")
     save_json_atomic(out / "selection.json", selection)
     save_text_atomic(out / "best_run", selection["winner"]["run_dir"] + "\n")
-    winner = selection["winner"]
     log(f"selected on validation: {winner['experiment']} {winner['params']} "
         f"(val macro-F1 {winner['val_macro_f1_mean']:.3f} ± {winner['val_macro_f1_std']:.3f}); "
         f"best run: {out / winner['run_dir']}")
@@ -325,6 +332,36 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
         html, md = write_report(out)
         log(f"report: {html} and {md}")
     return results
+
+
+def retrain_on_train_val(trial: Trial, study_dir: Path, threads: int | None = None) -> dict[str, Any]:
+    """Train the selected configuration again on train+val (same epochs) and test it once.
+
+    With validation inside training, no checkpoint can be picked on it: the last one is tested.
+    Resumable like any run (``STUDY_DIR/winner_train_val``).
+    """
+    import torch
+
+    from ferwild.evaluate import evaluate_run
+    from ferwild.train import fit
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = trial_config(trial)
+    config.data.train_split = f"{config.data.train_split}+{config.data.val_split}"
+    run_dir = study_dir / "winner_train_val"
+    done = run_dir / "retrained.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    with open(run_dir.parent / "winner_train_val.log", "a") as log:
+        fit(config, run_dir, resume=(run_dir / "checkpoints" / "LAST").exists(),
+            log=lambda m: (log.write(m + "\n"), log.flush()))
+    test = evaluate_run(run_dir, config.data.path, config.data.test_split, run_dir / "eval-test", which="last",
+                        device=config.train.device)
+    result = {"trial": trial.id, "run_dir": str(run_dir.relative_to(study_dir)), "train_split": config.data.train_split,
+              "test_acc": test["accuracy"], "test_macro_f1": test["macro_f1"]}
+    save_json_atomic(done, result)
+    return result
 
 
 def _log_trial(log: Callable[[str], None], i: int, n: int, row: dict[str, Any]) -> None:

@@ -110,11 +110,12 @@ class PreparedDataset:
         return list(self.summary.get("label_names", []))
 
     def rows(self, split: str | None = None, include_augmented: bool = True) -> pd.DataFrame:
-        """Usable rows (with cached pixels), optionally of one split, optionally without augmented."""
+        """Usable rows (with cached pixels), optionally of one split (``"train+val"`` joins
+        splits), optionally without the augmented rows."""
         m = self.manifest
         mask = m["shard"].astype(str) != ""
         if split is not None:
-            mask &= m["split"] == split
+            mask &= m["split"].isin(split.split("+"))
         if not include_augmented:
             mask &= m["augmented_from"].astype(str) == ""
         return m[mask]
