@@ -316,14 +316,18 @@ def _draw_matrix(ax, values: np.ndarray, text: list[list[str]], names: list[str]
     ax.set_yticklabels(row_names)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
-    # thin white grid between cells
-    ax.set_xticks(np.arange(-0.5, c, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, c, 1), minor=True)
-    ax.grid(which="minor", color="white", linewidth=1.0)
+    style_cell_grid(ax, c, c)
+    return image
+
+
+def style_cell_grid(ax, n_rows: int, n_cols: int, linewidth: float = 1.0) -> None:
+    """Thin white lines between the cells of a heatmap, no frame (confusion matrices, Figure 8)."""
+    ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=linewidth)
     ax.tick_params(which="minor", length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    return image
 
 
 def confusion_figure(confusion: np.ndarray, label_names: Sequence[str], path, *,

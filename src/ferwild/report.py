@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.data.cache import save_text_atomic
-from ferwild.metrics import history_markdown, markdown_table
+from ferwild.metrics import history_markdown, markdown_table, style_cell_grid
 
 __all__ = ["write_report", "optimizer_lr_heatmap", "aggregate_cells", "heatmap_figsize",
            "HEATMAP_DPI"]
@@ -288,12 +288,7 @@ def optimizer_lr_heatmap(cells: pd.DataFrame, path, *, metric: str = "test_macro
         if k == 0:
             ax.set_ylabel("optimizer")
         ax.set_title(f"{split} {label} (%)", fontsize=11)
-        ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
-        ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
-        ax.grid(which="minor", color="white", linewidth=1.5)
-        ax.tick_params(which="minor", length=0)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+        style_cell_grid(ax, n_rows, n_cols, linewidth=1.5)
         cbar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
         cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f}"))
     seeds = f", mean ± std over {int(n_seeds)} seeds" if n_seeds and n_seeds > 1 else ""
