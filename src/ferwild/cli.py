@@ -61,6 +61,8 @@ def prepare(
     workers: int = typer.Option(0, help="Worker processes (0 = all cores)."),
     chunk_size: int = typer.Option(0, help="Rows per cache chunk (0 = automatic)."),
     overwrite: bool = typer.Option(False, help="Discard an existing incompatible output folder."),
+    unlabelled: bool = typer.Option(False, "--unlabelled", help="A batch without labels (e.g. production "
+                                    "photos for `ferwild audit`): keep every face, all in split test."),
 ) -> None:
     """Turn raw labelled faces into a clean, split, balanced, cached dataset (resumable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TextColumn
@@ -76,7 +78,8 @@ def prepare(
             min_confidence=min_confidence, split=split, split_ratios=parse_ratios(split_ratios),
             seed=seed, balance=balance, near_dup_threshold=near_dup_threshold,
             near_dup_min_corr=near_dup_min_corr,
-            drop_cross_split_dups=drop_cross_split_dups, workers=workers, chunk_size=chunk_size)
+            drop_cross_split_dups=drop_cross_split_dups, workers=workers, chunk_size=chunk_size,
+            unlabelled=unlabelled)
     except ValueError as exc:
         _fail(str(exc))
     tasks: dict[str, int] = {}
@@ -286,6 +289,138 @@ def report(study_dir: Path = typer.Argument(..., help="A folder written by `ferw
     console.print(f"report: {html} and {md}", highlight=False)
 
 
+def _split_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    if value is None or not value.strip():
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@app.command()
+def audit(
+    run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train` (or a study's best run)."),
+    reference: Path = typer.Option(..., "--reference", help="The prepared dataset the run was trained on."),
+    production: Path = typer.Option(..., "--production", help="Prepared production data (labelled, or "
+                                    "prepared with --unlabelled)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: audit.json, report.html, report.md, figures/."),
+    attributes: Optional[str] = typer.Option(None, help="Comma-separated attribute columns for the bias audit "
+                                             "(default: every attr_* column), e.g. gender,occlusion."),
+    alpha: float = typer.Option(0.05, help="Significance level of the tests."),
+    reference_split: str = typer.Option("test", help="Reference split whose metrics production is compared with."),
+    shift_split: str = typer.Option("val+test", help="Held-out reference rows for the shift tests."),
+    permutations: int = typer.Option(1000, help="MMD permutations."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals."),
+    min_group_size: int = typer.Option(30, help="Smaller groups are reported, not ranked."),
+    seed: int = typer.Option(0, help="Seed of subsampling, permutations and bootstraps."),
+    batch_size: int = typer.Option(256, help="Inference batch size."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Audit production data: performance drop, covariate and label shift, subgroup bias, advice."""
+    from ferwild.audit.core import AuditConfig, run_audit
+    from ferwild.train import RunError
+
+    try:
+        config = AuditConfig(alpha=alpha, reference_split=reference_split, shift_split=shift_split,
+                             n_permutations=permutations,
+                             n_bootstrap=bootstrap, min_group_size=min_group_size, seed=seed,
+                             attributes=_split_list(attributes), batch_size=batch_size, device=device)
+        with console.status("auditing") as status:
+            result = run_audit(run, reference, production, out, config,
+                               progress=lambda m: status.update(f"audit: {m}"))
+    except (RunError, ValueError) as exc:
+        _fail(str(exc))
+    cov = result["covariate_shift"]
+    console.print(f"covariate shift: MMD p = {cov['mmd_p_value']:.4f}, domain AUC = {cov['domain_auc']:.3f}"
+                  f" -> {'DETECTED' if cov['detected'] else 'not detected'}", highlight=False)
+    for line in result["verdict"]["findings"]:
+        console.print(f"- {line}", highlight=False)
+    console.print("[bold]advice[/]")
+    for line in result["verdict"]["advice"]:
+        console.print(f"- {line}", highlight=False)
+    console.print(f"written to {out}/ (audit.json, report.html, report.md, figures/, production_scores.parquet)",
+                  highlight=False)
+
+
+@app.command()
+def rebalance(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset to rebalance (its train split)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: a prepared dataset for `ferwild train`."),
+    attributes: str = typer.Option(..., help="Comma-separated attributes, e.g. gender or gender,occlusion."),
+    target: str = typer.Option("max", help="Rows per attribute x class cell: max | median | COUNT."),
+    split: str = typer.Option("train", help="Split to rebalance (val/test are copied unchanged)."),
+    max_copies: int = typer.Option(20, help="At most this many augmented copies of one face."),
+    seed: int = typer.Option(0, help="Seed of the augmentation."),
+    workers: int = typer.Option(0, help="Worker processes (0 = all cores)."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
+) -> None:
+    """Balance training data over attribute x class cells (resampling + augmentation)."""
+    from ferwild.audit.rebalance import RebalanceConfig
+    from ferwild.audit.rebalance import rebalance as run_rebalance
+
+    try:
+        config = RebalanceConfig(attributes=_split_list(attributes) or (), target=target if not target.isdigit()
+                                 else int(target), split=split, max_copies_per_row=max_copies, seed=seed,
+                                 workers=workers)
+        result = run_rebalance(data, out, config, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(str(exc))
+    cells = result.get("cells", [])
+    table = Table(title=f"{split} rows per cell, before -> after (target {result.get('target')})")
+    keys = [k for k in (cells[0] if cells else {}) if k not in ("before", "after", "reached_target")]
+    for col in keys + ["before", "after", "reached"]:
+        table.add_column(col, justify="right" if col in ("before", "after") else "left")
+    for c in cells:
+        table.add_row(*[str(c[k]) for k in keys], str(c["before"]), str(c["after"]),
+                      "yes" if c.get("reached_target") else "no")
+    console.print(table)
+    console.print(f"written to {out}/ - train on it with `ferwild train --data {out} ...`", highlight=False)
+
+
+@app.command()
+def monitor(
+    batches: list[Path] = typer.Argument(..., help="New batches in time order: prepared folders, or image "
+                                         "folders (prepared unlabelled on the fly)."),
+    run: Path = typer.Option(..., "--run", help="The deployed run directory."),
+    reference: Path = typer.Option(..., "--reference", help="The prepared dataset the run was trained on."),
+    history: Optional[Path] = typer.Option(None, help="History folder (default RUN/monitor)."),
+    alpha: float = typer.Option(0.01, help="MMD p-value below which a batch may be flagged."),
+    auc_threshold: float = typer.Option(0.65, help="Domain AUC a batch must also reach to be flagged."),
+    patience: int = typer.Option(1, help="Consecutive flagged batches that mean: retrain."),
+    fail_on_retrain: bool = typer.Option(False, help="Exit with code 3 when retraining is advised (for cron/CI)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Score new batches for shift against the reference; keep a history; say when to retrain."""
+    from ferwild.audit.monitor import MonitorConfig
+    from ferwild.audit.monitor import monitor as run_monitor
+    from ferwild.data.prepare import PrepareError
+    from ferwild.train import RunError
+
+    try:
+        config = MonitorConfig(alpha=alpha, auc_threshold=auc_threshold, patience=patience, device=device)
+        with console.status("monitoring") as status:
+            hist = run_monitor(run, reference, [str(b) for b in batches], history_dir=history, config=config,
+                               progress=lambda m: status.update(m))
+    except (RunError, ValueError, PrepareError) as exc:
+        _fail(str(exc))
+    table = Table(title="shift per batch (latest last)")
+    for col in ("batch", "n", "MMD p", "domain AUC", "pred. mix TV", "mean conf.", "flagged", "retrain"):
+        table.add_column(col, justify="left" if col == "batch" else "right")
+    for _, r in hist.iterrows():
+        table.add_row(str(r["batch"]), str(int(r["n"])), f"{r['mmd_p_value']:.4f}", f"{r['domain_auc']:.3f}",
+                      f"{r['predicted_mix_tv']:.3f}", f"{r['mean_max_prob']:.3f}",
+                      "yes" if r["flagged"] else "no", "[bold red]RETRAIN[/]" if r["retrain"] else "no")
+    console.print(table)
+    where = history or Path(run) / "monitor"
+    last = hist.iloc[-1]
+    if last["retrain"]:
+        console.print(f"[bold red]retrain advised[/]: {patience} consecutive batch(es) shifted "
+                      f"(MMD p < {alpha} and domain AUC >= {auc_threshold}). History: {where}/history.csv",
+                      highlight=False)
+        if fail_on_retrain:
+            raise typer.Exit(3)
+    else:
+        console.print(f"no retraining needed yet. History: {where}/history.csv", highlight=False)
+
+
 def demo_study(prepared: Path, path: Path, seeds: list[int], quick: bool = False) -> Path:
     """The seed study's design scaled to a CPU: small models at 48 px, random init.
 
@@ -312,10 +447,11 @@ def demo(
     workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
     quick: bool = typer.Option(False, help="Smoke run: two training batches per epoch."),
 ) -> None:
-    """The main job on embedded data: synth -> prepare -> study -> report.
+    """The main job on embedded data: synth -> prepare -> study -> report -> production audit.
 
     Each step's output stays on disk (OUT/synth, OUT/prepared/{reference,production},
-    OUT/study.yaml, OUT/study/) and its command is printed, so any step can be rerun by hand.
+    OUT/study.yaml, OUT/study/, OUT/audit/) and its command is printed, so any step can be
+    rerun by hand.
     """
     from ferwild.data.prepare import PrepareConfig
     from ferwild.data.prepare import prepare as run_prepare
@@ -341,10 +477,20 @@ def demo(
     spec = demo_study(out / "prepared" / "reference", out / "study.yaml", list(range(seeds)), quick)
     console.print(f"$ ferwild study {spec} --out {out / 'study'}", highlight=False)
     run_study(spec, out / "study", workers=workers or None, log=lambda m: console.print(m, highlight=False))
-    console.rule("done")
     best = (out / "study" / "best_run").read_text().strip()
-    console.print(f"report: {out / 'study' / 'report.html'} (and report.md); selected run: "
-                  f"{out / 'study' / best}; prepared data: {out / 'prepared'}", highlight=False)
+    console.rule("audit production")
+    from ferwild.audit.core import AuditConfig, run_audit
+
+    run_dir = out / "study" / best
+    console.print(f"$ ferwild audit --run {run_dir} --reference {out / 'prepared' / 'reference'} "
+                  f"--production {out / 'prepared' / 'production'} --out {out / 'audit'}", highlight=False)
+    result = run_audit(run_dir, out / "prepared" / "reference", out / "prepared" / "production", out / "audit",
+                       AuditConfig(seed=seed), progress=lambda m: console.print(f"  {m}", highlight=False))
+    for line in result["verdict"]["findings"] + result["verdict"]["advice"]:
+        console.print(f"- {line}", highlight=False)
+    console.rule("done")
+    console.print(f"study report: {out / 'study' / 'report.html'}; audit report: {out / 'audit' / 'report.html'}; "
+                  f"selected run: {run_dir}; prepared data: {out / 'prepared'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -76,6 +76,9 @@ class PrepareConfig:
     max_pixels: int = 89_478_485
     workers: int = 0
     chunk_size: int = 0
+    # Production batches often come without labels: keep every row (label ""), put them all in
+    # the "test" split, and do not balance. A class folder's name is kept as ``attr_folder``.
+    unlabelled: bool = False
 
     def __post_init__(self):
         get_label_set(self.labels)
@@ -103,7 +106,8 @@ class PrepareConfig:
 
     def cache_fields(self) -> dict[str, Any]:
         """The settings that change cached pixels: changing them invalidates the shards."""
-        keys = ("labels", "align", "fallback", "size", "margin", "min_confidence", "max_pixels")
+        keys = ("labels", "align", "fallback", "size", "margin", "min_confidence", "max_pixels",
+                "unlabelled")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -124,8 +128,18 @@ class PrepareError(RuntimeError):
 # 1. rows and labels
 
 
-def _label_rows(rows: pd.DataFrame, label_set: str) -> pd.DataFrame:
-    """Normalise labels; pre-assign ``rejected``/``excluded`` status to rows that need no decode."""
+def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False) -> pd.DataFrame:
+    """Normalise labels; pre-assign ``rejected``/``excluded`` status to rows that need no decode.
+
+    ``unlabelled``: every row is kept with label ""; any folder/label text becomes ``attr_folder``.
+    """
+    if unlabelled:
+        rows = rows.copy()
+        raw = rows["label_raw"].fillna("").astype(str)
+        if (raw != "").any() and "attr_folder" not in rows:
+            rows["attr_folder"] = raw
+        rows["label"], rows["status"], rows["reason"] = "", "", ""
+        return rows
     names = set(get_label_set(label_set))
     labels, status, reason = [], [], []
     for raw in rows["label_raw"]:
@@ -440,7 +454,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     t0 = time.perf_counter()
 
     rows = read_source(source).sort_values("path", kind="stable").reset_index(drop=True)
-    rows = _label_rows(rows, config.labels)
+    rows = _label_rows(rows, config.labels, config.unlabelled)
     _reject_duplicate_paths(rows)
     rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
     timings["read"] = time.perf_counter() - t0
@@ -564,6 +578,10 @@ def _split(manifest: pd.DataFrame, usable: np.ndarray, config: PrepareConfig) ->
 
     Groups come from ``subject`` when present, else ``video`` (videos nest in subjects).
     """
+    if config.unlabelled:
+        # Nothing to train on: an unlabelled batch is scored/audited as one held-out set.
+        manifest.loc[usable, "split"] = "test"
+        return "unlabelled", {"target": None, "counts": {"test": {"": int(usable.sum())}}}
     source_splits = manifest.loc[usable, "source_split"]
     use_source = config.split == "source" or (config.split == "auto" and (source_splits != "").all())
     if config.split == "source" and (source_splits == "").any():
@@ -647,7 +665,7 @@ def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: 
     """
     train = manifest[(manifest["split"] == "train") & manifest["status"].isin(USABLE)]
     plan = balance_plan(train["label"].tolist(), config.balance, seed=config.seed) \
-        if config.balance is not None and len(train) else []
+        if config.balance is not None and len(train) and not config.unlabelled else []
     sources = train.iloc[[p for p, _ in plan]] if plan else train.iloc[:0]
     digest = hashlib.sha256(json.dumps([config.seed, [int(c) for _, c in plan]]).encode())
     for path in sources["path"]:

@@ -1,0 +1,1 @@
+"""Production audit: shift, label shift, subgroup bias, rebalancing, monitoring."""

@@ -1,0 +1,636 @@
+"""``ferwild audit``: what changed between the reference data a run was trained on and new
+production data, and what it costs.
+
+The audit answers the study's Task 4 with measurements instead of guesses:
+
+* **data health** -- alignment-failure rates (with a test of the difference, per class where
+  labels exist) and image statistics (brightness, contrast, sharpness, face size, pose
+  proxies from landmarks, detector confidence), largest differences first;
+* **performance** (when production is labelled) -- accuracy and macro-F1 overall and per
+  class on both sides with bootstrap CIs, and the drop;
+* **covariate shift** (no labels needed) -- an MMD permutation test and a domain classifier
+  on the model's penultimate embeddings (reference *test* split vs production: the reference
+  side must be held out, or memorised training embeddings would look like a shift), per-sample
+  "unlike the reference" scores, and which recorded attributes changed;
+* **label shift** (no labels needed) -- production class priors by black-box shift
+  estimation (the validation confusion matrix) and by EM prior adjustment, with bootstrap
+  intervals, compared to the truth when labels exist;
+* **confidence and calibration drift** -- mean max-probability, entropy, ECE;
+* **subgroup bias** -- per-group metrics with CIs for every attribute column, the largest
+  gaps, and which classes absorb a group's errors;
+* **verdict and advice** -- a short list, each line carrying its evidence.
+
+Every number comes from one pass of the model per dataset, cached (``ferwild.audit.outputs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ferwild.audit.outputs import ModelOutputs, compute_outputs
+from ferwild.data.cache import PreparedDataset, save_json_atomic
+from ferwild.train import RunError
+
+AUDIT_JSON = "audit.json"
+SCORES = "production_scores.parquet"
+
+
+@dataclass
+class AuditConfig:
+    """Settings of an audit. Validated on construction."""
+
+    alpha: float = 0.05               # significance level of every test the verdict uses
+    reference_split: str = "test"     # reference rows whose metrics production is compared with
+    # Held-out reference rows for the shift tests: never trained on, and as many as possible,
+    # since people (not photos) are the units when subject ids exist.
+    shift_split: str = "val+test"
+    calibration_split: str = "val"    # labelled rows for the label-shift confusion matrix
+    production_split: str | None = None  # None: every usable row of the production set
+    n_permutations: int = 1000
+    max_samples: int = 2000           # per side, for the MMD kernel matrix
+    pca_dim: int = 32
+    n_bootstrap: int = 1000
+    min_group_size: int = 30          # smaller groups are reported, never ranked
+    attributes: tuple[str, ...] | None = None  # None: every attr_* column
+    top_k: int = 24                   # production samples shown as "most unlike the reference"
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "auto"
+    which: str = "best"
+
+    def __post_init__(self):
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), not {self.alpha}")
+        for name in ("n_permutations", "max_samples", "pca_dim", "n_bootstrap", "min_group_size",
+                     "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if self.attributes is not None:
+            self.attributes = tuple(a if a.startswith("attr_") or a in ("source", "split") else f"attr_{a}"
+                                    for a in self.attributes)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _f(value: Any, digits: int = 6) -> float | None:
+    """JSON-safe rounded float (NaN/inf -> None)."""
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def _entropy(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(probs, 1e-12, 1.0)
+    return -(p * np.log(p)).sum(1)
+
+
+def _class_shares(ids: np.ndarray, k: int) -> list[float]:
+    ids = ids[ids >= 0]
+    counts = np.bincount(ids, minlength=k).astype(float)
+    return [_f(c / max(1, counts.sum())) for c in counts]
+
+
+def cluster_ids(rows: pd.DataFrame) -> np.ndarray | None:
+    """Per-row cluster ids for the shift tests: ``subject``, else ``video``, else ``None``.
+
+    Images of one person are not independent draws; the tests then treat people as the units.
+    """
+    for col in ("subject", "video"):
+        if col in rows and (rows[col].astype(str) != "").any():
+            return rows[col].astype(str).to_numpy(dtype=object)
+    return None
+
+
+def _attribute_shift_by_unit(base: pd.DataFrame, prod: pd.DataFrame, attrs: list[str]) -> list[dict]:
+    """``attribute_shift`` with one row per person for identity attributes (constant within
+    every subject: gender, hair...), so the chi-square counts people, not their photos."""
+    from ferwild.audit.groups import attribute_shift
+
+    out = []
+    for attr in attrs:
+        frames = []
+        for frame in (base, prod):
+            ids = cluster_ids(frame)
+            if ids is not None:
+                keyed = frame.assign(_unit=np.where(ids == "", frame.index.astype(str), ids))
+                if (keyed.groupby("_unit")[attr].nunique() <= 1).all():
+                    frame = keyed.drop_duplicates("_unit")
+            frames.append(frame)
+        out += attribute_shift(frames[0], frames[1], attributes=[attr])
+    return sorted(out, key=lambda d: -(d.get("cramers_v") or 0))
+
+
+def _attribute_columns(config: AuditConfig, *frames: pd.DataFrame) -> list[str]:
+    if config.attributes is not None:
+        missing = [a for a in config.attributes if not all(a in f for f in frames)]
+        if missing:
+            avail = sorted(set.intersection(*(set(c for c in f if c.startswith("attr_")) for f in frames)))
+            raise RunError(f"attribute(s) {missing} not in every dataset; available: {avail or 'none'}")
+        return list(config.attributes)
+    cols = [c for c in frames[0].columns if c.startswith("attr_") and all(c in f for f in frames[1:])]
+    # a column that is empty everywhere says nothing
+    return [c for c in cols if any((f[c].astype(str) != "").any() for f in frames)]
+
+
+# --------------------------------------------------------------------------------------------
+# the sections
+
+
+def data_health(reference: PreparedDataset, production: PreparedDataset) -> dict[str, Any]:
+    """Alignment failures (with a test) and image statistics, reference vs production."""
+    from ferwild.audit.groups import alignment_failure, compare_statistics, image_statistics, proportion_test
+
+    ref_fail, prod_fail = alignment_failure(reference.manifest), alignment_failure(production.manifest)
+    test = proportion_test(ref_fail["failed"], ref_fail["attempted"], prod_fail["failed"], prod_fail["attempted"])
+    per_class = {}
+    for name in sorted(set(ref_fail["per_class"]) & set(prod_fail["per_class"])):
+        a, b = ref_fail["per_class"][name], prod_fail["per_class"][name]
+        if name == "":
+            continue
+        per_class[name] = {"reference": a["rate"], "production": b["rate"],
+                           **{k: v for k, v in proportion_test(a["failed"], a["attempted"], b["failed"],
+                                                               b["attempted"]).items() if k in ("p_value", "test")}}
+
+    def stats(prepared: PreparedDataset) -> pd.DataFrame:
+        m = prepared.manifest
+        originals = m[(m["augmented_from"].astype(str) == "") & (m["shard"].astype(str) != "")]
+        return image_statistics(originals)
+
+    comparison = compare_statistics(stats(reference), stats(production))
+    return {
+        "alignment_failure": {"reference": ref_fail["rate"], "production": prod_fail["rate"],
+                              "reference_detail": ref_fail, "production_detail": prod_fail,
+                              "test": test, "per_class": per_class},
+        "image_statistics": comparison,
+    }
+
+
+def performance(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfig) -> dict[str, Any] | None:
+    """Accuracy / macro-F1 / per-class metrics with bootstrap CIs on both sides, and the drop."""
+    from ferwild.audit.groups import bootstrap_metrics
+    from ferwild.metrics import classification_metrics
+
+    if not ref.labelled or not prod.labelled:
+        return None
+    k = len(ref.label_names)
+    out: dict[str, Any] = {}
+    for side, o in (("reference", ref), ("production", prod)):
+        boot = bootstrap_metrics(o.labels, o.preds, k, n_bootstrap=config.n_bootstrap, seed=config.seed)
+        full = classification_metrics(o.labels, o.probs, o.label_names)
+        out[side] = {
+            "n": int(len(o)),
+            "accuracy": boot["accuracy"]["value"], "macro_f1": boot["macro_f1"]["value"],
+            "accuracy_ci": [boot["accuracy"]["ci_low"], boot["accuracy"]["ci_high"]],
+            "macro_f1_ci": [boot["macro_f1"]["ci_low"], boot["macro_f1"]["ci_high"]],
+            "per_class": {name: {**full["per_class"][name],
+                                 "recall_ci": [boot["per_class"].get(str(i), {}).get("recall", {}).get("ci_low"),
+                                               boot["per_class"].get(str(i), {}).get("recall", {}).get("ci_high")]}
+                          for i, name in enumerate(o.label_names)},
+            "confusion": full["confusion"],
+            "ece": full["ece"],
+        }
+    drop = {}
+    for metric in ("accuracy", "macro_f1"):
+        a, b = out["reference"], out["production"]
+        diff = b[metric] - a[metric]
+        # independent samples: combine the two bootstrap half-widths (normal approximation)
+        half = math.sqrt(sum(((s[f"{metric}_ci"][1] - s[f"{metric}_ci"][0]) / 2) ** 2 for s in (a, b)))
+        drop[metric] = {"difference": _f(diff), "ci": [_f(diff - half), _f(diff + half)],
+                        "significant": bool(abs(diff) > half)}
+    drop["per_class_f1"] = {name: _f(out["production"]["per_class"][name]["f1"]
+                                     - out["reference"]["per_class"][name]["f1"]) for name in ref.label_names}
+    out["drop"] = drop
+    return out
+
+
+def covariate_shift(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfig,
+                    reference_rows: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Two-sample tests on the embeddings, per-sample scores, and which attributes changed.
+
+    Attribute distributions need no model, so they compare ``reference_rows`` (every original
+    reference row, when given) with production: a small held-out split drawn from a few
+    subjects would make identity attributes (hair, skin tone) look shifted by chance.
+    """
+    from ferwild.audit.stats import domain_classifier_test, mmd_test, reduce_dims
+
+    # Standardise and project with a PCA of the *pooled* sample: a PCA of the reference alone
+    # drops exactly the directions in which production differs (say occlusion, rare in the
+    # reference). The map is a symmetric function of the pooled rows, so the permutation test
+    # stays exact.
+    _, x, y = reduce_dims(np.vstack([ref.features, prod.features]), ref.features, prod.features,
+                          dim=config.pca_dim, seed=config.seed)
+    gx, gy = cluster_ids(ref.rows), cluster_ids(prod.rows)
+    groups = {} if gx is None and gy is None else {"groups_x": gx, "groups_y": gy}
+    mmd = mmd_test(x, y, n_permutations=config.n_permutations, max_samples=config.max_samples,
+                   seed=config.seed, **groups)
+    domain = domain_classifier_test(x, y, seed=config.seed, **groups)
+    scores_y = np.asarray(domain.pop("scores_y"), dtype=float)
+    scores_x = np.asarray(domain.pop("scores_x"), dtype=float)
+    base = ref.rows if reference_rows is None else reference_rows
+    attrs = _attribute_columns(config, base, prod.rows)
+    changed = _attribute_shift_by_unit(base, prod.rows, attrs) if attrs else []
+    # Two tests, one decision: Bonferroni over the two p-values keeps the false-alarm rate at
+    # alpha while using the more powerful of the two on each data set (the kernel test for
+    # diffuse changes, the linear classifier for a shift along a few directions).
+    combined = min(1.0, 2 * min(mmd["p_value"], domain["p_value"]))
+    pooled_attrs = [a for a in _attribute_columns(config, ref.rows, prod.rows)] if attrs else []
+    return {
+        "mmd_p_value": _f(mmd["p_value"]), "mmd_statistic": _f(mmd["statistic"], 8),
+        "domain_auc": _f(domain["auc"]), "domain_auc_ci": domain.get("auc_ci"),
+        "domain_p_value": _f(domain.get("p_value"), 12),
+        "p_value": _f(combined, 12),
+        "detected": bool(combined < config.alpha),
+        "alpha": config.alpha,
+        "mmd": mmd, "domain_classifier": domain,
+        "embedding": {"dim": int(ref.features.shape[1]), "pca_dim": int(x.shape[1]),
+                      "reference_rows": int(len(ref)), "production_rows": int(len(prod))},
+        "attribute_shift": changed,
+        "shift_attribution": shift_attribution(ref.rows, prod.rows, scores_x, scores_y, pooled_attrs,
+                                               config.min_group_size),
+        "_scores": (scores_x, scores_y),
+    }
+
+
+def shift_attribution(ref_rows: pd.DataFrame, prod_rows: pd.DataFrame, scores_x: np.ndarray,
+                      scores_y: np.ndarray, attributes: list[str], min_group_size: int = 30) -> list[dict]:
+    """Which attribute carries the shift the *model* sees: for each attribute, the share of
+    the variance of the out-of-fold domain scores (reference held-out + production rows)
+    explained by its groups (eta squared), and each group's mean score. An attribute whose mix
+    changed but which the embeddings ignore (a recorded hair colour, say) explains little;
+    the one that moved the embeddings explains most. Sorted by eta squared, largest first."""
+    from ferwild.audit.groups import attribute_groups
+
+    scores = np.concatenate([scores_x, scores_y])
+    total = float(((scores - scores.mean()) ** 2).sum())
+    out = []
+    for attr in attributes:
+        groups = attribute_groups(pd.concat([ref_rows[attr], prod_rows[attr]], ignore_index=True))
+        frame = pd.DataFrame({"g": groups.to_numpy(), "s": scores,
+                              "prod": np.r_[np.zeros(len(scores_x), bool), np.ones(len(scores_y), bool)]})
+        stats = frame.groupby("g", sort=True).agg(n=("s", "size"), score=("s", "mean"), share=("prod", "mean"))
+        if len(stats) < 2 or total <= 0:
+            continue
+        between = float((stats["n"] * (stats["score"] - scores.mean()) ** 2).sum())
+        rankable = stats[stats["n"] >= min_group_size]
+        top = rankable["score"].idxmax() if len(rankable) else stats["score"].idxmax()
+        out.append({"attribute": attr, "eta_squared": _f(between / total),
+                    "highest_scoring_group": str(top), "groups": {
+                        str(g): {"n": int(r.n), "mean_domain_score": _f(r.score), "production_share": _f(r.share)}
+                        for g, r in stats.iterrows()}})
+    return sorted(out, key=lambda d: -(d["eta_squared"] or 0))
+
+
+def label_shift(val: ModelOutputs | None, prod: ModelOutputs, config: AuditConfig) -> dict[str, Any]:
+    """Production class priors from predictions (BBSE, and EM), with intervals and the truth."""
+    from ferwild.audit.stats import bbse_priors, em_priors, prior_shift_test
+
+    k = len(prod.label_names)
+    out: dict[str, Any] = {"label_names": prod.label_names,
+                           "predicted_shares": _class_shares(prod.preds, k)}
+    if val is not None and val.labelled and len(val):
+        bbse = bbse_priors(val.labels, val.preds, prod.preds, k, n_bootstrap=200, seed=config.seed)
+        source = np.asarray(bbse["source_priors"], dtype=float)
+        out["bbse"] = bbse
+        out["method"] = "bbse"
+        out["estimated_priors"] = bbse["estimated_priors"]
+        out["ci_low"], out["ci_high"] = bbse["ci_low"], bbse["ci_high"]
+        # EM needs calibrated posteriors (Alexandari et al. 2020): temperature-scale on the
+        # labelled validation rows first; the source priors are then the scaled mean prediction.
+        temperature = fit_temperature(val.probs, val.labels)
+        em = em_priors(apply_temperature(prod.probs, temperature),
+                       apply_temperature(val.probs, temperature).mean(0), n_bootstrap=200, seed=config.seed)
+        em["temperature"] = _f(temperature)
+        out["em"] = em
+        out["source_priors"] = [_f(v) for v in source]
+        out["test"] = prior_shift_test(bbse, source)
+    else:
+        em = em_priors(prod.probs, np.full(k, 1.0 / k), n_bootstrap=200, seed=config.seed)
+        out.update(method="em", estimated_priors=em["estimated_priors"], ci_low=em["ci_low"],
+                   ci_high=em["ci_high"], em=em, source_priors=None,
+                   note=f"no labelled {config.calibration_split!r} split: EM with uniform source priors")
+        out["test"] = prior_shift_test(em, None)
+    if prod.labelled:
+        truth = np.asarray(_class_shares(prod.labels, k), dtype=float)
+        est = np.asarray(out["estimated_priors"], dtype=float)
+        out["true_priors"] = [_f(v) for v in truth]
+        out["estimation_error_tv"] = _f(0.5 * np.abs(est - truth).sum())
+        out["truth_inside_ci"] = int(sum(lo - 1e-9 <= t <= hi + 1e-9 for t, lo, hi
+                                         in zip(truth, out["ci_low"], out["ci_high"])))
+    return out
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of ``softmax(log p / T)`` on
+    labelled rows (Guo et al. 2017); 1.0 means the probabilities were already calibrated."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        z = logp / math.exp(log_t)
+        z = z - z.max(1, keepdims=True)
+        return float(-(z[rows, labels] - np.log(np.exp(z).sum(1))).mean())
+
+    res = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(math.exp(res.x))
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities re-scaled by a temperature (``softmax(log p / T)``)."""
+    z = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def confidence_drift(ref: ModelOutputs, prod: ModelOutputs) -> dict[str, Any]:
+    """Mean max-probability, entropy and (with labels) ECE on each side, with a KS test."""
+    from scipy.stats import ks_2samp
+
+    from ferwild.metrics import expected_calibration_error
+
+    out: dict[str, Any] = {}
+    for side, o in (("reference", ref), ("production", prod)):
+        conf = o.probs.max(1)
+        out[side] = {"mean_max_prob": _f(conf.mean()), "mean_entropy": _f(_entropy(o.probs).mean()),
+                     "ece": _f(expected_calibration_error(o.probs, o.labels)) if o.labelled else None}
+    ks = ks_2samp(ref.probs.max(1), prod.probs.max(1))
+    out["max_prob_ks_p_value"] = _f(ks.pvalue, 10)
+    out["mean_max_prob_change"] = _f(out["production"]["mean_max_prob"] - out["reference"]["mean_max_prob"])
+    return out
+
+
+def subgroups(outputs: ModelOutputs, config: AuditConfig, attrs: list[str]) -> dict[str, Any]:
+    """Per-group metrics with CIs (``ferwild.audit.groups.subgroup_audit``) on labelled rows."""
+    from ferwild.audit.groups import subgroup_audit
+
+    frame = outputs.rows[attrs].copy()
+    frame["label_id"], frame["pred_id"] = outputs.labels, outputs.preds
+    return subgroup_audit(frame, outputs.label_names, attributes=attrs, min_group_size=config.min_group_size,
+                          n_bootstrap=config.n_bootstrap, seed=config.seed)
+
+
+# --------------------------------------------------------------------------------------------
+# verdict
+
+
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
+    """Findings and advice, each line carrying its evidence."""
+    findings, advice = [], []
+    cov = audit["covariate_shift"]
+    tests = (f"MMD {_p(cov['mmd_p_value'])}; domain classifier AUC {cov['domain_auc']:.2f}, "
+             f"{_p(cov['domain_p_value'])}")
+    if cov["detected"]:
+        findings.append(f"Covariate shift detected in the model's embeddings ({tests}).")
+        carrier = (cov.get("shift_attribution") or [None])[0]
+        if carrier and (carrier["eta_squared"] or 0) >= 0.02:
+            g = carrier["groups"][carrier["highest_scoring_group"]]
+            findings.append(f"The shift is carried most by `{carrier['attribute']}`: it explains "
+                            f"{_pts(carrier['eta_squared'])}% of the domain-score variance; "
+                            f"'{carrier['highest_scoring_group']}' faces score {g['mean_domain_score']:.2f} "
+                            "(higher = less like the reference).")
+    else:
+        findings.append(f"No covariate shift detected at alpha = {config.alpha} ({tests}).")
+    moved = [a for a in cov.get("attribute_shift", []) if a["p_value"] is not None and a["p_value"] < config.alpha]
+    for a in moved[:3]:
+        ch = a["largest_change"]
+        findings.append(f"`{a['attribute']}` changed: '{ch['group']}' {_pts(ch['reference'])}% of reference "
+                        f"-> {_pts(ch['production'])}% of production (Cramér's V {a['cramers_v']:.2f}, "
+                        f"{_p(a['p_value'])}).")
+    health = audit["data_health"]
+    af = health["alignment_failure"]
+    if af["test"].get("p_value") is not None and af["test"]["p_value"] < config.alpha:
+        findings.append(f"Alignment failures differ: {_pts(af['reference'])}% reference vs "
+                        f"{_pts(af['production'])}% production ({_p(af['test']['p_value'])}).")
+        advice.append("Check the face detector on production images (resolution, pose, occlusion) before "
+                      "trusting any metric on them; faces it misses are scored from a centre crop.")
+    big = [s for s in health["image_statistics"] if s["cohens_d"] is not None and abs(s["cohens_d"]) >= 0.5
+           and s["ks_p_value"] is not None and s["ks_p_value"] < config.alpha]
+    if big:
+        findings.append("Image statistics moved most: " + "; ".join(
+            f"{s['statistic']} (d = {s['cohens_d']:+.2f})" for s in big[:3]) + ".")
+    perf = audit.get("performance")
+    if perf:
+        d = perf["drop"]["macro_f1"]
+        findings.append(f"Macro-F1 {_pts(perf['reference']['macro_f1'])}% on the reference test split -> "
+                        f"{_pts(perf['production']['macro_f1'])}% on production "
+                        f"({'+' if d['difference'] >= 0 else ''}{_pts(d['difference'])} points, "
+                        f"95% CI {_pts(d['ci'][0])} to {_pts(d['ci'][1])}).")
+        worst = sorted(perf["drop"]["per_class_f1"].items(), key=lambda kv: kv[1] if kv[1] is not None else 0)
+        if worst and worst[0][1] is not None and worst[0][1] < 0:
+            findings.append(f"Largest per-class F1 drop: {worst[0][0]} ({_pts(worst[0][1])} points).")
+    ls = audit["label_shift"]
+    if ls.get("test", {}).get("shift_detected"):
+        names = ls["label_names"]
+        parts = [f"{names[c['class']]} {_pts(c['source'])}% -> {_pts(c['estimated'])}%"
+                 for c in ls["test"]["changed_classes"][:3]]
+        findings.append(f"Label shift estimated ({ls['method'].upper()}): " + "; ".join(parts) + ".")
+        advice.append("Class priors moved: re-weight the decision (EM-adjusted priors) or the training "
+                      "classes to the new mix, and monitor the predicted-class mix.")
+    conf = audit["confidence"]
+    if conf["max_prob_ks_p_value"] is not None and conf["max_prob_ks_p_value"] < config.alpha:
+        findings.append(f"Confidence drifted: mean max-probability {conf['reference']['mean_max_prob']:.2f} -> "
+                        f"{conf['production']['mean_max_prob']:.2f} ({_p(conf['max_prob_ks_p_value'])}, KS).")
+    sub, gaps = audit.get("subgroups") or {}, audit.get("subgroup_gaps") or {}
+    side = gaps.get("side", "production")
+    rebalance_on = []
+    for attr in (gaps.get("ranking") or [])[:3]:
+        gap = gaps["gaps"][attr]
+        if not gap or not gap.get("significant"):
+            continue
+        rebalance_on.append(attr)
+        worst = sub[attr][gap["worst"]]
+        line = (f"On {side} data, `{attr}` = '{gap['worst']}' faces lose {_pts(gap['macro_f1_gap'])} macro-F1 points "
+                f"against '{gap['best']}' ({_pts(worst['macro_f1']['value'])}% vs "
+                f"{_pts(sub[attr][gap['best']]['macro_f1']['value'])}%).")
+        absorb = [e for e in worst.get("error_absorption", []) if e["excess"] > 0]
+        if absorb:
+            line += (f" Their errors go to {absorb[0]['class']} ({_pts(absorb[0]['share'])}% of errors vs "
+                     f"{_pts(absorb[0]['share_other_groups'])}% for other groups).")
+        findings.append(line)
+    if cov["detected"] or rebalance_on:
+        shifted = [a["attribute"] for a in moved[:2]]
+        target = list(dict.fromkeys(rebalance_on + shifted))[:2]
+        if target:
+            advice.append("Retrain with attribute x class rebalancing: `ferwild rebalance --data REFERENCE "
+                          f"--attributes {','.join(a.removeprefix('attr_') for a in target)} --out BALANCED`, "
+                          "adding labelled production faces of the under-represented cells.")
+        else:
+            advice.append("Retrain on data that includes labelled production faces; the shift is not explained "
+                          "by a recorded attribute (look at the most-unlike samples).")
+    if cov["detected"]:
+        advice.append("Watch new batches with `ferwild monitor` and retrain when the shift statistic crosses its "
+                      "threshold.")
+    if not advice:
+        advice.append("No action needed on this evidence; keep monitoring new batches.")
+    return {"findings": findings, "advice": advice}
+
+
+# --------------------------------------------------------------------------------------------
+# the whole audit
+
+
+def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
+              production_dir: str | os.PathLike, out_dir: str | os.PathLike,
+              config: AuditConfig | None = None, *, progress=None) -> dict[str, Any]:
+    """Audit ``production_dir`` against ``reference_dir`` with ``run_dir``'s model.
+
+    Writes ``OUT_DIR/audit.json``, ``report.html``, ``report.md``, ``figures/`` and
+    ``production_scores.parquet`` (per production row: domain score, prediction, confidence);
+    returns the audit dict (what ``audit.json`` holds).
+
+    Raises:
+        RunError: a missing run/dataset, label sets that differ, or an empty split.
+    """
+    from ferwild.audit.report import write_audit_report
+    from ferwild.evaluate import load_run
+    from ferwild.train import resolve_device
+
+    config = config or AuditConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    say = progress or (lambda *_: None)
+    try:
+        reference, production = PreparedDataset(reference_dir), PreparedDataset(production_dir)
+    except FileNotFoundError as exc:
+        raise RunError(str(exc)) from None
+    loaded = load_run(run_dir, config.which, resolve_device(config.device))
+
+    def outputs(data: Path, split: str | None, what: str) -> ModelOutputs:
+        say(f"model outputs: {what}")
+        return compute_outputs(run_dir, data, split, which=config.which, batch_size=config.batch_size,
+                               model_and_state=loaded)
+
+    t = time.perf_counter()
+    ref = outputs(reference_dir, config.reference_split, f"reference {config.reference_split}")
+    try:
+        val = outputs(reference_dir, config.calibration_split, f"reference {config.calibration_split}")
+    except RunError:
+        val = None
+    held_out = ref if config.shift_split == config.reference_split else outputs(
+        reference_dir, config.shift_split, f"reference {config.shift_split}")
+    prod = outputs(production_dir, config.production_split, "production")
+    timings["model_outputs"] = time.perf_counter() - t
+    cached = {"reference": ref.cached, "calibration": None if val is None else val.cached,
+              "production": prod.cached}
+
+    audit: dict[str, Any] = {
+        "run": str(run_dir), "reference": str(reference_dir), "production": str(production_dir),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "label_names": ref.label_names,
+        "rows": {"reference": int(len(ref)), "shift_reference": int(len(held_out)),
+                 "calibration": 0 if val is None else int(len(val)),
+                 "production": int(len(prod)), "production_labelled": bool(prod.labelled)},
+    }
+    say("data health")
+    t = time.perf_counter()
+    health = data_health(reference, production)
+    audit["data_health"] = health
+    audit["alignment_failure"] = {"reference": health["alignment_failure"]["reference"],
+                                  "production": health["alignment_failure"]["production"],
+                                  "p_value": health["alignment_failure"]["test"].get("p_value")}
+    timings["data_health"] = time.perf_counter() - t
+    say("performance")
+    t = time.perf_counter()
+    audit["performance"] = performance(ref, prod, config)
+    timings["performance"] = time.perf_counter() - t
+    say("covariate shift")
+    t = time.perf_counter()
+    from ferwild.audit.outputs import audit_rows
+
+    cov = covariate_shift(held_out, prod, config, reference_rows=audit_rows(reference, None))
+    scores_x, scores_y = cov.pop("_scores")
+    audit["covariate_shift"] = cov
+    timings["covariate_shift"] = time.perf_counter() - t
+    say("label shift")
+    t = time.perf_counter()
+    audit["label_shift"] = label_shift(val, prod, config)
+    timings["label_shift"] = time.perf_counter() - t
+    audit["confidence"] = confidence_drift(ref, prod)
+    say("subgroups")
+    t = time.perf_counter()
+    # Bias is measured where labels exist: on production when it is labelled, else on the
+    # reference test split (and said so).
+    side_outputs, side = (prod, "production") if prod.labelled else (ref, "reference test")
+    attrs = _attribute_columns(config, side_outputs.rows) if side_outputs.labelled else []
+    raw = subgroups(side_outputs, config, attrs) if attrs else None
+    audit["subgroups"] = {a: v["groups"] for a, v in raw["attributes"].items()} if raw else {}
+    audit["subgroup_gaps"] = {"side": side, "ranking": raw["ranking"] if raw else [],
+                              "gaps": {a: v["gap"] for a, v in raw["attributes"].items()} if raw else {},
+                              "min_group_size": config.min_group_size}
+    if prod.labelled and ref.labelled and attrs:
+        ref_raw = subgroups(ref, config, _attribute_columns(config, ref.rows))
+        audit["subgroups_reference"] = {a: v["groups"] for a, v in ref_raw["attributes"].items()}
+    timings["subgroups"] = time.perf_counter() - t
+    audit["verdict"] = verdict(audit, config)
+
+    # per-sample production scores, for triage and for the report's "most unlike" figure
+    scores = prod.rows[["path"]].copy()
+    scores["domain_score"] = scores_y
+    scores["pred"] = [prod.label_names[i] for i in prod.preds]
+    scores["max_prob"] = prod.probs.max(1)
+    scores["entropy"] = _entropy(prod.probs)
+    if prod.labelled:
+        scores["label"] = prod.rows["label"].to_numpy()
+    for c in [c for c in prod.rows if c.startswith("attr_")]:
+        scores[c] = prod.rows[c].to_numpy()
+    scores = scores.sort_values("domain_score", ascending=False, kind="stable")
+    scores.to_parquet(out / SCORES, index=False)
+    audit["most_unlike_reference"] = [
+        {"path": p, "domain_score": _f(s), "pred": pr} for p, s, pr
+        in zip(scores["path"].head(config.top_k), scores["domain_score"].head(config.top_k),
+               scores["pred"].head(config.top_k))]
+    say("report")
+    t = time.perf_counter()
+    timings["total_before_report"] = time.perf_counter() - t0
+    audit["cached_outputs"] = cached
+    audit["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    write_audit_report(audit, out, ref=ref, prod=prod, val=val, reference=reference,
+                       production=production, scores=scores, scores_reference=scores_x, config=config)
+    audit["timings_s"]["report"] = round(time.perf_counter() - t, 3)
+    audit["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
+    save_json_atomic(out / AUDIT_JSON, _jsonable(audit))
+    return audit
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return _f(value, 8)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value

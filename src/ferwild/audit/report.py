@@ -1,0 +1,377 @@
+"""The audit report: ``report.html`` (self-contained) and ``report.md``, plus ``figures/``.
+
+Sections follow :mod:`ferwild.audit.core`: verdict and advice first, then data health,
+performance (the study's Tables 12-13 and Figure 9, with confidence intervals), covariate
+shift, label shift, confidence drift, subgroup bias and the method notes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ferwild.data.cache import save_text_atomic
+from ferwild.htmldoc import DASH, Document
+
+FIGURES = "figures"
+
+
+def _pct(x: Any, digits: int = 1) -> str:
+    return DASH if x is None else f"{100 * float(x):.{digits}f}"
+
+
+def _ci(value: Any, lo: Any, hi: Any) -> str:
+    if value is None:
+        return DASH
+    if lo is None or hi is None:
+        return _pct(value)
+    return f"{_pct(value)} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _p(p: Any) -> str:
+    if p is None:
+        return DASH
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _num(x: Any, fmt: str = ".3g") -> str:
+    return DASH if x is None else format(float(x), fmt)
+
+
+def _cache_text(audit: dict) -> str:
+    parts = [f"{k} {'cached' if v else 'computed'}" for k, v in audit.get("cached_outputs", {}).items()
+             if v is not None]
+    return ", ".join(parts) or DASH
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def class_distribution_figure(audit: dict, path: Path, reference_train: dict[str, int]) -> None:
+    """Figure 9: class shares of reference training data, production truth (when labelled),
+    production predictions and the estimated production priors with their intervals."""
+    plt = _plt()
+    names = audit["label_names"]
+    ls = audit["label_shift"]
+    series: list[tuple[str, list[float], Any]] = []
+    total = sum(reference_train.values())
+    if total:
+        series.append(("reference train", [reference_train.get(n, 0) / total for n in names], None))
+    if ls.get("true_priors"):
+        series.append(("production (true)", ls["true_priors"], None))
+    series.append(("production (predicted)", ls["predicted_shares"], None))
+    est = np.asarray(ls["estimated_priors"], dtype=float)
+    err = np.vstack([est - np.asarray(ls["ci_low"], float), np.asarray(ls["ci_high"], float) - est])
+    series.append((f"production (estimated, {ls['method'].upper()})", list(est), np.clip(err, 0, None)))
+    x = np.arange(len(names))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(names)), 4.2), dpi=110, layout="constrained")
+    colours = ["#9aa5b1", "#2f6f9f", "#e8a200", "#c0392b"]
+    for i, (label, values, yerr) in enumerate(series):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, [100 * v for v in values], width, label=label,
+               color=colours[i % len(colours)], yerr=None if yerr is None else 100 * yerr, capsize=2,
+               error_kw={"elinewidth": 0.8, "ecolor": "#52606d"})
+    ax.set_xticks(x, names)
+    ax.set_ylabel("share of images (%)")
+    ax.set_title("Class distribution: reference training data vs production (Figure 9)")
+    ax.legend(fontsize=8, frameon=False, ncols=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def score_histogram(scores_reference: np.ndarray, scores_production: np.ndarray, path: Path, auc: float) -> None:
+    """Out-of-fold domain-classifier scores of reference and production rows."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110, layout="constrained")
+    bins = np.linspace(0, 1, 31)
+    ax.hist(scores_reference, bins=bins, alpha=0.6, density=True, label="reference (held out)", color="#2f6f9f")
+    ax.hist(scores_production, bins=bins, alpha=0.6, density=True, label="production", color="#e8a200")
+    ax.set_xlabel("P(production | embedding), out of fold")
+    ax.set_ylabel("density")
+    ax.set_title(f"Domain classifier scores (AUC {auc:.2f}; 0.5 = indistinguishable)")
+    ax.legend(frameon=False)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def confidence_histogram(ref_probs: np.ndarray, prod_probs: np.ndarray, path: Path) -> None:
+    """Max-probability distributions of the two sides."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110, layout="constrained")
+    bins = np.linspace(1.0 / ref_probs.shape[1], 1, 26)
+    ax.hist(ref_probs.max(1), bins=bins, alpha=0.6, density=True, label="reference test", color="#2f6f9f")
+    ax.hist(prod_probs.max(1), bins=bins, alpha=0.6, density=True, label="production", color="#e8a200")
+    ax.set_xlabel("max class probability")
+    ax.set_ylabel("density")
+    ax.set_title("Confidence on each side")
+    ax.legend(frameon=False)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def attribute_shift_figure(changes: list[dict], path: Path, top: int = 4) -> bool:
+    """Group shares of the attributes that changed most (reference vs production)."""
+    changes = [c for c in changes if c.get("reference")][:top]
+    if not changes:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(changes), figsize=(3.4 * len(changes) + 0.6, 3.4), dpi=110,
+                             layout="constrained", squeeze=False)
+    for ax, c in zip(axes[0], changes):
+        groups = sorted(set(c["reference"]) | set(c["production"]))
+        x = np.arange(len(groups))
+        ax.bar(x - 0.2, [100 * c["reference"].get(g, 0) for g in groups], 0.4, label="reference", color="#2f6f9f")
+        ax.bar(x + 0.2, [100 * c["production"].get(g, 0) for g in groups], 0.4, label="production", color="#e8a200")
+        ax.set_xticks(x, [str(g)[:12] for g in groups], rotation=30 if len(groups) > 3 else 0, ha="right"
+                      if len(groups) > 3 else "center", fontsize=8)
+        ax.set_title(f"{c['attribute']} (V = {c['cramers_v']:.2f})", fontsize=9)
+        ax.set_ylabel("share (%)", fontsize=8)
+    axes[0][0].legend(fontsize=8, frameon=False)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def most_unlike_sheet(production, scores: pd.DataFrame, path: Path, k: int) -> bool:
+    """Contact sheet of the ``k`` production crops the domain classifier finds least like the
+    reference, captioned with score and prediction."""
+    from ferwild.data.faces import contact_sheet
+
+    if k <= 0 or scores.empty:
+        return False
+    top = scores.head(k)
+    rows = production.manifest.set_index("path").loc[top["path"]]
+    crops = production.images(rows.reset_index())
+    crops = [np.repeat(c, 3, axis=2) if c.shape[2] == 1 else c for c in crops]
+    captions = [f"{s:.2f} {p[:7]}" for s, p in zip(top["domain_score"], top["pred"])]
+    contact_sheet(crops, captions, path, cols=8,
+                  title="Production faces least like the reference (domain score, prediction)")
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# the document
+
+
+def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, production, scores: pd.DataFrame,
+                       scores_reference: np.ndarray, config) -> None:
+    """Write ``report.html``, ``report.md`` and ``figures/`` for an audit dict."""
+    from ferwild.audit.groups import subgroup_gap_figure
+    from ferwild.metrics import confusion_figure
+
+    figures = out / FIGURES
+    figures.mkdir(parents=True, exist_ok=True)
+    doc = Document(out)
+    names = audit["label_names"]
+
+    # verdict
+    doc.heading(2, "Verdict")
+    doc.box("warn" if audit["covariate_shift"]["detected"] else "note", "Findings", audit["verdict"]["findings"])
+    doc.box("note", "Advice", audit["verdict"]["advice"])
+    rows = audit["rows"]
+    doc.para(f"Reference: `{audit['reference']}` ({rows['reference']} `{config.reference_split}` rows for metrics, "
+             f"{rows.get('shift_reference', rows['reference'])} held-out `{config.shift_split}` rows for the shift tests, "
+             f"{rows['calibration']} `{config.calibration_split}` rows for the label-shift confusion matrix). "
+             f"Production: `{audit['production']}` ({rows['production']} rows, "
+             f"{'labelled' if rows['production_labelled'] else 'unlabelled'}). Run: `{audit['run']}`.")
+
+    # 1. data health
+    doc.heading(2, "1. Data health")
+    af = audit["data_health"]["alignment_failure"]
+    detail = [("reference", af["reference_detail"]), ("production", af["production_detail"])]
+    doc.table(pd.DataFrame([{"data": side, "alignment attempted": d["attempted"], "failed": d["failed"],
+                             "failure rate (%)": _pct(d["rate"], 2),
+                             "pre-aligned": "yes" if d.get("prealigned") else "no"} for side, d in detail]),
+              heading="Alignment failures",
+              note=f"Difference tested with {af['test'].get('test', 'a proportion test')}: p = {_p(af['test'].get('p_value'))}. "
+                   "A pre-aligned dataset (tight crops such as FER2013) attempts no alignment.")
+    if af["per_class"]:
+        doc.table(pd.DataFrame([{"class": c, "reference (%)": _pct(v["reference"], 2),
+                                 "production (%)": _pct(v["production"], 2), "p": _p(v.get("p_value"))}
+                                for c, v in af["per_class"].items()]), heading="Alignment failures per class",
+                  small=True)
+    stats = audit["data_health"]["image_statistics"]
+    if stats:
+        doc.table(pd.DataFrame([{"statistic": s["statistic"], "reference median": _num(s["reference_median"]),
+                                 "production median": _num(s["production_median"]),
+                                 "Cohen's d": _num(s["cohens_d"], "+.2f"), "Wasserstein (sd)": _num(s["wasserstein_sd"], ".2f"),
+                                 "KS p": _p(s["ks_p_value"])} for s in stats]),
+                  heading="Image statistics, largest differences first",
+                  note="face_size and eye_distance_rel are relative to the original image's shorter side; "
+                       "roll_deg and yaw_proxy come from the five landmarks; detector_confidence is MTCNN's.")
+
+    # 2. performance
+    perf = audit.get("performance")
+    doc.heading(2, "2. Performance on production (Tables 12-13, Figure 9)")
+    train_counts = (reference.summary.get("counts") or {}).get("train", {})
+    fig9 = figures / "class_distribution.png"
+    class_distribution_figure(audit, fig9, train_counts)
+    if perf:
+        r, p = perf["reference"], perf["production"]
+        d = perf["drop"]
+        doc.table(pd.DataFrame([
+            {"data": "reference test", "n": r["n"], "accuracy (%)": _ci(r["accuracy"], *r["accuracy_ci"]),
+             "macro-F1 (%)": _ci(r["macro_f1"], *r["macro_f1_ci"]), "ECE (%)": _pct(r["ece"], 2)},
+            {"data": "production", "n": p["n"], "accuracy (%)": _ci(p["accuracy"], *p["accuracy_ci"]),
+             "macro-F1 (%)": _ci(p["macro_f1"], *p["macro_f1_ci"]), "ECE (%)": _pct(p["ece"], 2)},
+            {"data": "change (points)", "n": "", "accuracy (%)": _ci(d["accuracy"]["difference"], *d["accuracy"]["ci"]),
+             "macro-F1 (%)": _ci(d["macro_f1"]["difference"], *d["macro_f1"]["ci"]), "ECE (%)": ""},
+        ]), heading="Table 12: overall, with 95% bootstrap intervals")
+        doc.table(pd.DataFrame([{
+            "class": n, "ref support": r["per_class"][n]["support"], "prod support": p["per_class"][n]["support"],
+            "ref F1 (%)": _pct(r["per_class"][n]["f1"]), "prod F1 (%)": _pct(p["per_class"][n]["f1"]),
+            "F1 change": _pct(d["per_class_f1"][n]),
+            "prod recall (%)": _ci(p["per_class"][n]["recall"], *p["per_class"][n]["recall_ci"]),
+        } for n in names]), heading="Table 13: per class")
+        doc.grid(True)
+        for side, o in (("reference test", ref), ("production", prod)):
+            path = figures / f"confusion_{side.split()[0]}.png"
+            confusion_figure(np.asarray(audit["performance"][side.split()[0]]["confusion"]), names, path,
+                             title=f"Confusion matrix: {side}")
+            doc.html.append('<div class="cell">')
+            doc.figure(path, f"Confusion matrix, {side}", max_width=510)
+            doc.html.append("</div>")
+        doc.grid(False)
+    else:
+        doc.para("Production is unlabelled: no accuracy can be measured. The label-free sections below "
+                 "(covariate shift, label shift, confidence) still apply.")
+    doc.figure(fig9, "Figure 9: class distribution of reference training data and production "
+                     "(true when labelled, predicted, and estimated priors with 95% intervals)")
+
+    # 3. covariate shift
+    cov = audit["covariate_shift"]
+    doc.heading(2, "3. Covariate shift (no labels needed)")
+    doc.table(pd.DataFrame([
+        {"test": "MMD, Gaussian kernel, permutation p-value", "statistic": _num(cov["mmd_statistic"], ".4g"),
+         "p": _p(cov["mmd_p_value"]),
+         "detail": f"{cov['mmd']['n_permutations']} permutations; {cov['mmd']['n_x']} vs {cov['mmd']['n_y']} rows"
+                   + (" (subsampled)" if cov["mmd"].get("subsampled") else "")},
+        {"test": "domain classifier (logistic regression, out-of-fold)", "statistic": f"AUC {cov['domain_auc']:.3f}",
+         "p": _p(cov.get("domain_p_value")),
+         "detail": "95% CI " + (f"{cov['domain_auc_ci'][0]:.3f}-{cov['domain_auc_ci'][1]:.3f}"
+                                if cov.get("domain_auc_ci") else DASH)},
+    ]), heading="Two-sample tests on the model's penultimate embeddings",
+        note=f"Embeddings ({cov['embedding']['dim']} dims) standardised and reduced to {cov['embedding']['pca_dim']} "
+             f"principal components fitted on the reference; shift is declared when the MMD p-value < {cov['alpha']}.")
+    hist = figures / "domain_scores.png"
+    score_histogram(np.asarray(scores_reference), scores["domain_score"].to_numpy(), hist, cov["domain_auc"])
+    doc.figure(hist, "Domain-classifier scores: the further apart, the easier production is told from the reference")
+    if cov["attribute_shift"]:
+        doc.table(pd.DataFrame([{
+            "attribute": a["attribute"], "Cramér's V": _num(a["cramers_v"], ".2f"), "TV distance": _num(a["tv_distance"], ".2f"),
+            "p (chi-square)": _p(a["p_value"]),
+            "largest change": f"{a['largest_change']['group']}: {_pct(a['largest_change']['reference'])}% -> "
+                              f"{_pct(a['largest_change']['production'])}%"} for a in cov["attribute_shift"]]),
+            heading="Which recorded attributes changed", small=True)
+        fig = figures / "attribute_shift.png"
+        if attribute_shift_figure(cov["attribute_shift"], fig):
+            doc.figure(fig, "Group shares of the attributes that changed most")
+    sheet = figures / "most_unlike_reference.png"
+    if most_unlike_sheet(production, scores, sheet, config.top_k):
+        doc.figure(sheet, f"The {min(config.top_k, len(scores))} production faces least like the reference "
+                          "(all per-sample scores: production_scores.parquet)", max_width=900)
+
+    # 4. label shift
+    ls = audit["label_shift"]
+    doc.heading(2, "4. Label shift (no labels needed)")
+    em = ls.get("em") or {}
+    rows_ls = []
+    for i, n in enumerate(names):
+        row = {"class": n,
+               "source prior (%)": _pct(ls["source_priors"][i]) if ls.get("source_priors") else DASH,
+               "predicted share (%)": _pct(ls["predicted_shares"][i]),
+               f"{ls['method'].upper()} estimate (%)": _ci(ls["estimated_priors"][i], ls["ci_low"][i], ls["ci_high"][i])}
+        if ls["method"] != "em" and em:
+            row["EM estimate (%)"] = _ci(em["estimated_priors"][i], em["ci_low"][i], em["ci_high"][i])
+        if ls.get("true_priors"):
+            row["true (%)"] = _pct(ls["true_priors"][i])
+        rows_ls.append(row)
+    note = ("BBSE (Lipton et al. 2018) inverts the validation confusion matrix; EM (Saerens et al. 2002) "
+            "re-weights the model's posteriors. Intervals: 95% bootstrap.")
+    if ls.get("bbse"):
+        note += f" Confusion-matrix condition number {ls['bbse']['condition_number']:.1f} (large = unreliable)."
+    if ls.get("true_priors"):
+        note += (f" Estimation error (total variation) {ls['estimation_error_tv']:.3f}; the true share lies "
+                 f"inside {ls['truth_inside_ci']} of {len(names)} intervals.")
+    doc.table(pd.DataFrame(rows_ls), heading="Estimated production class priors", note=note)
+
+    # 5. confidence
+    conf = audit["confidence"]
+    doc.heading(2, "5. Confidence and calibration drift")
+    doc.table(pd.DataFrame([{"data": side, "mean max-probability": _num(conf[side]["mean_max_prob"], ".3f"),
+                             "mean entropy (nats)": _num(conf[side]["mean_entropy"], ".3f"),
+                             "ECE (%)": _pct(conf[side]["ece"], 2)} for side in ("reference", "production")]),
+              note=f"Max-probability distributions compared with a KS test: p = {_p(conf['max_prob_ks_p_value'])}.")
+    chist = figures / "confidence.png"
+    confidence_histogram(ref.probs, prod.probs, chist)
+    doc.figure(chist, "Max class probability, reference test vs production")
+
+    # 6. subgroups
+    sub, gaps = audit.get("subgroups") or {}, audit.get("subgroup_gaps") or {}
+    doc.heading(2, "6. Subgroup bias")
+    if not sub:
+        doc.para("No attribute columns with labels to audit (add `attr_*` columns to the source manifest: "
+                 "gender, age, occlusion, source, ...).")
+    else:
+        doc.para(f"Measured on **{gaps['side']}** rows. Groups smaller than {gaps['min_group_size']} are shown "
+                 "but never ranked; a gap is significant when the bootstrap interval of the difference excludes 0.")
+        ranking = gaps.get("ranking") or []
+        doc.table(pd.DataFrame([{
+            "attribute": a, "best group": gaps["gaps"][a]["best"], "worst group": gaps["gaps"][a]["worst"],
+            "macro-F1 gap (points)": _pct(gaps["gaps"][a]["macro_f1_gap"]),
+            "significant": "yes" if gaps["gaps"][a].get("significant") else "no"} for a in ranking]),
+            heading="Largest gaps by attribute")
+        raw = {"attributes": {a: {"groups": g, "gap": gaps["gaps"].get(a)} for a, g in sub.items()},
+               "ranking": ranking, "min_group_size": gaps["min_group_size"]}
+        fig = figures / "subgroup_gaps.png"
+        try:
+            subgroup_gap_figure(raw, fig)
+            doc.figure(fig, "Macro-F1 per group with 95% intervals (top attributes)")
+        except ValueError:
+            pass
+        for a in (ranking[:4] or list(sub)[:2]):
+            table = []
+            for g, m in sub[a].items():
+                absorb = [e for e in m.get("error_absorption", []) if e["excess"] > 0][:1]
+                table.append({"group": g, "n": m["n"],
+                              "accuracy (%)": _ci(m["accuracy"]["value"], m["accuracy"]["ci_low"], m["accuracy"]["ci_high"]),
+                              "macro-F1 (%)": _ci(m["macro_f1"]["value"], m["macro_f1"]["ci_low"], m["macro_f1"]["ci_high"]),
+                              "errors absorbed by": (f"{absorb[0]['class']} ({_pct(absorb[0]['share'])}% vs "
+                                                     f"{_pct(absorb[0]['share_other_groups'])}%)") if absorb else DASH,
+                              "note": "too small to judge" if m.get("too_small") else ""})
+            doc.table(pd.DataFrame(table), heading=f"`{a}`", small=True)
+
+    # 7. method
+    doc.heading(2, "7. Method")
+    t = audit.get("timings_s", {})
+    doc.bullets([
+        f"One forward pass per dataset; embeddings and probabilities cached in `RUN/audit-cache/` "
+        f"(this run: {_cache_text(audit)}).",
+        f"Covariate shift compares the held-out reference rows (`{config.shift_split}`) with production: "
+        "training embeddings are memorised and would make any new data look shifted.",
+        f"MMD: Gaussian kernel, median-heuristic bandwidth on the pooled sample, {config.n_permutations} "
+        "permutations evaluated as one matrix product; up to "
+        f"{config.max_samples} rows per side.",
+        "Bootstrap intervals: percentile, "
+        f"{config.n_bootstrap} resamples; the change in a metric combines the two sides' intervals "
+        "(independent samples, normal approximation).",
+        "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ".",
+    ])
+    title = "ferwild audit: production vs reference"
+    subtitle = f"{Path(audit['production']).name} vs {Path(audit['reference']).name} · run {Path(audit['run']).name}"
+    save_text_atomic(out / "report.md", f"# {title}\n\n{subtitle}\n\n" + doc.markdown())
+    save_text_atomic(out / "report.html", doc.page(title, subtitle))
