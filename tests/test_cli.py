@@ -57,6 +57,9 @@ def test_demo_small(tmp_path):
     ref = json.loads((tmp_path / "demo" / "prepared" / "reference" / "summary.json").read_text())
     prod = json.loads((tmp_path / "demo" / "prepared" / "production" / "summary.json").read_text())
     assert ref["augmented_rows"] > 0 and prod["augmented_rows"] == 0
+    audit = json.loads((tmp_path / "demo" / "audit" / "audit.json").read_text())
+    assert audit["rows"]["production"] == 120 and audit["performance"]["production"]["accuracy"] is not None
+    assert (tmp_path / "demo" / "audit" / "report.html").exists()
 
 
 def test_models_lists_the_registry():

@@ -329,7 +329,8 @@ def audit(
     except (RunError, ValueError) as exc:
         _fail(str(exc))
     cov = result["covariate_shift"]
-    console.print(f"covariate shift: MMD p = {cov['mmd_p_value']:.4f}, domain AUC = {cov['domain_auc']:.3f}"
+    console.print(f"covariate shift: MMD p = {cov['mmd_p_value']:.4f}, domain AUC = {cov['domain_auc']:.3f}, "
+                  f"combined p = {cov['p_value']:.2g}"
                   f" -> {'DETECTED' if cov['detected'] else 'not detected'}", highlight=False)
     for line in result["verdict"]["findings"]:
         console.print(f"- {line}", highlight=False)
@@ -382,7 +383,7 @@ def monitor(
     run: Path = typer.Option(..., "--run", help="The deployed run directory."),
     reference: Path = typer.Option(..., "--reference", help="The prepared dataset the run was trained on."),
     history: Optional[Path] = typer.Option(None, help="History folder (default RUN/monitor)."),
-    alpha: float = typer.Option(0.01, help="MMD p-value below which a batch may be flagged."),
+    alpha: float = typer.Option(0.01, help="Combined shift p-value below which a batch may be flagged."),
     auc_threshold: float = typer.Option(0.65, help="Domain AUC a batch must also reach to be flagged."),
     patience: int = typer.Option(1, help="Consecutive flagged batches that mean: retrain."),
     fail_on_retrain: bool = typer.Option(False, help="Exit with code 3 when retraining is advised (for cron/CI)."),
@@ -402,10 +403,10 @@ def monitor(
     except (RunError, ValueError, PrepareError) as exc:
         _fail(str(exc))
     table = Table(title="shift per batch (latest last)")
-    for col in ("batch", "n", "MMD p", "domain AUC", "pred. mix TV", "mean conf.", "flagged", "retrain"):
+    for col in ("batch", "n", "shift p", "domain AUC", "pred. mix TV", "mean conf.", "flagged", "retrain"):
         table.add_column(col, justify="left" if col == "batch" else "right")
     for _, r in hist.iterrows():
-        table.add_row(str(r["batch"]), str(int(r["n"])), f"{r['mmd_p_value']:.4f}", f"{r['domain_auc']:.3f}",
+        table.add_row(str(r["batch"]), str(int(r["n"])), f"{r['p_value']:.2g}", f"{r['domain_auc']:.3f}",
                       f"{r['predicted_mix_tv']:.3f}", f"{r['mean_max_prob']:.3f}",
                       "yes" if r["flagged"] else "no", "[bold red]RETRAIN[/]" if r["retrain"] else "no")
     console.print(table)
@@ -413,7 +414,7 @@ def monitor(
     last = hist.iloc[-1]
     if last["retrain"]:
         console.print(f"[bold red]retrain advised[/]: {patience} consecutive batch(es) shifted "
-                      f"(MMD p < {alpha} and domain AUC >= {auc_threshold}). History: {where}/history.csv",
+                      f"(shift p < {alpha} and domain AUC >= {auc_threshold}). History: {where}/history.csv",
                       highlight=False)
         if fail_on_retrain:
             raise typer.Exit(3)

@@ -9,7 +9,8 @@ Each batch (a prepared dataset, or a raw image folder that is prepared on the fl
 * label-free output statistics: the predicted-class mix, its total-variation distance from
   the reference, and the mean max-probability.
 
-A batch is **flagged** when the MMD p-value is below ``alpha`` *and* the domain AUC reaches
+A batch is **flagged** when the combined p-value (Bonferroni over the MMD and the domain
+classifier, as in the audit) is below ``alpha`` *and* the domain AUC reaches
 ``auc_threshold``: with large batches any tiny, harmless change becomes significant, so the
 effect size guards against alarms nobody should act on. **Retrain** is advised once
 ``patience`` consecutive batches are flagged. The history (``history.csv``, one row per
@@ -78,25 +79,20 @@ def _prepared_batch(batch: Path, history_dir: Path, reference: PreparedDataset) 
 
 def batch_statistics(reference: ModelOutputs, batch: ModelOutputs, config: MonitorConfig) -> dict[str, Any]:
     """The monitoring statistics of one batch against the reference outputs."""
-    from ferwild.audit.stats import domain_classifier_test, mmd_test, reduce_dims
+    from ferwild.audit.core import shift_tests
 
-    # pooled PCA, as in the audit (``ferwild.audit.core.covariate_shift``)
-    _, x, y = reduce_dims(np.vstack([reference.features, batch.features]), reference.features, batch.features,
-                          dim=config.pca_dim, seed=config.seed)
-    from ferwild.audit.core import cluster_ids
-
-    gx, gy = cluster_ids(reference.rows), cluster_ids(batch.rows)
-    groups = {} if gx is None and gy is None else {"groups_x": gx, "groups_y": gy}
-    mmd = mmd_test(x, y, n_permutations=config.n_permutations, max_samples=config.max_samples,
-                   seed=config.seed, **groups)
-    domain = domain_classifier_test(x, y, seed=config.seed, **groups)
+    mmd, domain = shift_tests(reference, batch, n_permutations=config.n_permutations,
+                              max_samples=config.max_samples, pca_dim=config.pca_dim, seed=config.seed)
+    # Bonferroni over the two tests, as in the audit
+    p_value = min(1.0, 2 * min(mmd["p_value"], domain["p_value"]))
     k = len(reference.label_names)
     ref_mix = np.bincount(reference.preds, minlength=k) / len(reference)
     mix = np.bincount(batch.preds, minlength=k) / len(batch)
-    flagged = bool(mmd["p_value"] < config.alpha and domain["auc"] >= config.auc_threshold)
+    flagged = bool(p_value < config.alpha and domain["auc"] >= config.auc_threshold)
     return {
         "n": int(len(batch)), "mmd_statistic": float(mmd["statistic"]), "mmd_p_value": float(mmd["p_value"]),
-        "domain_auc": float(domain["auc"]),
+        "domain_auc": float(domain["auc"]), "domain_p_value": float(domain["p_value"]),
+        "p_value": float(p_value),
         "predicted_mix_tv": float(0.5 * np.abs(mix - ref_mix).sum()),
         "mean_max_prob": float(batch.probs.max(1).mean()),
         **{f"pred_{name}": float(v) for name, v in zip(reference.label_names, mix)},
@@ -159,7 +155,7 @@ def _with_retrain(history: pd.DataFrame, patience: int) -> pd.DataFrame:
 
 
 def history_figure(history: pd.DataFrame, path: Path, config: MonitorConfig) -> None:
-    """Domain AUC and -log10(MMD p) per batch, with the thresholds and flagged batches marked."""
+    """Domain AUC and -log10(combined shift p) per batch, with the thresholds and flagged batches marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,10 +165,11 @@ def history_figure(history: pd.DataFrame, path: Path, config: MonitorConfig) -> 
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(history) + 3), 5), dpi=110, sharex=True,
                              layout="constrained")
     auc = history["domain_auc"].to_numpy(float)
-    logp = -np.log10(np.clip(history["mmd_p_value"].to_numpy(float), 1e-12, 1))
+    column = "p_value" if "p_value" in history else "mmd_p_value"
+    logp = -np.log10(np.clip(history[column].to_numpy(float), 1e-12, 1))
     flagged = history["flagged"].to_numpy(bool)
     for ax, values, threshold, label in ((axes[0], auc, config.auc_threshold, "domain AUC"),
-                                         (axes[1], logp, -np.log10(config.alpha), "-log10 MMD p")):
+                                         (axes[1], logp, -np.log10(config.alpha), "-log10 shift p")):
         ax.plot(x, values, "-o", color="#2f6f9f", ms=5)
         ax.scatter(x[flagged], values[flagged], color="#c0392b", zorder=3, s=40, label="flagged")
         ax.axhline(threshold, color="#c0392b", ls="--", lw=1)
