@@ -351,3 +351,24 @@ def test_quality_shift_between_splits_is_flagged(tmp_path):
     # no warning when the splits are alike
     s2 = prepare(tmp_path / "m.csv", tmp_path / "out2", PrepareConfig(workers=1, balance="none", split="ratios")).summary
     assert s2["quality_warnings"] == []
+
+
+def test_unlabelled_batch_keeps_every_face_in_test_and_text_columns_have_no_gaps(tmp_path):
+    from ferwild.data.synth import synth_dataset
+
+    synth_dataset("reference", 60, tmp_path / "raw", seed=1, size=48, label_set="basic6")
+    # labelled and balanced: augmented rows must not leave NaN in text columns
+    labelled = prepare(tmp_path / "raw" / "manifest.csv", tmp_path / "lab", PrepareConfig(size=32, workers=1))
+    m = labelled.manifest
+    assert (m["augmented_from"] != "").any()
+    m = pd.read_parquet(tmp_path / "lab" / "manifest.parquet")
+    text = [c for c in m.columns if pd.api.types.is_string_dtype(m[c]) and c not in ("box", "landmarks")]
+    assert not m[text].isna().any().any(), m[text].isna().sum()[lambda s: s > 0].to_dict()
+    # unlabelled: no label, no balancing, every usable face in split "test"
+    result = prepare(tmp_path / "raw" / "manifest.csv", tmp_path / "unl",
+                     PrepareConfig(size=32, workers=1, unlabelled=True))
+    u = result.manifest
+    assert len(u) == 60 and (u["label"] == "").all() and (u["augmented_from"] == "").all()
+    assert set(u.loc[u["status"].isin(["aligned", "unaligned"]), "split"]) == {"test"}
+    saved = pd.read_parquet(tmp_path / "unl" / "manifest.parquet")
+    assert (saved["label_id"] == -1).all() and result.summary["split_mode"] == "unlabelled"

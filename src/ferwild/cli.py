@@ -112,6 +112,8 @@ def print_prepare_summary(summary: dict, out_dir: Path) -> None:
     table.add_column("train balanced", justify="right")
     table.add_column("align fail", justify="right")
     fail = summary["alignment_failure"]["per_class"]
+    if summary["split_mode"] == "unlabelled":
+        names = []  # no classes to count: the total row says it all
     for name in names:
         table.add_row(name, *[str(counts.get(s, {}).get(name, 0)) for s in ("train", "val", "test")],
                       str(after.get("train", {}).get(name, 0)),

@@ -347,14 +347,14 @@ def label_shift(val: ModelOutputs | None, prod: ModelOutputs, config: AuditConfi
         temperature = fit_temperature(val.probs, val.labels)
         # 100 resamples, tol 1e-5: the bootstrap dominated a 10k-row audit at 200 / 1e-6
         em = em_priors(apply_temperature(prod.probs, temperature),
-                       apply_temperature(val.probs, temperature).mean(0), n_bootstrap=100, tol=1e-5,
+                       apply_temperature(val.probs, temperature).mean(0), n_bootstrap=100, tol=1e-5, max_iter=500,
                        seed=config.seed)
         em["temperature"] = _f(temperature)
         out["em"] = em
         out["source_priors"] = [_f(v) for v in source]
         out["test"] = prior_shift_test(bbse, source)
     else:
-        em = em_priors(prod.probs, np.full(k, 1.0 / k), n_bootstrap=100, tol=1e-5, seed=config.seed)
+        em = em_priors(prod.probs, np.full(k, 1.0 / k), n_bootstrap=100, tol=1e-5, max_iter=500, seed=config.seed)
         out.update(method="em", estimated_priors=em["estimated_priors"], ci_low=em["ci_low"],
                    ci_high=em["ci_high"], em=em, source_priors=None,
                    note=f"no labelled {config.calibration_split!r} split: EM with uniform source priors")
@@ -465,6 +465,11 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
                         f"{_pts(af['production'])}% production ({_p(af['test']['p_value'])}).")
         advice.append("Check the face detector on production images (resolution, pose, occlusion) before "
                       "trusting any metric on them; faces it misses are scored from a centre crop.")
+    elif af["reference"] is None and af["production"]:
+        detail = af["production_detail"]
+        findings.append(f"{_pts(af['production'])}% of production images ({detail['failed']} of {detail['attempted']}) "
+                        "had no detectable face (kept as centre crops); the reference is pre-aligned, so there is "
+                        "no rate to compare with.")
     big = [s for s in health["image_statistics"] if s["cohens_d"] is not None and abs(s["cohens_d"]) >= 0.5
            and s["ks_p_value"] is not None and s["ks_p_value"] < config.alpha]
     if big:

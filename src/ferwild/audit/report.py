@@ -37,6 +37,12 @@ def _p(p: Any) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _peq(p: Any) -> str:
+    """``p = 0.012`` / ``p < 0.001`` / ``p —``."""
+    text = _p(p)
+    return f"p {text}" if text.startswith("<") or text == DASH else f"p = {text}"
+
+
 def _num(x: Any, fmt: str = ".3g") -> str:
     return DASH if x is None else format(float(x), fmt)
 
@@ -197,8 +203,9 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                              "failure rate (%)": _pct(d["rate"], 2),
                              "pre-aligned": "yes" if d.get("prealigned") else "no"} for side, d in detail]),
               heading="Alignment failures",
-              note=f"Difference tested with {af['test'].get('test', 'a proportion test')}: p = {_p(af['test'].get('p_value'))}. "
-                   "A pre-aligned dataset (tight crops such as FER2013) attempts no alignment.")
+              note=(f"Difference tested with {af['test']['test']}: {_peq(af['test'].get('p_value'))}. "
+                    if af["test"].get("test") else "No rate to compare on one side. ")
+                   + "A pre-aligned dataset (tight crops such as FER2013) attempts no alignment.")
     if af["per_class"]:
         doc.table(pd.DataFrame([{"class": c, "reference (%)": _pct(v["reference"], 2),
                                  "production (%)": _pct(v["production"], 2), "p": _p(v.get("p_value"))}
@@ -262,11 +269,18 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                    + (" (subsampled)" if cov["mmd"].get("subsampled") else "")},
         {"test": "domain classifier (logistic regression, out-of-fold)", "statistic": f"AUC {cov['domain_auc']:.3f}",
          "p": _p(cov.get("domain_p_value")),
-         "detail": "95% CI " + (f"{cov['domain_auc_ci'][0]:.3f}-{cov['domain_auc_ci'][1]:.3f}"
-                                if cov.get("domain_auc_ci") else DASH)},
+         "detail": (f"per person (subject means) AUC {cov['domain_classifier']['cluster_auc']:.3f}, "
+                    if cov["domain_classifier"].get("cluster_auc") is not None else "")
+                   + "95% CI " + (f"{cov['domain_auc_ci'][0]:.3f}-{cov['domain_auc_ci'][1]:.3f}"
+                                  if cov.get("domain_auc_ci") else DASH)},
     ]), heading="Two-sample tests on the model's penultimate embeddings",
-        note=f"Embeddings ({cov['embedding']['dim']} dims) standardised and reduced to {cov['embedding']['pca_dim']} "
-             f"principal components fitted on the reference; shift is declared when the MMD p-value < {cov['alpha']}.")
+        note=f"Embeddings ({cov['embedding']['dim']} dims) standardised; the MMD works on the first "
+             f"{cov['embedding']['pca_dim']} principal components of the pooled sample, the classifier on "
+             f"{cov['embedding'].get('classifier_dim', cov['embedding']['dim'])} dims. "
+             + ("People are the units (subject ids): whole subjects are permuted and folds never split one. "
+                if cov["mmd"].get("clusters") else "")
+             + f"Shift is declared when the Bonferroni-combined p-value (here {_p(cov['p_value'])}) is below "
+               f"{cov['alpha']}.")
     hist = figures / "domain_scores.png"
     score_histogram(np.asarray(scores_reference), scores["domain_score"].to_numpy(), hist, cov["domain_auc"])
     doc.figure(hist, "Domain-classifier scores: the further apart, the easier production is told from the reference")
@@ -303,7 +317,11 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     note = ("BBSE (Lipton et al. 2018) inverts the validation confusion matrix; EM (Saerens et al. 2002) "
             "re-weights the model's posteriors. Intervals: 95% bootstrap.")
     if ls.get("bbse"):
-        note += f" Confusion-matrix condition number {ls['bbse']['condition_number']:.1f} (large = unreliable)."
+        note += (" The validation confusion matrix is singular (a class never predicted): BBSE cannot identify "
+                 "the priors." if ls["bbse"].get("singular") else
+                 f" Confusion-matrix condition number {ls['bbse']['condition_number']:.1f} (large = unreliable).")
+    if em and not em.get("converged", True):
+        note += f" EM did not converge in {em.get('iterations')} iterations: read its column with care."
     if ls.get("true_priors"):
         note += (f" Estimation error (total variation) {ls['estimation_error_tv']:.3f}; the true share lies "
                  f"inside {ls['truth_inside_ci']} of {len(names)} intervals.")
@@ -315,7 +333,7 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     doc.table(pd.DataFrame([{"data": side, "mean max-probability": _num(conf[side]["mean_max_prob"], ".3f"),
                              "mean entropy (nats)": _num(conf[side]["mean_entropy"], ".3f"),
                              "ECE (%)": _pct(conf[side]["ece"], 2)} for side in ("reference", "production")]),
-              note=f"Max-probability distributions compared with a KS test: p = {_p(conf['max_prob_ks_p_value'])}.")
+              note=f"Max-probability distributions compared with a KS test: {_peq(conf['max_prob_ks_p_value'])}.")
     chist = figures / "confidence.png"
     confidence_histogram(ref.probs, prod.probs, chist)
     doc.figure(chist, "Max class probability, reference test vs production")

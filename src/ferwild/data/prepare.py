@@ -763,7 +763,9 @@ def _write_outputs(out: Path, manifest: pd.DataFrame, dups, summary: dict[str, A
                    counts_before: dict[str, dict[str, int]]) -> None:
     manifest = manifest.copy()
     for col in manifest.columns:
-        if manifest[col].dtype == object and col not in ("box", "landmarks", "confidence"):
+        # text columns (object, or pandas' str dtype): augmented rows leave NaN in some of them
+        if (manifest[col].dtype == object or pd.api.types.is_string_dtype(manifest[col])) \
+                and col not in ("box", "landmarks", "confidence"):
             manifest[col] = manifest[col].fillna("").astype(str)
     manifest["confidence"] = pd.to_numeric(manifest["confidence"], errors="coerce")
     manifest["label_id"] = manifest["label"].map(
