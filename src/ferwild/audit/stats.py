@@ -740,6 +740,7 @@ def em_priors(
     tol: float = 1e-6,
     n_bootstrap: int = 200,
     seed: int = 0,
+    bootstrap_max_iter: int | None = None,
 ) -> dict:
     """EM re-estimation of the target's class priors (Saerens et al., 2002).
 
@@ -751,6 +752,9 @@ def em_priors(
         max_iter, tol: EM stops when no prior moves more than ``tol`` in one iteration.
         n_bootstrap: bootstrap replicates (target rows resampled) for the 95% intervals; they
             are run together as one batched EM, warm-started at the point estimate.
+        bootstrap_max_iter: iteration cap of the replicates (default ``max_iter``): started at
+            the point estimate they need few, and on 10k rows the batched EM costs
+            ``n_bootstrap x n x K`` per iteration.
         seed: seeds the bootstrap.
 
     Returns:
@@ -780,7 +784,8 @@ def em_priors(
         # Bootstrap resample as row multiplicities: one bincount over offset indices.
         counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n)
         row_weights = counts.reshape(b, n) / n
-        q_b, _, _ = _em_batch(probs, row_weights, p_src, np.repeat(q_hat, b, 0), max_iter, tol)
+        q_b, _, _ = _em_batch(probs, row_weights, p_src, np.repeat(q_hat, b, 0),
+                              bootstrap_max_iter or max_iter, tol)
         boot.append(q_b)
     boot_all = np.concatenate(boot, axis=0)
     ci_low, ci_high = _percentile_ci(boot_all)
