@@ -517,8 +517,11 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
                      f"{_pts(absorb[0]['share_other_groups'])}% for other groups).")
         findings.append(line)
     if cov["detected"] or rebalance_on:
+        # what the model sees moving first, then where it fails, then what merely changed
+        carrier = [c["attribute"] for c in (cov.get("shift_attribution") or [])[:1]
+                   if cov["detected"] and (c["explained_share"] or 0) >= 0.1]
         shifted = [a["attribute"] for a in moved[:2]]
-        target = list(dict.fromkeys(rebalance_on + shifted))[:2]
+        target = list(dict.fromkeys(carrier + rebalance_on + shifted))[:2]
         if target:
             advice.append("Retrain with attribute x class rebalancing: `ferwild rebalance --data REFERENCE "
                           f"--attributes {','.join(a.removeprefix('attr_') for a in target)} --out BALANCED`, "
