@@ -702,22 +702,34 @@ def history_markdown(history: pd.DataFrame) -> str:
 # one evaluated split -> files
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def jsonable(value: Any, *, digits: int | None = None, nan_to_none: bool = False) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and paths turned into plain JSON types;
+    floats optionally rounded to ``digits``, and NaN/inf optionally turned into ``None``
+    (strict JSON has no NaN)."""
+    def walk(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        if isinstance(v, np.ndarray):
+            return walk(v.tolist())
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, (float, np.floating)):
+            f = float(v)
+            if nan_to_none and not math.isfinite(f):
+                return None
+            return round(f, digits) if digits is not None and math.isfinite(f) else f
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return walk(value)
+
+
+_jsonable = jsonable
 
 
 def write_evaluation(out_dir, y_true: np.ndarray, probs: np.ndarray,

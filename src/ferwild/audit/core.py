@@ -38,6 +38,7 @@ import pandas as pd
 
 from ferwild.audit.outputs import ModelOutputs, compute_outputs
 from ferwild.data.cache import PreparedDataset, save_json_atomic
+from ferwild.metrics import jsonable
 from ferwild.train import RunError
 
 AUDIT_JSON = "audit.json"
@@ -580,8 +581,11 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
         val = outputs(reference_dir, config.calibration_split, f"reference {config.calibration_split}")
     except RunError:
         val = None
-    held_out = ref if config.shift_split == config.reference_split else outputs(
-        reference_dir, config.shift_split, f"reference {config.shift_split}")
+    # the shift tests' held-out rows: reuse the splits already computed (val+test by default)
+    computed = {config.reference_split: ref, **({config.calibration_split: val} if val is not None else {})}
+    wanted = config.shift_split.split("+")
+    held_out = (ModelOutputs.concat([computed[s] for s in wanted]) if all(s in computed for s in wanted)
+                else outputs(reference_dir, config.shift_split, f"reference {config.shift_split}"))
     prod = outputs(production_dir, config.production_split, "production")
     timings["model_outputs"] = time.perf_counter() - t
     cached = {"reference": ref.cached, "calibration": None if val is None else val.cached,
@@ -662,21 +666,5 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
                        production=production, scores=scores, scores_reference=scores_x, config=config)
     audit["timings_s"]["report"] = round(time.perf_counter() - t, 3)
     audit["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
-    save_json_atomic(out / AUDIT_JSON, _jsonable(audit))
+    save_json_atomic(out / AUDIT_JSON, jsonable(audit, digits=8, nan_to_none=True))
     return audit
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return _f(value, 8)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

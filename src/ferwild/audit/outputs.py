@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ferwild.data.cache import PreparedDataset
+from ferwild.data.cache import PreparedDataset, save_npz_atomic
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
 from ferwild.train import RunError, autocast_dtype, checkpoint_dir, resolve_device
 
@@ -51,6 +50,14 @@ class ModelOutputs:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @staticmethod
+    def concat(parts: list["ModelOutputs"]) -> "ModelOutputs":
+        """Rows of several outputs of the same run, in order (e.g. val then test)."""
+        return ModelOutputs(pd.concat([p.rows for p in parts], ignore_index=True),
+                            np.concatenate([p.features for p in parts]), np.concatenate([p.probs for p in parts]),
+                            np.concatenate([p.labels for p in parts]), parts[0].label_names,
+                            all(p.cached for p in parts))
 
     def subset(self, mask: np.ndarray) -> "ModelOutputs":
         """The outputs of the rows selected by a boolean mask or an index array."""
@@ -87,18 +94,6 @@ def cache_key(checkpoint: Path, model_config: dict, rows: pd.DataFrame, root: Pa
         ident = ident + "\0" + rows["content_hash"].astype(str)
     digest.update("\n".join(ident).encode())
     return digest.hexdigest()[:20]
-
-
-def _save_npz_atomic(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @torch.no_grad()
@@ -178,7 +173,7 @@ def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, spl
         raise RunError(f"the model produced non-finite outputs on {data_dir}")
     if use_cache:
         try:
-            _save_npz_atomic(path, features=feats.astype(np.float32), probs=probs.astype(np.float32))
+            save_npz_atomic(path, features=feats.astype(np.float32), probs=probs.astype(np.float32))
         except OSError:
             pass  # a read-only run folder: audit without caching
     return ModelOutputs(rows, feats.astype(np.float32), probs.astype(np.float32), labels, names)

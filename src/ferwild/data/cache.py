@@ -47,6 +47,20 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write named arrays as one ``.npz`` atomically."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a DataFrame as Parquet atomically."""
     path = Path(path)
