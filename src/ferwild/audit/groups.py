@@ -276,7 +276,7 @@ def attribute_groups(values: pd.Series, *, max_levels: int = 8, bins: int = 3) -
 _BIN = re.compile(r"^\[([^,]+), ")
 
 
-def _group_order(groups: Sequence[str]) -> list[str]:
+def group_order(groups: Sequence[str]) -> list[str]:
     """Bins by their lower edge, then other names alphabetically, ``"unknown"`` last."""
     def key(g: str):
         if g == UNKNOWN:
@@ -378,7 +378,7 @@ def subgroup_audit(frame: pd.DataFrame, label_names: list[str], *,
         groups = attribute_groups(frame[attr]).to_numpy()
         per_group: dict[str, dict] = {}
         draws: dict[str, np.ndarray] = {}
-        for group in _group_order(groups):
+        for group in group_order(groups):
             mask = groups == group
             res, macro_draws = _bootstrap(true[mask], pred[mask], k, n_bootstrap,
                                           _rng(seed, attr, group), _AUDIT_CONFIDENCE)
@@ -467,7 +467,7 @@ def attribute_shift(reference: pd.DataFrame, production: pd.DataFrame, *,
         pooled = attribute_groups(pd.concat([reference[attr], production[attr]],
                                             ignore_index=True)).to_numpy()
         side = np.r_[np.zeros(len(reference), bool), np.ones(len(production), bool)]
-        order = _group_order(pooled)
+        order = group_order(pooled)
         table = np.array([[np.sum((pooled == g) & (side == s)) for g in order]
                           for s in (False, True)], dtype=np.int64)
         shares = table / table.sum(axis=1, keepdims=True)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ferwild.audit.groups import UNKNOWN, attribute_groups
+from ferwild.audit.groups import UNKNOWN, attribute_groups, group_order
 from ferwild.data import cache
 from ferwild.data.cache import PreparedDataset
 
@@ -142,27 +142,6 @@ class RebalanceConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# attribute groups (values -> groups: ferwild.audit.groups.attribute_groups)
-
-_BIN = re.compile(r"^[\[(]\s*([^,]+),")
-
-
-def _group_order(values) -> list[str]:
-    """Quantile bins by their lower edge, then other values alphabetically, "unknown" last."""
-    def key(value: str):
-        if value == UNKNOWN:
-            return (2, 0.0, value)
-        match = _BIN.match(value)
-        if match:
-            try:
-                return (0, float(match.group(1)), value)
-            except ValueError:
-                pass
-        return (1, 0.0, value)
-    return sorted(set(values), key=key)
-
-
-# --------------------------------------------------------------------------------------------
 # the plan
 
 
@@ -190,7 +169,7 @@ def _make_plan(originals: pd.DataFrame, existing: pd.DataFrame, config: Rebalanc
     """Which original rows get which copy numbers so that every cell reaches the target."""
     attrs = list(config.attributes)
     groups = {a: attribute_groups(originals[a]) for a in attrs}
-    binned = {a: _group_order(g) for a, g in groups.items()
+    binned = {a: group_order(g) for a, g in groups.items()
               if not set(g).issubset({str(v).strip() for v in originals[a]} | {UNKNOWN})}
     keys = list(zip(*(groups[a].tolist() for a in attrs), originals["label"].astype(str).tolist()))
     members: dict[tuple, list[int]] = {}
@@ -210,7 +189,7 @@ def _make_plan(originals: pd.DataFrame, existing: pd.DataFrame, config: Rebalanc
         match = _AUG_SUFFIX.search(path)
         last_copy[pos] = max(last_copy[pos], int(match.group(1)) if match else n_existing[pos])
 
-    orders = [_group_order(groups[a]) for a in attrs]
+    orders = [group_order(groups[a]) for a in attrs]
     cells_sorted = sorted(members, key=lambda k: ([o.index(v) for o, v in zip(orders, k[:-1])], k[-1]))
     before = {key: len(members[key]) + int(n_existing[members[key]].sum()) for key in cells_sorted}
     goal = _goal(list(before.values()), config.target)
@@ -396,7 +375,7 @@ def cell_figure(cells: list[dict[str, Any]], attributes: list[str], goal: int, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    orders = [_group_order(c[a] for c in cells) for a in attributes]
+    orders = [group_order(c[a] for c in cells) for a in attributes]
     row_keys = sorted({tuple(c[a] for a in attributes) for c in cells},
                       key=lambda k: [order.index(v) for order, v in zip(orders, k)])
     labels = sorted({c["label"] for c in cells})
