@@ -5,6 +5,7 @@ caching, unlabelled production, monitoring and rebalancing from the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,38 @@ def test_a_second_audit_reuses_the_cached_outputs(world):
         assert first["covariate_shift"][key] == again["covariate_shift"][key]
     assert first["performance"]["production"]["macro_f1"] == again["performance"]["production"]["macro_f1"]
     assert len(list((world["run"] / "audit-cache").glob("*.npz"))) >= 3
+
+
+def test_an_interrupted_forward_pass_resumes_from_its_saved_chunks(world, tmp_path, monkeypatch):
+    """The forward pass saves chunks as it goes; a rerun after a kill computes only the missing
+    ones and gives the same arrays."""
+    import ferwild.audit.outputs as outputs_mod
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run, ignore=shutil.ignore_patterns("audit-cache"))
+    full = compute_outputs(run, world["occ"], None, chunk_rows=128)
+    cache = run / "audit-cache"
+    assert len(list(cache.glob("*.npz"))) == 1  # parts merged and removed
+    # simulate a kill after two chunks: those parts exist, the merged file does not
+    forwarded = []
+    real = outputs_mod.forward_outputs
+
+    def counting(model, prepared, rows, **kw):
+        forwarded.append(len(rows))
+        return real(model, prepared, rows, **kw)
+
+    merged = next(cache.glob("*.npz"))
+    key = merged.name.split(".")[0]
+    for number, start in enumerate(range(0, 256, 128)):
+        outputs_mod.save_npz_atomic(cache / f"{key}.part-{number:05d}-128.npz",
+                                    features=full.features[start:start + 128], probs=full.probs[start:start + 128])
+    merged.unlink()
+    monkeypatch.setattr(outputs_mod, "forward_outputs", counting)
+    again = compute_outputs(run, world["occ"], None, chunk_rows=128)
+    assert sum(forwarded) == len(full) - 256 and not again.cached
+    np.testing.assert_allclose(again.features, full.features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.probs, full.probs, rtol=1e-5, atol=1e-6)
+    assert compute_outputs(run, world["occ"], None, chunk_rows=128).cached
 
 
 def test_unlabelled_production_gets_the_label_free_audit(world):

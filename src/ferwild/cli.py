@@ -291,6 +291,28 @@ def report(study_dir: Path = typer.Argument(..., help="A folder written by `ferw
     console.print(f"report: {html} and {md}", highlight=False)
 
 
+class _progress_bars:
+    """Rich progress bars keyed by a task name: ``update_task(name, done, total)``."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, transient=False)
+        self.console = self.bar.console
+        self.tasks: dict[str, int] = {}
+        self.bar.__enter__()
+        return self
+
+    def update_task(self, name: str, done: int, total: int) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(f"forward: {name}", total=total)
+        self.bar.update(self.tasks[name], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+
 def _split_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
     if value is None or not value.strip():
         return None
@@ -325,14 +347,15 @@ def audit(
                              n_permutations=permutations,
                              n_bootstrap=bootstrap, min_group_size=min_group_size, seed=seed,
                              attributes=_split_list(attributes), batch_size=batch_size, device=device)
-        with console.status("auditing") as status:
+        with _progress_bars() as bars:
             result = run_audit(run, reference, production, out, config,
-                               progress=lambda m: status.update(f"audit: {m}"))
+                               progress=lambda m: bars.console.print(f"  {m}", highlight=False),
+                               batch_progress=bars.update_task)
     except (RunError, ValueError) as exc:
         _fail(str(exc))
     cov = result["covariate_shift"]
     console.print(f"covariate shift: MMD p = {cov['mmd_p_value']:.4f}, domain AUC = {cov['domain_auc']:.3f}, "
-                  f"combined p = {cov['p_value']:.2g}"
+                  f"combined p = {cov['p_value']:.2g}" if cov["p_value"] else "combined p < 1e-12"
                   f" -> {'DETECTED' if cov['detected'] else 'not detected'}", highlight=False)
     for line in result["verdict"]["findings"]:
         console.print(f"- {line}", highlight=False)

@@ -544,12 +544,13 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
 
 def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
               production_dir: str | os.PathLike, out_dir: str | os.PathLike,
-              config: AuditConfig | None = None, *, progress=None) -> dict[str, Any]:
+              config: AuditConfig | None = None, *, progress=None, batch_progress=None) -> dict[str, Any]:
     """Audit ``production_dir`` against ``reference_dir`` with ``run_dir``'s model.
 
     Writes ``OUT_DIR/audit.json``, ``report.html``, ``report.md``, ``figures/`` and
     ``production_scores.parquet`` (per production row: domain score, prediction, confidence);
-    returns the audit dict (what ``audit.json`` holds).
+    returns the audit dict (what ``audit.json`` holds). ``progress(message)`` is told each
+    step; ``batch_progress(what, done, total)`` follows the forward passes.
 
     Raises:
         RunError: a missing run/dataset, label sets that differ, or an empty split.
@@ -573,7 +574,8 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
     def outputs(data: Path, split: str | None, what: str) -> ModelOutputs:
         say(f"model outputs: {what}")
         return compute_outputs(run_dir, data, split, which=config.which, batch_size=config.batch_size,
-                               model_and_state=loaded)
+                               model_and_state=loaded,
+                               progress=(lambda d, t: batch_progress(what, d, t)) if batch_progress else None)
 
     t = time.perf_counter()
     ref = outputs(reference_dir, config.reference_split, f"reference {config.reference_split}")

@@ -25,6 +25,7 @@ from ferwild.train import RunError, autocast_dtype, checkpoint_dir, resolve_devi
 
 CACHE_DIR = "audit-cache"
 CACHE_VERSION = 1
+CHUNK_ROWS = 4096
 
 
 @dataclass
@@ -124,10 +125,44 @@ def forward_outputs(model, prepared: PreparedDataset, rows: pd.DataFrame, *, bat
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
 
+def _chunked_forward(model, prepared: PreparedDataset, rows: pd.DataFrame, cache_dir: Path, key: str,
+                     batch_size: int, chunk_rows: int, use_cache: bool, progress) -> tuple[np.ndarray, np.ndarray]:
+    """``forward_outputs`` chunk by chunk, reusing chunks saved by an interrupted run."""
+    device = next(model.parameters()).device
+    feats, probs = [], []
+    total = len(rows)
+    for number, start in enumerate(range(0, total, chunk_rows)):
+        part = rows.iloc[start:start + chunk_rows]
+        path = cache_dir / f"{key}.part-{number:05d}-{len(part)}.npz"
+        if use_cache and path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    feats.append(data["features"]), probs.append(data["probs"])
+                if progress:
+                    progress(start + len(part), total)
+                continue
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged part is recomputed
+        f, pr = forward_outputs(model, prepared, part, batch_size=batch_size, device=device,
+                                progress=(lambda d, _t, s=start: progress(s + d, total)) if progress else None)
+        feats.append(f), probs.append(pr)
+        if use_cache:
+            try:
+                save_npz_atomic(path, features=f.astype(np.float32), probs=pr.astype(np.float32))
+            except OSError:
+                use_cache = False  # read-only run folder
+    return np.concatenate(feats), np.concatenate(probs)
+
+
 def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str | None, *,
                     which: str = "best", batch_size: int = 256, device: str = "auto",
-                    use_cache: bool = True, model_and_state=None, progress=None) -> ModelOutputs:
+                    use_cache: bool = True, model_and_state=None, progress=None,
+                    chunk_rows: int = CHUNK_ROWS) -> ModelOutputs:
     """The run's outputs on the audit rows of ``split`` of ``data_dir`` (cached per run x rows).
+
+    The forward pass runs in chunks of ``chunk_rows`` rows, each saved as it finishes, so a
+    killed run (a ViT over 10k faces on a CPU takes half an hour) resumes at the first missing
+    chunk; ``progress(done, total)`` is called after every batch.
 
     Args:
         run_dir: a ``ferwild train`` run folder.
@@ -167,13 +202,15 @@ def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, spl
                 return ModelOutputs(rows, feats, probs, labels, names, cached=True)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is recomputed
-    feats, probs = forward_outputs(model, prepared, rows, batch_size=batch_size,
-                                   device=next(model.parameters()).device, progress=progress)
+    feats, probs = _chunked_forward(model, prepared, rows, Path(run_dir) / CACHE_DIR, key, batch_size,
+                                    chunk_rows, use_cache, progress)
     if not np.isfinite(feats).all() or not np.isfinite(probs).all():
         raise RunError(f"the model produced non-finite outputs on {data_dir}")
     if use_cache:
         try:
             save_npz_atomic(path, features=feats.astype(np.float32), probs=probs.astype(np.float32))
+            for part in path.parent.glob(f"{key}.part-*.npz"):
+                part.unlink(missing_ok=True)
         except OSError:
             pass  # a read-only run folder: audit without caching
     return ModelOutputs(rows, feats.astype(np.float32), probs.astype(np.float32), labels, names)
