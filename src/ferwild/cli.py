@@ -422,9 +422,10 @@ def monitor(
 
     try:
         config = MonitorConfig(alpha=alpha, auc_threshold=auc_threshold, patience=patience, device=device)
-        with console.status("monitoring") as status:
+        with _progress_bars() as bars:
             hist = run_monitor(run, reference, [str(b) for b in batches], history_dir=history, config=config,
-                               progress=lambda m: status.update(m))
+                               progress=lambda m: bars.console.print(f"  {m}", highlight=False),
+                               batch_progress=bars.update_task)
     except (RunError, ValueError, PrepareError) as exc:
         _fail(str(exc))
     table = Table(title="shift per batch (latest last)")

@@ -102,12 +102,17 @@ def batch_statistics(reference: ModelOutputs, batch: ModelOutputs, config: Monit
 
 def monitor(run_dir: str | os.PathLike, reference_dir: str | os.PathLike, batches: list[str | os.PathLike],
             *, history_dir: str | os.PathLike | None = None, config: MonitorConfig | None = None,
-            progress=None) -> pd.DataFrame:
+            progress=None, batch_progress=None) -> pd.DataFrame:
     """Score ``batches`` (in the given order) and append them to the history.
 
     Returns the whole history (one row per batch ever scored, in scoring order) with the
     ``flagged`` and ``retrain`` columns; writes ``history.csv`` and ``history.png``.
+    ``progress(message)`` is told each batch; ``batch_progress(what, done, total)`` follows
+    the forward passes.
     """
+    def bar(what: str):
+        return (lambda d, t: batch_progress(what, d, t)) if batch_progress else None
+
     from ferwild.evaluate import load_run
     from ferwild.train import resolve_device
 
@@ -120,7 +125,7 @@ def monitor(run_dir: str | os.PathLike, reference_dir: str | os.PathLike, batche
         raise RunError(str(exc)) from None
     loaded = load_run(run_dir, "best", resolve_device(config.device))
     ref = compute_outputs(run_dir, reference_dir, config.reference_split, batch_size=config.batch_size,
-                          model_and_state=loaded)
+                          model_and_state=loaded, progress=bar(f"reference {config.reference_split}"))
     path = history_dir / HISTORY
     history = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     for batch in batches:
@@ -128,7 +133,8 @@ def monitor(run_dir: str | os.PathLike, reference_dir: str | os.PathLike, batche
         if progress:
             progress(f"scoring {batch}")
         prepared = _prepared_batch(batch, history_dir, reference)
-        out = compute_outputs(run_dir, prepared, None, batch_size=config.batch_size, model_and_state=loaded)
+        out = compute_outputs(run_dir, prepared, None, batch_size=config.batch_size, model_and_state=loaded,
+                              progress=bar(batch.name))
         row = {"batch": str(batch), "scored_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                **batch_statistics(ref, out, config)}
         if len(history) and "batch" in history:
