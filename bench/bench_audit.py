@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ferwild.audit.core import AuditConfig, cluster_ids, run_audit  # noqa: E402
-from ferwild.audit.outputs import CACHE_DIR, compute_outputs  # noqa: E402
+from ferwild.audit.core import CLASSIFIER_MAX_DIM, AuditConfig, cluster_ids, run_audit  # noqa: E402
+from ferwild.audit.outputs import CACHE_DIR, ModelOutputs, compute_outputs  # noqa: E402
 from ferwild.audit.stats import (  # noqa: E402
     domain_classifier_test,
     mmd_test,
@@ -111,6 +111,18 @@ def timed_audit(run: Path, ref: Path, prod: Path, out: Path, config: AuditConfig
     return time.perf_counter() - t0, audit
 
 
+def _mmd_pair(x: np.ndarray, y: np.ndarray, perms: int, seed: int):
+    """Time the vectorised ``mmd_test`` and the naive loop on the same rows and permutations:
+    ``((fast, seconds), (naive, seconds), p-values agree)``."""
+    t0 = time.perf_counter()
+    fast = mmd_test(x, y, n_permutations=perms, max_samples=max(len(x), len(y)), seed=seed)
+    fast_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive = permutation_mmd_naive(x, y, n_permutations=perms, seed=seed)
+    naive_s = time.perf_counter() - t0
+    return (fast, fast_s), (naive, naive_s), fast["p_value"] == naive["p_value"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10000,
@@ -153,7 +165,9 @@ def main() -> None:
     summary.append(("audit warm (s) vs cold", f"{warm_s:.2f}", f"{cold_s:.2f}", f"{cold_s / warm_s:.2f}x"))
 
     # 2. MMD permutations: vectorised vs loop --------------------------------------------------
-    ref_out = compute_outputs(run, ref, config.shift_split, device="cpu")
+    # the audit's held-out rows: its cached val and test outputs, joined as run_audit joins them
+    ref_out = ModelOutputs.concat([compute_outputs(run, ref, split, device="cpu")
+                                   for split in config.shift_split.split("+")])
     prod_out = compute_outputs(run, prod, config.production_split, device="cpu")
     assert ref_out.cached and prod_out.cached, "embeddings should come from the audit's cache"
     _, x, y = reduce_dims(np.vstack([ref_out.features, prod_out.features]), ref_out.features,
@@ -161,13 +175,7 @@ def main() -> None:
     rng = np.random.default_rng(config.seed)
     pick = [np.sort(rng.choice(len(a), size=min(args.max_samples, len(a)), replace=False)) for a in (x, y)]
     xs, ys = x[pick[0]], y[pick[1]]
-    t0 = time.perf_counter()
-    fast = mmd_test(xs, ys, n_permutations=args.perms, max_samples=max(len(xs), len(ys)), seed=config.seed)
-    fast_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    naive = permutation_mmd_naive(xs, ys, n_permutations=args.perms, seed=config.seed)
-    naive_s = time.perf_counter() - t0
-    agree = fast["p_value"] == naive["p_value"]
+    (fast, fast_s), (naive, naive_s), agree = _mmd_pair(xs, ys, args.perms, config.seed)
     print(f"\n2. MMD permutation test ({len(xs)} + {len(ys)} rows of {x.shape[1]}-dim PCA embeddings, "
           f"{args.perms} permutations, seed {config.seed})")
     print(f"   naive loop {naive_s:7.2f}s  p = {naive['p_value']:.6f}  MMD^2 = {naive['statistic']:.8g}")
@@ -183,13 +191,7 @@ def main() -> None:
     half = rng.permutation(len(x))
     xa, xb = x[np.sort(half[: len(x) // 2])], x[np.sort(half[len(x) // 2:])]
     xa, xb = (a[np.sort(rng.choice(len(a), size=min(args.max_samples, len(a)), replace=False))] for a in (xa, xb))
-    t0 = time.perf_counter()
-    fast0 = mmd_test(xa, xb, n_permutations=args.perms, max_samples=max(len(xa), len(xb)), seed=config.seed)
-    fast0_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    naive0 = permutation_mmd_naive(xa, xb, n_permutations=args.perms, seed=config.seed)
-    naive0_s = time.perf_counter() - t0
-    agree0 = fast0["p_value"] == naive0["p_value"]
+    (fast0, fast0_s), (naive0, naive0_s), agree0 = _mmd_pair(xa, xb, args.perms, config.seed)
     print(f"   null check, reference half vs half ({len(xa)} + {len(xb)} rows): naive {naive0_s:.2f}s "
           f"p = {naive0['p_value']:.6f} | mmd_test {fast0_s:.2f}s p = {fast0['p_value']:.6f} | "
           f"ratio {naive0_s / fast0_s:5.2f}x | p-values {'agree' if agree0 else 'DIFFER'}")
@@ -200,8 +202,12 @@ def main() -> None:
     if not args.no_domain:
         gx, gy = cluster_ids(ref_out.rows), cluster_ids(prod_out.rows)
         groups = {} if gx is None and gy is None else {"groups_x": gx, "groups_y": gy}
+        # the audit's classifier sees all standardised dimensions (PCA only above CLASSIFIER_MAX_DIM)
+        _, xf, yf = reduce_dims(np.vstack([ref_out.features, prod_out.features]), ref_out.features,
+                                prod_out.features, dim=min(CLASSIFIER_MAX_DIM, ref_out.features.shape[1]),
+                                seed=config.seed)
         t0 = time.perf_counter()
-        dom = domain_classifier_test(x, y, seed=config.seed, **groups)
+        dom = domain_classifier_test(xf, yf, seed=config.seed, **groups)
         dom_s = time.perf_counter() - t0
         print(f"\n3. domain classifier ({len(x)} vs {len(y)} rows, {dom['folds']} folds"
               f"{', subject-grouped' if groups else ''}): {dom_s:.2f}s  AUC = {dom['auc']:.4f}  "

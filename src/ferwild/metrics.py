@@ -57,7 +57,9 @@ _PROB_SUM_ATOL = 1e-2
 # validation helpers
 
 
-def _as_labels(y: Any, name: str) -> np.ndarray:
+def as_class_ids(y: Any, name: str, num_classes: int | None = None) -> np.ndarray:
+    """``y`` as a 1-D int64 array of class ids, or a one-line ``ValueError`` (not 1-D, empty,
+    not integer-valued, or, with ``num_classes``, outside ``0..num_classes-1``)."""
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of class ids, got shape {arr.shape}")
@@ -67,8 +69,14 @@ def _as_labels(y: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must hold integer class ids, got non-integer values")
-    return arr.astype(np.int64)
+            raise ValueError(f"{name} must hold integer class ids, got NaN or non-integer values")
+    arr = arr.astype(np.int64)
+    if num_classes is not None:
+        _check_range(arr, num_classes, name)
+    return arr
+
+
+_as_labels = as_class_ids
 
 
 def _check_range(y: np.ndarray, num_classes: int, name: str) -> None:

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ferwild.metrics import as_class_ids
+
 __all__ = [
     "alignment_failure",
     "attribute_groups",
@@ -88,23 +90,6 @@ def _ci(value: Any, draws: np.ndarray, confidence: float) -> dict:
     alpha = 1.0 - confidence
     low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
     return {"value": value, "ci_low": float(low), "ci_high": float(high)}
-
-
-def _labels(y: Any, name: str, num_classes: int) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class ids, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty: cannot compute metrics on 0 samples")
-    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))):
-        raise ValueError(f"{name} must hold integer class ids, got NaN or non-integer values")
-    arr = arr.astype(np.int64)
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(f"{name} has class id {lo if lo < 0 else hi} outside 0..{num_classes - 1}")
-    return arr
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
@@ -209,8 +194,8 @@ def bootstrap_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, 
     n_bootstrap = _check_int(n_bootstrap, "n_bootstrap", 1)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    yt = _labels(y_true, "y_true", num_classes)
-    yp = _labels(y_pred, "y_pred", num_classes)
+    yt = as_class_ids(y_true, "y_true", num_classes)
+    yp = as_class_ids(y_pred, "y_pred", num_classes)
     if len(yt) != len(yp):
         raise ValueError(f"y_true has {len(yt)} samples but y_pred has {len(yp)}")
     result, _ = _bootstrap(yt, yp, num_classes, n_bootstrap, np.random.default_rng(seed),
@@ -363,8 +348,8 @@ def subgroup_audit(frame: pd.DataFrame, label_names: list[str], *,
     if len(frame) == 0:
         raise ValueError("frame is empty: nothing to audit")
     k = len(names)
-    true = _labels(frame["label_id"].to_numpy(), "label_id", k)
-    pred = _labels(frame["pred_id"].to_numpy(), "pred_id", k)
+    true = as_class_ids(frame["label_id"].to_numpy(), "label_id", k)
+    pred = as_class_ids(frame["pred_id"].to_numpy(), "pred_id", k)
     if attributes is None:
         attributes = [c for c in frame.columns if str(c).startswith("attr_")]
     else:

@@ -57,6 +57,8 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ferwild.metrics import as_class_ids
+
 __all__ = [
     "bbse_priors",
     "domain_classifier_test",
@@ -118,26 +120,6 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _as_class_ids(y: Any, name: str, num_classes: int) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class ids, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty: need at least 1 label")
-    if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
-        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and (
-        not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))
-    ):
-        raise ValueError(f"{name} must hold integer class ids, got non-integer values")
-    arr = arr.astype(np.int64)
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= num_classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{name} has class id {bad} outside 0..{num_classes - 1}")
-    return arr
 
 
 def _as_prior(p: Any, name: str, num_classes: int | None = None) -> np.ndarray:
@@ -643,9 +625,9 @@ def bbse_priors(
     """
     k = _positive_int(num_classes, "num_classes", minimum=2)
     n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
-    val_true = _as_class_ids(val_true, "val_true", k)
-    val_pred = _as_class_ids(val_pred, "val_pred", k)
-    target_pred = _as_class_ids(target_pred, "target_pred", k)
+    val_true = as_class_ids(val_true, "val_true", k)
+    val_pred = as_class_ids(val_pred, "val_pred", k)
+    target_pred = as_class_ids(target_pred, "target_pred", k)
     if val_true.size != val_pred.size:
         raise ValueError(
             f"val_true has {val_true.size} labels but val_pred has {val_pred.size}"
