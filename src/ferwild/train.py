@@ -481,6 +481,8 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     except FileNotFoundError as exc:
         raise RunError(str(exc)) from None
     label_names = prepared.label_names
+    # travels with every checkpoint: inference cuts new faces the way the training data was cut
+    face_alignment = prepared.face_alignment().to_dict()
     train_rows = prepared.rows(config.data.train_split, include_augmented=config.data.use_augmented_rows)
     val_rows = prepared.rows(config.data.val_split)
     for split, rows in ((config.data.train_split, train_rows), (config.data.val_split, val_rows)):
@@ -552,7 +554,7 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                 "rng": _torch_rng_state(),
                 "partial_epoch": partial_state.to_dict() if partial_state else None,
                 "model_config": _unwrap(model).config(), "label_names": label_names,
-                "config": config.to_dict()}
+                "face_alignment": face_alignment, "config": config.to_dict()}
 
     if ddp.is_main:
         log(f"training {config.model.name} on {len(train_set)} rows ({len(val_set)} val), "

@@ -123,6 +123,19 @@ class PreparedDataset:
         """The ordered class names of the dataset's label set (ids are positions)."""
         return list(self.summary.get("label_names", []))
 
+    def face_alignment(self):
+        """The :class:`~ferwild.data.faces.FaceAlignment` its crops were cut with (margin, crop
+        side, colour, detector threshold), for cutting new faces the same way at inference."""
+        from ferwild.data.faces import FaceAlignment
+
+        config = self.summary.get("config", {})
+        side = int(config.get("size", 224))
+        shape = self.summary.get("cache_shape") or [side, side, 3]
+        return FaceAlignment(align_mode=self.summary.get("align_mode", config.get("align", "auto")),
+                             margin=float(config.get("margin", FaceAlignment.margin)),
+                             crop_size=int(shape[0]), channels=int(shape[2]) if len(shape) > 2 else 1,
+                             min_confidence=float(config.get("min_confidence", FaceAlignment.min_confidence)))
+
     def rows(self, split: str | None = None, include_augmented: bool = True) -> pd.DataFrame:
         """Usable rows (with cached pixels), optionally of one split (``"train+val"`` joins
         splits), optionally without the augmented rows."""

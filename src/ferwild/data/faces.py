@@ -111,6 +111,46 @@ class AlignResult:
     other_boxes: list[Box] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class FaceAlignment:
+    """How a prepared dataset's crops were cut, so that new faces are cut the same way.
+
+    A model only sees faces the way its training data showed them: the same template
+    ``margin``, the same crop side (``crop_size``, the cache's side, which the model's
+    preprocessing then resizes to its input size) and the same colour (``channels`` 1 for a
+    grayscale cache such as FER2013's). ``align_mode`` is the mode the data was prepared with
+    (``"none"`` for pre-aligned crops: new photos still need detection and alignment);
+    ``min_confidence`` is the detector threshold used then.
+    """
+
+    align_mode: str = "auto"
+    margin: float = DEFAULT_MARGIN
+    crop_size: int = 224
+    channels: int = 3
+    min_confidence: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.align_mode not in MODES:
+            raise ValueError(f"unknown align mode {self.align_mode!r}; expected one of {MODES}")
+        if self.margin <= -1:
+            raise ValueError(f"margin must be > -1, got {self.margin}")
+        if self.crop_size <= 0:
+            raise ValueError(f"crop_size must be positive, got {self.crop_size}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+
+    def to_dict(self) -> dict:
+        return {"align_mode": self.align_mode, "margin": float(self.margin), "crop_size": int(self.crop_size),
+                "channels": int(self.channels), "min_confidence": float(self.min_confidence)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaceAlignment":
+        known = {k: d[k] for k in ("align_mode", "margin", "crop_size", "channels", "min_confidence") if k in d}
+        return cls(**known)
+
+
 # --------------------------------------------------------------------------------------------
 # Geometry
 # --------------------------------------------------------------------------------------------
