@@ -224,6 +224,21 @@ def _as_uint8_image(image: np.ndarray, *, rgb: bool) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def to_channels(crop: np.ndarray, channels: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 crop as ``channels`` (3: unchanged; 1: ``(H, W, 1)`` luma).
+
+    Grey crops keep their exact values; colour ones go through PIL's ITU-R 601 luma, the way
+    a grayscale cache (FER2013) is filled and the way new faces are fed to a model trained on it.
+    """
+    if channels == 3:
+        return crop
+    if channels != 1:
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if np.array_equal(crop[..., 0], crop[..., 1]) and np.array_equal(crop[..., 0], crop[..., 2]):
+        return np.ascontiguousarray(crop[..., :1])
+    return np.asarray(Image.fromarray(crop).convert("L"))[..., None]
+
+
 def align_face(
     image: np.ndarray, landmarks: np.ndarray, size: int = 224, margin: float = DEFAULT_MARGIN
 ) -> np.ndarray:

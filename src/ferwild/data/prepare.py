@@ -40,7 +40,7 @@ import pandas as pd
 from ferwild.data import cache
 from ferwild.data.balance import balance_plan, class_count_figure, parse_balance
 from ferwild.data.dedup import cross_split_drop_mask, find_duplicates, keep_pairs, pixel_correlation
-from ferwild.data.faces import DEFAULT_MARGIN
+from ferwild.data.faces import DEFAULT_MARGIN, to_channels
 from ferwild.data.sources import decode_fer2013_pixels, read_source
 from ferwild.data.split import assign_splits
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
@@ -293,16 +293,6 @@ def quality_by_split(manifest: pd.DataFrame, ratio: float = 2.0, min_rows: int =
     return medians, warnings
 
 
-def _to_channels(crop: np.ndarray, channels: int) -> np.ndarray:
-    if channels == 3:
-        return crop
-    if _is_grey(crop):
-        return crop[..., :1]
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(crop).convert("L"))[..., None]
-
-
 _CHUNK_DEFAULTS: dict[str, Any] = {
     "align_method": "", "confidence": None, "n_faces": 0, "box": None, "landmarks": None,
     "other_boxes": "[]", "shard_index": -1, "content_hash": "", "phash": 0,
@@ -357,7 +347,7 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
                    else [float(v) for v in np.asarray(result.landmarks).reshape(-1)],
                    other_boxes=json.dumps([[round(float(v), 1) for v in b] for b in result.other_boxes]))
         if result.crop is not None:
-            crop = _to_channels(np.ascontiguousarray(result.crop), channels)
+            crop = to_channels(np.ascontiguousarray(result.crop), channels)
             rec["shard_index"] = len(crops)
             rec["content_hash"] = content_hash(crop)
             rec["phash"] = int(perceptual_hash(crop))

@@ -1,0 +1,555 @@
+"""Recognise expressions in photos and videos with a trained run or its ONNX export.
+
+:class:`Recognizer` is the one inference facade that ``ferwild predict``, ``ferwild serve`` and
+user code share. It cuts each face the way the model's training data was cut (the checkpoint's
+:class:`~ferwild.data.faces.FaceAlignment`: MTCNN landmarks -> the same template margin and
+crop side, grayscale when the training cache was grey), applies the model's own preprocessing
+(input size, mean/std), and returns one :class:`ImageResult` per image with a :class:`Face` per
+detected face::
+
+    from ferwild.recognizer import Recognizer
+    rec = Recognizer.from_run("runs/vit")            # or Recognizer.from_onnx("model.onnx")
+    for result in rec.analyze(["group.jpg", "selfie.png"]):
+        for face in result.faces:
+            print(result.source, face.box, face.label, round(face.confidence, 2))
+    for frame in rec.analyze_video("clip.mp4", sample_fps=5):
+        ...
+
+One bad image never raises: its result carries ``error`` and the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from ferwild.data.faces import (FaceAlignment, FaceDetection, FaceDetector, align_face, resize_image,
+                                to_channels)
+from ferwild.data.images import ImageRejected, load_image
+
+ImageLike = str | os.PathLike | np.ndarray | Image.Image
+
+#: File suffixes ``ferwild predict`` treats as videos (decoded with PyAV/FFmpeg).
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"})
+#: File suffixes treated as still images.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+DETECTORS = ("mtcnn", "none")
+
+
+class RecognizerError(ValueError):
+    """A recogniser that cannot be built or a video that cannot be opened (one clear line)."""
+
+
+@dataclass
+class Face:
+    """One face in an image: where it is and what the model reads on it.
+
+    ``box`` is ``(x1, y1, x2, y2)`` in the image's pixels (MTCNN's box clipped to the image;
+    the whole image for ``detector="none"``); ``landmarks`` the 5 MTCNN points (eyes, nose,
+    mouth corners) or None; ``probabilities`` maps every class of the model to its probability;
+    ``label``/``confidence`` are the top class and its probability; ``method`` says how the
+    crop was cut (``"mtcnn"`` aligned on landmarks, ``"whole-image"``).
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: list[list[float]] | None
+    detection_confidence: float | None
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (plain floats, rounded to 6 digits)."""
+        return {"box": [round(float(v), 2) for v in self.box],
+                "landmarks": self.landmarks,
+                "detection_confidence": None if self.detection_confidence is None
+                else round(float(self.detection_confidence), 6),
+                "label": self.label, "confidence": round(float(self.confidence), 6),
+                "probabilities": {k: round(float(v), 6) for k, v in self.probabilities.items()},
+                "method": self.method}
+
+
+@dataclass
+class ImageResult:
+    """What the recogniser found in one image or video frame.
+
+    ``faces`` is sorted by box area, largest first (empty when no face was found, which is not
+    an error); ``error`` is a short reason when the image could not be used (then ``faces`` is
+    empty and ``width``/``height`` are 0); ``frame``/``time_s`` are set for video frames.
+    """
+
+    source: str
+    width: int
+    height: int
+    faces: list[Face] = field(default_factory=list)
+    error: str | None = None
+    frame: int | None = None
+    time_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"source": self.source, "width": self.width, "height": self.height,
+                "frame": self.frame, "time_s": None if self.time_s is None else round(float(self.time_s), 4),
+                "error": self.error, "n_faces": len(self.faces), "faces": [f.to_dict() for f in self.faces]}
+
+
+class TorchClassifier:
+    """A trained run's model as a ``pixel_values (N, 3, S, S) float32 -> logits (N, K)`` callable."""
+
+    backend = "torch"
+
+    def __init__(self, model, device) -> None:
+        self.model = model.eval()
+        self.device = device
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
+    """An in-memory image as ``(H, W, 3)`` uint8 RGB (alpha composited on white, as prepare does)."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image array, got dtype {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image array, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"empty image, shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+class Recognizer:
+    """Detect, align and classify faces with any ``pixel_values -> logits`` classifier.
+
+    Build it with :meth:`from_run` (PyTorch checkpoint) or :meth:`from_onnx` (an ONNX file from
+    ``ferwild export``); both read the label names, preprocessing and face alignment that travel
+    with the model, so nothing is re-derived from constants.
+
+    Args:
+        classifier: callable mapping normalised ``(N, 3, S, S)`` float32 pixels to ``(N, K)`` logits.
+        label_names: the K class names, in logit order.
+        preprocessing: the model's :class:`~ferwild.models.Preprocessing` (input size, mean, std).
+        face_alignment: how the training faces were cut (margin, crop side, channels, threshold).
+        detector: ``"mtcnn"`` (faces are detected and aligned on their landmarks), ``"none"``
+            (each image already is one face crop: it is only resized, as prepare does for
+            pre-aligned data) or a :class:`~ferwild.data.faces.FaceDetector`.
+        min_confidence: MTCNN face threshold (default: the one the training data was prepared with).
+        max_faces: keep at most this many faces per image, the largest first (None: all).
+        batch_size: faces per classifier call.
+    """
+
+    def __init__(self, classifier: Callable[[np.ndarray], np.ndarray], *, label_names: Sequence[str],
+                 preprocessing, face_alignment: FaceAlignment, detector: str | FaceDetector = "mtcnn",
+                 min_confidence: float | None = None, max_faces: int | None = None, batch_size: int = 64,
+                 backend: str = "torch", source: str = "", model_config: dict | None = None) -> None:
+        if max_faces is not None and max_faces < 1:
+            raise RecognizerError(f"max_faces must be >= 1, got {max_faces}")
+        if batch_size < 1:
+            raise RecognizerError(f"batch_size must be >= 1, got {batch_size}")
+        if not label_names:
+            raise RecognizerError("the model has no label names")
+        self.classifier = classifier
+        self.label_names = list(label_names)
+        self.preprocessing = preprocessing
+        self.face_alignment = face_alignment
+        self.max_faces = max_faces
+        self.batch_size = int(batch_size)
+        self.backend = backend
+        self.source = source
+        self.model_config = dict(model_config or {})
+        threshold = face_alignment.min_confidence if min_confidence is None else float(min_confidence)
+        if isinstance(detector, FaceDetector):
+            self.detector: FaceDetector | None = detector
+        elif detector == "mtcnn":
+            try:
+                self.detector = FaceDetector(min_confidence=threshold)
+            except ValueError as exc:
+                raise RecognizerError(str(exc)) from None
+        elif detector == "none":
+            self.detector = None
+        else:
+            raise RecognizerError(f"unknown detector {detector!r}; expected one of {DETECTORS}")
+        self._transform = None
+
+    # ---------------------------------------------------------------------------------------
+    # construction
+    # ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, *, which: str = "best", device: str = "auto",
+                 **kwargs: Any) -> "Recognizer":
+        """A recogniser over a ``ferwild train`` run's ``best`` (or ``last``) checkpoint.
+
+        Runs trained before checkpoints carried their face alignment fall back to the prepared
+        dataset named in the run's config, then to the defaults. Keyword arguments go to
+        :class:`Recognizer` (``detector``, ``min_confidence``, ``max_faces``, ``batch_size``).
+
+        Raises:
+            RecognizerError: not a run, unreadable checkpoint, bad arguments.
+        """
+        from ferwild.evaluate import load_run
+        from ferwild.train import RunError, resolve_device
+
+        try:
+            dev = resolve_device(device)
+            model, state = load_run(run_dir, which, dev)
+        except (RunError, ValueError) as exc:
+            raise RecognizerError(str(exc)) from None
+        alignment = _alignment_of_run(state)
+        return cls(TorchClassifier(model, dev), label_names=state["label_names"],
+                   preprocessing=model.preprocessing, face_alignment=alignment, backend="torch",
+                   source=str(run_dir), model_config=model.config(), **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, *, providers: Sequence[str] | None = None,
+                  **kwargs: Any) -> "Recognizer":
+        """A recogniser over an ONNX file written by ``ferwild export`` (ONNX Runtime, no PyTorch
+        model code involved); label names, preprocessing and alignment come from its metadata."""
+        from ferwild.export import OnnxClassifier
+
+        try:
+            onnx_model = OnnxClassifier(path, providers=providers)
+        except (OSError, ValueError) as exc:
+            raise RecognizerError(str(exc)) from None
+        return cls(onnx_model, label_names=onnx_model.label_names, preprocessing=onnx_model.preprocessing,
+                   face_alignment=FaceAlignment.from_dict(onnx_model.face_alignment or {}), backend="onnx",
+                   source=str(path), model_config=onnx_model.model_config, **kwargs)
+
+    def info(self) -> dict[str, Any]:
+        """What this recogniser is (backend, model, labels, preprocessing, alignment), JSON-ready."""
+        return {"backend": self.backend, "source": self.source,
+                "model": self.model_config.get("name", ""), "label_names": list(self.label_names),
+                "preprocessing": self.preprocessing.to_dict(), "face_alignment": self.face_alignment.to_dict(),
+                "detector": "mtcnn" if self.detector is not None else "none",
+                "min_confidence": None if self.detector is None else self.detector.min_confidence,
+                "max_faces": self.max_faces}
+
+    # ---------------------------------------------------------------------------------------
+    # classification of aligned crops
+    # ---------------------------------------------------------------------------------------
+
+    def classify(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, K)`` of aligned face crops.
+
+        ``crops`` are uint8 ``(S, S, 3)`` or ``(S, S, 1)`` arrays at the alignment's crop side
+        (other sides are resized); they are converted to the training cache's channels, then
+        normalised and resized exactly as in training and evaluation (``BatchTransform``).
+        """
+        import torch
+
+        from ferwild.pipeline import BatchTransform
+
+        if len(crops) == 0:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        if self._transform is None:
+            pre = self.preprocessing
+            self._transform = BatchTransform(pre.input_size, pre.mean, pre.std)
+        side, channels = self.face_alignment.crop_size, self.face_alignment.channels
+        batch = []
+        for crop in crops:
+            arr = _to_rgb_array(crop)
+            if arr.shape[:2] != (side, side):
+                arr = resize_image(arr, side)
+            batch.append(to_channels(arr, channels))
+        out = []
+        for start in range(0, len(batch), self.batch_size):
+            stack = torch.from_numpy(np.stack(batch[start:start + self.batch_size])).permute(0, 3, 1, 2)
+            logits = np.asarray(self.classifier(self._transform(stack).numpy()), dtype=np.float64)
+            if not np.isfinite(logits).all():
+                raise RecognizerError("the model returned non-finite logits")
+            out.append(_softmax(logits).astype(np.float32))
+        return np.concatenate(out)
+
+    # ---------------------------------------------------------------------------------------
+    # images
+    # ---------------------------------------------------------------------------------------
+
+    def analyze(self, images: Sequence[ImageLike], *, sources: Sequence[str] | None = None) -> list[ImageResult]:
+        """Detect, align and classify every face of each image; one :class:`ImageResult` per image.
+
+        Images may be paths (decoded like ``ferwild prepare`` does: EXIF rotation, alpha on
+        white, 16-bit, ...), ``(H, W[, 3])`` uint8 arrays or PIL images. ``sources`` names them
+        in the results (default: the path, or ``"image-<i>"``). An image that cannot be read or
+        processed gets ``error`` set; the others are unaffected.
+        """
+        if sources is not None and len(sources) != len(images):
+            raise RecognizerError(f"got {len(sources)} sources for {len(images)} images")
+        names = [str(sources[i]) if sources is not None else
+                 (os.fspath(im) if isinstance(im, (str, os.PathLike)) else f"image-{i}")
+                 for i, im in enumerate(images)]
+        results: list[ImageResult] = [ImageResult(name, 0, 0) for name in names]
+        arrays: dict[int, np.ndarray] = {}
+        for i, image in enumerate(images):
+            try:
+                if isinstance(image, (str, os.PathLike)):
+                    arrays[i] = load_image(image).array
+                else:
+                    arrays[i] = _to_rgb_array(image)
+            except ImageRejected as exc:
+                results[i].error = exc.reason
+            except Exception as exc:  # noqa: BLE001 - one bad input is reported, never fatal
+                results[i].error = _describe(exc)
+        for i, arr in arrays.items():
+            results[i].height, results[i].width = int(arr.shape[0]), int(arr.shape[1])
+        self._fill(results, arrays)
+        return results
+
+    def analyze_image(self, image: ImageLike, *, source: str | None = None) -> ImageResult:
+        """:meth:`analyze` for one image."""
+        return self.analyze([image], sources=None if source is None else [source])[0]
+
+    def _fill(self, results: list[ImageResult], arrays: dict[int, np.ndarray]) -> None:
+        """Detect faces in ``arrays`` (index -> RGB image), classify them, fill ``results``."""
+        order = list(arrays)
+        crops: list[np.ndarray] = []
+        owners: list[tuple[int, tuple[float, float, float, float], FaceDetection | None]] = []
+        if self.detector is None:
+            for i in order:
+                arr = arrays[i]
+                try:
+                    crops.append(resize_image(arr, self.face_alignment.crop_size))
+                except Exception as exc:  # noqa: BLE001
+                    results[i].error = _describe(exc)
+                    continue
+                owners.append((i, (0.0, 0.0, float(arr.shape[1]), float(arr.shape[0])), None))
+        else:
+            found = self.detector.detect([arrays[i] for i in order])
+            for i, dets in zip(order, found):
+                if isinstance(dets, Exception):
+                    if _too_small_for_detector(arrays[i], self.detector):
+                        continue  # an image smaller than the smallest face: no face, not an error
+                    results[i].error = f"face detection failed: {_describe(dets)}"
+                    continue
+                arr = arrays[i]
+                h, w = arr.shape[:2]
+                dets = sorted(dets, key=lambda d: -_area(d.box))
+                if self.max_faces is not None:
+                    dets = dets[: self.max_faces]
+                for det in dets:
+                    try:
+                        crop = align_face(arr, det.landmarks, self.face_alignment.crop_size,
+                                          self.face_alignment.margin)
+                    except Exception:  # noqa: BLE001 - degenerate landmarks: this face is skipped
+                        continue
+                    crops.append(crop)
+                    x1, y1, x2, y2 = det.box
+                    owners.append((i, (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)), det))
+        if not crops:
+            return
+        try:
+            probs = self.classify(crops)
+        except Exception as exc:  # noqa: BLE001 - the batch fails as a whole: say so per image
+            for i, _, _ in owners:
+                results[i].error = f"classification failed: {_describe(exc)}"
+            return
+        for (i, box, det), p in zip(owners, probs):
+            k = int(np.argmax(p))
+            results[i].faces.append(Face(
+                box=box,
+                landmarks=None if det is None else [[round(float(x), 2), round(float(y), 2)] for x, y in det.landmarks],
+                detection_confidence=None if det is None else float(det.confidence),
+                label=self.label_names[k], confidence=float(p[k]),
+                probabilities={name: float(v) for name, v in zip(self.label_names, p)},
+                method="whole-image" if det is None else "mtcnn"))
+
+    # ---------------------------------------------------------------------------------------
+    # videos
+    # ---------------------------------------------------------------------------------------
+
+    def analyze_video(self, path: str | os.PathLike, *, sample_fps: float | None = None,
+                      every_n_frames: int = 1, max_frames: int | None = None,
+                      frames_per_batch: int = 16) -> Iterator[ImageResult]:
+        """Yield one :class:`ImageResult` per sampled frame of a video (``frame``, ``time_s`` set).
+
+        Frames are sampled every ``every_n_frames`` decoded frames, or at about ``sample_fps``
+        frames per second of video time when given (by presentation timestamps, so variable
+        frame rates are handled). Frames are detected and classified in batches of
+        ``frames_per_batch``. A stream that breaks part-way ends with one result whose ``error``
+        says where it broke; the frames before it are kept.
+
+        Raises:
+            RecognizerError: the file cannot be opened or has no video stream.
+        """
+        if every_n_frames < 1:
+            raise RecognizerError(f"every_n_frames must be >= 1, got {every_n_frames}")
+        if sample_fps is not None and not sample_fps > 0:
+            raise RecognizerError(f"sample_fps must be > 0, got {sample_fps}")
+        name = os.fspath(path)
+        pending: list[tuple[int, float | None, np.ndarray]] = []
+
+        def flush() -> list[ImageResult]:
+            results = [ImageResult(name, int(a.shape[1]), int(a.shape[0]), frame=f, time_s=t) for f, t, a in pending]
+            self._fill(results, {j: a for j, (_, _, a) in enumerate(pending)})
+            pending.clear()
+            return results
+
+        frames = iter_video_frames(path)
+        next_time = 0.0
+        kept = 0
+        while True:
+            try:
+                item = next(frames)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - keep what was decoded, say where it broke
+                yield from flush()
+                yield ImageResult(name, 0, 0, error=f"video decoding stopped: {_describe(exc)}")
+                return
+            index, time_s, rgb = item
+            if sample_fps is not None and time_s is not None:
+                if time_s + 1e-9 < next_time:
+                    continue
+                next_time = (math.floor(time_s * sample_fps + 1e-9) + 1) / sample_fps
+            elif index % every_n_frames:
+                continue
+            pending.append((index, time_s, rgb))
+            kept += 1
+            if len(pending) >= frames_per_batch:
+                yield from flush()
+            if max_frames is not None and kept >= max_frames:
+                break
+        frames.close()
+        yield from flush()
+
+
+def iter_video_frames(path: str | os.PathLike) -> Iterator[tuple[int, float | None, np.ndarray]]:
+    """Decode a video with PyAV: ``(frame index, time in seconds or None, (H, W, 3) uint8 RGB)``.
+
+    Raises:
+        RecognizerError: when the file is missing, not a video, or has no video stream (raised
+            at the first ``next``). Errors part-way through come out of ``next`` as PyAV errors.
+    """
+    import av
+
+    name = os.fspath(path)
+    if not Path(name).is_file():
+        raise RecognizerError(f"{name}: no such video file")
+    try:
+        container = av.open(name)
+    except Exception as exc:  # noqa: BLE001 - av raises many types for a non-video
+        raise RecognizerError(f"{name}: cannot open as a video ({_describe(exc)})") from None
+    try:
+        if not container.streams.video:
+            raise RecognizerError(f"{name}: has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame-level threads: decoding keeps up with MTCNN on 2 cores
+        for index, frame in enumerate(container.decode(stream)):
+            yield index, (None if frame.time is None else float(frame.time)), frame.to_ndarray(format="rgb24")
+    finally:
+        container.close()
+
+
+def _area(box: tuple[float, float, float, float]) -> float:
+    x1, y1, x2, y2 = box
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+def _too_small_for_detector(image: np.ndarray, detector: FaceDetector) -> bool:
+    """MTCNN raises on images whose shorter side is below its smallest face: no face there."""
+    h, w = image.shape[:2]
+    scale = min(1.0, detector.max_side / max(h, w))
+    return min(h, w) * scale < detector.min_face_size
+
+
+def _alignment_of_run(state: dict) -> FaceAlignment:
+    """The face alignment saved with the checkpoint; for older runs, the prepared data's."""
+    if state.get("face_alignment"):
+        return FaceAlignment.from_dict(state["face_alignment"])
+    data_path = (state.get("config") or {}).get("data", {}).get("path")
+    if data_path and (Path(data_path) / "manifest.parquet").exists():
+        from ferwild.data.cache import PreparedDataset
+
+        return PreparedDataset(data_path).face_alignment()
+    return FaceAlignment()
+
+
+def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image and video files.
+
+    Files given by name are kept whatever their suffix (a bad one is reported when read);
+    inside folders only known image/video suffixes are taken.
+
+    Raises:
+        RecognizerError: a path that does not exist, or no input at all.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()
+                              and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise RecognizerError(f"{p}: no such file or folder")
+    if not out:
+        raise RecognizerError("no image or video files found in " + ", ".join(map(str, paths)))
+    return out
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether ``ferwild predict`` decodes this file as a video (by suffix)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+_PALETTE = [(230, 57, 70), (244, 162, 97), (106, 76, 147), (42, 157, 143), (69, 123, 157),
+            (233, 196, 106), (131, 56, 236), (29, 53, 87)]
+
+
+def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str] | None = None) -> Image.Image:
+    """The image with each face's box and ``label 87%`` drawn on it (a PIL RGB image).
+
+    Colours follow the class index in ``label_names`` (default: the order labels appear).
+    """
+    from PIL import ImageDraw, ImageFont
+
+    arr = load_image(image).array if isinstance(image, (str, os.PathLike)) else _to_rgb_array(image)
+    canvas = Image.fromarray(arr).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    names = list(label_names) if label_names else []
+    width = max(2, round(max(canvas.size) / 300))
+    font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 45)))
+    for face in result.faces:
+        if face.label not in names:
+            names.append(face.label)
+        color = _PALETTE[names.index(face.label) % len(_PALETTE)]
+        x1, y1, x2, y2 = face.box
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=width)
+        text = f"{face.label} {face.confidence:.0%}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        ty = y1 - (bottom - top) - 2 * width if y1 - (bottom - top) - 2 * width >= 0 else y2 + width
+        draw.rectangle([x1, ty, x1 + (right - left) + 2 * width, ty + (bottom - top) + 2 * width], fill=color)
+        draw.text((x1 + width - left, ty + width - top), text, fill=(255, 255, 255), font=font)
+    return canvas
