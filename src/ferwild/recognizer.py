@@ -361,7 +361,7 @@ class Recognizer:
                 for det in dets:
                     try:
                         crop = align_face(arr, det.landmarks, self.face_alignment.crop_size,
-                                          self.face_alignment.margin)
+                                          self.face_alignment.margin, template=self.face_alignment.template)
                     except Exception:  # noqa: BLE001 - degenerate landmarks: this face is skipped
                         continue
                     crops.append(crop)
