@@ -22,3 +22,24 @@ def shared_data() -> Path:
     if not (path / "fer2013").is_dir() or not (path / "face_photos").is_dir():
         pytest.skip(f"real test data not present at {path} (set FERWILD_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real (tiny) trained run: synthetic faces -> prepare at 32 px -> cnn_small, 2 epochs.
+
+    Returns ``(run_dir, prepared_dir, raw_dir)``; ``raw_dir/images/<label>/*.png`` are the
+    original 64 px synthetic faces. Shared by the inference-side tests (recognizer, predict).
+    """
+    from ferwild.config import RunConfig
+    from ferwild.data.prepare import PrepareConfig, prepare
+    from ferwild.data.synth import synth_dataset
+    from ferwild.train import fit
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    synth_dataset("reference", 150, root / "raw", seed=7, size=64, label_set="basic6")
+    prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1))
+    config = RunConfig.load(None, [f"data.path={root / 'prep'}", "model.name=cnn_small", "model.pretrained=none",
+                                   "model.image_size=32", "train.batch_size=32", "train.epochs=2"])
+    fit(config, root / "run", log=lambda message: None)
+    return root / "run", root / "prep", root / "raw"

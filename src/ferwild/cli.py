@@ -448,6 +448,126 @@ def monitor(
         console.print(f"no retraining needed yet. History: {where}/history.csv", highlight=False)
 
 
+def _recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min_confidence: Optional[float],
+                max_faces: Optional[int], device: str, which: str = "best"):
+    """A Recognizer from ``--run`` or ``--onnx`` (exactly one), or a clean CLI error."""
+    from ferwild.recognizer import Recognizer, RecognizerError
+
+    if (run is None) == (onnx is None):
+        _fail("give exactly one of --run RUN_DIR or --onnx MODEL.onnx")
+    kwargs = {"detector": detector, "min_confidence": min_confidence, "max_faces": max_faces}
+    try:
+        if run is not None:
+            return Recognizer.from_run(run, which=which, device=device, **kwargs)
+        return Recognizer.from_onnx(onnx, **kwargs)
+    except RecognizerError as exc:
+        _fail(str(exc))
+
+
+_RUN_OPTION = typer.Option(None, "--run", help="A run directory written by `ferwild train` (or a study's best run).")
+_ONNX_OPTION = typer.Option(None, "--onnx", help="An ONNX file written by `ferwild export` (instead of --run).")
+_DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face) | none (each image is "
+                                "already one face crop).")
+
+
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="Images, videos and folders of them (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: predictions.csv, results.jsonl, "
+                             "summary.json[, annotated/]."),
+    run: Optional[Path] = _RUN_OPTION,
+    onnx: Optional[Path] = _ONNX_OPTION,
+    detector: str = _DETECTOR_OPTION,
+    min_confidence: Optional[float] = typer.Option(None, help="Face detector threshold (default: the one "
+                                                   "the training data was prepared with)."),
+    max_faces: Optional[int] = typer.Option(None, help="At most this many faces per image, largest first."),
+    fps: Optional[float] = typer.Option(None, help="Videos: sample about this many frames per second."),
+    every_n_frames: int = typer.Option(1, help="Videos: every n-th frame (when --fps is not given)."),
+    max_frames: Optional[int] = typer.Option(None, help="Videos: at most this many sampled frames each."),
+    annotate: bool = typer.Option(False, help="Also write images and videos with boxes and labels drawn."),
+    batch_images: int = typer.Option(32, help="Images analysed (and saved) at a time."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (with --run)."),
+    overwrite: bool = typer.Option(False, help="Start afresh instead of resuming what OUT holds."),
+) -> None:
+    """Recognise expressions in photos and videos; resumable, bad files reported and skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ferwild.predict import PredictConfig, predict_files
+    from ferwild.recognizer import RecognizerError
+
+    try:
+        config = PredictConfig(sample_fps=fps, every_n_frames=every_n_frames, max_frames=max_frames,
+                               annotate=annotate, batch_images=batch_images)
+    except ValueError as exc:
+        _fail(str(exc))
+    recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
+                             device=device)
+    columns = (TextColumn("files"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err_console, transient=True) as bar:
+            task = bar.add_task("files", total=None)
+            summary = predict_files(recognizer, inputs, out, config, overwrite=overwrite,
+                                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                    log=lambda m: bar.console.print(f"  {m}", highlight=False))
+    except RecognizerError as exc:
+        _fail(str(exc))
+    console.print(f"{summary['n_images']} images, {summary['n_videos']} videos ({summary['n_frames']} frames): "
+                  f"{summary['n_faces']} faces, {summary['n_without_face']} without a face, "
+                  f"{summary['n_errors']} errors", highlight=False)
+    if summary["labels"]:
+        console.print("labels: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()), highlight=False)
+    for e in summary["errors"][:10]:
+        console.print(f"[yellow]skipped[/] {e['source']}: {e['error']}", highlight=False)
+    if summary["n_errors"] > 10:
+        console.print(f"... {summary['n_errors'] - 10} more in {out / 'summary.json'}", highlight=False)
+    console.print(f"written to {out}/ (predictions.csv, results.jsonl, summary.json"
+                  f"{', annotated/' if annotate else ''})", highlight=False)
+
+
+@app.command()
+def export(
+    run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
+    which: str = typer.Option("best", help="Checkpoint: best | last."),
+    opset: int = typer.Option(18, help="ONNX opset."),
+    check: bool = typer.Option(True, help="Compare ONNX Runtime with PyTorch on random batches."),
+) -> None:
+    """Export a run to one self-contained ONNX file (labels, preprocessing, face alignment inside)."""
+    from ferwild.export import export_onnx
+    from ferwild.train import RunError
+
+    try:
+        report = export_onnx(run, out, which=which, opset=opset, check=check)
+    except (RunError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    size = report.get("size_bytes", 0) / 1e6
+    parity = (report.get("parity") or {}).get("max_abs_diff_probabilities")
+    console.print(f"wrote {out} ({size:.1f} MB, opset {report.get('opset')}, {report.get('exporter')} exporter)"
+                  + (f"; ONNX Runtime vs PyTorch: max |dp| = {parity:.2e}" if parity is not None else ""),
+                  highlight=False)
+
+
+@app.command()
+def serve(
+    run: Optional[Path] = _RUN_OPTION,
+    onnx: Optional[Path] = _ONNX_OPTION,
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    detector: str = _DETECTOR_OPTION,
+    min_confidence: Optional[float] = typer.Option(None, help="Face detector threshold."),
+    max_faces: Optional[int] = typer.Option(None, help="At most this many faces per image."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (with --run)."),
+) -> None:
+    """Serve the model over HTTP: a web page at /, POST /predict, GET /info, GET /health."""
+    from ferwild.serve import serve as run_server
+
+    recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
+                             device=device)
+    console.print(f"serving {recognizer.info()['model']} ({recognizer.backend}) on http://{host}:{port}/",
+                  highlight=False)
+    run_server(recognizer, host=host, port=port)
+
+
 def demo_study(prepared: Path, path: Path, seeds: list[int], quick: bool = False) -> Path:
     """The seed study's design scaled to a CPU: small models at 48 px, random init.
 

@@ -28,6 +28,23 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", device: str | torc
     return model.to(device).eval(), state
 
 
+def run_face_alignment(state: dict[str, Any]):
+    """How a run's training faces were cut (:class:`~ferwild.data.faces.FaceAlignment`) and where
+    that came from: ``"checkpoint"``; for runs trained before checkpoints recorded it, the
+    ``"prepared data"`` named in the run's config when it is still there, else ``"defaults"``."""
+    from ferwild.data.faces import FaceAlignment
+
+    if state.get("face_alignment"):
+        return FaceAlignment.from_dict(state["face_alignment"]), "checkpoint"
+    data_path = (state.get("config") or {}).get("data", {}).get("path")
+    if data_path:
+        try:
+            return PreparedDataset(data_path).face_alignment(), "prepared data"
+        except FileNotFoundError:
+            pass
+    return FaceAlignment(), "defaults"
+
+
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str = "test",
                  out_dir: str | os.PathLike | None = None, *, which: str = "best",
                  batch_size: int = 256, device: str = "auto") -> dict[str, Any]:

@@ -220,7 +220,7 @@ class Recognizer:
         Raises:
             RecognizerError: not a run, unreadable checkpoint, bad arguments.
         """
-        from ferwild.evaluate import load_run
+        from ferwild.evaluate import load_run, run_face_alignment
         from ferwild.train import RunError, resolve_device
 
         try:
@@ -228,7 +228,7 @@ class Recognizer:
             model, state = load_run(run_dir, which, dev)
         except (RunError, ValueError) as exc:
             raise RecognizerError(str(exc)) from None
-        alignment = _alignment_of_run(state)
+        alignment, _ = run_face_alignment(state)
         return cls(TorchClassifier(model, dev), label_names=state["label_names"],
                    preprocessing=model.preprocessing, face_alignment=alignment, backend="torch",
                    source=str(run_dir), model_config=model.config(), **kwargs)
@@ -424,6 +424,8 @@ class Recognizer:
                 item = next(frames)
             except StopIteration:
                 break
+            except RecognizerError:
+                raise  # cannot be opened at all: the caller's error, not a frame's
             except Exception as exc:  # noqa: BLE001 - keep what was decoded, say where it broke
                 yield from flush()
                 yield ImageResult(name, 0, 0, error=f"video decoding stopped: {_describe(exc)}")
@@ -482,18 +484,6 @@ def _too_small_for_detector(image: np.ndarray, detector: FaceDetector) -> bool:
     h, w = image.shape[:2]
     scale = min(1.0, detector.max_side / max(h, w))
     return min(h, w) * scale < detector.min_face_size
-
-
-def _alignment_of_run(state: dict) -> FaceAlignment:
-    """The face alignment saved with the checkpoint; for older runs, the prepared data's."""
-    if state.get("face_alignment"):
-        return FaceAlignment.from_dict(state["face_alignment"])
-    data_path = (state.get("config") or {}).get("data", {}).get("path")
-    if data_path and (Path(data_path) / "manifest.parquet").exists():
-        from ferwild.data.cache import PreparedDataset
-
-        return PreparedDataset(data_path).face_alignment()
-    return FaceAlignment()
 
 
 def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -1,0 +1,528 @@
+"""ONNX export of a trained run, checked against PyTorch, and an onnxruntime classifier.
+
+:func:`export_onnx` turns a run's ``best`` (or ``last``) checkpoint into one self-contained
+``.onnx`` file: input ``pixel_values`` float32 ``(N, 3, S, S)``, already normalised as the
+model's :class:`~ferwild.models.Preprocessing` says, with a dynamic batch axis; outputs
+``logits`` and ``probabilities`` (softmax), both ``(N, K)``. Everything a consumer needs to use
+the file without the run directory (label names, preprocessing, face alignment, the model
+config, where it came from) is embedded as one JSON string under the ``"ferwild"`` key of the
+model's ``metadata_props``.
+
+:class:`OnnxClassifier` loads such a file with onnxruntime alone: no checkpoint, no pickle.
+
+Errors: :class:`ExportError` (export or parity check failed) and :class:`OnnxModelError`
+(a file that is missing, not ONNX, or not a ferwild export) are ``ValueError`` subclasses,
+as is ferwild's ``RunError`` that :func:`export_onnx` lets through for a missing or broken
+run; so ``except ValueError`` catches every user-facing problem. ``ExportError`` is not a
+``RunError`` subclass on purpose: that would import ``ferwild.train`` (and torch) whenever
+this module is imported, and ``OnnxClassifier`` should not need torch.
+
+torch and onnx are imported inside the functions that need them: ``import ferwild.export``
+costs numpy only. (``OnnxClassifier`` still imports ``ferwild.models`` for ``Preprocessing``,
+and that module imports torch at its top, so today a classifier does pull torch in.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "INPUT_NAME",
+    "METADATA_FORMAT",
+    "METADATA_KEY",
+    "OUTPUT_NAMES",
+    "ExportError",
+    "OnnxClassifier",
+    "OnnxModelError",
+    "OnnxModelNotFound",
+    "export_onnx",
+]
+
+INPUT_NAME = "pixel_values"
+OUTPUT_NAMES = ("logits", "probabilities")
+METADATA_KEY = "ferwild"
+#: Bumped when the metadata's meaning changes; readers refuse another major version.
+METADATA_FORMAT = "ferwild.onnx/1"
+
+# A protobuf message (hence a single-file .onnx) cannot exceed 2 GiB; leave room for the graph.
+_MAX_INLINE_BYTES = 2_000_000_000
+# The export example batch: 2, not 1, so that torch.export does not specialise the batch axis
+# to a constant (it treats sizes 0 and 1 as special); the parity check then runs other sizes.
+_EXAMPLE_BATCH = 2
+
+
+class ExportError(ValueError):
+    """The export failed: both exporters raised, the graph is not what was asked for, the model
+    is too large for one file, or the ONNX outputs do not match PyTorch within ``atol``."""
+
+
+class OnnxModelError(ValueError):
+    """An ONNX file :class:`OnnxClassifier` cannot use: not ONNX, or not exported by ferwild."""
+
+
+class OnnxModelNotFound(OnnxModelError, FileNotFoundError):
+    """The ONNX file does not exist (also a ``FileNotFoundError``)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _ferwild_version() -> str:
+    import ferwild
+
+    version = getattr(ferwild, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("ferwild")
+    except Exception:  # noqa: BLE001 - a source checkout without installed metadata
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# export
+
+
+def _wrap(model: Any):
+    """The FERModel with a second output, so consumers need not re-implement the softmax."""
+    import torch
+    from torch import nn
+
+    class LogitsAndProbabilities(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, pixel_values: torch.Tensor):
+            logits = self.model(pixel_values)
+            return logits, torch.softmax(logits, dim=-1)
+
+    return LogitsAndProbabilities(model).eval()
+
+
+@contextmanager
+def _quiet_exporter():
+    """Silence the exporters' progress prints and tracer/deprecation warnings: they are noise to
+    a ``ferwild`` user, and what matters (which exporter, why a fallback) goes into the report."""
+    import contextlib
+    import io
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _export_proto(wrapper: Any, example: Any, opset: int, scratch: Path):
+    """``(ModelProto with every tensor inline, exporter name, why dynamo was not used or None)``.
+
+    The dynamo (``torch.export``) exporter is tried first; if it raises (an op or control flow
+    it cannot capture), the TorchScript exporter gets a second try with ``dynamic_axes``.
+    """
+    import onnx
+    import torch
+
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                wrapper, (example,), None, dynamo=True, opset_version=opset, verbose=False,
+                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
+            )
+            # model_proto serialises from memory with the weights inline (writing the program
+            # with .save() would put them in a side ".data" file).
+            return program.model_proto, "dynamo", None
+    except Exception as exc:  # noqa: BLE001 - any failure of the new exporter means: try the old one
+        dynamo_error = _first_line(exc)
+    try:
+        # The TorchScript exporter writes to a path; use a private folder beside the output (same
+        # disk, removed afterwards) and read it back with any external data folded in.
+        with tempfile.TemporaryDirectory(prefix=".ferwild-export-", dir=scratch) as folder:
+            path = Path(folder) / "model.onnx"
+            with _quiet_exporter():
+                torch.onnx.export(
+                    wrapper, (example,), str(path), dynamo=False, opset_version=opset,
+                    input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                    dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+                    do_constant_folding=True,
+                )
+            proto = onnx.load(str(path), load_external_data=True)
+        return proto, "torchscript", dynamo_error
+    except Exception as exc:
+        raise ExportError(
+            f"neither ONNX exporter could export this model: dynamo: {dynamo_error}; "
+            f"torchscript: {_first_line(exc)}"
+        ) from exc
+
+
+def _graph_io(proto: Any) -> tuple[list[str], list[str], list[Any]]:
+    """Input names, output names, and the input's shape (ints, or the dim_param strings)."""
+    inputs = [v.name for v in proto.graph.input]
+    outputs = [v.name for v in proto.graph.output]
+    shape: list[Any] = []
+    if proto.graph.input:
+        for dim in proto.graph.input[0].type.tensor_type.shape.dim:
+            shape.append(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None))
+    return inputs, outputs, shape
+
+
+def _check_graph(proto: Any, size: int) -> list[Any]:
+    """The exported graph must have exactly the promised interface, batch axis symbolic."""
+    inputs, outputs, shape = _graph_io(proto)
+    if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
+        raise ExportError(f"the exported graph has inputs {inputs} and outputs {outputs}; "
+                          f"expected [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}")
+    if len(shape) != 4 or shape[1:] != [3, size, size]:
+        raise ExportError(f"the exported input has shape {shape}; expected [batch, 3, {size}, {size}]")
+    if isinstance(shape[0], int):
+        raise ExportError(f"the exported batch axis is fixed to {shape[0]}, not dynamic")
+    return shape
+
+
+def _set_metadata(proto: Any, metadata: dict, doc: str) -> None:
+    del_idx = [i for i, p in enumerate(proto.metadata_props) if p.key == METADATA_KEY]
+    for i in reversed(del_idx):
+        del proto.metadata_props[i]
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(metadata, sort_keys=False)
+    proto.doc_string = doc
+    proto.producer_name = "ferwild"
+    proto.producer_version = metadata["ferwild_version"]
+
+
+def _save_inline(proto: Any, path: Path) -> None:
+    """One self-contained file (no external data), flushed to disk before it is renamed."""
+    import onnx
+
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _parity(model: Any, onnx_path: Path, batch: int, atol: float) -> dict:
+    """Run PyTorch and onnxruntime (CPU) on the same random batches of two sizes and compare."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    size = model.preprocessing.input_size
+    # Two sizes, neither the export's example batch: a batch axis that was silently fixed, or
+    # specialised to the example, fails here rather than in production.
+    sizes = [batch, 1] if batch != 1 else [1, 3]
+    gen = torch.Generator().manual_seed(0)
+    rows, worst_logits, worst_probs, agree, total = [], 0.0, 0.0, 0, 0
+    for n in sizes:
+        # realistic inputs: uniform pixels in [0, 1], normalised as the model expects
+        pixels = model.preprocessing.normalize(torch.rand(n, 3, size, size, generator=gen))
+        with torch.no_grad():
+            ref_logits = model(pixels)
+            ref_probs = torch.softmax(ref_logits, dim=-1)
+        ort_logits, ort_probs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixels.numpy()})
+        if ort_logits.shape != tuple(ref_logits.shape) or ort_probs.shape != tuple(ref_probs.shape):
+            raise ExportError(f"onnxruntime returned shapes {ort_logits.shape} / {ort_probs.shape} for a batch "
+                              f"of {n}; PyTorch returns {tuple(ref_logits.shape)}")
+        d_logits = float(np.max(np.abs(ort_logits - ref_logits.numpy())))
+        d_probs = float(np.max(np.abs(ort_probs - ref_probs.numpy())))
+        same = int((ort_logits.argmax(1) == ref_logits.numpy().argmax(1)).sum())
+        rows.append({"batch": n, "max_abs_diff_logits": d_logits, "max_abs_diff_probabilities": d_probs,
+                     "argmax_agreement": same / n})
+        # NaN must count as the worst case, and max() with NaN depends on argument order
+        worst_logits = d_logits if not d_logits <= worst_logits else worst_logits
+        worst_probs = d_probs if not d_probs <= worst_probs else worst_probs
+        agree, total = agree + same, total + n
+    report = {"atol": atol, "batches": rows, "max_abs_diff_logits": worst_logits,
+              "max_abs_diff_probabilities": worst_probs, "argmax_agreement": agree / total,
+              "passed": bool(worst_probs <= atol)}
+    if not report["passed"]:
+        raise ExportError(
+            f"ONNX and PyTorch outputs differ: max |Δprobabilities| = {worst_probs:.3g} > atol {atol:g} "
+            f"(max |Δlogits| = {worst_logits:.3g}, argmax agreement {agree}/{total}); the file was not written"
+        )
+    return report
+
+
+def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, which: str = "best",
+                opset: int = 18, check: bool = True, atol: float = 1e-4,
+                batch_for_check: int = 4) -> dict[str, Any]:
+    """Export a run's ``which`` checkpoint to a single self-contained ONNX file at ``out_path``.
+
+    The graph takes ``pixel_values`` float32 ``(N, 3, S, S)``, normalised per the model's
+    preprocessing, with a dynamic ``N``, and returns ``logits`` and ``probabilities`` ``(N, K)``.
+    The ``"ferwild"`` metadata entry holds label names, preprocessing, face alignment, model
+    config, source run, checkpoint, epoch, versions, opset and exporter (see :class:`OnnxClassifier`).
+
+    The dynamo exporter is tried first, the TorchScript one if it raises; the report's
+    ``exporter`` says which was used and ``exporter_fallback_reason`` why. The file is written
+    to a temporary name beside ``out_path``, checked there, and only then renamed over
+    ``out_path`` (replacing an existing file): a failed or killed export never leaves half a
+    file, and a file that fails the parity check is never installed.
+
+    With ``check``, PyTorch and onnxruntime (CPU) run on a random batch of ``batch_for_check``
+    and on one of another size; the report gives the largest absolute differences of logits
+    and probabilities and the argmax agreement.
+
+    Returns a JSON-able report: path, size_bytes, opset, exporter, input/output names and
+    shapes, parity (``None`` without ``check``), seconds, and what was embedded.
+
+    Raises:
+        RunError: ``run_dir`` is not a run, or has no such checkpoint (from ``load_run``).
+        ExportError: bad arguments, both exporters failed, the graph lacks a dynamic batch axis,
+            the model is too big for one file, or probabilities differ by more than ``atol``.
+    """
+    t0 = time.perf_counter()
+    if which not in ("best", "last"):
+        raise ExportError(f"which must be 'best' or 'last', not {which!r}")
+    import onnx
+
+    max_opset = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= max_opset:
+        raise ExportError(f"opset must be an integer in 13..{max_opset} (this onnx package's newest), not {opset!r}")
+    if not (isinstance(atol, (int, float)) and atol > 0):
+        raise ExportError(f"atol must be a positive number, not {atol!r}")
+    if isinstance(batch_for_check, bool) or not isinstance(batch_for_check, int) or batch_for_check < 1:
+        raise ExportError(f"batch_for_check must be a positive integer, not {batch_for_check!r}")
+    out = Path(out_path)
+    if out.is_dir():
+        raise ExportError(f"{out} is a directory; give the path of the .onnx file to write")
+
+    import torch
+
+    from ferwild.evaluate import load_run, run_face_alignment
+    from ferwild.train import checkpoint_dir
+
+    model, state = load_run(run_dir, which, "cpu")  # RunError for a missing/broken run
+    ckpt_name = checkpoint_dir(run_dir, which).name
+    n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if n_bytes > _MAX_INLINE_BYTES:
+        raise ExportError(f"the model's tensors take {n_bytes / 1e9:.2f} GB, over the 2 GB a single-file "
+                          "ONNX model can hold")
+    pre = model.preprocessing
+    size = pre.input_size
+    alignment, alignment_source = run_face_alignment(state)
+    face_alignment = alignment.to_dict()
+    label_names = [str(n) for n in state["label_names"]]
+    if len(label_names) != model.num_classes:
+        raise ExportError(f"the checkpoint lists {len(label_names)} labels for a {model.num_classes}-way model")
+
+    wrapper = _wrap(model)
+    example = pre.normalize(torch.rand(_EXAMPLE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(1)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t_export = time.perf_counter()
+    proto, exporter, fallback_reason = _export_proto(wrapper, example, opset, out.parent)
+    export_s = time.perf_counter() - t_export
+    input_shape = _check_graph(proto, size)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise ExportError(f"the {exporter} exporter produced an invalid ONNX model: {_first_line(exc)}") from exc
+
+    from ferwild.metrics import jsonable
+
+    metadata = jsonable({
+        "format": METADATA_FORMAT,
+        "label_names": label_names,
+        "preprocessing": pre.to_dict(),
+        "face_alignment": face_alignment,
+        "face_alignment_source": alignment_source,
+        "model_config": state["model_config"],
+        "source_run": str(Path(run_dir).resolve()),
+        "checkpoint": which,
+        "checkpoint_name": ckpt_name,
+        "epoch": state.get("epoch"),
+        "ferwild_version": _ferwild_version(),
+        "torch_version": torch.__version__,
+        "opset": opset,
+        "exporter": exporter,
+        "input_name": INPUT_NAME,
+        "output_names": list(OUTPUT_NAMES),
+    })
+    doc = (f"ferwild {model.name} expression classifier ({len(label_names)} classes: {', '.join(label_names)}); "
+           f"input {INPUT_NAME} float32 (N, 3, {size}, {size}) normalised with mean {list(pre.mean)} "
+           f"std {list(pre.std)}; outputs logits, probabilities")
+    _set_metadata(proto, metadata, doc)
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    parity = None
+    try:
+        _save_inline(proto, tmp)
+        if check:
+            parity = _parity(model, tmp, batch_for_check, float(atol))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return jsonable({
+        "path": str(out),
+        "size_bytes": out.stat().st_size,
+        "opset": opset,
+        "exporter": exporter,
+        "exporter_fallback_reason": fallback_reason,
+        "model": model.name,
+        "source_run": metadata["source_run"],
+        "checkpoint": which,
+        "epoch": metadata["epoch"],
+        "label_names": label_names,
+        "face_alignment_source": alignment_source,
+        "input_name": INPUT_NAME,
+        "input_shape": input_shape,
+        "output_names": list(OUTPUT_NAMES),
+        "parity": parity,
+        "export_seconds": export_s,
+        "seconds": time.perf_counter() - t0,
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# inference
+
+
+class OnnxClassifier:
+    """An exported ferwild model run by onnxruntime.
+
+    ``OnnxClassifier(path, providers=None, intra_op_threads=None)``: ``providers`` defaults to
+    ``["CPUExecutionProvider"]`` (predictable everywhere; pass e.g.
+    ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` for a GPU); ``intra_op_threads`` caps
+    onnxruntime's threads (default: its own choice, all cores).
+
+    Attributes: ``label_names``, ``preprocessing`` (:class:`~ferwild.models.Preprocessing`),
+    ``face_alignment`` (dict, see :class:`~ferwild.data.faces.FaceAlignment`),
+    ``model_config``, ``metadata`` (the whole embedded dict), ``path``, ``session``.
+
+    Calling it on normalised ``pixel_values`` ``(N, 3, S, S)`` returns float32 logits
+    ``(N, K)``; :meth:`predict_proba` returns the probabilities. Only the ONNX graph and its
+    JSON metadata are read: nothing is unpickled.
+
+    Raises:
+        OnnxModelNotFound: no file at ``path`` (also a ``FileNotFoundError``).
+        OnnxModelError: not an ONNX model onnxruntime can load, no or unreadable ferwild
+            metadata, a graph whose interface does not match it, or an unavailable provider.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, providers: Sequence[str] | None = None,
+                 intra_op_threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        from ferwild.models import Preprocessing  # note: ferwild.models imports torch
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise OnnxModelNotFound(f"no ONNX model at {self.path}")
+        if not self.path.is_file():
+            raise OnnxModelError(f"{self.path} is not a file (give the path of an exported .onnx file)")
+        providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing or not providers:
+            raise OnnxModelError(f"onnxruntime providers {missing or providers} are not available here; "
+                                 f"available: {ort.get_available_providers()}")
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            if isinstance(intra_op_threads, bool) or int(intra_op_threads) < 1:
+                raise ValueError(f"intra_op_threads must be a positive integer, not {intra_op_threads!r}")
+            options.intra_op_num_threads = int(intra_op_threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one class
+            raise OnnxModelError(f"{self.path} is not an ONNX model onnxruntime can load: {_first_line(exc)}") from None
+
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise OnnxModelError(
+                f"{self.path} is an ONNX model but was not exported by ferwild export; it has no "
+                f"{METADATA_KEY!r} metadata (label names, preprocessing). Export a run with "
+                "ferwild.export.export_onnx (the `ferwild export` command)."
+            )
+        try:
+            meta = json.loads(raw)
+            fmt = meta.get("format")
+            if fmt != METADATA_FORMAT:  # a later format may mean something else: refuse, don't guess
+                raise ValueError(f"metadata format {fmt!r}; this ferwild reads {METADATA_FORMAT!r}")
+            self.label_names: list[str] = [str(n) for n in meta["label_names"]]
+            self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+            self.face_alignment: dict = dict(meta["face_alignment"])
+            self.model_config: dict = dict(meta["model_config"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise OnnxModelError(f"{self.path} has unreadable ferwild metadata: {_first_line(exc)}") from None
+        self.metadata: dict = meta
+
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if list(inputs) != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
+            raise OnnxModelError(f"{self.path} has inputs {list(inputs)} and outputs {outputs}; a ferwild export "
+                                 f"has [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}")
+        size = self.preprocessing.input_size
+        graph_shape = list(inputs[INPUT_NAME].shape)
+        if len(graph_shape) != 4 or graph_shape[1:] != [3, size, size]:
+            raise OnnxModelError(f"{self.path}: the graph's input shape {graph_shape} does not match its metadata "
+                                 f"(N, 3, {size}, {size})")
+        k = self.session.get_outputs()[outputs.index("logits")].shape[-1]
+        if isinstance(k, int) and k != len(self.label_names):
+            raise OnnxModelError(f"{self.path}: the graph predicts {k} classes but the metadata names "
+                                 f"{len(self.label_names)}")
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.input_size
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def __repr__(self) -> str:
+        return (f"OnnxClassifier({str(self.path)!r}, model={self.model_config.get('name')!r}, "
+                f"input=(N, 3, {self.input_size}, {self.input_size}), labels={self.label_names})")
+
+    def _check_input(self, pixel_values: Any) -> np.ndarray:
+        x = np.asarray(pixel_values)
+        s = self.input_size
+        expected = f"(N, 3, {s}, {s}) float32, normalised with mean {list(self.preprocessing.mean)} " \
+                   f"and std {list(self.preprocessing.std)}"
+        if x.dtype.kind != "f":
+            # the usual mistake: raw uint8 pixels straight from an image
+            raise ValueError(f"pixel_values must be floats {expected}; got dtype {x.dtype} "
+                             "(scale pixels to [0, 1] and normalise them first)")
+        if x.ndim != 4 or x.shape[1:] != (3, s, s):
+            raise ValueError(f"pixel_values must have shape {expected}; got shape {tuple(x.shape)}")
+        # other float widths are converted: the graph takes float32 only
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def outputs(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits, probabilities)``, both float32 ``(N, K)``, from one run of the graph."""
+        x = self._check_input(pixel_values)
+        if len(x) == 0:
+            empty = np.zeros((0, self.num_classes), dtype=np.float32)
+            return empty, empty.copy()
+        logits, probs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        return logits, probs
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Logits float32 ``(N, K)`` for normalised ``pixel_values`` ``(N, 3, S, S)``.
+
+        Raises:
+            ValueError: not floats, or not shaped ``(N, 3, S, S)`` (the message gives S).
+        """
+        x = self._check_input(pixel_values)
+        if len(x) == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        return self.session.run(["logits"], {INPUT_NAME: x})[0]
+
+    def predict_proba(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Softmax probabilities float32 ``(N, K)`` (the graph's own ``probabilities`` output)."""
+        x = self._check_input(pixel_values)
+        if len(x) == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        return self.session.run(["probabilities"], {INPUT_NAME: x})[0]

@@ -1,0 +1,328 @@
+"""``ferwild predict``: a recogniser over many photos and videos, resumable, nothing lost.
+
+Writes into ``OUT``:
+
+* ``results.jsonl``: one line per image or sampled video frame (:meth:`ImageResult.to_dict`),
+  appended and flushed batch by batch. It is the job's journal: after a kill (even ``kill -9``)
+  the same command resumes after the last complete image; a video whose frames were cut off is
+  redone from its start.
+* ``predictions.csv``: one row per face (and one row with ``n_faces`` 0 or an ``error`` for an
+  image without faces or unreadable), columns ``source, frame, time_s, face, n_faces, x1, y1,
+  x2, y2, detection_confidence, label, confidence, prob_<class>..., error``.
+* ``summary.json``: counts, label mix, per-video label shares, errors, the recogniser's info.
+* ``annotated/`` (with ``annotate``): the images with boxes and labels drawn, and each video
+  re-encoded (H.264) with its sampled frames annotated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferwild.data.cache import save_json_atomic, save_text_atomic
+from ferwild.recognizer import ImageResult, Recognizer, RecognizerError, draw_result, find_inputs, is_video
+
+RESULTS = "results.jsonl"
+PREDICTIONS = "predictions.csv"
+SUMMARY = "summary.json"
+JOB = "job.json"
+
+
+@dataclass
+class PredictConfig:
+    """Options of a prediction job (saved to ``OUT/job.json`` and checked on resume).
+
+    ``sample_fps`` samples videos at about that many frames per second of video time; else every
+    ``every_n_frames``-th frame is used. ``max_frames`` caps the sampled frames per video.
+    ``batch_images`` images are analysed (and journalled) at a time.
+    """
+
+    sample_fps: float | None = None
+    every_n_frames: int = 1
+    max_frames: int | None = None
+    annotate: bool = False
+    batch_images: int = 32
+
+    def __post_init__(self) -> None:
+        if self.sample_fps is not None and not self.sample_fps > 0:
+            raise ValueError(f"sample_fps must be > 0, got {self.sample_fps}")
+        if self.every_n_frames < 1:
+            raise ValueError(f"every_n_frames must be >= 1, got {self.every_n_frames}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.batch_images < 1:
+            raise ValueError(f"batch_images must be >= 1, got {self.batch_images}")
+
+
+def _read_journal(path: Path) -> tuple[list[dict], str]:
+    """Complete lines of the journal and its valid text (a line cut by a kill is dropped)."""
+    if not path.exists():
+        return [], ""
+    text = path.read_text(encoding="utf-8")
+    keep = text[: text.rfind("\n") + 1]
+    records = []
+    for line in keep.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # anything after a damaged line is redone
+    valid = "".join(json.dumps(r) + "\n" for r in records)
+    return records, valid
+
+
+def _resume_state(out: Path) -> tuple[list[dict], set[str]]:
+    """Journal records to keep and the sources already complete.
+
+    Images are complete with their line; videos only with their ``video_done`` marker, so the
+    frames of a video that was cut off are dropped and the video is redone.
+    """
+    records, _ = _read_journal(out / RESULTS)
+    finished_videos = {r["source"] for r in records if r.get("video_done")}
+    kept = [r for r in records if not r.get("is_video") or r["source"] in finished_videos]
+    done = {r["source"] for r in kept if not r.get("is_video")} | finished_videos
+    return kept, done
+
+
+def _relative_names(inputs: Sequence[str | os.PathLike]) -> dict[str, Path]:
+    """Each input file -> its name under ``annotated/``: ``<folder name>/<path inside it>`` for
+    files found in a folder argument, the file name for file arguments (made unique)."""
+    names: dict[str, Path] = {}
+    for arg in map(Path, inputs):
+        for f in find_inputs([arg]):
+            rel = Path(arg.name) / f.relative_to(arg) if arg.is_dir() else Path(f.name)
+            if rel in names.values():
+                rel = rel.with_name(f"{rel.stem}-{hashlib.sha1(str(f).encode()).hexdigest()[:8]}{rel.suffix}")
+            names.setdefault(str(f), rel)
+    return names
+
+
+def _annotated_path(out: Path, rel: Path, suffix: str) -> Path:
+    return (out / "annotated" / rel).with_suffix(suffix)
+
+
+def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                  config: PredictConfig | None = None, *, overwrite: bool = False,
+                  progress: Callable[[int, int], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``recognizer`` over image/video files and folders; write ``OUT`` (see module doc).
+
+    Resumes an unfinished job in ``out_dir`` made with the same model and options; with
+    ``overwrite`` starts afresh. ``progress(done_files, total_files)`` is called as files finish.
+    Returns the summary.
+
+    Raises:
+        RecognizerError: no inputs, a missing path, or ``out_dir`` holding another job.
+    """
+    config = config or PredictConfig()
+    log = log or (lambda message: None)
+    files = find_inputs(inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    job = {"recognizer": recognizer.info(), "config": asdict(config)}
+    job_path = out / JOB
+    if overwrite:
+        for name in (RESULTS, PREDICTIONS, SUMMARY, JOB):
+            (out / name).unlink(missing_ok=True)
+    elif job_path.exists():
+        previous = json.loads(job_path.read_text())
+        if previous != json.loads(json.dumps(job)):
+            raise RecognizerError(f"{out} holds predictions of another model or options; "
+                                  "use another --out or --overwrite")
+    save_json_atomic(job_path, job)
+
+    records, done = _resume_state(out)
+    save_text_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
+    if done:
+        log(f"resuming: {len(done)} of {len(files)} files already done")
+    names = _relative_names(inputs) if config.annotate else {}
+    todo = [f for f in files if str(f) not in done]
+    finished = len(files) - len(todo)
+    if progress:
+        progress(finished, len(files))
+    t0 = time.perf_counter()
+
+    with open(out / RESULTS, "a", encoding="utf-8") as journal:
+        def write(lines: list[dict]) -> None:
+            journal.write("".join(json.dumps(r) + "\n" for r in lines))
+            journal.flush()
+            os.fsync(journal.fileno())  # a kill -9 loses at most the batch in flight
+
+        images = [f for f in todo if not is_video(f)]
+        videos = [f for f in todo if is_video(f)]
+        for start in range(0, len(images), config.batch_images):
+            batch = images[start:start + config.batch_images]
+            results = recognizer.analyze(batch, sources=[str(f) for f in batch])
+            if config.annotate:
+                for path, result in zip(batch, results):
+                    if result.error is None:
+                        target = _annotated_path(out, names[str(path)], ".jpg")
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        draw_result(path, result, recognizer.label_names).save(target, quality=90)
+            write([r.to_dict() for r in results])
+            finished += len(batch)
+            if progress:
+                progress(finished, len(files))
+        for path in videos:
+            _predict_video(recognizer, path, out, names.get(str(path)), config, write, log)
+            finished += 1
+            if progress:
+                progress(finished, len(files))
+
+    records, _ = _read_journal(out / RESULTS)
+    summary = _summarise(records, recognizer, len(files), time.perf_counter() - t0)
+    write_predictions_csv(records, recognizer.label_names, out / PREDICTIONS)
+    save_json_atomic(out / SUMMARY, summary)
+    return summary
+
+
+def _predict_video(recognizer: Recognizer, path: Path, out: Path, rel: Path | None, config: PredictConfig,
+                   write: Callable[[list[dict]], None], log: Callable[[str], None]) -> None:
+    """Journal one video's sampled frames (and encode the annotated copy), then its done marker."""
+    source = str(path)
+    writer = None
+    buffered: list[dict] = []
+    try:
+        frames = recognizer.analyze_video(path, sample_fps=config.sample_fps,
+                                          every_n_frames=config.every_n_frames, max_frames=config.max_frames)
+        for result in frames:
+            record = {**result.to_dict(), "source": source, "is_video": True}
+            buffered.append(record)
+            if config.annotate and result.error is None:
+                writer = writer or _VideoWriter(_annotated_path(out, rel, ".mp4"),
+                                                fps=config.sample_fps or _video_rate(path, config.every_n_frames))
+                writer.add(path, result, recognizer.label_names)
+            if len(buffered) >= 64:
+                write(buffered)
+                buffered = []
+    except RecognizerError as exc:  # cannot open: one error line, the job goes on
+        buffered.append({**ImageResult(source, 0, 0, error=str(exc)).to_dict(), "is_video": True})
+    finally:
+        if writer is not None:
+            writer.close()
+    write(buffered + [{"source": source, "is_video": True, "video_done": True}])
+    log(f"{path}: done")
+
+
+def _video_rate(path: Path, every_n_frames: int) -> float:
+    import av
+
+    with av.open(str(path)) as container:
+        rate = container.streams.video[0].average_rate
+    return float(rate) / every_n_frames if rate else 25.0 / every_n_frames
+
+
+class _VideoWriter:
+    """Annotated frames -> an H.264 MP4 (yuv420p: plays in browsers)."""
+
+    def __init__(self, target: Path, fps: float) -> None:
+        import av
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target, self.tmp = target, target.with_name(f".{target.name}.tmp.mp4")
+        self.container = av.open(str(self.tmp), mode="w")
+        from fractions import Fraction
+
+        self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        self.stream.pix_fmt = "yuv420p"
+        self.started = False
+
+    def add(self, path: Path, result: ImageResult, label_names: Sequence[str]) -> None:
+        import av
+
+        frame_rgb = self._frame(path, result.frame)
+        image = np.asarray(draw_result(frame_rgb, result, label_names))
+        h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2  # yuv420p needs even sides
+        if not self.started:
+            self.stream.width, self.stream.height = w, h
+            self.started = True
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def _frame(self, path: Path, index: int | None) -> np.ndarray:
+        # Re-decoding keeps the recogniser's frame iterator free of annotation concerns; frames
+        # are read sequentially, so one forward-only decoder serves all of them.
+        from ferwild.recognizer import iter_video_frames
+
+        if not hasattr(self, "_frames"):
+            self._frames = iter_video_frames(path)
+        for i, _, rgb in self._frames:
+            if i == index:
+                return rgb
+        raise RecognizerError(f"{path}: frame {index} not found when annotating")
+
+    def close(self) -> None:
+        if hasattr(self, "_frames"):
+            self._frames.close()
+        if self.started:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
+        if self.started:
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_predictions_csv(records: list[dict], label_names: Sequence[str], path: Path) -> None:
+    """Flatten journal records to one row per face (see the module doc), written atomically."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        if r.get("video_done"):
+            continue
+        base = {"source": r["source"], "frame": r.get("frame"), "time_s": r.get("time_s"),
+                "n_faces": r.get("n_faces", 0)}
+        if not r.get("faces"):
+            rows.append({**base, "face": None, "error": r.get("error") or ""})
+            continue
+        for k, face in enumerate(r["faces"]):
+            x1, y1, x2, y2 = face["box"]
+            rows.append({**base, "face": k, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                         "detection_confidence": face["detection_confidence"], "label": face["label"],
+                         "confidence": face["confidence"],
+                         **{f"prob_{name}": face["probabilities"].get(name) for name in label_names},
+                         "error": ""})
+    columns = (["source", "frame", "time_s", "face", "n_faces", "x1", "y1", "x2", "y2", "detection_confidence",
+                "label", "confidence"] + [f"prob_{name}" for name in label_names] + ["error"])
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["face"] = frame["face"].astype("Int64")
+    frame["frame"] = frame["frame"].astype("Int64")
+    save_text_atomic(path, frame.to_csv(index=False))
+
+
+def _summarise(records: list[dict], recognizer: Recognizer, n_files: int, seconds: float) -> dict[str, Any]:
+    results = [r for r in records if not r.get("video_done")]
+    labels = Counter(f["label"] for r in results for f in r.get("faces", []))
+    errors = [{"source": r["source"], "frame": r.get("frame"), "error": r["error"]} for r in results if r.get("error")]
+    videos: dict[str, dict] = {}
+    for r in results:
+        if r.get("is_video") and not r.get("error"):
+            v = videos.setdefault(r["source"], {"frames": 0, "frames_with_faces": 0, "labels": Counter()})
+            v["frames"] += 1
+            v["frames_with_faces"] += bool(r.get("faces"))
+            if r.get("faces"):  # the largest face: the subject of the shot
+                v["labels"][r["faces"][0]["label"]] += 1
+    per_video = {s: {"frames": v["frames"], "frames_with_faces": v["frames_with_faces"],
+                     "label_share": {k: round(c / max(1, v["frames_with_faces"]), 4)
+                                     for k, c in v["labels"].most_common()}}
+                 for s, v in videos.items()}
+    images = [r for r in results if not r.get("is_video")]
+    return {"n_files": n_files, "n_images": len(images),
+            "n_videos": len({r["source"] for r in results if r.get("is_video")}),
+            "n_frames": sum(1 for r in results if r.get("is_video") and not r.get("error")),
+            "n_faces": sum(labels.values()),
+            "n_without_face": sum(1 for r in results if not r.get("faces") and not r.get("error")),
+            "n_errors": len(errors), "labels": dict(labels.most_common()), "videos": per_video,
+            "errors": errors[:1000], "seconds_this_session": round(seconds, 3),
+            "recognizer": recognizer.info()}
