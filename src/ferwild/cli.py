@@ -63,6 +63,9 @@ def prepare(
     overwrite: bool = typer.Option(False, help="Discard an existing incompatible output folder."),
     unlabelled: bool = typer.Option(False, "--unlabelled", help="A batch without labels (e.g. production "
                                     "photos for `ferwild audit`): keep every face, all in split test."),
+    like: Optional[Path] = typer.Option(None, "--like", help="Cut faces like this prepared dataset (its crop "
+                                        "size, margin, landmark template, colour, detector threshold and "
+                                        "labels; these replace --size/--margin/--min-confidence/--labels)."),
 ) -> None:
     """Turn raw labelled faces into a clean, split, balanced, cached dataset (resumable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TextColumn
@@ -73,14 +76,16 @@ def prepare(
     from ferwild.data.split import parse_ratios
 
     try:
-        config = PrepareConfig(
-            labels=labels, align=align, fallback=fallback, size=size, margin=margin,
-            min_confidence=min_confidence, split=split, split_ratios=parse_ratios(split_ratios),
-            seed=seed, balance=balance, near_dup_threshold=near_dup_threshold,
-            near_dup_min_corr=near_dup_min_corr,
-            drop_cross_split_dups=drop_cross_split_dups, workers=workers, chunk_size=chunk_size,
-            unlabelled=unlabelled)
-    except ValueError as exc:
+        settings = dict(align=align, fallback=fallback, split=split, split_ratios=parse_ratios(split_ratios),
+                        seed=seed, balance=balance, near_dup_threshold=near_dup_threshold,
+                        near_dup_min_corr=near_dup_min_corr, drop_cross_split_dups=drop_cross_split_dups,
+                        workers=workers, chunk_size=chunk_size, unlabelled=unlabelled)
+        if like is not None:
+            config = PrepareConfig.like(like, **settings)
+        else:
+            config = PrepareConfig(labels=labels, size=size, margin=margin, min_confidence=min_confidence,
+                                   **settings)
+    except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -69,11 +69,11 @@ def _prepared_batch(batch: Path, history_dir: Path, reference: PreparedDataset) 
         raise RunError(f"batch {batch} does not exist")
     from ferwild.data.prepare import PrepareConfig, prepare
 
-    cfg = reference.summary.get("config", {})
     key = hashlib.sha256(str(batch.resolve()).encode()).hexdigest()[:10]
     out = history_dir / "batches" / f"{batch.name}-{key}"
-    prepare(batch, out, PrepareConfig(labels=reference.summary.get("label_set", "basic6"),
-                                      size=int(cfg.get("size", 224)), unlabelled=True, balance=None))
+    # faces cut like the reference's (crop side, template, colour): otherwise the monitor would
+    # measure the difference between two ways of cropping rather than a shift in the data
+    prepare(batch, out, PrepareConfig.like(reference.root, unlabelled=True, balance=None))
     return out
 
 

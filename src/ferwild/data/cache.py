@@ -135,7 +135,8 @@ class PreparedDataset:
                              margin=float(config.get("margin", FaceAlignment.margin)),
                              crop_size=int(shape[0]), channels=int(shape[2]) if len(shape) > 2 else 1,
                              min_confidence=float(config.get("min_confidence", FaceAlignment.min_confidence)),
-                             template=(self.summary.get("face_template") or {}).get("points"))
+                             template=(self.summary.get("face_template") or {}).get("points")
+                             or config.get("template"))
 
     def rows(self, split: str | None = None, include_augmented: bool = True) -> pd.DataFrame:
         """Usable rows (with cached pixels), optionally of one split (``"train+val"`` joins

@@ -603,6 +603,7 @@ def align_faces(
     fallback: str = "keep",
     detector: FaceDetector | None = None,
     landmarks: list[np.ndarray | None] | None = None,
+    template: np.ndarray | None = None,
 ) -> list[AlignResult]:
     """Align a list of images; one :class:`AlignResult` per image, in order.
 
@@ -617,6 +618,7 @@ def align_faces(
     method ``center``, centre crop; ``"drop"`` -> status ``dropped``, no crop. ``reason`` says
     why. ``detector`` defaults to a shared :class:`FaceDetector` (built on first use). Unknown
     ``mode``/``fallback`` or landmarks of the wrong length/shape raise ``ValueError``.
+    ``template`` (normalised ``(5, 2)`` points) replaces the margin template, see :func:`align_face`.
     """
     if mode not in MODES:
         raise ValueError(f"unknown align mode {mode!r}; expected one of {MODES}")
@@ -650,7 +652,7 @@ def align_faces(
         given = _given_landmarks(landmarks[i]) if use_given else None
         if given is not None:
             try:
-                crop = align_face(image, given, size, margin)
+                crop = align_face(image, given, size, margin, template=template)
             except Exception as exc:  # noqa: BLE001
                 results[i] = _fallback(image, f"alignment error: {exc}", fallback, size,
                                        landmarks=given, n_faces=1)
@@ -691,7 +693,7 @@ def align_faces(
             info = dict(box=best.box, landmarks=best.landmarks, confidence=best.confidence,
                         n_faces=len(kept), other_boxes=[d.box for d in others])
             try:
-                crop = align_face(image, best.landmarks, size, margin)
+                crop = align_face(image, best.landmarks, size, margin, template=template)
             except Exception as exc:  # noqa: BLE001
                 results[i] = _fallback(image, f"alignment error: {exc}", fallback, size, **info)
                 continue

@@ -79,6 +79,10 @@ class PrepareConfig:
     # Production batches often come without labels: keep every row (label ""), put them all in
     # the "test" split, and do not balance. A class folder's name is kept as ``attr_folder``.
     unlabelled: bool = False
+    # Cut faces like another dataset (``like()``): its landmark template (pre-aligned data such
+    # as FER2013) instead of the margin template, and its cache channels (1: grey) when set.
+    template: tuple[tuple[float, float], ...] | None = None
+    channels: int | None = None
 
     def __post_init__(self):
         get_label_set(self.labels)
@@ -103,12 +107,33 @@ class PrepareConfig:
         self.balance = parse_balance(self.balance)
         if self.workers < 0 or self.chunk_size < 0:
             raise ValueError("--workers and --chunk-size must be >= 0 (0 = automatic)")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1, 3 or None (automatic), not {self.channels}")
+        if self.template is not None:
+            from ferwild.data.faces import FaceAlignment
+
+            self.template = FaceAlignment(template=self.template).template  # validated, tuples
+
+    @classmethod
+    def like(cls, prepared_dir: str | os.PathLike, **overrides: Any) -> "PrepareConfig":
+        """Settings that cut new faces the way ``prepared_dir``'s were cut (its crop side, margin,
+        landmark template, channels and detector threshold), e.g. production photos for an
+        audit of a model trained on FER2013. ``overrides`` set any other field."""
+        from ferwild.data.cache import PreparedDataset
+
+        alignment = PreparedDataset(prepared_dir).face_alignment()
+        settings = {"size": alignment.crop_size, "margin": alignment.margin, "template": alignment.template,
+                    "channels": alignment.channels, "min_confidence": alignment.min_confidence,
+                    "labels": PreparedDataset(prepared_dir).summary.get("label_set", "basic6")}
+        return cls(**{**settings, **overrides})
 
     def cache_fields(self) -> dict[str, Any]:
         """The settings that change cached pixels: changing them invalidates the shards."""
         keys = ("labels", "align", "fallback", "size", "margin", "min_confidence", "max_pixels",
-                "unlabelled")
-        return {k: getattr(self, k) for k in keys}
+                "unlabelled", "template", "channels")
+        fields = {k: getattr(self, k) for k in keys}
+        fields["template"] = None if self.template is None else [list(p) for p in self.template]
+        return fields
 
 
 @dataclass
@@ -225,6 +250,8 @@ def resolve_layout(rows: pd.DataFrame, config: PrepareConfig) -> dict[str, Any]:
     else:
         side = config.size
     channels = 1 if (mode == "none" and probe_grey and all(probe_grey)) else 3
+    if config.channels is not None:
+        channels = config.channels
     return {"align_mode": mode, "cache_shape": [side, side, channels],
             "probe": {"images": len(probe_sizes), "prealigned": prealigned,
                       "has_landmarks": has_landmarks}}
@@ -333,8 +360,9 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
 
     mode = job["align_mode"]
     detector = _detector(cfg["min_confidence"]) if mode in ("mtcnn", "auto") and images else None
+    template = None if cfg.get("template") is None else np.asarray(cfg["template"], dtype=np.float64)
     results = align_faces(images, mode, size=side, margin=cfg["margin"], fallback=cfg["fallback"],
-                          detector=detector, landmarks=image_landmarks) if images else []
+                          detector=detector, landmarks=image_landmarks, template=template) if images else []
 
     crops = []
     for slot, result in zip(image_slots, results):
