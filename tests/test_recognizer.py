@@ -249,3 +249,41 @@ def test_prepare_learns_the_framing_of_fer2013(shared_data, tmp_path):
     alignment = PreparedDataset(tmp_path / "prep").face_alignment()
     assert alignment.template is not None and alignment.channels == 1 and alignment.crop_size == 48
     np.testing.assert_allclose(alignment.points(48), points * 48)
+
+
+def test_prepare_config_like_copies_the_face_cut(tiny_run):
+    from ferwild.data.prepare import PrepareConfig
+
+    _, prep, _ = tiny_run
+    config = PrepareConfig.like(prep, unlabelled=True, balance=None)
+    alignment = PreparedDataset(prep).face_alignment()
+    assert (config.size, config.margin, config.channels, config.template) == (
+        alignment.crop_size, alignment.margin, alignment.channels, alignment.template)
+    assert config.labels == PreparedDataset(prep).summary["label_set"] and config.unlabelled
+    with pytest.raises(FileNotFoundError):
+        PrepareConfig.like(prep / "missing")
+
+
+@pytest.mark.shared_data
+def test_photos_prepared_like_fer2013_are_framed_like_it(shared_data, tmp_path):
+    """`prepare --like` a pre-aligned reference: production photos come out at its side, grey,
+    and with their landmarks where the reference's sit."""
+    from ferwild.data.prepare import PrepareConfig, prepare
+
+    src = tmp_path / "fer"
+    for label in ("happy", "surprise", "angry"):
+        (src / "test" / label).mkdir(parents=True)
+        for f in sorted((shared_data / "fer2013" / "test" / label).iterdir())[:40]:
+            (src / "test" / label / f.name).symlink_to(f)
+    prepare(src, tmp_path / "ref", PrepareConfig(labels="basic7", workers=1, split="ratios"))
+    reference = PreparedDataset(tmp_path / "ref").face_alignment()
+    prepare(shared_data / "face_photos", tmp_path / "photos",
+            PrepareConfig.like(tmp_path / "ref", unlabelled=True, balance=None, workers=1))
+    photos = PreparedDataset(tmp_path / "photos")
+    assert photos.summary["cache_shape"] == [48, 48, 1]
+    assert photos.face_alignment().template == reference.template
+    crops = photos.images(photos.rows("test")[lambda d: d["status"] == "aligned"])
+    estimate = estimate_template(list(crops))
+    assert estimate is not None
+    eyes = lambda p: p[1][0] - p[0][0]  # noqa: E731
+    assert abs(eyes(estimate["points"]) / eyes(reference.template) - 1) < 0.1
