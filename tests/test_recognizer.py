@@ -287,3 +287,20 @@ def test_photos_prepared_like_fer2013_are_framed_like_it(shared_data, tmp_path):
     assert estimate is not None
     eyes = lambda p: p[1][0] - p[0][0]  # noqa: E731
     assert abs(eyes(estimate["points"]) / eyes(reference.template) - 1) < 0.1
+
+
+def test_a_study_folder_or_its_best_run_file_means_the_selected_run(tiny_run, tmp_path, rec_none):
+    import os
+
+    from ferwild.train import resolve_run_dir
+
+    run, _, _ = tiny_run
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "best_run").write_text(os.path.relpath(run, study) + "\n")
+    assert resolve_run_dir(study).resolve() == run.resolve()
+    assert resolve_run_dir(study / "best_run").resolve() == run.resolve()
+    assert resolve_run_dir(run) == run
+    image = np.full((32, 32, 3), 128, np.uint8)
+    via_study = Recognizer.from_run(study, detector="none").analyze([image])[0]
+    assert via_study.faces[0].probabilities == rec_none.analyze([image])[0].faces[0].probabilities

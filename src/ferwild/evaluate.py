@@ -11,7 +11,7 @@ import torch
 from ferwild.data.cache import PreparedDataset
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
 from ferwild.train import (RunError, autocast_dtype, checkpoint_dir, evaluate, load_checkpoint_state,
-                           load_weights, resolve_device)
+                           load_weights, resolve_device, resolve_run_dir)
 
 
 def load_run(run_dir: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu"):
@@ -58,6 +58,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     """
     from ferwild.metrics import write_evaluation
 
+    run_dir = resolve_run_dir(run_dir)
     dev = resolve_device(device)
     model, state = load_run(run_dir, which, dev)
     try:

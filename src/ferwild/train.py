@@ -367,12 +367,23 @@ def save_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict[str,
     return final
 
 
+def resolve_run_dir(path: str | Path) -> Path:
+    """A run folder, also when given a study folder or its ``best_run`` file (which names the
+    selected trial relative to the study): ``--run STUDY`` means the study's selected run."""
+    path = Path(path)
+    pointer = path / "best_run" if path.is_dir() and not (path / "checkpoints").is_dir() else path
+    if pointer.is_file() and pointer.name == "best_run":
+        return pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    return path
+
+
 def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
-    """The folder of a run's ``best`` or ``last`` checkpoint.
+    """The folder of a run's ``best`` or ``last`` checkpoint (``run_dir`` may be a study folder).
 
     Raises:
         RunError: when the run has no such checkpoint.
     """
+    run_dir = resolve_run_dir(run_dir)
     pointer = Path(run_dir) / "checkpoints" / which.upper()
     if not pointer.exists():
         raise RunError(f"{run_dir} has no {which} checkpoint (is it a ferwild run directory?)")

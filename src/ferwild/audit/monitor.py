@@ -117,6 +117,9 @@ def monitor(run_dir: str | os.PathLike, reference_dir: str | os.PathLike, batche
     from ferwild.train import resolve_device
 
     config = config or MonitorConfig()
+    from ferwild.train import resolve_run_dir
+
+    run_dir = resolve_run_dir(run_dir)
     history_dir = Path(history_dir) if history_dir is not None else Path(run_dir) / "monitor"
     history_dir.mkdir(parents=True, exist_ok=True)
     try:

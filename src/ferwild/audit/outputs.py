@@ -174,7 +174,9 @@ def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, spl
         RunError: no such run/dataset, label sets that differ, or no rows.
     """
     from ferwild.evaluate import load_run
+    from ferwild.train import resolve_run_dir
 
+    run_dir = resolve_run_dir(run_dir)
     try:
         prepared = PreparedDataset(data_dir)
     except FileNotFoundError as exc:
