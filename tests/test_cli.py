@@ -60,6 +60,12 @@ def test_demo_small(tmp_path):
     audit = json.loads((tmp_path / "demo" / "audit" / "audit.json").read_text())
     assert audit["rows"]["production"] == 120 and audit["performance"]["production"]["accuracy"] is not None
     assert (tmp_path / "demo" / "audit" / "report.html").exists()
+    # shipping: the selected run exported to ONNX, then used on a sample of production photos
+    assert (tmp_path / "demo" / "model.onnx").stat().st_size > 0
+    shipped = json.loads((tmp_path / "demo" / "ship" / "predictions" / "summary.json").read_text())
+    assert shipped["n_images"] > 0 and shipped["n_errors"] == 0
+    assert shipped["recognizer"]["backend"] == "onnx"
+    assert shipped["n_faces"] + shipped["n_without_face"] >= shipped["n_images"]
 
 
 def test_models_lists_the_registry():

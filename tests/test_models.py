@@ -27,7 +27,6 @@ from ferwild.models import (
     create_model,
     list_models,
     model_from_config,
-    register_model,
 )
 
 # (name, image size for the test). vit_b16/resnet50 run at their default 224 (about 2 s each on 2 cores).

@@ -7,6 +7,7 @@ Heavy libraries (torch, pandas, matplotlib) are imported inside the commands so 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -561,6 +562,8 @@ def serve(
     detector: str = _DETECTOR_OPTION,
     min_confidence: Optional[float] = typer.Option(None, help="Face detector threshold."),
     max_faces: Optional[int] = typer.Option(None, help="At most this many faces per image."),
+    max_upload_mb: float = typer.Option(20, help="Largest accepted image file (HTTP 413 above)."),
+    max_files: int = typer.Option(16, help="Most images per request."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (with --run)."),
 ) -> None:
     """Serve the model over HTTP: a web page at /, POST /predict, GET /info, GET /health."""
@@ -570,7 +573,7 @@ def serve(
                              device=device)
     console.print(f"serving {recognizer.info()['model']} ({recognizer.backend}) on http://{host}:{port}/",
                   highlight=False)
-    run_server(recognizer, host=host, port=port)
+    run_server(recognizer, host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files)
 
 
 def demo_study(prepared: Path, path: Path, seeds: list[int], quick: bool = False) -> Path:
@@ -599,11 +602,11 @@ def demo(
     workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
     quick: bool = typer.Option(False, help="Smoke run: two training batches per epoch."),
 ) -> None:
-    """The main job on embedded data: synth -> prepare -> study -> report -> production audit.
+    """The main job on embedded data: synth -> prepare -> study -> report -> audit -> export -> predict.
 
     Each step's output stays on disk (OUT/synth, OUT/prepared/{reference,production},
-    OUT/study.yaml, OUT/study/, OUT/audit/) and its command is printed, so any step can be
-    rerun by hand.
+    OUT/study.yaml, OUT/study/, OUT/audit/, OUT/model.onnx, OUT/ship/) and its command is
+    printed, so any step can be rerun by hand.
     """
     from ferwild.data.prepare import PrepareConfig
     from ferwild.data.prepare import prepare as run_prepare
@@ -640,9 +643,35 @@ def demo(
                        AuditConfig(seed=seed), progress=lambda m: console.print(f"  {m}", highlight=False))
     for line in result["verdict"]["findings"] + result["verdict"]["advice"]:
         console.print(f"- {line}", highlight=False)
+    console.rule("ship")
+    from ferwild.export import export_onnx
+    from ferwild.predict import PredictConfig, predict_files
+    from ferwild.recognizer import Recognizer
+
+    onnx_path = out / "model.onnx"
+    console.print(f"$ ferwild export --run {run_dir} --out {onnx_path}", highlight=False)
+    report = export_onnx(run_dir, onnx_path)
+    console.print(f"  ONNX Runtime vs PyTorch: max |dp| = {report['parity']['max_abs_diff_probabilities']:.1e}",
+                  highlight=False)
+    # a few production photos, as a user would hand them over: every face found, aligned, labelled
+    photos = sorted((out / "synth" / "production" / "images").rglob("*.png"))[::max(1, n // 40)][:40]
+    sample = out / "ship" / "photos"
+    sample.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        target = sample / f"{photo.parent.name}-{photo.name}"
+        if not target.exists():
+            shutil.copyfile(photo, target)
+    console.print(f"$ ferwild predict {sample} --onnx {onnx_path} --out {out / 'ship' / 'predictions'} --annotate",
+                  highlight=False)
+    summary = predict_files(Recognizer.from_onnx(onnx_path), [sample], out / "ship" / "predictions",
+                            PredictConfig(annotate=True), overwrite=True)
+    console.print(f"  {summary['n_images']} photos: {summary['n_faces']} faces, "
+                  f"{summary['n_without_face']} without a face; labels {summary['labels']}", highlight=False)
     console.rule("done")
     console.print(f"study report: {out / 'study' / 'report.html'}; audit report: {out / 'audit' / 'report.html'}; "
-                  f"selected run: {run_dir}; prepared data: {out / 'prepared'}", highlight=False)
+                  f"selected run: {run_dir}; prepared data: {out / 'prepared'}; model: {onnx_path}; "
+                  f"predictions: {out / 'ship' / 'predictions'}; serve it: ferwild serve --onnx {onnx_path}",
+                  highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point
