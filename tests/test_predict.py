@@ -70,7 +70,8 @@ def test_predict_writes_the_contract(rec, inputs, tmp_path):
     summary = predict_files(rec, [inputs / "photos", inputs / "clip.mp4"], out,
                             PredictConfig(sample_fps=5, annotate=True, batch_images=5))
     frame = pd.read_csv(out / PREDICTIONS)
-    expected = (["source", "frame", "time_s", "face", "n_faces", "x1", "y1", "x2", "y2", "detection_confidence",
+    expected = (["source", "frame", "time_s", "face", "track", "n_faces", "x1", "y1", "x2", "y2",
+                 "detection_confidence",
                  "label", "confidence"] + [f"prob_{n}" for n in rec.label_names] + ["error"])
     assert list(frame.columns) == expected
     images = frame[frame["frame"].isna()]
@@ -85,10 +86,14 @@ def test_predict_writes_the_contract(rec, inputs, tmp_path):
     # the video: 20 frames at 10 fps sampled at 5 fps -> 10 frames, 0.2 s apart
     video = frame[frame["frame"].notna()]
     assert video["frame"].tolist() == list(range(0, 20, 2))
+    assert video["track"].tolist() == [0] * 10 and images["track"].isna().all()  # one person, whole frame
     np.testing.assert_allclose(video["time_s"].to_numpy(), np.arange(10) * 0.2, atol=1e-6)
     assert summary["n_images"] == 25 and summary["n_videos"] == 1 and summary["n_frames"] == 10
     assert summary["n_errors"] == 1 and summary["n_faces"] == 24 + 10
-    assert sum(summary["videos"][str(inputs / "clip.mp4")]["label_share"].values()) == pytest.approx(1, abs=1e-3)
+    clip = summary["videos"][str(inputs / "clip.mp4")]
+    assert sum(clip["label_share"].values()) == pytest.approx(1, abs=1e-3)
+    assert list(clip["tracks"]) == ["0"] and clip["tracks"]["0"]["frames"] == 10
+    assert clip["tracks"]["0"]["first_s"] == 0 and clip["tracks"]["0"]["last_s"] == pytest.approx(1.8)
     # annotated copies: every readable image, and the video with its sampled frames
     annotated = sorted(p.relative_to(out / "annotated") for p in (out / "annotated").rglob("*.*"))
     assert Path("photos/a/face01.jpg") in annotated and Path("clip.mp4") in annotated

@@ -14,7 +14,8 @@ from PIL import Image
 from ferwild.data.cache import PreparedDataset
 from ferwild.data.faces import FaceAlignment, FaceDetector, align_face, estimate_template, template_points
 from ferwild.data.images import load_image
-from ferwild.recognizer import Recognizer, RecognizerError, find_inputs, iter_video_frames
+from ferwild.recognizer import (Face, FaceTracker, ImageResult, Recognizer, RecognizerError, find_inputs,
+                                iter_video_frames)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,30 @@ def test_video_sampling_by_rate_and_by_stride(rec_none, tmp_path):
     assert every[7].faces[0].probabilities == by_stride[1].faces[0].probabilities
 
 
+def _frame(*boxes) -> ImageResult:
+    return ImageResult("v", 100, 100, faces=[Face(b, None, None, "x", 1.0, {}, "mtcnn") for b in boxes])
+
+
+def test_tracker_keeps_each_person_s_number():
+    tracker = FaceTracker(min_iou=0.3, max_missed=1)
+    left, right = (0, 0, 20, 20), (50, 0, 70, 20)
+    tracks = lambda r: [f.track for f in r.faces]  # noqa: E731
+    assert tracks(tracker.update(_frame(left, right))) == [0, 1]
+    # both move a little and come in the other order: numbers follow the people, not the order
+    assert tracks(tracker.update(_frame((52, 1, 72, 21), (2, 1, 22, 21)))) == [1, 0]
+    # a newcomer far from both gets a new number; one frame without the right person is tolerated
+    assert tracks(tracker.update(_frame((3, 2, 23, 22), (30, 60, 50, 80)))) == [0, 2]
+    assert tracks(tracker.update(_frame((3, 2, 23, 22), (52, 1, 72, 21)))) == [0, 1]
+    # gone for longer than max_missed: the same place later is a new person
+    tracker.update(_frame())
+    tracker.update(_frame())
+    assert tracks(tracker.update(_frame((3, 2, 23, 22)))) == [3]
+    # a jump beyond the overlap threshold is a new person too
+    assert tracks(tracker.update(_frame((60, 60, 80, 80)))) == [4]
+    with pytest.raises(RecognizerError):
+        FaceTracker(min_iou=0)
+
+
 def test_unreadable_videos(rec_none, tmp_path):
     text = tmp_path / "fake.mp4"
     text.write_text("no video here")
@@ -204,6 +229,24 @@ def test_video_of_real_photos_finds_faces_only_where_they_are(shared_data, rec_m
     results = list(rec_mtcnn.analyze_video(path))
     assert [len(r.faces) for r in results] == [1] * 5 + [0] * 5
     assert all(r.error is None for r in results)
+    assert [r.faces[0].track for r in results[:5]] == [0] * 5
+
+
+@pytest.mark.shared_data
+def test_video_tracks_two_people_while_the_camera_pans(shared_data, rec_mtcnn, tmp_path):
+    photo = np.asarray(Image.open(shared_data / "face_photos" / "face_recognition" / "two_people.jpg").convert("RGB"))
+    crop_w = 900
+    frames = [np.ascontiguousarray(photo[:660, 8 * k: 8 * k + crop_w]) for k in range(8)]  # pan right
+    frames += [np.zeros_like(frames[0])] * 5 + frames[:2]  # cut away, then back
+    path = tmp_path / "pan.mp4"
+    _write_video(path, frames, fps=5)
+    results = list(rec_mtcnn.analyze_video(path))
+    assert [len(r.faces) for r in results] == [2] * 8 + [0] * 5 + [2] * 2
+    by_side = [{("left" if (f.box[0] + f.box[2]) / 2 < crop_w / 2 else "right"): f.track for f in r.faces}
+               for r in results if r.faces]
+    assert by_side[:8] == [by_side[0]] * 8 and set(by_side[0].values()) == {0, 1}
+    # after a cut longer than the tracker's patience the people get new numbers
+    assert set(by_side[8].values()) == {2, 3} and by_side[9] == by_side[8]
 
 
 @pytest.mark.shared_data

@@ -7,9 +7,11 @@ Writes into ``OUT``:
   the same command resumes after the last complete image; a video whose frames were cut off is
   redone from its start.
 * ``predictions.csv``: one row per face (and one row with ``n_faces`` 0 or an ``error`` for an
-  image without faces or unreadable), columns ``source, frame, time_s, face, n_faces, x1, y1,
-  x2, y2, detection_confidence, label, confidence, prob_<class>..., error``.
-* ``summary.json``: counts, label mix, per-video label shares, errors, the recogniser's info.
+  image without faces or unreadable), columns ``source, frame, time_s, face, track, n_faces,
+  x1, y1, x2, y2, detection_confidence, label, confidence, prob_<class>..., error`` (``track``
+  numbers a person across a video's frames).
+* ``summary.json``: counts, label mix, per video its label shares and per tracked person when
+  they are on screen and their label shares, errors, the recogniser's info.
 * ``annotated/`` (with ``annotate``): the images with boxes and labels drawn, and each video
   re-encoded (H.264) with its sampled frames annotated.
 """
@@ -288,15 +290,16 @@ def write_predictions_csv(records: list[dict], label_names: Sequence[str], path:
             continue
         for k, face in enumerate(r["faces"]):
             x1, y1, x2, y2 = face["box"]
-            rows.append({**base, "face": k, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            rows.append({**base, "face": k, "track": face.get("track"), "x1": x1, "y1": y1, "x2": x2, "y2": y2,
                          "detection_confidence": face["detection_confidence"], "label": face["label"],
                          "confidence": face["confidence"],
                          **{f"prob_{name}": face["probabilities"].get(name) for name in label_names},
                          "error": ""})
-    columns = (["source", "frame", "time_s", "face", "n_faces", "x1", "y1", "x2", "y2", "detection_confidence",
+    columns = (["source", "frame", "time_s", "face", "track", "n_faces", "x1", "y1", "x2", "y2", "detection_confidence",
                 "label", "confidence"] + [f"prob_{name}" for name in label_names] + ["error"])
     frame = pd.DataFrame(rows, columns=columns)
     frame["face"] = frame["face"].astype("Int64")
+    frame["track"] = frame["track"].astype("Int64")
     frame["frame"] = frame["frame"].astype("Int64")
     save_text_atomic(path, frame.to_csv(index=False))
 
@@ -308,14 +311,28 @@ def _summarise(records: list[dict], recognizer: Recognizer, n_files: int, second
     videos: dict[str, dict] = {}
     for r in results:
         if r.get("is_video") and not r.get("error"):
-            v = videos.setdefault(r["source"], {"frames": 0, "frames_with_faces": 0, "labels": Counter()})
+            v = videos.setdefault(r["source"], {"frames": 0, "frames_with_faces": 0, "labels": Counter(),
+                                                "tracks": {}})
             v["frames"] += 1
             v["frames_with_faces"] += bool(r.get("faces"))
             if r.get("faces"):  # the largest face: the subject of the shot
                 v["labels"][r["faces"][0]["label"]] += 1
+            for face in r.get("faces", []):
+                t = v["tracks"].setdefault(face.get("track"), {"frames": 0, "first_s": r.get("time_s"),
+                                                               "labels": Counter()})
+                t["frames"] += 1
+                t["last_s"] = r.get("time_s")
+                t["labels"][face["label"]] += 1
+
+    def shares(counts: Counter, total: int) -> dict[str, float]:
+        return {k: round(c / max(1, total), 4) for k, c in counts.most_common()}
+
     per_video = {s: {"frames": v["frames"], "frames_with_faces": v["frames_with_faces"],
-                     "label_share": {k: round(c / max(1, v["frames_with_faces"]), 4)
-                                     for k, c in v["labels"].most_common()}}
+                     "label_share": shares(v["labels"], v["frames_with_faces"]),
+                     # per person: when they are on screen and how their expression reads over time
+                     "tracks": {str(k): {"frames": t["frames"], "first_s": t["first_s"], "last_s": t["last_s"],
+                                         "label_share": shares(t["labels"], t["frames"])}
+                                for k, t in v["tracks"].items()}}
                  for s, v in videos.items()}
     images = [r for r in results if not r.get("is_video")]
     return {"n_files": n_files, "n_images": len(images),

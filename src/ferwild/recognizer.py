@@ -55,7 +55,8 @@ class Face:
     the whole image for ``detector="none"``); ``landmarks`` the 5 MTCNN points (eyes, nose,
     mouth corners) or None; ``probabilities`` maps every class of the model to its probability;
     ``label``/``confidence`` are the top class and its probability; ``method`` says how the
-    crop was cut (``"mtcnn"`` aligned on landmarks, ``"whole-image"``).
+    crop was cut (``"mtcnn"`` aligned on landmarks, ``"whole-image"``); ``track`` numbers the
+    person across the frames of a video (:class:`FaceTracker`), None for still images.
     """
 
     box: tuple[float, float, float, float]
@@ -65,6 +66,7 @@ class Face:
     confidence: float
     probabilities: dict[str, float]
     method: str
+    track: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (plain floats, rounded to 6 digits)."""
@@ -74,7 +76,7 @@ class Face:
                 else round(float(self.detection_confidence), 6),
                 "label": self.label, "confidence": round(float(self.confidence), 6),
                 "probabilities": {k: round(float(v), 6) for k, v in self.probabilities.items()},
-                "method": self.method}
+                "method": self.method, "track": self.track}
 
 
 @dataclass
@@ -149,6 +151,62 @@ def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"empty image, shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+class FaceTracker:
+    """Numbers the faces of consecutive video frames by person (IoU matching of boxes).
+
+    Each frame's faces are matched one-to-one to the live tracks by the Hungarian algorithm on
+    box overlap (intersection over union >= ``min_iou``); unmatched faces start new tracks, and a
+    track that finds no face for more than ``max_missed`` sampled frames ends (a person who
+    comes back later gets a new number). Overlap is measured against the track's last box, which
+    suits sampled frames of people who move less than a face width between two samples.
+    """
+
+    def __init__(self, min_iou: float = 0.3, max_missed: int = 3) -> None:
+        if not 0.0 < min_iou <= 1.0:
+            raise RecognizerError(f"min_iou must be in (0, 1], got {min_iou}")
+        if max_missed < 0:
+            raise RecognizerError(f"max_missed must be >= 0, got {max_missed}")
+        self.min_iou, self.max_missed = float(min_iou), int(max_missed)
+        self._tracks: dict[int, tuple[tuple[float, float, float, float], int]] = {}  # id -> (box, missed)
+        self._next = 0
+
+    def update(self, result: ImageResult) -> ImageResult:
+        """Set ``track`` on each face of the next frame (in place); returns the result."""
+        from scipy.optimize import linear_sum_assignment
+
+        ids = list(self._tracks)
+        faces = result.faces
+        matched: dict[int, int] = {}
+        if ids and faces:
+            overlap = np.array([[_iou(self._tracks[t][0], f.box) for f in faces] for t in ids])
+            rows, cols = linear_sum_assignment(-overlap)
+            matched = {int(c): ids[r] for r, c in zip(rows, cols) if overlap[r, c] >= self.min_iou}
+        for j, face in enumerate(faces):
+            if j not in matched:
+                matched[j] = self._next
+                self._next += 1
+            face.track = matched[j]
+            self._tracks[face.track] = (face.box, 0)
+        seen = set(matched.values())
+        for t in ids:
+            if t not in seen:
+                box, missed = self._tracks[t]
+                if missed + 1 > self.max_missed:
+                    del self._tracks[t]
+                else:
+                    self._tracks[t] = (box, missed + 1)
+        return result
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / (_area(a) + _area(b) - inter)
 
 
 class Recognizer:
@@ -391,8 +449,11 @@ class Recognizer:
 
     def analyze_video(self, path: str | os.PathLike, *, sample_fps: float | None = None,
                       every_n_frames: int = 1, max_frames: int | None = None,
-                      frames_per_batch: int = 16) -> Iterator[ImageResult]:
+                      frames_per_batch: int = 16, tracker: FaceTracker | None = None) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per sampled frame of a video (``frame``, ``time_s`` set).
+
+        Faces carry a ``track`` number per person across frames (``tracker``, default a
+        :class:`FaceTracker` with its defaults).
 
         Frames are sampled every ``every_n_frames`` decoded frames, or at about ``sample_fps``
         frames per second of video time when given (by presentation timestamps, so variable
@@ -410,11 +471,13 @@ class Recognizer:
         name = os.fspath(path)
         pending: list[tuple[int, float | None, np.ndarray]] = []
 
+        tracker = tracker or FaceTracker()
+
         def flush() -> list[ImageResult]:
             results = [ImageResult(name, int(a.shape[1]), int(a.shape[0]), frame=f, time_s=t) for f, t, a in pending]
             self._fill(results, {j: a for j, (_, _, a) in enumerate(pending)})
             pending.clear()
-            return results
+            return [tracker.update(r) for r in results]
 
         frames = iter_video_frames(path)
         next_time = 0.0
