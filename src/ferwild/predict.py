@@ -193,15 +193,15 @@ def _predict_video(recognizer: Recognizer, path: Path, out: Path, rel: Path | No
     writer = None
     buffered: list[dict] = []
     try:
-        frames = recognizer.analyze_video(path, sample_fps=config.sample_fps,
-                                          every_n_frames=config.every_n_frames, max_frames=config.max_frames)
-        for result in frames:
+        frames = recognizer.analyze_video_frames(path, sample_fps=config.sample_fps,
+                                                 every_n_frames=config.every_n_frames, max_frames=config.max_frames)
+        for result, rgb in frames:
             record = {**result.to_dict(), "source": source, "is_video": True}
             buffered.append(record)
-            if config.annotate and result.error is None:
+            if config.annotate and rgb is not None:
                 writer = writer or _VideoWriter(_annotated_path(out, rel, ".mp4"),
                                                 fps=config.sample_fps or _video_rate(path, config.every_n_frames))
-                writer.add(path, result, recognizer.label_names)
+                writer.add(draw_result(rgb, result, recognizer.label_names))
             if len(buffered) >= 64:
                 write(buffered)
                 buffered = []
@@ -237,11 +237,11 @@ class _VideoWriter:
         self.stream.pix_fmt = "yuv420p"
         self.started = False
 
-    def add(self, path: Path, result: ImageResult, label_names: Sequence[str]) -> None:
+    def add(self, annotated) -> None:
+        """Encode one annotated frame (a PIL image, e.g. from :func:`draw_result`)."""
         import av
 
-        frame_rgb = self._frame(path, result.frame)
-        image = np.asarray(draw_result(frame_rgb, result, label_names))
+        image = np.asarray(annotated.convert("RGB"))
         h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2  # yuv420p needs even sides
         if not self.started:
             self.stream.width, self.stream.height = w, h
@@ -250,21 +250,7 @@ class _VideoWriter:
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
-    def _frame(self, path: Path, index: int | None) -> np.ndarray:
-        # Re-decoding keeps the recogniser's frame iterator free of annotation concerns; frames
-        # are read sequentially, so one forward-only decoder serves all of them.
-        from ferwild.recognizer import iter_video_frames
-
-        if not hasattr(self, "_frames"):
-            self._frames = iter_video_frames(path)
-        for i, _, rgb in self._frames:
-            if i == index:
-                return rgb
-        raise RecognizerError(f"{path}: frame {index} not found when annotating")
-
     def close(self) -> None:
-        if hasattr(self, "_frames"):
-            self._frames.close()
         if self.started:
             for packet in self.stream.encode():
                 self.container.mux(packet)

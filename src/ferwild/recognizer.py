@@ -447,10 +447,20 @@ class Recognizer:
     # videos
     # ---------------------------------------------------------------------------------------
 
-    def analyze_video(self, path: str | os.PathLike, *, sample_fps: float | None = None,
-                      every_n_frames: int = 1, max_frames: int | None = None,
-                      frames_per_batch: int = 16, tracker: FaceTracker | None = None) -> Iterator[ImageResult]:
+    def analyze_video(self, path: str | os.PathLike, **options: Any) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per sampled frame of a video (``frame``, ``time_s`` set).
+
+        The options are :meth:`analyze_video_frames`'s (``sample_fps``, ``every_n_frames``,
+        ``max_frames``, ``frames_per_batch``, ``tracker``).
+        """
+        for result, _ in self.analyze_video_frames(path, **options):
+            yield result
+
+    def analyze_video_frames(self, path: str | os.PathLike, *, sample_fps: float | None = None,
+                             every_n_frames: int = 1, max_frames: int | None = None, frames_per_batch: int = 16,
+                             tracker: FaceTracker | None = None) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
+        """Yield ``(result, frame RGB array)`` per sampled frame of a video (the array is None for
+        the error result of a stream that broke), e.g. to draw the results on the frames.
 
         Faces carry a ``track`` number per person across frames (``tracker``, default a
         :class:`FaceTracker` with its defaults).
@@ -473,11 +483,12 @@ class Recognizer:
 
         tracker = tracker or FaceTracker()
 
-        def flush() -> list[ImageResult]:
+        def flush() -> list[tuple[ImageResult, np.ndarray | None]]:
             results = [ImageResult(name, int(a.shape[1]), int(a.shape[0]), frame=f, time_s=t) for f, t, a in pending]
             self._fill(results, {j: a for j, (_, _, a) in enumerate(pending)})
+            out = [(tracker.update(r), a) for r, (_, _, a) in zip(results, pending)]
             pending.clear()
-            return [tracker.update(r) for r in results]
+            return out
 
         frames = iter_video_frames(path)
         next_time = 0.0
@@ -491,7 +502,7 @@ class Recognizer:
                 raise  # cannot be opened at all: the caller's error, not a frame's
             except Exception as exc:  # noqa: BLE001 - keep what was decoded, say where it broke
                 yield from flush()
-                yield ImageResult(name, 0, 0, error=f"video decoding stopped: {_describe(exc)}")
+                yield ImageResult(name, 0, 0, error=f"video decoding stopped: {_describe(exc)}"), None
                 return
             index, time_s, rgb = item
             if sample_fps is not None and time_s is not None:
