@@ -347,3 +347,17 @@ def test_a_study_folder_or_its_best_run_file_means_the_selected_run(tiny_run, tm
     image = np.full((32, 32, 3), 128, np.uint8)
     via_study = Recognizer.from_run(study, detector="none").analyze([image])[0]
     assert via_study.faces[0].probabilities == rec_none.analyze([image])[0].faces[0].probabilities
+
+
+def test_drawn_tags_stay_inside_the_image():
+    """A face at the right edge gets its label tag shifted left (fully visible), not clipped."""
+    from ferwild.recognizer import _PALETTE, draw_result
+
+    image = np.full((112, 112, 3), 255, np.uint8)
+    face = Face((90.0, 40.0, 112.0, 70.0), None, None, "happiness", 0.87, {"happiness": 0.87}, "mtcnn")
+    drawn = np.asarray(draw_result(image, ImageResult("x", 112, 112, faces=[face]), ["happiness"]))
+    assert drawn.shape == image.shape
+    tag = np.all(drawn == np.array(_PALETTE[0], np.uint8), axis=2)
+    rows, cols = np.nonzero(tag)
+    assert cols.min() < 90 - 20  # the tag ("happiness 87%") starts well left of the box
+    assert rows.max() < 40  # above the box, where there is room

@@ -613,7 +613,10 @@ def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str
         draw.rectangle([x1, y1, x2, y2], outline=color, width=width)
         text = f"{face.label} {face.confidence:.0%}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        ty = y1 - (bottom - top) - 2 * width if y1 - (bottom - top) - 2 * width >= 0 else y2 + width
-        draw.rectangle([x1, ty, x1 + (right - left) + 2 * width, ty + (bottom - top) + 2 * width], fill=color)
-        draw.text((x1 + width - left, ty + width - top), text, fill=(255, 255, 255), font=font)
+        tag_w, tag_h = (right - left) + 2 * width, (bottom - top) + 2 * width
+        # above the box when there is room, else below it; never past the image's right edge
+        ty = y1 - tag_h if y1 - tag_h >= 0 else min(y2 + width, canvas.height - tag_h)
+        tx = max(0.0, min(x1, canvas.width - tag_w))
+        draw.rectangle([tx, ty, tx + tag_w, ty + tag_h], fill=color)
+        draw.text((tx + width - left, ty + width - top), text, fill=(255, 255, 255), font=font)
     return canvas
