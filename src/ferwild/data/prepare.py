@@ -130,9 +130,13 @@ class PrepareConfig:
     def cache_fields(self) -> dict[str, Any]:
         """The settings that change cached pixels: changing them invalidates the shards."""
         keys = ("labels", "align", "fallback", "size", "margin", "min_confidence", "max_pixels",
-                "unlabelled", "template", "channels")
+                "unlabelled")
         fields = {k: getattr(self, k) for k in keys}
-        fields["template"] = None if self.template is None else [list(p) for p in self.template]
+        # only when set, so that caches prepared before these options existed stay valid
+        if self.template is not None:
+            fields["template"] = [list(p) for p in self.template]
+        if self.channels is not None:
+            fields["channels"] = self.channels
         return fields
 
 
