@@ -227,12 +227,14 @@ class Recognizer:
         min_confidence: MTCNN face threshold (default: the one the training data was prepared with).
         max_faces: keep at most this many faces per image, the largest first (None: all).
         batch_size: faces per classifier call.
+        detector_device: where MTCNN runs (``from_run`` puts it beside the model, e.g. ``cuda``).
     """
 
     def __init__(self, classifier: Callable[[np.ndarray], np.ndarray], *, label_names: Sequence[str],
                  preprocessing, face_alignment: FaceAlignment, detector: str | FaceDetector = "mtcnn",
                  min_confidence: float | None = None, max_faces: int | None = None, batch_size: int = 64,
-                 backend: str = "torch", source: str = "", model_config: dict | None = None) -> None:
+                 backend: str = "torch", source: str = "", model_config: dict | None = None,
+                 detector_device: str = "cpu") -> None:
         if max_faces is not None and max_faces < 1:
             raise RecognizerError(f"max_faces must be >= 1, got {max_faces}")
         if batch_size < 1:
@@ -253,7 +255,7 @@ class Recognizer:
             self.detector: FaceDetector | None = detector
         elif detector == "mtcnn":
             try:
-                self.detector = FaceDetector(min_confidence=threshold)
+                self.detector = FaceDetector(min_confidence=threshold, device=detector_device)
             except ValueError as exc:
                 raise RecognizerError(str(exc)) from None
         elif detector == "none":
@@ -287,6 +289,7 @@ class Recognizer:
         except (RunError, ValueError) as exc:
             raise RecognizerError(str(exc)) from None
         alignment, _ = run_face_alignment(state)
+        kwargs.setdefault("detector_device", str(dev))
         return cls(TorchClassifier(model, dev), label_names=state["label_names"],
                    preprocessing=model.preprocessing, face_alignment=alignment, backend="torch",
                    source=str(run_dir), model_config=model.config(), **kwargs)
