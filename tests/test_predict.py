@@ -94,6 +94,11 @@ def test_predict_writes_the_contract(rec, inputs, tmp_path):
     assert sum(clip["label_share"].values()) == pytest.approx(1, abs=1e-3)
     assert list(clip["tracks"]) == ["0"] and clip["tracks"]["0"]["frames"] == 10
     assert clip["tracks"]["0"]["first_s"] == 0 and clip["tracks"]["0"]["last_s"] == pytest.approx(1.8)
+    from PIL import Image
+
+    assert clip["timeline"] == "timelines/clip.png"
+    with Image.open(out / clip["timeline"]) as timeline:
+        assert timeline.format == "PNG" and timeline.size[0] > 300
     # annotated copies: every readable image, and the video with its sampled frames
     annotated = sorted(p.relative_to(out / "annotated") for p in (out / "annotated").rglob("*.*"))
     assert Path("photos/a/face01.jpg") in annotated and Path("clip.mp4") in annotated
@@ -206,3 +211,15 @@ def test_predict_cli_errors(tiny_run, tmp_path):
     not_onnx.write_text("nope")
     bad_model = _cli("predict", str(tmp_path), "--onnx", str(not_onnx), "--out", str(tmp_path / "o"))
     assert bad_model.returncode == 2 and "error:" in _said(bad_model) and "Traceback" not in _said(bad_model)
+
+
+def test_timeline_figure_of_a_video_without_faces(tmp_path):
+    from PIL import Image
+
+    from ferwild.predict import video_timeline_figure
+
+    frames = [{"source": "v.mp4", "frame": k, "time_s": k / 5, "faces": [], "is_video": True} for k in range(5)]
+    path = video_timeline_figure(frames, ["anger", "happiness"], tmp_path / "t" / "v.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+    assert not list((tmp_path / "t").glob(".*"))  # no temporary file left

@@ -14,6 +14,7 @@ Writes into ``OUT``:
   they are on screen and their label shares, errors, the recogniser's info.
 * ``annotated/`` (with ``annotate``): the images with boxes and labels drawn, and each video
   re-encoded (H.264) with its sampled frames annotated.
+* ``timelines/``: per video, each tracked person's class probabilities over time (PNG).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
     save_text_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
     if done:
         log(f"resuming: {len(done)} of {len(files)} files already done")
-    names = _relative_names(inputs) if config.annotate else {}
+    names = _relative_names(inputs)
     todo = [f for f in files if str(f) not in done]
     finished = len(files) - len(todo)
     if progress:
@@ -182,8 +183,62 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
     records, _ = _read_journal(out / RESULTS)
     summary = _summarise(records, recognizer, len(files), time.perf_counter() - t0)
     write_predictions_csv(records, recognizer.label_names, out / PREDICTIONS)
+    for source, frames in _video_frames(records).items():
+        rel = names.get(source, Path(Path(source).name))
+        figure = video_timeline_figure(frames, recognizer.label_names, out / "timelines" / rel.with_suffix(".png"),
+                                       title=rel.as_posix())
+        summary["videos"][source]["timeline"] = figure.relative_to(out).as_posix()
     save_json_atomic(out / SUMMARY, summary)
     return summary
+
+
+def _video_frames(records: list[dict]) -> dict[str, list[dict]]:
+    """Each finished video's frame records (no error), in journal order."""
+    frames: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("is_video") and not r.get("video_done") and not r.get("error"):
+            frames.setdefault(r["source"], []).append(r)
+    return frames
+
+
+def video_timeline_figure(frames: list[dict], label_names: Sequence[str], path: Path, *, title: str = "",
+                          max_tracks: int = 4) -> Path:
+    """How each person's expression reads over a video: one panel per track (the ``max_tracks``
+    seen longest), class probabilities stacked over time. Written to ``path`` (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tracks: dict[int, list[tuple[float, list[float]]]] = {}
+    for r in frames:
+        for face in r["faces"]:
+            t = r["time_s"] if r.get("time_s") is not None else float(r.get("frame") or 0)
+            tracks.setdefault(face.get("track", 0), []).append((t, [face["probabilities"][n] for n in label_names]))
+    shown = sorted(tracks, key=lambda k: -len(tracks[k]))[:max_tracks]
+    fig = Figure(figsize=(9, 1.9 * max(1, len(shown)) + 0.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(max(1, len(shown)), 1, sharex=True, squeeze=False)[:, 0]
+    colors = ["#e63946", "#6a4c93", "#f4a261", "#2a9d8f", "#457b9d", "#e9c46a", "#8338ec", "#1d3557"]
+    for ax, track in zip(axes, shown):
+        times = np.array([t for t, _ in tracks[track]])
+        probs = np.array([p for _, p in tracks[track]]).T
+        ax.stackplot(times, probs, labels=list(label_names), colors=colors[:len(label_names)], alpha=0.9)
+        top = Counter(label_names[int(i)] for i in probs.argmax(axis=0)).most_common(1)[0]
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("p")
+        ax.set_title(f"person {track}: {times.min():.1f}-{times.max():.1f} s, mostly {top[0]} "
+                     f"({top[1] / probs.shape[1]:.0%} of {probs.shape[1]} frames)", fontsize=9, loc="left")
+    if not shown:
+        axes[0].text(0.5, 0.5, "no face in any sampled frame", ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    else:
+        axes[-1].set_xlabel("time (s)")
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    fig.suptitle(f"expression over time: {title}" if title else "expression over time", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def _predict_video(recognizer: Recognizer, path: Path, out: Path, rel: Path | None, config: PredictConfig,
