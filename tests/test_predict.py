@@ -223,3 +223,11 @@ def test_timeline_figure_of_a_video_without_faces(tmp_path):
     with Image.open(path) as image:
         assert image.format == "PNG"
     assert not list((tmp_path / "t").glob(".*"))  # no temporary file left
+
+
+def test_an_empty_folder_among_the_inputs_is_fine(rec, inputs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    summary = predict_files(rec, [tmp_path / "empty", inputs / "photos"], tmp_path / "out",
+                            PredictConfig(annotate=True))
+    assert summary["n_images"] == 25
+    assert (tmp_path / "out" / "annotated" / "photos" / "a" / "face01.jpg").exists()

@@ -95,16 +95,20 @@ def _resume_state(out: Path) -> tuple[list[dict], set[str]]:
     return kept, done
 
 
-def _relative_names(inputs: Sequence[str | os.PathLike]) -> dict[str, Path]:
-    """Each input file -> its name under ``annotated/``: ``<folder name>/<path inside it>`` for
-    files found in a folder argument, the file name for file arguments (made unique)."""
+def _relative_names(inputs: Sequence[str | os.PathLike], files: Sequence[Path]) -> dict[str, Path]:
+    """Each input file -> its name under ``annotated/`` and ``timelines/``: ``<folder name>/<path
+    inside it>`` for files found in a folder argument, the file name for file arguments (made
+    unique). ``files`` is ``find_inputs(inputs)``: the folders are not walked again."""
+    folders = [Path(a) for a in inputs if Path(a).is_dir()]
     names: dict[str, Path] = {}
-    for arg in map(Path, inputs):
-        for f in find_inputs([arg]):
-            rel = Path(arg.name) / f.relative_to(arg) if arg.is_dir() else Path(f.name)
-            if rel in names.values():
-                rel = rel.with_name(f"{rel.stem}-{hashlib.sha1(str(f).encode()).hexdigest()[:8]}{rel.suffix}")
-            names.setdefault(str(f), rel)
+    used: set[Path] = set()
+    for f in files:
+        folder = next((d for d in folders if f.is_relative_to(d)), None)
+        rel = Path(folder.name) / f.relative_to(folder) if folder is not None else Path(f.name)
+        if rel in used:
+            rel = rel.with_name(f"{rel.stem}-{hashlib.sha1(str(f).encode()).hexdigest()[:8]}{rel.suffix}")
+        used.add(rel)
+        names.setdefault(str(f), rel)
     return names
 
 
@@ -146,7 +150,7 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
     save_text_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
     if done:
         log(f"resuming: {len(done)} of {len(files)} files already done")
-    names = _relative_names(inputs)
+    names = _relative_names(inputs, files)
     todo = [f for f in files if str(f) not in done]
     finished = len(files) - len(todo)
     if progress:
