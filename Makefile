@@ -2,8 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= demo_out
+# `make model`: the recipe of the shipped FER2013 model (MODEL_CARD.md); resumable, rerun to continue.
+FER2013 ?= ../shared/data/fer2013
+MODEL_WORK ?= model_work
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench model clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +23,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+model: install
+	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
+	$(VENV)/bin/ferwild train recipes/fer2013.yaml --data $(MODEL_WORK)/fer2013_basic7 --out $(MODEL_WORK)/runs/fer2013 --resume
+	$(PY) recipes/ship_fer2013.py --run $(MODEL_WORK)/runs/fer2013 --data $(MODEL_WORK)/fer2013_basic7 --work $(MODEL_WORK)/eval
 
 bench: install
 	$(PY) bench/bench_prepare.py

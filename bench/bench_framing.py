@@ -6,17 +6,16 @@ every checkpoint carries it, so ``Recognizer`` cuts photos the FER2013 way. This
 measures what that buys on real photos, against the default framing as the baseline, in the
 same run:
 
-1. prepare FER2013's sharp ``test`` folder (the shared copy's train split is blurred) with a
-   70/20/10 split, and train ``cnn_small`` at 48 px (``--epochs``, about 10 minutes on 2 CPU
-   cores), unless ``--run`` names a run already trained on FER2013;
+1. take a run trained on FER2013: the shipped model (``ferwild:fer2013_vgg``) unless ``--run``
+   names another;
 2. find the faces in ``face_photos`` with MTCNN and classify them twice: framed with the
    learned template (the default) and with the margin template;
 3. score how well ``p(happiness)`` separates the faces hand-labelled below as clearly smiling
-   from those clearly not (ROC AUC; ambiguous faces, false detections and near-duplicate
-   framings are simply not listed). The labels are one person's reading of the photos, and few:
-   a sanity check of the framing, not a FER benchmark.
+   from those clearly not (ROC AUC), and how many of each are called happiness. Ambiguous
+   faces, false detections and near-duplicate framings are simply not listed. The labels are
+   one person's reading of the photos, and few: a sanity check, not a FER benchmark.
 
-Usage: python bench/bench_framing.py [--run RUN_DIR] [--epochs 20] [--work DIR]
+Usage: python bench/bench_framing.py [--run RUN_DIR]
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,39 +51,10 @@ NOT_SMILING = [
 ]
 
 
-def train_fer_model(shared: Path, work: Path, epochs: int) -> Path:
-    """prepare (FER2013 test folder, ratio split) + train cnn_small; returns the run folder."""
-    from ferwild.config import RunConfig
-    from ferwild.data.prepare import PrepareConfig, prepare
-    from ferwild.train import fit
-
-    src = work / "fer_sharp_src"
-    for label_dir in sorted((shared / "fer2013" / "test").iterdir()):
-        (src / label_dir.name).mkdir(parents=True, exist_ok=True)
-        for f in label_dir.iterdir():
-            link = src / label_dir.name / f.name
-            if not link.exists():
-                link.symlink_to(f)
-    prepared = work / "fer_sharp"
-    t0 = time.perf_counter()
-    result = prepare(src, prepared, PrepareConfig(labels="basic7", split="ratios"))
-    print(f"prepared {len(result.manifest)} FER2013 test-folder faces in {time.perf_counter() - t0:.0f}s; "
-          f"learned template {result.summary['face_template']}", flush=True)
-    run = work / "fer_sharp_run"
-    config = RunConfig.load(None, [f"data.path={prepared}", "model.name=cnn_small", "model.pretrained=none",
-                                   "train.batch_size=128", f"train.epochs={epochs}"])
-    t0 = time.perf_counter()
-    summary = fit(config, run, log=lambda m: None)
-    print(f"trained cnn_small for {epochs} epochs in {time.perf_counter() - t0:.0f}s; "
-          f"best val macro-F1 {summary.get('best_val_macro_f1')}", flush=True)
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a run trained on FER2013 (default: train one)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--work", type=Path, help="folder for the prepared data and the run")
+    parser.add_argument("--run", default="ferwild:fer2013_vgg",
+                        help="a run trained on FER2013 (default: the shipped model)")
     args = parser.parse_args()
 
     import numpy as np
@@ -95,12 +64,10 @@ def main() -> None:
     from ferwild.recognizer import Recognizer
 
     shared = Path(os.environ.get("FERWILD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (shared / "fer2013").is_dir():
-        sys.exit(f"needs the shared data (FER2013 and face_photos) at {shared}; set FERWILD_SHARED_DATA")
-    work = args.work or Path(tempfile.mkdtemp(prefix="ferwild_framing_"))
-    run = args.run or train_fer_model(shared, work, args.epochs)
-
-    learned = Recognizer.from_run(run)
+    if not (shared / "face_photos").is_dir():
+        sys.exit(f"needs the shared face photos at {shared}; set FERWILD_SHARED_DATA")
+    run = args.run
+    learned = Recognizer.from_run(run, device="cpu")
     if learned.face_alignment.template is None:
         sys.exit(f"{run} carries no learned template (was it trained on pre-aligned data prepared by this version?)")
     variants = {

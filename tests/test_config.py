@@ -29,6 +29,11 @@ def test_layering_defaults_file_overrides(tmp_path):
     ("lr=1", "section.key"), ("optim.lr", "section.key=value"),
     ("optim.optimizer=adagrad", "adam"), ("train.epochs=0", "epochs"),
     ("train.micro_batch_size=100", "multiple"), ("optim.lr=-1", "positive"),
+    ("optim.nesterov=true", "nesterov needs optimizer sgd"),
+    ("optim.label_smoothing=1.0", "label_smoothing"), ("optim.warmup_epochs=-1", "warmup_epochs"),
+    ("optim.warmup_epochs=2", "needs scheduler cosine"), ("optim.class_weights=inverse", "sqrt"),
+    ("data.augment_options={degress: 10}", "unknown data.augment_options"),
+    ("data.augment_options={flip_p: 2}", "probability"),
 ])
 def test_bad_overrides_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -42,3 +47,21 @@ def test_unknown_yaml_keys_and_missing_file(tmp_path):
         RunConfig.load(path)
     with pytest.raises(ConfigError, match="not found"):
         RunConfig.load(tmp_path / "nope.yaml")
+
+
+def test_recipe_options_reach_the_augmentation(tmp_path):
+    c = RunConfig.load(None, ["data.augment_options={degrees: 15, scale: [0.8, 1.2], erase_p: 0.5}",
+                              "optim.optimizer=sgd", "optim.nesterov=true", "optim.scheduler=cosine",
+                              "optim.warmup_epochs=2", "optim.label_smoothing=0.1"])
+    aug = c.data.augment_config()
+    assert (aug.degrees, aug.scale, aug.erase_p) == (15, (0.8, 1.2), 0.5)
+    assert aug.flip_p == 0.5  # untouched fields keep their defaults
+    c.save(tmp_path / "resolved.yaml")
+    assert RunConfig.load(tmp_path / "resolved.yaml") == c
+
+
+def test_the_shipped_recipe_file_loads():
+    from pathlib import Path
+
+    c = RunConfig.load(Path(__file__).resolve().parents[1] / "recipes" / "fer2013.yaml")
+    assert c.model.name == "fer_vgg" and c.data.augment and c.optim.nesterov

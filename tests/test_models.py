@@ -32,13 +32,14 @@ from ferwild.models import (
 # (name, image size for the test). vit_b16/resnet50 run at their default 224 (about 2 s each on 2 cores).
 CASES = [
     ("cnn_small", 48),
+    ("fer_vgg", 48),
     ("vit_tiny", 32),
     ("resnet18", 32),
     ("resnet50", None),
     ("vit_b16", None),
     ("timm:resnet10t", 32),
 ]
-FAST = ["cnn_small", "vit_tiny", "resnet18", "timm:resnet10t"]
+FAST = ["cnn_small", "fer_vgg", "vit_tiny", "resnet18", "timm:resnet10t"]
 SIZES = dict(CASES)
 
 
@@ -161,6 +162,31 @@ def test_vit_image_size_sets_position_embeddings():
     assert m.backbone.vit.embeddings.position_embeddings.shape == (1, 1 + (32 // 8) ** 2, 192)
     with pytest.raises(ValueError, match="patch"):
         create_model("vit_tiny", 6, image_size=36)
+
+
+def test_fer_vgg_is_tied_to_sizes_it_can_pool():
+    m = create_model("fer_vgg", 7)
+    assert m.preprocessing.input_size == 48 and 1.5e6 < count_parameters(m) < 4e6
+    assert create_model("fer_vgg", 7, image_size=64)(torch.zeros(2, 3, 64, 64)).shape == (2, 7)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        create_model("fer_vgg", 7, image_size=40)
+
+
+def test_flip_tta_averages_the_mirror_in_eval_mode_only():
+    torch.manual_seed(0)
+    m = create_model("cnn_small", 6).eval()
+    x = _batch(m, 3)
+    with torch.no_grad():
+        plain, mirrored = m(x).softmax(1), m(x.flip(-1)).softmax(1)
+        m.set_tta("flip")
+        torch.testing.assert_close(m(x).exp(), (plain + mirrored) / 2)
+        torch.testing.assert_close(m(x.flip(-1)), m(x))  # mirror-invariant by construction
+        m.train()  # training forwards never augment: plain logits
+        torch.testing.assert_close(m(x), m.head(m.features(x)))
+    assert m.config()["tta"] == "flip" and model_from_config(m.config()).tta == "flip"
+    assert "tta" not in create_model("cnn_small", 6).config()  # other runs' configs are unchanged
+    with pytest.raises(ValueError, match="tta"):
+        m.set_tta("tencrop")
 
 
 def test_input_must_have_three_channels():

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from ferwild.pipeline import BatchTransform, EpochBatchSampler
-from ferwild.train import (F1DropScheduler, RunError, class_weights, confusion_matrix_torch,
+from ferwild.train import (EpochScheduler, F1DropScheduler, RunError, class_weights, confusion_matrix_torch,
                            metrics_from_confusion)
 
 
@@ -14,6 +14,8 @@ def test_class_weights_formula_and_missing_class():
     w = class_weights(np.array([0, 0, 0, 1]), 2)
     torch.testing.assert_close(w, torch.tensor([4 / (2 * 3), 4 / (2 * 1)]))
     assert torch.all(class_weights(np.array([0, 1]), 2, "none") == 1)
+    torch.testing.assert_close(class_weights(np.array([0, 0, 0, 1]), 2, "sqrt"),
+                               torch.tensor([(4 / 6) ** 0.5, 2 ** 0.5]))
     with pytest.raises(RunError, match="no training rows"):
         class_weights(np.array([0, 0]), 3)
 
@@ -30,6 +32,30 @@ def test_f1_drop_rule_is_the_studys():
     restored = F1DropScheduler(opt)
     restored.load_state_dict(s.state_dict())
     assert restored.previous == 0.60
+
+
+def test_cosine_with_warmup_sets_each_epochs_rate():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    s = EpochScheduler(opt, "cosine", epochs=6, warmup_epochs=2)
+    rates = [opt.param_groups[0]["lr"]]
+    for _ in range(5):
+        s.step()
+        rates.append(opt.param_groups[0]["lr"])
+    # warm-up 0.05, 0.1; then cosine over the 4 remaining epochs, starting at the base rate
+    expected = [0.05, 0.1] + [0.05 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]
+    assert rates == pytest.approx(expected)
+    # a resumed scheduler continues where the saved one was
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    resumed = EpochScheduler(opt2, "cosine", epochs=6, warmup_epochs=2)
+    resumed.load_state_dict(s.state_dict())
+    assert opt2.param_groups[0]["lr"] == pytest.approx(rates[-1])
+    # no warm-up: the plain cosine of before (first epoch at the base rate)
+    opt3 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    plain = EpochScheduler(opt3, "cosine", epochs=4)
+    assert opt3.param_groups[0]["lr"] == pytest.approx(0.1)
+    plain.step()
+    assert opt3.param_groups[0]["lr"] == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)))
 
 
 def test_metrics_from_confusion_match_sklearn():

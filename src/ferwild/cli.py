@@ -198,7 +198,8 @@ def _model_errors() -> tuple[type[Exception], ...]:
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(..., help="A run directory written by `ferwild train`."),
+    run: Path = typer.Argument(..., help="A run directory written by `ferwild train` or a shipped model "
+                               "(ferwild:fer2013_vgg)."),
     data: Path = typer.Option(..., help="Prepared dataset folder."),
     split: str = typer.Option("test", help="Split to evaluate."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval-SPLIT)."),
@@ -221,13 +222,15 @@ def evaluate(
     for label, m in summary["per_class"].items():
         table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     console.print(table)
-    console.print(f"written to {out or Path(run) / f'eval-{split}'}/", highlight=False)
+    console.print(f"written to {summary['out_dir']}/", highlight=False)
 
 
 @app.command()
 def models() -> None:
     """List the model registry: input size, parameter count, pretrained weights."""
     from ferwild.models import list_models
+
+    from ferwild.shipped import DEFAULT_MODEL, PREFIX, list_shipped
 
     table = Table(title="ferwild models (any timm model also works as timm:<name>)")
     for col in ("name", "input", "params", "pretrained weights", "description"):
@@ -236,6 +239,15 @@ def models() -> None:
         table.add_row(entry["name"], str(entry["input_size"]), f"{entry['params'] / 1e6:.2f}M",
                       entry["pretrained_source"], entry["description"])
     console.print(table)
+    shipped = Table(title="trained models shipped with ferwild (use as --run NAME; "
+                          f"{PREFIX}{DEFAULT_MODEL} is the default of predict and serve)")
+    for col in ("name", "architecture", "trained on", "test accuracy", "test macro-F1", "size"):
+        shipped.add_column(col)
+    for row in list_shipped():
+        acc, f1 = (row["test"].get(k) for k in ("accuracy", "macro_f1"))
+        shipped.add_row(row["name"], row["model"], row["data"], "-" if acc is None else f"{100 * acc:.2f}%",
+                        "-" if f1 is None else f"{100 * f1:.2f}%", f"{row['size_bytes'] / 1e6:.1f} MB")
+    console.print(shipped)
 
 
 @app.command()
@@ -327,7 +339,8 @@ def _split_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
 
 @app.command()
 def audit(
-    run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train` (or a study's best run)."),
+    run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train`, a study (its best "
+                             "run) or a shipped model (ferwild:fer2013_vgg)."),
     reference: Path = typer.Option(..., "--reference", help="The prepared dataset the run was trained on."),
     production: Path = typer.Option(..., "--production", help="Prepared production data (labelled, or "
                                     "prepared with --unlabelled)."),
@@ -411,7 +424,7 @@ def rebalance(
 def monitor(
     batches: list[Path] = typer.Argument(..., help="New batches in time order: prepared folders, or image "
                                          "folders (prepared unlabelled on the fly)."),
-    run: Path = typer.Option(..., "--run", help="The deployed run directory."),
+    run: Path = typer.Option(..., "--run", help="The deployed run directory (or ferwild:fer2013_vgg)."),
     reference: Path = typer.Option(..., "--reference", help="The prepared dataset the run was trained on."),
     history: Optional[Path] = typer.Option(None, help="History folder (default RUN/monitor)."),
     alpha: float = typer.Option(0.01, help="Combined shift p-value below which a batch may be flagged."),
@@ -456,11 +469,15 @@ def monitor(
 
 def _recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min_confidence: Optional[float],
                 max_faces: Optional[int], device: str, which: str = "best"):
-    """A Recognizer from ``--run`` or ``--onnx`` (exactly one), or a clean CLI error."""
+    """A Recognizer from ``--run`` or ``--onnx`` (at most one; neither: the shipped default
+    model), or a clean CLI error."""
     from ferwild.recognizer import Recognizer, RecognizerError
+    from ferwild.shipped import default_run
 
-    if (run is None) == (onnx is None):
-        _fail("give exactly one of --run RUN_DIR or --onnx MODEL.onnx")
+    if run is not None and onnx is not None:
+        _fail("give at most one of --run RUN_DIR or --onnx MODEL.onnx")
+    if run is None and onnx is None:
+        run = default_run()
     kwargs = {"detector": detector, "min_confidence": min_confidence, "max_faces": max_faces}
     try:
         if run is not None:
@@ -470,7 +487,9 @@ def _recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min
         _fail(str(exc))
 
 
-_RUN_OPTION = typer.Option(None, "--run", help="A run directory written by `ferwild train` (or a study's best run).")
+_RUN_OPTION = typer.Option(None, "--run", help="A run directory written by `ferwild train`, a study (its best "
+                           "run) or a shipped model (ferwild:fer2013_vgg, the default when neither --run nor "
+                           "--onnx is given).")
 _ONNX_OPTION = typer.Option(None, "--onnx", help="An ONNX file written by `ferwild export` (instead of --run).")
 _DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face) | none (each image is "
                                 "already one face crop).")
@@ -532,7 +551,8 @@ def predict(
 
 @app.command()
 def export(
-    run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train`."),
+    run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train` or a shipped model "
+                             "(ferwild:fer2013_vgg)."),
     out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
     which: str = typer.Option("best", help="Checkpoint: best | last."),
     opset: int = typer.Option(18, help="ONNX opset."),

@@ -19,7 +19,7 @@ import yaml
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULERS = ("f1_drop", "cosine", "constant")
-CLASS_WEIGHTS = ("balanced", "none")
+CLASS_WEIGHTS = ("balanced", "sqrt", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -38,11 +38,29 @@ class DataConfig:
     use_augmented_rows: bool = True     # the balancing rows written by prepare
     augment: bool = False               # on-the-fly augmentation of training batches (the study
                                         # augmented offline, to balance classes, as `prepare` does)
+    augment_options: dict = field(default_factory=dict)  # AugmentConfig fields to change, e.g.
+                                        # {degrees: 15, translate: 0.1, erase_p: 0.5}
     num_workers: int = 0                # DataLoader workers; the cache is memory-mapped
 
     def __post_init__(self):
         if self.num_workers < 0:
             raise ConfigError("data.num_workers must be >= 0")
+        self.augment_options = dict(self.augment_options or {})
+        self.augment_config()  # fail now on an unknown or bad option, not at the first batch
+
+    def augment_config(self):
+        """The on-the-fly augmentation: :class:`AugmentConfig` defaults with ``augment_options`` applied."""
+        from ferwild.data.augment import AugmentConfig
+
+        known = {f.name for f in dataclasses.fields(AugmentConfig)}
+        bad = sorted(set(self.augment_options) - known)
+        if bad:
+            raise ConfigError(f"unknown data.augment_options {bad}; known: {sorted(known)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment_options.items()}
+        try:
+            return AugmentConfig(**values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data.augment_options: {exc}") from None
 
 
 @dataclass
@@ -66,15 +84,19 @@ class OptimConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9               # SGD / RMSprop
+    nesterov: bool = False              # SGD only
     weight_decay: float = 0.0
     scheduler: str = "f1_drop"          # the study's rule; cosine | constant
+    warmup_epochs: int = 0              # linear warm-up before the schedule (cosine / constant)
+    label_smoothing: float = 0.0        # of the training cross-entropy
     f1_drop_threshold: float = 0.10     # relative drop of val macro-F1 that triggers a decay
     f1_drop_factor: float = 0.8
-    class_weights: str = "balanced"     # n / (C * n_c) over the rows trained on | none
+    class_weights: str = "balanced"     # n / (C * n_c) over the rows trained on | sqrt (its square root) | none
 
     def __post_init__(self):
         try:  # YAML reads "1e-3" (no dot) as a string
-            for name in ("lr", "momentum", "weight_decay", "f1_drop_threshold", "f1_drop_factor"):
+            for name in ("lr", "momentum", "weight_decay", "f1_drop_threshold", "f1_drop_factor",
+                         "label_smoothing"):
                 setattr(self, name, float(getattr(self, name)))
         except (TypeError, ValueError):
             raise ConfigError(f"optim.{name} must be a number, not {getattr(self, name)!r}") from None
@@ -84,7 +106,16 @@ class OptimConfig:
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, not {self.scheduler!r}")
         if self.class_weights not in CLASS_WEIGHTS:
-            raise ConfigError(f"optim.class_weights must be balanced or none, not {self.class_weights!r}")
+            raise ConfigError(f"optim.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, "
+                              f"not {self.class_weights!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"optim.label_smoothing must be in [0, 1), not {self.label_smoothing}")
+        if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
+            raise ConfigError(f"optim.warmup_epochs must be a whole number >= 0, not {self.warmup_epochs}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ConfigError("optim.nesterov needs optimizer sgd with momentum > 0")
+        if self.warmup_epochs and self.scheduler == "f1_drop":
+            raise ConfigError("optim.warmup_epochs needs scheduler cosine or constant (the F1-drop rule has no warm-up)")
         if not float(self.lr) > 0:
             raise ConfigError(f"optim.lr must be positive, not {self.lr}")
         if not 0 < self.f1_drop_factor <= 1 or not 0 <= self.f1_drop_threshold < 1:
@@ -103,6 +134,7 @@ class TrainConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     precision: str = "auto"             # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     max_train_batches: int | None = None  # cap per epoch, for smoke runs
+    channels_last: bool = False         # NHWC tensors: faster convolutions (CPU oneDNN, GPU tensor cores)
 
     def __post_init__(self):
         if self.epochs < 1:

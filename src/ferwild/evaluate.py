@@ -10,6 +10,7 @@ import torch
 
 from ferwild.data.cache import PreparedDataset
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.shipped import cache_dir
 from ferwild.train import (RunError, autocast_dtype, checkpoint_dir, evaluate, load_checkpoint_state,
                            load_weights, resolve_device, resolve_run_dir)
 
@@ -50,7 +51,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                  batch_size: int = 256, device: str = "auto") -> dict[str, Any]:
     """Evaluate ``run_dir``'s ``which`` checkpoint on ``split`` of ``data_dir``.
 
-    Writes (into ``out_dir``, default ``RUN_DIR/eval-<split>``) summary.json, summary.md,
+    Writes (into ``out_dir``, default ``RUN_DIR/eval-<split>``, or the user cache for a shipped
+    model: :func:`ferwild.shipped.cache_dir`) summary.json, summary.md,
     confusion_matrix.png, reliability.png and predictions.parquet; returns the summary.
 
     Raises:
@@ -78,11 +80,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     result = evaluate(model, loader, BatchTransform(pre.input_size, pre.mean, pre.std), None, dev,
                       num_classes=len(prepared.label_names), amp_dtype=autocast_dtype("auto", dev),
                       keep_outputs=True)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{split}"
+    out = Path(out_dir) if out_dir is not None else cache_dir(run_dir, f"eval-{split}")
     out.mkdir(parents=True, exist_ok=True)
     keep = [c for c in rows.columns if c in ("path", "split", "subject", "video", "source_split")
             or c.startswith("attr_")]
     extra = {"run_dir": str(run_dir), "checkpoint": which, "epoch": state.get("epoch"),
-             "data": str(data_dir), "split": split, "model": state["model_config"].get("name")}
+             "data": str(data_dir), "split": split, "model": state["model_config"].get("name"),
+             "out_dir": str(out)}
     return write_evaluation(out, result["labels"], result["probs"], prepared.label_names,
                             rows[keep].reset_index(drop=True), extra=extra)

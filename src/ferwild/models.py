@@ -13,6 +13,7 @@ Built-in names (:data:`MODEL_REGISTRY`)::
     resnet18   torchvision ResNet-18; hub weights ResNet18_Weights.IMAGENET1K_V1
     vit_tiny   a small HF ViT (192-d, 4 layers, 3 heads, patch 8, 64 px); random init or a local checkpoint
     cnn_small  a ~100k-parameter CNN for 48-64 px CPU runs; random init or a local checkpoint
+    fer_vgg    a VGG-style CNN for 48 px faces (~2M parameters), the architecture of the shipped model
 
 and ``timm:<model_name>`` for any timm model. New names are added with :func:`register_model`.
 
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 CONFIG_FORMAT = "ferwild.model/1"
+#: Test-time augmentations a model can apply at inference (see :class:`FERModel`).
+TTA_MODES = ("none", "flip")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
@@ -343,6 +346,52 @@ def _small_cnn_builder(*, image_size: int) -> nn.Module:
     return SmallCNN()
 
 
+class FERVGG(nn.Module):
+    """VGG-style CNN made for 48 px faces (~2M parameters): ferwild's FER2013 default model.
+
+    Four stages of 3x3 conv-BN-ReLU blocks (``depths``) with ``widths`` channels, each ending in
+    a 2x2 max-pool, then the flattened ``S/16 x S/16`` grid -> a ``hidden``-wide fully connected
+    layer. Flattening (rather than global pooling) keeps where on the aligned face a feature
+    fired, which matters for expressions (mouth vs brows); it ties the net to one input size.
+    The shape follows the from-scratch VGG variants that lead FER2013 (Khaireddin & Chen 2021),
+    narrowed so that a full training fits on two CPU cores (bf16, channels-last).
+    """
+
+    def __init__(self, image_size: int = 48, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depths: tuple[int, ...] = (2, 2, 3, 3), hidden: int = 256, dropout: float = 0.3) -> None:
+        super().__init__()
+        if len(widths) != len(depths):
+            raise ValueError("widths and depths need one entry per stage")
+        factor = 2 ** len(widths)
+        if image_size % factor:
+            raise ValueError(f"image size {image_size} is not a multiple of {factor} (the net pools {len(widths)} times)")
+        layers: list[nn.Module] = []
+        cin = 3
+        for width, depth in zip(widths, depths):
+            for _ in range(depth):
+                layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                           nn.ReLU(inplace=True)]
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+        self.body = nn.Sequential(*layers)
+        grid = image_size // factor
+        self.neck = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin * grid * grid, hidden, bias=False),
+            nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+        self.num_features = hidden
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.body(pixel_values))
+
+
+def _fer_vgg_builder(*, image_size: int) -> nn.Module:
+    return FERVGG(image_size=image_size)
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -353,6 +402,12 @@ class FERModel(nn.Module):
     (D), ``backbone`` (images -> (N, D)), ``head`` (``nn.Linear(D, num_classes)``) and
     ``pretrained_report`` (what :func:`create_model` loaded: source, tensor counts, missing and
     unexpected keys; ``None`` for random init).
+
+    ``tta`` is the test-time augmentation of inference (:data:`TTA_MODES`): with ``"flip"``, an
+    eval-mode forward reads each face and its mirror image and returns the log of their mean
+    class probabilities (so a softmax gives the averaged probabilities, and an ONNX export
+    carries the same computation). Training-mode forwards never augment. It travels in
+    :meth:`config`.
     """
 
     def __init__(
@@ -374,6 +429,7 @@ class FERModel(nn.Module):
         self.head = nn.Linear(self.num_features, self.num_classes)
         self.pretrained_report: dict | None = None
         self._backbone_frozen = False
+        self.tta = "none"
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -392,12 +448,25 @@ class FERModel(nn.Module):
         return self.backbone(pixel_values)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Normalised ``(N, 3, S, S)`` floats -> logits ``(N, num_classes)``."""
-        return self.head(self.features(pixel_values))
+        """Normalised ``(N, 3, S, S)`` floats -> logits ``(N, num_classes)`` (with ``tta="flip"``
+        in eval mode: log mean probabilities of the image and its mirror)."""
+        logits = self.head(self.features(pixel_values))
+        if self.training or self.tta == "none":
+            return logits
+        mirrored = self.head(self.features(pixel_values.flip(-1)))
+        mean = (logits.float().softmax(1) + mirrored.float().softmax(1)) / 2
+        return mean.clamp_min(1e-12).log()
+
+    def set_tta(self, mode: str) -> "FERModel":
+        """Choose the test-time augmentation (``"none"`` or ``"flip"``); returns the model."""
+        if mode not in TTA_MODES:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {mode!r}")
+        self.tta = mode
+        return self
 
     def config(self) -> dict:
         """JSON-able dict from which :func:`model_from_config` rebuilds this architecture."""
-        return {
+        config = {
             "format": CONFIG_FORMAT,
             "name": self.name,
             "num_classes": self.num_classes,
@@ -406,6 +475,9 @@ class FERModel(nn.Module):
             "num_features": self.num_features,
             "preprocessing": self.preprocessing.to_dict(),
         }
+        if self.tta != "none":  # absent by default: configs (and cache keys) of other runs are unchanged
+            config["tta"] = self.tta
+        return config
 
     def freeze_backbone(self, freeze: bool = True) -> None:
         """Freeze (or unfreeze) everything but the head.
@@ -921,7 +993,7 @@ def model_from_config(config: dict) -> FERModel:
             f"{config['name']} now has {model.num_features}-d features, the config says {config['num_features']} "
             "(a different library version?)"
         )
-    return model
+    return model.set_tta(config.get("tta", "none"))
 
 
 def _param_count(name: str) -> tuple[int, int]:
@@ -977,4 +1049,9 @@ register_model(
     ModelEntry("cnn_small", "~100k-parameter CNN for 48-64 px CPU demos and tests",
                48, HALF, HALF, "none"),
     _small_cnn_builder,
+)
+register_model(
+    ModelEntry("fer_vgg", "VGG-style CNN for 48 px faces (~2M parameters); the shipped FER2013 model's architecture",
+               48, HALF, HALF, "none"),
+    _fer_vgg_builder,
 )

@@ -131,13 +131,15 @@ class BatchTransform:
     """
 
     def __init__(self, input_size: int, mean: Sequence[float], std: Sequence[float], *, train: bool = False,
-                 augment: AugmentConfig | None = None, generator: torch.Generator | None = None):
+                 augment: AugmentConfig | None = None, generator: torch.Generator | None = None,
+                 memory_format: torch.memory_format | None = None):
         self.input_size = int(input_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.train = train
         self.augment = augment if augment is not None else (AugmentConfig() if train else None)
         self.generator = generator
+        self.memory_format = memory_format  # e.g. torch.channels_last for a channels-last model
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -154,4 +156,6 @@ class BatchTransform:
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.input_size)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         return x

@@ -8,7 +8,8 @@ crop side, grayscale when the training cache was grey), applies the model's own 
 detected face::
 
     from ferwild.recognizer import Recognizer
-    rec = Recognizer.from_run("runs/vit")            # or Recognizer.from_onnx("model.onnx")
+    rec = Recognizer.default()                       # the shipped FER2013 model (MODEL_CARD.md)
+    rec = Recognizer.from_run("runs/vit")            # or a run, or Recognizer.from_onnx("model.onnx")
     for result in rec.analyze(["group.jpg", "selfie.png"]):
         for face in result.faces:
             print(result.source, face.box, face.label, round(face.confidence, 2))
@@ -293,6 +294,15 @@ class Recognizer:
         return cls(TorchClassifier(model, dev), label_names=state["label_names"],
                    preprocessing=model.preprocessing, face_alignment=alignment, backend="torch",
                    source=str(run_dir), model_config=model.config(), **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> "Recognizer":
+        """The model shipped inside the package (``ferwild:fer2013_vgg``, see MODEL_CARD.md):
+        FER2013's seven expressions, read from grey faces framed like FER2013's crops. Offline,
+        nothing downloaded. Keyword arguments as for :meth:`from_run`."""
+        from ferwild.shipped import default_run
+
+        return cls.from_run(default_run(), **kwargs)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, *, providers: Sequence[str] | None = None,

@@ -21,6 +21,7 @@ import torch
 
 from ferwild.data.cache import PreparedDataset, save_npz_atomic
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.shipped import cache_dir
 from ferwild.train import RunError, autocast_dtype, checkpoint_dir, resolve_device
 
 CACHE_DIR = "audit-cache"
@@ -195,7 +196,8 @@ def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, spl
         raise RunError(f"{data_dir} has no usable rows in split {split or 'any'!r}")
     labels = rows["label"].map({n: i for i, n in enumerate(names)}).fillna(-1).to_numpy(np.int64)
     key = cache_key(ckpt, state["model_config"], rows, prepared.root)
-    path = Path(run_dir) / CACHE_DIR / f"{key}.npz"
+    cache_root = cache_dir(run_dir, CACHE_DIR)
+    path = cache_root / f"{key}.npz"
     if use_cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -204,7 +206,7 @@ def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, spl
                 return ModelOutputs(rows, feats, probs, labels, names, cached=True)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is recomputed
-    feats, probs = _chunked_forward(model, prepared, rows, Path(run_dir) / CACHE_DIR, key, batch_size,
+    feats, probs = _chunked_forward(model, prepared, rows, cache_root, key, batch_size,
                                     chunk_rows, use_cache, progress)
     if not np.isfinite(feats).all() or not np.isfinite(probs).all():
         raise RunError(f"the model produced non-finite outputs on {data_dir}")

@@ -1,0 +1,138 @@
+"""Trained models that ship inside the package, usable offline with nothing downloaded.
+
+A shipped model is a minimal, read-only run directory under ``ferwild/weights/<name>/``: the
+training ``config.yaml`` and ``metrics.csv``, ``card.json`` (its measured figures) and one
+checkpoint, ``checkpoints/final/`` (``model.safetensors`` in float16 + ``state.json``: model
+config, label names, face alignment). Everything that takes ``--run`` takes it by name::
+
+    ferwild predict photos/ --out preds/                    # the default shipped model
+    ferwild evaluate ferwild:fer2013_vgg --data PREPARED    # any command's --run / RUN
+    Recognizer.default()                                    # the Python API
+
+Shipped runs are made from a finished ``ferwild train`` run by :func:`pack_run` (see
+``recipes/``); MODEL_CARD.md in the repository says how the default one was trained and measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+#: ``--run ferwild:<name>`` names a shipped model.
+PREFIX = "ferwild:"
+#: What ``predict``/``serve``/``Recognizer.default()`` use when no model is given.
+DEFAULT_MODEL = "fer2013_vgg"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CARD_FILE = "card.json"
+
+
+class ShippedModelError(ValueError):
+    """An unknown shipped model name (the message lists the shipped ones)."""
+
+
+def is_shipped(spec: str | os.PathLike) -> bool:
+    """True when ``spec`` is written ``ferwild:<name>``."""
+    return str(spec).startswith(PREFIX)
+
+
+def shipped_names() -> list[str]:
+    """Names of the models inside this installation (folders holding a packed checkpoint)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "checkpoints" / "BEST").is_file())
+
+
+def shipped_model_dir(spec: str | os.PathLike) -> Path:
+    """The run directory of ``ferwild:<name>`` (or a bare ``<name>``).
+
+    Raises:
+        ShippedModelError: no shipped model has that name.
+    """
+    name = str(spec)[len(PREFIX):] if is_shipped(spec) else str(spec)
+    if name not in shipped_names():
+        have = ", ".join(PREFIX + n for n in shipped_names()) or "none in this installation"
+        raise ShippedModelError(f"no shipped model {PREFIX}{name} (shipped: {have})")
+    return WEIGHTS_DIR / name
+
+
+def default_run() -> str:
+    """``ferwild:<DEFAULT_MODEL>``, the model used when a command is given none."""
+    return PREFIX + DEFAULT_MODEL
+
+
+def model_card(spec: str | os.PathLike) -> dict[str, Any]:
+    """A shipped model's ``card.json``: data, recipe, test figures, hardware, wall time."""
+    return json.loads((shipped_model_dir(spec) / CARD_FILE).read_text(encoding="utf-8"))
+
+
+def list_shipped() -> list[dict[str, Any]]:
+    """One row per shipped model: name (``ferwild:<name>``), architecture, data and test figures."""
+    rows = []
+    for name in shipped_names():
+        card = model_card(name)
+        rows.append({"name": PREFIX + name, "model": card.get("architecture", ""),
+                     "data": card.get("data", ""), "test": card.get("test", {}),
+                     "size_bytes": sum(f.stat().st_size for f in (WEIGHTS_DIR / name).rglob("*") if f.is_file())})
+    return rows
+
+
+def cache_dir(run_dir: str | os.PathLike, kind: str) -> Path:
+    """Where derived files of a run (e.g. the audit's cached forward passes) go: ``RUN/<kind>``,
+    or a per-user cache for a shipped model, whose folder belongs to the installation."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir.parent == WEIGHTS_DIR:
+        base = Path(os.environ.get("FERWILD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or
+                                                             Path.home() / ".cache") / "ferwild")
+        return base / "shipped" / run_dir.name / kind
+    return run_dir / kind
+
+
+def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[str, Any],
+             which: str = "best", half: bool = True, tta: str = "none") -> Path:
+    """Write ``run_dir``'s ``which`` checkpoint as a shipped run directory at ``dest``.
+
+    The weights are stored in float16 when ``half`` (BatchNorm counters stay integers); the
+    state keeps only what inference needs (no optimizer or RNG state), as JSON, with the
+    model's test-time augmentation set to ``tta``. ``card`` is written as ``card.json``; its
+    figures must be measured on the packed model.
+    """
+    from ferwild.models import TTA_MODES
+
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+    from safetensors.torch import load_file, save_file
+
+    from ferwild.data.cache import save_text_atomic
+    from ferwild.train import checkpoint_dir, load_checkpoint_state, resolve_run_dir
+
+    run_dir = resolve_run_dir(run_dir)
+    src = checkpoint_dir(run_dir, which)
+    state = load_checkpoint_state(src)
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "checkpoints" / "final").mkdir(parents=True)
+    weights = load_file(src / "model.safetensors")
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(weights, tmp / "checkpoints" / "final" / "model.safetensors",
+              metadata={"format": "pt", "ferwild": "1", "dtype": "float16" if half else "float32"})
+    keep = {k: state[k] for k in ("epoch", "history", "best_val_macro_f1", "model_config", "label_names",
+                                  "face_alignment", "config") if k in state}
+    keep["model_config"] = {k: v for k, v in keep["model_config"].items() if k != "tta"}
+    if tta != "none":
+        keep["model_config"]["tta"] = tta
+    keep["source_checkpoint"] = src.name
+    (tmp / "checkpoints" / "final" / "state.json").write_text(json.dumps(keep, indent=1) + "\n")
+    for pointer in ("BEST", "LAST"):
+        (tmp / "checkpoints" / pointer).write_text("final\n")
+    for name in ("config.yaml", "metrics.csv"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, tmp / name)
+    save_text_atomic(tmp / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest

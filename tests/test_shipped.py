@@ -1,0 +1,149 @@
+"""The model shipped inside the package: packing, loading by name, and its measured figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ferwild import shipped
+from ferwild.cli import app
+from ferwild.evaluate import load_run
+from ferwild.labels import normalize_label
+from ferwild.recognizer import Recognizer
+from ferwild.train import RunError, checkpoint_dir, resolve_run_dir
+
+
+# ----------------------------------------------------------------------------- packing (any run)
+
+
+@pytest.fixture
+def packed(tiny_run, tmp_path, monkeypatch):
+    """The tiny test run packed as a shipped model ``ferwild:tiny`` in a temporary weights folder."""
+    run_dir = tiny_run[0]
+    weights = tmp_path / "weights"
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights)
+    monkeypatch.setenv("FERWILD_CACHE", str(tmp_path / "cache"))
+    shipped.pack_run(run_dir, weights / "tiny", card={"architecture": "cnn_small", "data": "synthetic",
+                                                        "test": {"accuracy": 0.5, "macro_f1": 0.4}})
+    return run_dir, weights / "tiny"
+
+
+def test_packed_run_loads_by_name_with_half_weights_and_json_state(packed):
+    run_dir, dest = packed
+    assert shipped.shipped_names() == ["tiny"]
+    assert resolve_run_dir("ferwild:tiny") == dest
+    # inference-only state: no optimizer or RNG, readable without unpickling anything
+    state = json.loads((checkpoint_dir("ferwild:tiny") / "state.json").read_text())
+    assert "optimizer" not in state and "rng" not in state and state["label_names"]
+    original, _ = load_run(run_dir, "best")
+    model, loaded_state = load_run("ferwild:tiny", "best")
+    assert loaded_state["face_alignment"] == state["face_alignment"]
+    # float16 storage: the weights are the originals rounded to half precision
+    for (name, a), b in zip(original.state_dict().items(), model.state_dict().values()):
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a.half().float(), msg=name)
+        else:
+            assert torch.equal(a, b), name
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (original(x).softmax(1) - model(x).softmax(1)).abs().max() < 1e-2
+    assert shipped.list_shipped()[0]["name"] == "ferwild:tiny"
+
+
+def test_packed_flip_tta_reaches_torch_and_onnx_alike(tiny_run, tmp_path, monkeypatch):
+    from ferwild.export import export_onnx
+
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
+    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "tta", card={}, tta="flip")
+    model, _ = load_run("ferwild:tta")
+    assert model.tta == "flip"
+    report = export_onnx("ferwild:tta", tmp_path / "tta.onnx")  # parity-checked against PyTorch
+    assert report["parity"]["max_abs_diff_probabilities"] < 1e-4
+    rec = Recognizer.from_onnx(tmp_path / "tta.onnx", detector="none")
+    crop = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    p, p_mirror = rec.classify([crop, crop[:, ::-1]])
+    np.testing.assert_allclose(p, p_mirror, atol=1e-5)  # the file averages a face with its mirror
+    with pytest.raises(ValueError, match="tta"):
+        shipped.pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, tta="tencrop")
+
+
+def test_unknown_shipped_name_is_one_clear_error(packed):
+    with pytest.raises(RunError, match="no shipped model ferwild:nope .*ferwild:tiny"):
+        resolve_run_dir("ferwild:nope")
+
+
+def test_derived_files_of_a_shipped_model_go_to_the_user_cache(packed, tmp_path):
+    _, dest = packed
+    assert shipped.cache_dir(dest, "audit-cache") == tmp_path / "cache" / "shipped" / "tiny" / "audit-cache"
+    assert shipped.cache_dir(tmp_path / "myrun", "audit-cache") == tmp_path / "myrun" / "audit-cache"
+
+
+def test_audit_outputs_of_a_shipped_model_leave_its_folder_untouched(packed, tiny_run, tmp_path):
+    from ferwild.audit.outputs import compute_outputs
+
+    _, dest = packed
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    out = compute_outputs("ferwild:tiny", tiny_run[1], split="test", device="cpu")
+    assert len(out.probs) > 0 and np.isfinite(out.probs).all()
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
+    assert list((tmp_path / "cache").rglob("*.npz"))  # cached where the user's files go
+
+
+# ----------------------------------------------------------------------------- the real shipped model
+
+
+def _card() -> dict:
+    if shipped.DEFAULT_MODEL not in shipped.shipped_names():
+        pytest.fail(f"the default model {shipped.default_run()} is not in {shipped.WEIGHTS_DIR}")
+    return shipped.model_card(shipped.DEFAULT_MODEL)
+
+
+def test_default_model_loads_offline_and_says_what_it_is(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    card = _card()
+    rec = Recognizer.default(device="cpu")
+    assert rec.label_names == ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+    assert rec.face_alignment.channels == 1 and rec.face_alignment.crop_size == 48
+    assert rec.model_config["name"] == card["architecture"] == "fer_vgg"
+    size = sum(f.stat().st_size for f in shipped.shipped_model_dir(shipped.DEFAULT_MODEL).rglob("*"))
+    assert size < 16e6
+    result = CliRunner().invoke(app, ["models"], terminal_width=200)
+    assert result.exit_code == 0 and "ferwild:fer2013_vgg" in result.output
+
+
+@pytest.mark.shared_data
+def test_card_accuracy_is_the_models_on_the_whole_private_test(shared_data):
+    """The figure in the model card, re-measured: all 3,589 PrivateTest faces, read from the
+    JPEG files through the recogniser (pre-aligned crops: no detector), to 0.1 point."""
+    card = _card()
+    rec = Recognizer.default(device="cpu", detector="none")
+    paths = sorted((shared_data / "fer2013" / "test").glob("*/PrivateTest_*"))
+    assert len(paths) == 3589
+    truth = np.array([rec.label_names.index(normalize_label(p.parent.name)) for p in paths])
+    from ferwild.data.images import load_image
+
+    crops = [load_image(p).array for p in paths]
+    pred = rec.classify(crops).argmax(1)
+    accuracy = float(np.mean(pred == truth))
+    assert abs(100 * accuracy - 100 * card["test"]["accuracy"]) < 0.1, (accuracy, card["test"]["accuracy"])
+    assert card["test"]["n"] == 3589
+
+
+@pytest.mark.shared_data
+def test_predict_reads_real_photos_with_no_model_argument(shared_data, tmp_path):
+    out = tmp_path / "preds"
+    result = CliRunner().invoke(app, ["predict", str(shared_data / "face_photos"), "--out", str(out)],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "predictions.csv")
+    faces = rows[rows["label"].notna()]
+    assert len(faces) >= 30  # 34 photos, most with at least one face
+    assert set(faces["label"]) <= set(_card()["labels"])
+    assert faces["label"].nunique() >= 3  # real expressions, not one class for every face
