@@ -205,6 +205,7 @@ def main() -> None:
                              "a 256-wide fully connected layer)",
         "params": count_parameters(model),
         "labels": list(state["label_names"]),
+        "dataset": "FER2013 (7 classes)",
         "data": "FER2013, 7 classes: 28,709 Training faces (train), PublicTest 3,589 (val), "
                 "PrivateTest 3,589 (test)",
         "recipe": "recipes/fer2013.yaml",

@@ -94,6 +94,17 @@ def test_audit_outputs_of_a_shipped_model_leave_its_folder_untouched(packed, tin
     assert list((tmp_path / "cache").rglob("*.npz"))  # cached where the user's files go
 
 
+def test_evaluating_a_shipped_model_writes_to_the_user_cache(packed, tiny_run, tmp_path):
+    from ferwild.evaluate import evaluate_run
+
+    _, dest = packed
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    summary = evaluate_run("ferwild:tiny", tiny_run[1], "test", device="cpu")
+    assert summary["out_dir"] == str(tmp_path / "cache" / "shipped" / "tiny" / "eval-test")
+    assert (tmp_path / "cache" / "shipped" / "tiny" / "eval-test" / "summary.json").is_file()
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
+
+
 # ----------------------------------------------------------------------------- the real shipped model
 
 

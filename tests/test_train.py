@@ -154,6 +154,8 @@ def test_accumulation_matches_the_full_batch(prepared, tmp_path):
     (["--batch-size", "100000"], "larger than the training split"),
     (["optim.optimizer=adagrad"], "optim.optimizer"),
     (["data.val_split=holdout"], "empty"),
+    (["--data", "NOT_PREPARED"], "NOT_PREPARED"),
+    (["--model", "fer_vgg", "--image-size", "40"], "multiple of 16"),
 ])
 def test_user_mistakes_are_one_line_errors(prepared, tmp_path, args, message):
     base = ["train", "--data", str(prepared), "--pretrained", "none", "--model", "cnn_small",
@@ -161,6 +163,7 @@ def test_user_mistakes_are_one_line_errors(prepared, tmp_path, args, message):
     out = _cli(*base, *args)
     assert out.returncode == 2, out.stdout
     assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()  # a run that could not start leaves nothing behind
 
 
 def test_evaluate_mistakes(prepared, tmp_path):

@@ -330,6 +330,7 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
     except Exception as exc:
         raise ExportError(f"the {exporter} exporter produced an invalid ONNX model: {_first_line(exc)}") from exc
 
+    from ferwild.data.cache import atomic_target
     from ferwild.metrics import jsonable
 
     metadata = jsonable({
@@ -355,9 +356,7 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
            f"std {list(pre.std)}; outputs logits, probabilities")
     _set_metadata(proto, metadata, doc)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = atomic_target(out)
     parity = None
     try:
         _save_inline(proto, tmp)

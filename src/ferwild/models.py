@@ -13,7 +13,7 @@ Built-in names (:data:`MODEL_REGISTRY`)::
     resnet18   torchvision ResNet-18; hub weights ResNet18_Weights.IMAGENET1K_V1
     vit_tiny   a small HF ViT (192-d, 4 layers, 3 heads, patch 8, 64 px); random init or a local checkpoint
     cnn_small  a ~100k-parameter CNN for 48-64 px CPU runs; random init or a local checkpoint
-    fer_vgg    a VGG-style CNN for 48 px faces (~2M parameters), the architecture of the shipped model
+    fer_vgg    a VGG-style CNN for 48 px faces (~2.5M parameters), the architecture of the shipped model
 
 and ``timm:<model_name>`` for any timm model. New names are added with :func:`register_model`.
 
@@ -347,7 +347,7 @@ def _small_cnn_builder(*, image_size: int) -> nn.Module:
 
 
 class FERVGG(nn.Module):
-    """VGG-style CNN made for 48 px faces (~2M parameters): ferwild's FER2013 default model.
+    """VGG-style CNN made for 48 px faces (~2.5M parameters): ferwild's FER2013 default model.
 
     Four stages of 3x3 conv-BN-ReLU blocks (``depths``) with ``widths`` channels, each ending in
     a 2x2 max-pool, then the flattened ``S/16 x S/16`` grid -> a ``hidden``-wide fully connected
@@ -1051,7 +1051,7 @@ register_model(
     _small_cnn_builder,
 )
 register_model(
-    ModelEntry("fer_vgg", "VGG-style CNN for 48 px faces (~2M parameters); the shipped FER2013 model's architecture",
+    ModelEntry("fer_vgg", "VGG-style CNN for 48 px faces (~2.5M parameters); the shipped FER2013 model's architecture",
                48, HALF, HALF, "none"),
     _fer_vgg_builder,
 )

@@ -74,7 +74,7 @@ def list_shipped() -> list[dict[str, Any]]:
     for name in shipped_names():
         card = model_card(name)
         rows.append({"name": PREFIX + name, "model": card.get("architecture", ""),
-                     "data": card.get("data", ""), "test": card.get("test", {}),
+                     "data": card.get("dataset", ""), "test": card.get("test", {}),
                      "size_bytes": sum(f.stat().st_size for f in (WEIGHTS_DIR / name).rglob("*") if f.is_file())})
     return rows
 

@@ -514,20 +514,16 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
 
     out = Path(out_dir)
     device = resolve_device(config.train.device)
-    ddp = init_distributed(device)
-    if ddp.is_main:
-        config, ckpt = prepare_run_dir(config, out, resume)
-    ddp.barrier()
-    if not ddp.is_main:
-        ckpt = checkpoint_dir(out, "last") if (out / "checkpoints" / "LAST").exists() and resume else None
-
-    # data
+    # nothing is written before the data, model and optimizer are checked: a failed start leaves no run folder
     if not config.data.path:
         raise ConfigError("no prepared dataset given (--data PREPARED_DIR or data.path)")
     try:
         prepared = PreparedDataset(config.data.path)
     except FileNotFoundError as exc:
         raise RunError(str(exc)) from None
+    ddp = init_distributed(device)
+
+    # data
     label_names = prepared.label_names
     # travels with every checkpoint: inference cuts new faces the way the training data was cut
     face_alignment = prepared.face_alignment().to_dict()
@@ -583,6 +579,13 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                               generator=augment_gen, memory_format=layout)
     eval_tf = BatchTransform(pre.input_size, pre.mean, pre.std, memory_format=layout)
     amp = autocast_dtype(config.train.precision, device)
+
+    # the run folder is written only once everything above has been checked
+    if ddp.is_main:
+        config, ckpt = prepare_run_dir(config, out, resume)
+    ddp.barrier()
+    if not ddp.is_main:
+        ckpt = checkpoint_dir(out, "last") if (out / "checkpoints" / "LAST").exists() and resume else None
 
     # resume
     start_epoch, history, best_f1, partial = 0, [], -1.0, None

@@ -26,17 +26,39 @@ SUMMARY = "summary.json"
 SHARDS = "shards"
 
 
-def _atomic_target(path: Path):
+def _umask() -> int:
+    """The process umask (read without changing it where Linux allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_target(path: str | os.PathLike) -> Path:
+    """A new empty temporary file beside ``path``, to be written and then ``os.replace``d onto it.
+
+    It gets the permissions a plain ``open(path, "w")`` would give (0666 less the umask), not
+    ``mkstemp``'s private 0600, so atomically written outputs are as readable as any other.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write an array as ``.npy`` atomically (temp file + fsync + rename)."""
     path = Path(path)
-    tmp = _atomic_target(path)
+    tmp = atomic_target(path)
     try:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
@@ -50,7 +72,7 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
 def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Write named arrays as one ``.npz`` atomically."""
     path = Path(path)
-    tmp = _atomic_target(path)
+    tmp = atomic_target(path)
     try:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -64,7 +86,7 @@ def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 def save_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a DataFrame as Parquet atomically."""
     path = Path(path)
-    tmp = _atomic_target(path)
+    tmp = atomic_target(path)
     try:
         frame.to_parquet(tmp, index=False)
         with open(tmp, "rb+") as fh:
@@ -77,7 +99,7 @@ def save_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> None:
 def save_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     path = Path(path)
-    tmp = _atomic_target(path)
+    tmp = atomic_target(path)
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
