@@ -38,6 +38,22 @@ def test_synth_then_prepare_with_landmarks(tmp_path):
     assert m["attr_occlusion"].notna().all()
 
 
+def test_usage_errors_exit_2_with_one_line_and_nothing_on_stdout(tmp_path):
+    """One convention for every command: a usage error (bad option, missing input) exits 2."""
+    cases = [
+        ("prepare", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "p")),
+        ("train", "--data", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "r")),
+        ("predict", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "o")),
+        ("evaluate", str(tmp_path / "norun"), "--data", str(tmp_path / "nonexistent")),
+    ]
+    for args in cases:
+        out = _cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stdout.strip() == "", (args, out.stdout)
+        assert "error:" in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "r").exists()
+
+
 def test_synth_rejects_unknown_preset(tmp_path):
     out = _cli("synth", "--preset", "studio", "--out", str(tmp_path))
     assert out.returncode == 2 and "studio" in out.stderr and "Traceback" not in out.stderr

@@ -204,7 +204,7 @@ def test_cli_exit_codes(tmp_path):
     bad = _cli("prepare", str(src), "--out", str(tmp_path / "o3"), "--split-ratios", "0.5,0.5")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     missing = _cli("prepare", str(tmp_path / "nope"), "--out", str(tmp_path / "o4"))
-    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert missing.returncode == 2 and "not found" in missing.stderr
 
 
 @pytest.mark.slow

@@ -90,7 +90,7 @@ def prepare(
         _fail(str(exc))
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
+                  TimeElapsedColumn(), console=err_console, transient=False) as bar:
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 label = {"cache": "load + align + cache (chunks)", "balance": "balance (images)"}
@@ -100,7 +100,7 @@ def prepare(
         try:
             result = run_prepare(source, out, config, overwrite=overwrite, progress=progress)
         except (PrepareError, SourceError) as exc:
-            _fail(str(exc), code=1)
+            _fail(str(exc))
     print_prepare_summary(result.summary, result.out_dir)
 
 
