@@ -82,6 +82,9 @@ def test_demo_small(tmp_path):
     assert shipped["n_images"] > 0 and shipped["n_errors"] == 0
     assert shipped["recognizer"]["backend"] == "onnx"
     assert shipped["n_faces"] + shipped["n_without_face"] >= shipped["n_images"]
+    # every printed command is one pasteable line, however long (subprocess stdout: 80 columns)
+    audit_line = next(line for line in out.stdout.splitlines() if line.startswith("$ ferwild audit"))
+    assert len(audit_line) > 80 and audit_line.endswith(str(tmp_path / "demo" / "audit"))
 
 
 def test_models_lists_the_registry():

@@ -30,6 +30,11 @@ def _root() -> None:
     """ferwild: facial expression recognition in the wild - prepare, train, study, audit, ship."""
 
 
+def _show_command(command: str) -> None:
+    """Print a command to rerun by hand on one line, never wrapped (a wrapped one breaks when pasted)."""
+    console.print(command, soft_wrap=True, highlight=False, markup=False)
+
+
 def _fail(message: str, code: int = 2) -> None:
     """Print a one-line error (no traceback: user mistakes are not crashes) and exit."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
@@ -637,28 +642,27 @@ def demo(
         raw = out / "synth" / preset
         if not (raw / "manifest.csv").exists():
             console.rule(f"synth {preset}")
-            console.print(f"$ ferwild synth --preset {preset} --n {n} --out {raw} --seed {seed} --labels basic6",
-                          highlight=False)
+            _show_command(f"$ ferwild synth --preset {preset} --n {n} --out {raw} --seed {seed} --labels basic6")
             synth_dataset(preset, n, raw, seed=seed, label_set="basic6")
         console.rule(f"prepare {preset}")
         prepared = out / "prepared" / preset
-        console.print(f"$ ferwild prepare {raw / 'manifest.csv'} --out {prepared} --size {size} --seed {seed}"
-                      + (" --balance none" if preset == "production" else ""), highlight=False)
+        _show_command(f"$ ferwild prepare {raw / 'manifest.csv'} --out {prepared} --size {size} --seed {seed}"
+                      + (" --balance none" if preset == "production" else ""))
         # Production data is evaluated as it comes: never balanced.
         config = PrepareConfig(size=size, seed=seed, balance="none" if preset == "production" else "max")
         result = run_prepare(raw / "manifest.csv", prepared, config)
         print_prepare_summary(result.summary, result.out_dir)
     console.rule("study")
     spec = demo_study(out / "prepared" / "reference", out / "study.yaml", list(range(seeds)), quick)
-    console.print(f"$ ferwild study {spec} --out {out / 'study'}", highlight=False)
+    _show_command(f"$ ferwild study {spec} --out {out / 'study'}")
     run_study(spec, out / "study", workers=workers or None, log=lambda m: console.print(m, highlight=False))
     best = (out / "study" / "best_run").read_text().strip()
     console.rule("audit production")
     from ferwild.audit.core import AuditConfig, run_audit
 
     run_dir = out / "study" / best
-    console.print(f"$ ferwild audit --run {run_dir} --reference {out / 'prepared' / 'reference'} "
-                  f"--production {out / 'prepared' / 'production'} --out {out / 'audit'}", highlight=False)
+    _show_command(f"$ ferwild audit --run {run_dir} --reference {out / 'prepared' / 'reference'} "
+                  f"--production {out / 'prepared' / 'production'} --out {out / 'audit'}")
     result = run_audit(run_dir, out / "prepared" / "reference", out / "prepared" / "production", out / "audit",
                        AuditConfig(seed=seed), progress=lambda m: console.print(f"  {m}", highlight=False))
     for line in result["verdict"]["findings"] + result["verdict"]["advice"]:
@@ -669,7 +673,7 @@ def demo(
     from ferwild.recognizer import Recognizer
 
     onnx_path = out / "model.onnx"
-    console.print(f"$ ferwild export --run {run_dir} --out {onnx_path}", highlight=False)
+    _show_command(f"$ ferwild export --run {run_dir} --out {onnx_path}")
     report = export_onnx(run_dir, onnx_path)
     console.print(f"  ONNX Runtime vs PyTorch: max |dp| = {report['parity']['max_abs_diff_probabilities']:.1e}",
                   highlight=False)
@@ -681,8 +685,7 @@ def demo(
         target = sample / f"{photo.parent.name}-{photo.name}"
         if not target.exists():
             shutil.copyfile(photo, target)
-    console.print(f"$ ferwild predict {sample} --onnx {onnx_path} --out {out / 'ship' / 'predictions'} --annotate",
-                  highlight=False)
+    _show_command(f"$ ferwild predict {sample} --onnx {onnx_path} --out {out / 'ship' / 'predictions'} --annotate")
     summary = predict_files(Recognizer.from_onnx(onnx_path), [sample], out / "ship" / "predictions",
                             PredictConfig(annotate=True), overwrite=True)
     console.print(f"  {summary['n_images']} photos: {summary['n_faces']} faces, "
