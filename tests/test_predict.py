@@ -101,7 +101,7 @@ def test_predict_writes_the_contract(rec, inputs, tmp_path):
         assert timeline.format == "PNG" and timeline.size[0] > 300
     # annotated copies: every readable image, and the video with its sampled frames
     annotated = sorted(p.relative_to(out / "annotated") for p in (out / "annotated").rglob("*.*"))
-    assert Path("photos/a/face01.jpg") in annotated and Path("clip.mp4") in annotated
+    assert Path("photos/a/face01.png") in annotated and Path("clip.mp4") in annotated
     assert len(annotated) == 24 + 1
     import av
 
@@ -230,4 +230,34 @@ def test_an_empty_folder_among_the_inputs_is_fine(rec, inputs, tmp_path):
     summary = predict_files(rec, [tmp_path / "empty", inputs / "photos"], tmp_path / "out",
                             PredictConfig(annotate=True))
     assert summary["n_images"] == 25
-    assert (tmp_path / "out" / "annotated" / "photos" / "a" / "face01.jpg").exists()
+    assert (tmp_path / "out" / "annotated" / "photos" / "a" / "face01.png").exists()
+
+
+def test_annotated_copies_keep_name_and_format_and_say_when_no_face(tiny_run, tmp_path):
+    from PIL import Image
+
+    from ferwild.data.faces import FaceDetector
+
+    class NoFaces(FaceDetector):
+        """A detector that finds nothing (a photo without a face)."""
+
+        def __init__(self):
+            self.min_confidence = 0.9
+
+        def detect(self, images):
+            return [[] for _ in images]
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    grey = np.full((96, 96, 3), 128, np.uint8)
+    Image.fromarray(grey).save(folder / "a.png")
+    Image.fromarray(grey).save(folder / "a.jpg", quality=95)
+    rec = Recognizer.from_run(tiny_run[0], detector=NoFaces())
+    summary = predict_files(rec, [folder], tmp_path / "out", PredictConfig(annotate=True))
+    assert summary["n_without_face"] == 2
+    with Image.open(tmp_path / "out" / "annotated" / "in" / "a.png") as png, \
+            Image.open(tmp_path / "out" / "annotated" / "in" / "a.jpg") as jpg:
+        assert (png.format, jpg.format) == ("PNG", "JPEG")
+        corner = np.asarray(png.convert("RGB"))[:8, :40]
+        assert (corner != 128).any()  # the "no face found" note
+        assert (np.asarray(png.convert("RGB"))[-20:, -20:] == 128).all()  # the rest of the photo untouched

@@ -171,9 +171,11 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
             if config.annotate:
                 for path, result in zip(batch, results):
                     if result.error is None:
-                        target = _annotated_path(out, names[str(path)], ".jpg")
+                        # same name and format as the input (a.png and a.jpg stay two files)
+                        target = out / "annotated" / names[str(path)]
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        draw_result(path, result, recognizer.label_names).save(target, quality=90)
+                        lossy = target.suffix.lower() in {".jpg", ".jpeg", ".webp"}
+                        draw_result(path, result, recognizer.label_names).save(target, **({"quality": 90} if lossy else {}))
             write([r.to_dict() for r in results])
             finished += len(batch)
             if progress:

@@ -606,7 +606,8 @@ _PALETTE = [(230, 57, 70), (244, 162, 97), (106, 76, 147), (42, 157, 143), (69, 
 
 
 def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str] | None = None) -> Image.Image:
-    """The image with each face's box and ``label 87%`` drawn on it (a PIL RGB image).
+    """The image with each face's box and ``label 87%`` drawn on it (a PIL RGB image); an image
+    in which no face was found says so in its top-left corner.
 
     Colours follow the class index in ``label_names`` (default: the order labels appear).
     """
@@ -632,4 +633,9 @@ def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str
         tx = max(0.0, min(x1, canvas.width - tag_w))
         draw.rectangle([tx, ty, tx + tag_w, ty + tag_h], fill=color)
         draw.text((tx + width - left, ty + width - top), text, fill=(255, 255, 255), font=font)
+    if not result.faces:
+        text = "no face found"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        draw.rectangle([0, 0, (right - left) + 2 * width, (bottom - top) + 2 * width], fill=(60, 60, 60))
+        draw.text((width - left, width - top), text, fill=(255, 255, 255), font=font)
     return canvas
