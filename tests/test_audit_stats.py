@@ -8,6 +8,7 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 from scipy.spatial.distance import pdist
@@ -410,3 +411,39 @@ def test_prior_estimators_bad_input():
         em_priors(np.array([[np.nan, 1.0]]), [0.5, 0.5])
     with pytest.raises(ValueError, match="ci_low"):
         prior_shift_test({"estimated_priors": [0.5, 0.5], "source_priors": [0.5, 0.5]})
+
+
+def test_unreliable_prior_estimates_are_named_and_bbse_gives_way_to_em(label_shift_data):
+    from ferwild.audit.core import AuditConfig, label_shift, prior_estimate_problems
+    from ferwild.audit.outputs import ModelOutputs
+
+    y_val, p_val, p_tgt, _, _ = label_shift_data
+    good = bbse_priors(y_val, p_val.argmax(1), p_tgt.argmax(1), 4, n_bootstrap=50)
+    assert prior_estimate_problems(good) == []
+    # a nearly uninformative classifier: its confusion matrix is ill-conditioned
+    rng = np.random.default_rng(1)
+    noisy_val = np.where(rng.random(y_val.size) < 0.9, rng.integers(0, 4, y_val.size), y_val)
+    weak = bbse_priors(y_val[:400], noisy_val[:400], p_tgt.argmax(1)[:400], 4, n_bootstrap=50)
+    problems = prior_estimate_problems(weak)
+    assert any("ill-conditioned" in p or "wide" in p for p in problems), weak["condition_number"]
+    singular = {"singular": True, "condition_number": 1e16, "ci_low": [0, 0], "ci_high": [0.1, 0.1]}
+    assert "singular" in prior_estimate_problems(singular)[0]
+    assert "did not converge" in prior_estimate_problems(
+        {"converged": False, "iterations": 50, "ci_low": [0.4], "ci_high": [0.5]})[0]
+
+    # in the audit: the weak BBSE gives way to EM on the (informative) probabilities
+    names = [f"c{i}" for i in range(4)]
+    rows = pd.DataFrame({"path": [f"{i}.png" for i in range(400)]})
+    onehot = np.eye(4)[noisy_val[:400]] * 0.9 + 0.025
+    val = ModelOutputs(rows, np.zeros((400, 2), np.float32), onehot.astype(np.float32), y_val[:400], names)
+    prod = ModelOutputs(rows, np.zeros((400, 2), np.float32), p_tgt[:400].astype(np.float32),
+                        np.full(400, -1), names)
+    out = label_shift(val, prod, AuditConfig())
+    assert prior_estimate_problems(out["bbse"]) and not prior_estimate_problems(out["em"]), out["em"]
+    assert out["method"] == "em" and out["reliable"] is True and "BBSE is unreliable" in out["note"]
+    assert out["estimated_priors"] == out["em"]["estimated_priors"]
+    # with the same weak classifier's probabilities, EM is no better: the estimate says so
+    vague = ModelOutputs(rows, np.zeros((400, 2), np.float32), np.full((400, 4), 0.25, np.float32),
+                         np.full(400, -1), names)
+    out = label_shift(val, vague, AuditConfig())
+    assert out["reliable"] is False and out["problems"]

@@ -329,8 +329,41 @@ def shift_attribution(ref_rows: pd.DataFrame, prod_rows: pd.DataFrame, scores_x:
     return sorted(out, key=lambda d: -(d["explained_share"] or 0))
 
 
+#: A prior estimate is called unreliable above these (see :func:`prior_estimate_problems`).
+MAX_CONDITION_NUMBER = 30.0
+MAX_PRIOR_CI_WIDTH = 0.30
+
+
+def prior_estimate_problems(estimate: dict[str, Any]) -> list[str]:
+    """Why a BBSE / EM prior estimate should not be trusted (empty: no reason found).
+
+    BBSE inverts the validation confusion matrix: when that matrix is singular or
+    ill-conditioned (condition number above :data:`MAX_CONDITION_NUMBER`), small counting
+    noise becomes large prior errors. Either method is also unreliable when its 95% bootstrap
+    interval of some class is wider than :data:`MAX_PRIOR_CI_WIDTH`, or (EM) when it did not
+    converge.
+    """
+    problems = []
+    if estimate.get("singular"):
+        problems.append("the validation confusion matrix is singular (a class is never predicted)")
+    elif (estimate.get("condition_number") or 0) > MAX_CONDITION_NUMBER:
+        problems.append(f"the validation confusion matrix is ill-conditioned (condition number "
+                        f"{estimate['condition_number']:.0f} > {MAX_CONDITION_NUMBER:.0f})")
+    widths = np.asarray(estimate["ci_high"], dtype=float) - np.asarray(estimate["ci_low"], dtype=float)
+    if widths.size and np.nanmax(widths) > MAX_PRIOR_CI_WIDTH:
+        problems.append(f"95% intervals up to {100 * np.nanmax(widths):.0f} points wide")
+    if estimate.get("converged") is False:
+        problems.append(f"EM did not converge in {estimate.get('iterations')} iterations")
+    return problems
+
+
 def label_shift(val: ModelOutputs | None, prod: ModelOutputs, config: AuditConfig) -> dict[str, Any]:
-    """Production class priors from predictions (BBSE, and EM), with intervals and the truth."""
+    """Production class priors from predictions (BBSE, and EM), with intervals and the truth.
+
+    BBSE is the estimate of record when validation labels exist, unless
+    :func:`prior_estimate_problems` finds it unreliable and EM is not: then EM is used. The
+    chosen estimate's problems are in ``problems`` (``reliable`` is False when there are any).
+    """
     from ferwild.audit.stats import bbse_priors, em_priors, prior_shift_test
 
     k = len(prod.label_names)
@@ -354,7 +387,14 @@ def label_shift(val: ModelOutputs | None, prod: ModelOutputs, config: AuditConfi
         em["temperature"] = _f(temperature)
         out["em"] = em
         out["source_priors"] = [_f(v) for v in source]
-        out["test"] = prior_shift_test(bbse, source)
+        bbse_problems, em_problems = prior_estimate_problems(bbse), prior_estimate_problems(em)
+        chosen, out["problems"] = bbse, bbse_problems
+        if bbse_problems and not em_problems:
+            chosen, out["problems"] = em, []
+            out.update(method="em", estimated_priors=em["estimated_priors"], ci_low=em["ci_low"],
+                       ci_high=em["ci_high"],
+                       note="BBSE is unreliable here (" + "; ".join(bbse_problems) + "): EM is used")
+        out["test"] = prior_shift_test(chosen, source)
     else:
         em = em_priors(prod.probs, np.full(k, 1.0 / k), n_bootstrap=100, tol=1e-6, max_iter=2000,
                        bootstrap_max_iter=50, seed=config.seed)
@@ -362,6 +402,8 @@ def label_shift(val: ModelOutputs | None, prod: ModelOutputs, config: AuditConfi
                    ci_high=em["ci_high"], em=em, source_priors=None,
                    note=f"no labelled {config.calibration_split!r} split: EM with uniform source priors")
         out["test"] = prior_shift_test(em, None)
+        out["problems"] = prior_estimate_problems(em)
+    out["reliable"] = not out["problems"]
     if prod.labelled:
         truth = np.asarray(_class_shares(prod.labels, k), dtype=float)
         est = np.asarray(out["estimated_priors"], dtype=float)
@@ -489,7 +531,10 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
         if worst and worst[0][1] is not None and worst[0][1] < 0:
             findings.append(f"Largest per-class F1 drop: {worst[0][0]} ({_pts(worst[0][1])} points).")
     ls = audit["label_shift"]
-    if ls.get("test", {}).get("shift_detected"):
+    if ls.get("test", {}).get("shift_detected") and not ls.get("reliable", True):
+        findings.append(f"The label-shift estimate ({ls['method'].upper()}) is unreliable ("
+                        + "; ".join(ls["problems"]) + "): its apparent change of class mix is not acted on.")
+    elif ls.get("test", {}).get("shift_detected"):
         names = ls["label_names"]
         parts = [f"{names[c['class']]} {_pts(c['source'])}% -> {_pts(c['estimated'])}%"
                  for c in ls["test"]["changed_classes"][:3]]

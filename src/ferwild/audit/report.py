@@ -81,7 +81,8 @@ def class_distribution_figure(audit: dict, path: Path, reference_train: dict[str
     series.append(("production (predicted)", ls["predicted_shares"], None))
     est = np.asarray(ls["estimated_priors"], dtype=float)
     err = np.vstack([est - np.asarray(ls["ci_low"], float), np.asarray(ls["ci_high"], float) - est])
-    series.append((f"production (estimated, {ls['method'].upper()})", list(est), np.clip(err, 0, None)))
+    series.append((f"production (estimated, {ls['method'].upper()}"
+                   f"{'' if ls.get('reliable', True) else ', UNRELIABLE'})", list(est), np.clip(err, 0, None)))
     x = np.arange(len(names))
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(names)), 4.2), dpi=110, layout="constrained")
@@ -322,6 +323,11 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                  f" Confusion-matrix condition number {ls['bbse']['condition_number']:.1f} (large = unreliable).")
     if em and not em.get("converged", True):
         note += f" EM did not converge in {em.get('iterations')} iterations: read its column with care."
+    if ls.get("note"):
+        note += f" {ls['note']}."
+    if not ls.get("reliable", True):
+        note += (f" **The {ls['method'].upper()} estimate is unreliable: " + "; ".join(ls["problems"])
+                 + ".** Do not read a change of class mix into it.")
     if ls.get("true_priors"):
         note += (f" Estimation error (total variation) {ls['estimation_error_tv']:.3f}; the true share lies "
                  f"inside {ls['truth_inside_ci']} of {len(names)} intervals.")
