@@ -313,7 +313,23 @@ def test_compare_statistics_ranks_planted_shift():
     assert top["wasserstein_sd"] == pytest.approx(1.5, abs=0.25)
     assert {r["statistic"]: r for r in result}["contrast"]["ks_p_value"] > 0.001
     const = compare_statistics(pd.DataFrame({"x": [1.0] * 6}), pd.DataFrame({"x": [1.0] * 6}))
-    assert const[0]["cohens_d"] == 0.0
+    assert const[0]["cohens_d"] == 0.0 and const[0]["constant_side"] == "both"
+
+
+def test_compare_statistics_sees_a_spread_change_that_cohens_d_misses():
+    """Roll is exactly 0 in a frontal reference and varies around 0 in production: the mean stays
+    (d ~ 0), the distribution does not (Wasserstein, KS); it must rank first and say why."""
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({"roll_deg": np.zeros(300), "brightness": rng.normal(0.5, 0.1, 300)})
+    prod = pd.DataFrame({"roll_deg": rng.normal(0, 8, 300), "brightness": rng.normal(0.52, 0.1, 300)})
+    result = {r["statistic"]: r for r in compare_statistics(ref, prod)}
+    roll = result["roll_deg"]
+    assert abs(roll["cohens_d"]) < 0.2 and roll["ks_p_value"] < 1e-10
+    assert roll["constant_side"] == "reference" and roll["sd_ratio"] is None
+    assert roll["production_sd"] == pytest.approx(8, rel=0.15)
+    assert compare_statistics(ref, prod)[0]["statistic"] == "roll_deg"
+    assert result["brightness"]["constant_side"] is None
+    assert result["brightness"]["sd_ratio"] == pytest.approx(1, abs=0.2)
 
 
 def test_subgroup_gap_figure_writes_png(tmp_path):

@@ -640,14 +640,20 @@ def compare_statistics(reference: pd.DataFrame, production: pd.DataFrame) -> lis
 
     Columns with fewer than 5 finite values on either side are skipped. Cohen's d is
     (production mean - reference mean) / pooled sd, 0 when the pooled sd is 0 (both sides
-    constant); the Wasserstein distance (``scipy.stats.wasserstein_distance``) is reported raw
-    and in pooled-sd units (0 when the sd is 0); ``ks_p_value`` is from
-    ``scipy.stats.ks_2samp``.
+    constant): it sees a moved mean only. The Wasserstein distance
+    (``scipy.stats.wasserstein_distance``), raw and in pooled-sd units (0 when the sd is 0),
+    and ``ks_p_value`` (``scipy.stats.ks_2samp``) also see a changed spread or shape, so a
+    statistic whose mean stays but whose spread changes (say roll, constant in a frontal
+    reference and varied in production) shows d near 0 with a large Wasserstein distance:
+    ``sd_ratio`` (production sd / reference sd) and ``constant_side`` (``"reference"``,
+    ``"production"``, ``"both"`` or None when a side has a single value) say so.
 
     Returns:
-        A list sorted by ``|cohens_d|`` (largest first) of ``{"statistic", "reference_median",
-        "production_median", "reference_mean", "production_mean", "cohens_d", "ks_p_value",
-        "wasserstein", "wasserstein_sd", "n_reference", "n_production"}``.
+        A list sorted by ``wasserstein_sd`` (the largest difference of any kind first) of
+        ``{"statistic", "reference_median", "production_median", "reference_mean",
+        "production_mean", "reference_sd", "production_sd", "sd_ratio", "constant_side",
+        "cohens_d", "ks_p_value", "wasserstein", "wasserstein_sd", "n_reference",
+        "n_production"}``.
     """
     from scipy.stats import ks_2samp, wasserstein_distance
 
@@ -670,12 +676,18 @@ def compare_statistics(reference: pd.DataFrame, production: pd.DataFrame) -> lis
                       / (len(a) + len(b) - 2))
         sd = math.sqrt(max(pooled_var, 0.0))
         w = float(wasserstein_distance(a, b))
+        sd_a, sd_b = float(a.std(ddof=1)), float(b.std(ddof=1))
+        constant = [side for side, v in (("reference", a), ("production", b)) if np.ptp(v) == 0]
         out.append({
             "statistic": str(col),
             "reference_median": float(np.median(a)),
             "production_median": float(np.median(b)),
             "reference_mean": float(a.mean()),
             "production_mean": float(b.mean()),
+            "reference_sd": sd_a,
+            "production_sd": sd_b,
+            "sd_ratio": sd_b / sd_a if sd_a > 0 else None,
+            "constant_side": "both" if len(constant) == 2 else (constant[0] if constant else None),
             "cohens_d": float((b.mean() - a.mean()) / sd) if sd > 0 else 0.0,
             "ks_p_value": float(ks_2samp(a, b).pvalue),
             "wasserstein": w,
@@ -683,7 +695,7 @@ def compare_statistics(reference: pd.DataFrame, production: pd.DataFrame) -> lis
             "n_reference": len(a),
             "n_production": len(b),
         })
-    out.sort(key=lambda r: -abs(r["cohens_d"]))
+    out.sort(key=lambda r: (-r["wasserstein_sd"], -abs(r["cohens_d"])))
     return out
 
 

@@ -214,13 +214,25 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                   small=True)
     stats = audit["data_health"]["image_statistics"]
     if stats:
+        shown = {s["statistic"] for s in stats}
+        explain = {"face_size": "face_size and eye_distance_rel are relative to the original image's shorter side",
+                   "roll_deg": "roll_deg and yaw_proxy come from the five landmarks",
+                   "detector_confidence": "detector_confidence is MTCNN's"}
+        notes = [text for key, text in explain.items()
+                 if key in shown or (key == "face_size" and "eye_distance_rel" in shown)
+                 or (key == "roll_deg" and "yaw_proxy" in shown)]
+        notes.append("Cohen's d sees a moved mean only; the Wasserstein distance and KS also see a changed "
+                     "spread (sd ratio = production sd / reference sd)")
+        constant = [f"{s['statistic']} ({s['constant_side']})" for s in stats if s.get("constant_side")]
+        if constant:
+            notes.append("constant on one side, so any variation on the other is a difference: " + ", ".join(constant))
         doc.table(pd.DataFrame([{"statistic": s["statistic"], "reference median": _num(s["reference_median"]),
                                  "production median": _num(s["production_median"]),
+                                 "sd ratio": _num(s.get("sd_ratio"), ".2f"),
                                  "Cohen's d": _num(s["cohens_d"], "+.2f"), "Wasserstein (sd)": _num(s["wasserstein_sd"], ".2f"),
                                  "KS p": _p(s["ks_p_value"])} for s in stats]),
                   heading="Image statistics, largest differences first",
-                  note="face_size and eye_distance_rel are relative to the original image's shorter side; "
-                       "roll_deg and yaw_proxy come from the five landmarks; detector_confidence is MTCNN's.")
+                  note="; ".join(notes) + ".")
 
     # 2. performance
     perf = audit.get("performance")
