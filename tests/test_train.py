@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import signal
 import subprocess
 import sys
@@ -56,6 +57,11 @@ def test_train_cli_writes_the_contract(prepared, tmp_path):
         assert (run / name).exists(), name
     # learning happened: training loss falls
     assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+    # every file (weights included) has the permissions a plain write gives
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {str(p.relative_to(run)): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
+    assert {k: v for k, v in modes.items() if v != 0o666 & ~umask} == {}
 
     ev = _cli("evaluate", str(run), "--data", str(prepared), "--split", "test", "--out", str(tmp_path / "ev"))
     assert ev.returncode == 0, ev.stderr

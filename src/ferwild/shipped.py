@@ -105,7 +105,7 @@ def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
     from safetensors.torch import load_file, save_file
 
-    from ferwild.data.cache import save_text_atomic
+    from ferwild.data.cache import save_text_atomic, set_default_mode
     from ferwild.train import checkpoint_dir, load_checkpoint_state, resolve_run_dir
 
     run_dir = resolve_run_dir(run_dir)
@@ -120,6 +120,7 @@ def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     save_file(weights, tmp / "checkpoints" / "final" / "model.safetensors",
               metadata={"format": "pt", "ferwild": "1", "dtype": "float16" if half else "float32"})
+    set_default_mode(tmp / "checkpoints" / "final" / "model.safetensors")
     keep = {k: state[k] for k in ("epoch", "history", "best_val_macro_f1", "model_config", "label_names",
                                   "face_alignment", "config") if k in state}
     keep["model_config"] = {k: v for k, v in keep["model_config"].items() if k != "tta"}

@@ -40,7 +40,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ferwild.config import ConfigError, RunConfig
-from ferwild.data.cache import PreparedDataset, save_text_atomic
+from ferwild.data.cache import PreparedDataset, save_text_atomic, set_default_mode
 from ferwild.metrics import curves_figure, history_markdown
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
 
@@ -373,6 +373,7 @@ def save_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict[str,
     tmp.mkdir(parents=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
     save_file(weights, tmp / "model.safetensors", metadata={"format": "pt", "ferwild": "1"})
+    set_default_mode(tmp / "model.safetensors")
     torch.save(state, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)

@@ -39,6 +39,12 @@ def _umask() -> int:
     return mask
 
 
+def set_default_mode(path: str | os.PathLike) -> None:
+    """Give a file written by a library that creates it private (``mkstemp``, safetensors) the
+    permissions a plain ``open(path, "w")`` would have given it: 0666 less the umask."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_target(path: str | os.PathLike) -> Path:
     """A new empty temporary file beside ``path``, to be written and then ``os.replace``d onto it.
 
