@@ -82,6 +82,14 @@ def test_audit_cli_writes_the_contract_and_finds_the_planted_occlusion(world):
     scores = pd.read_parquet(out_dir / "production_scores.parquet")
     assert len(scores) == audit["rows"]["production"]
     assert scores["domain_score"].is_monotonic_decreasing
+    # the synthetic photos came with landmarks: the deployed detector's view is measured on them
+    det = audit["data_health"]["detector_check"]["production"]
+    landmarked = pd.read_parquet(world["occ"] / "manifest.parquet").query(
+        "align_method == 'landmarks' and status == 'aligned' and augmented_from == ''")
+    assert det["landmark_rows"] == len(landmarked) and det["checked"] == min(200, len(landmarked))
+    assert 0 <= det["no_face"] <= det["checked"] and det["ci"][0] <= det["rate"] <= det["ci"][1]
+    assert "What the deployed detector sees" in html
+    assert any("deployed detector" in line for line in audit["verdict"]["findings"]) == (det["rate"] > 0.05)
 
 
 def test_no_shift_control_random_halves_are_flagged_at_most_at_the_nominal_rate(world):

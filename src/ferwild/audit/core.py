@@ -67,10 +67,15 @@ class AuditConfig:
     batch_size: int = 256
     device: str = "auto"
     which: str = "best"
+    # Photos aligned with the manifest's landmarks never met a detector in `prepare`; this many
+    # of them per side are run through MTCNN as the deployed recogniser runs it (0: skip).
+    detector_check_images: int = 200
 
     def __post_init__(self):
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), not {self.alpha}")
+        if self.detector_check_images < 0:
+            raise ValueError("detector_check_images must be >= 0")
         for name in ("n_permutations", "max_samples", "pca_dim", "n_bootstrap", "min_group_size",
                      "batch_size"):
             if int(getattr(self, name)) < 1:
@@ -151,8 +156,55 @@ def _attribute_columns(config: AuditConfig, *frames: pd.DataFrame) -> list[str]:
 # the sections
 
 
-def data_health(reference: PreparedDataset, production: PreparedDataset) -> dict[str, Any]:
-    """Alignment failures (with a test) and image statistics, reference vs production."""
+def detector_check(prepared: PreparedDataset, *, min_confidence: float, max_images: int = 200,
+                   seed: int = 0) -> dict[str, Any] | None:
+    """What the deployed detector sees on photos that ``prepare`` aligned with given landmarks.
+
+    When a manifest supplies landmarks, ``prepare`` aligns with them and never runs a detector,
+    so its alignment-failure rate says nothing about deployment, where the recogniser must find
+    each face with MTCNN. This runs MTCNN (threshold ``min_confidence``, as the recogniser does)
+    on up to ``max_images`` of those rows' original files (a seeded sample) and counts the
+    photos in which it finds no face.
+
+    Returns:
+        None when no row was aligned with given landmarks; else ``{"landmark_rows", "checked",
+        "unreadable", "no_face", "rate", "ci" (Wilson 95%), "min_confidence"}``.
+    """
+    from ferwild.data.faces import FaceDetector
+    from ferwild.data.images import load_image
+
+    m = prepared.manifest
+    rows = m[(m["augmented_from"].astype(str) == "") & (m["align_method"].astype(str) == "landmarks")
+             & (m["status"].astype(str) == "aligned")]
+    if rows.empty or max_images == 0:
+        return None
+    sample = rows.sample(n=min(max_images, len(rows)), random_state=seed) if len(rows) > max_images else rows
+    detector = FaceDetector(min_confidence=min_confidence)
+    images, unreadable = [], 0
+    for path in sample["path"].astype(str):
+        try:
+            images.append(load_image(path).array)
+        except Exception:  # noqa: BLE001 - a moved or broken original is counted, not fatal
+            unreadable += 1
+    found = detector.detect(images) if images else []
+    no_face = sum(1 for r in found if isinstance(r, Exception) or not r)
+    checked = len(images)
+    return {"landmark_rows": int(len(rows)), "checked": checked, "unreadable": unreadable, "no_face": no_face,
+            "rate": no_face / checked if checked else None,
+            "ci": list(_wilson(no_face, checked)) if checked else None, "min_confidence": float(min_confidence)}
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def data_health(reference: PreparedDataset, production: PreparedDataset,
+                config: AuditConfig | None = None) -> dict[str, Any]:
+    """Alignment failures (with a test), what the deployed detector finds where landmarks were
+    given (:func:`detector_check`), and image statistics, reference vs production."""
     from ferwild.audit.groups import alignment_failure, compare_statistics, image_statistics, proportion_test
 
     ref_fail, prod_fail = alignment_failure(reference.manifest), alignment_failure(production.manifest)
@@ -172,10 +224,16 @@ def data_health(reference: PreparedDataset, production: PreparedDataset) -> dict
         return image_statistics(originals)
 
     comparison = compare_statistics(stats(reference), stats(production))
+    config = config or AuditConfig()
+    threshold = reference.face_alignment().min_confidence
+    detector = {side: detector_check(prepared, min_confidence=threshold, max_images=config.detector_check_images,
+                                     seed=config.seed)
+                for side, prepared in (("reference", reference), ("production", production))}
     return {
         "alignment_failure": {"reference": ref_fail["rate"], "production": prod_fail["rate"],
                               "reference_detail": ref_fail, "production_detail": prod_fail,
                               "test": test, "per_class": per_class},
+        "detector_check": detector,
         "image_statistics": comparison,
     }
 
@@ -515,6 +573,14 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
         findings.append(f"{_pts(af['production'])}% of production images ({detail['failed']} of {detail['attempted']}) "
                         "had no detectable face (kept as centre crops); the reference is pre-aligned, so there is "
                         "no rate to compare with.")
+    det = (health.get("detector_check") or {}).get("production")
+    if det and det["rate"] is not None and det["rate"] > 0.05:
+        findings.append(f"The deployed detector (MTCNN at {det['min_confidence']:.2f}) finds no face in "
+                        f"{_pts(det['rate'])}% of production photos ({det['no_face']} of {det['checked']} checked; "
+                        f"95% CI {_pts(det['ci'][0])}-{_pts(det['ci'][1])}%): they were aligned with the "
+                        "manifest's landmarks, so the alignment-failure rate does not show it.")
+        advice.append("In deployment the recogniser skips faces MTCNN misses: check those photos (size, pose, "
+                      "style) or lower the detector threshold (`--min-confidence`).")
     big = [s for s in health["image_statistics"] if s["cohens_d"] is not None and abs(s["cohens_d"]) >= 0.5
            and s["ks_p_value"] is not None and s["ks_p_value"] < config.alpha]
     if big:
@@ -648,7 +714,7 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
     }
     say("data health")
     t = time.perf_counter()
-    health = data_health(reference, production)
+    health = data_health(reference, production, config)
     audit["data_health"] = health
     audit["alignment_failure"] = {"reference": health["alignment_failure"]["reference"],
                                   "production": health["alignment_failure"]["production"],
