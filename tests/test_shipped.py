@@ -28,7 +28,7 @@ def packed(tiny_run, tmp_path, monkeypatch):
     weights = tmp_path / "weights"
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights)
     monkeypatch.setenv("FERWILD_CACHE", str(tmp_path / "cache"))
-    shipped.pack_run(run_dir, weights / "tiny", card={"architecture": "cnn_small", "data": "synthetic",
+    shipped.pack_run(run_dir, weights / "tiny", card={"architecture": "cnn_small", "dataset": "synthetic",
                                                         "test": {"accuracy": 0.5, "macro_f1": 0.4}})
     return run_dir, weights / "tiny"
 
@@ -53,6 +53,11 @@ def test_packed_run_loads_by_name_with_half_weights_and_json_state(packed):
     with torch.no_grad():
         assert (original(x).softmax(1) - model(x).softmax(1)).abs().max() < 1e-2
     assert shipped.list_shipped()[0]["name"] == "ferwild:tiny"
+    # people are told what reads their photos (the web page shows /info's description)
+    info = Recognizer.from_run("ferwild:tiny", detector="none").info()
+    assert info["description"] == ("ferwild:tiny, cnn_small trained on synthetic: 50.0% accuracy, "
+                                   "40.0% macro-F1 on its held-out test faces")
+    assert "cnn_small trained on prep (run run)" == Recognizer.from_run(run_dir, detector="none").description
 
 
 def test_packed_flip_tta_reaches_torch_and_onnx_alike(tiny_run, tmp_path, monkeypatch):
@@ -65,6 +70,8 @@ def test_packed_flip_tta_reaches_torch_and_onnx_alike(tiny_run, tmp_path, monkey
     report = export_onnx("ferwild:tta", tmp_path / "tta.onnx")  # parity-checked against PyTorch
     assert report["parity"]["max_abs_diff_probabilities"] < 1e-4
     rec = Recognizer.from_onnx(tmp_path / "tta.onnx", detector="none")
+    assert rec.description.startswith("ferwild:tta, cnn_small trained on")  # travels in the ONNX metadata
+    assert rec.info()["description"] == rec.description
     crop = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     p, p_mirror = rec.classify([crop, crop[:, ::-1]])
     np.testing.assert_allclose(p, p_mirror, atol=1e-5)  # the file averages a face with its mirror

@@ -302,7 +302,8 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
     import torch
 
     from ferwild.evaluate import load_run, run_face_alignment
-    from ferwild.train import checkpoint_dir
+    from ferwild.shipped import describe_run
+    from ferwild.train import checkpoint_dir, resolve_run_dir
 
     model, state = load_run(run_dir, which, "cpu")  # RunError for a missing/broken run
     ckpt_name = checkpoint_dir(run_dir, which).name
@@ -340,7 +341,8 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
         "face_alignment": face_alignment,
         "face_alignment_source": alignment_source,
         "model_config": state["model_config"],
-        "source_run": str(Path(run_dir).resolve()),
+        "source_run": str(resolve_run_dir(run_dir).resolve()),
+        "description": describe_run(resolve_run_dir(run_dir), state),
         "checkpoint": which,
         "checkpoint_name": ckpt_name,
         "epoch": state.get("epoch"),

@@ -235,7 +235,7 @@ class Recognizer:
                  preprocessing, face_alignment: FaceAlignment, detector: str | FaceDetector = "mtcnn",
                  min_confidence: float | None = None, max_faces: int | None = None, batch_size: int = 64,
                  backend: str = "torch", source: str = "", model_config: dict | None = None,
-                 detector_device: str = "cpu") -> None:
+                 detector_device: str = "cpu", description: str = "") -> None:
         if max_faces is not None and max_faces < 1:
             raise RecognizerError(f"max_faces must be >= 1, got {max_faces}")
         if batch_size < 1:
@@ -250,6 +250,7 @@ class Recognizer:
         self.batch_size = int(batch_size)
         self.backend = backend
         self.source = source
+        self.description = description
         self.model_config = dict(model_config or {})
         threshold = face_alignment.min_confidence if min_confidence is None else float(min_confidence)
         if isinstance(detector, FaceDetector):
@@ -282,11 +283,13 @@ class Recognizer:
             RecognizerError: not a run, unreadable checkpoint, bad arguments.
         """
         from ferwild.evaluate import load_run, run_face_alignment
-        from ferwild.train import RunError, resolve_device
+        from ferwild.shipped import describe_run
+        from ferwild.train import RunError, resolve_device, resolve_run_dir
 
         try:
             dev = resolve_device(device)
             model, state = load_run(run_dir, which, dev)
+            kwargs.setdefault("description", describe_run(resolve_run_dir(run_dir), state))
         except (RunError, ValueError) as exc:
             raise RecognizerError(str(exc)) from None
         alignment, _ = run_face_alignment(state)
@@ -317,11 +320,12 @@ class Recognizer:
             raise RecognizerError(str(exc)) from None
         return cls(onnx_model, label_names=onnx_model.label_names, preprocessing=onnx_model.preprocessing,
                    face_alignment=FaceAlignment.from_dict(onnx_model.face_alignment or {}), backend="onnx",
-                   source=str(path), model_config=onnx_model.model_config, **kwargs)
+                   source=str(path), model_config=onnx_model.model_config,
+                   description=str(onnx_model.metadata.get("description") or ""), **kwargs)
 
     def info(self) -> dict[str, Any]:
         """What this recogniser is (backend, model, labels, preprocessing, alignment), JSON-ready."""
-        return {"backend": self.backend, "source": self.source,
+        return {"backend": self.backend, "source": self.source, "description": self.description,
                 "model": self.model_config.get("name", ""), "label_names": list(self.label_names),
                 "preprocessing": self.preprocessing.to_dict(), "face_alignment": self.face_alignment.to_dict(),
                 "detector": "mtcnn" if self.detector is not None else "none",

@@ -79,6 +79,21 @@ def list_shipped() -> list[dict[str, Any]]:
     return rows
 
 
+def describe_run(run_dir: str | os.PathLike, state: dict[str, Any]) -> str:
+    """One line saying what a run's model is and what it was trained on (for people: the web
+    page, ``/info``): a shipped model's card figures, else the training data's folder name."""
+    run_dir = Path(run_dir).resolve()
+    name = (state.get("model_config") or {}).get("name", "model")
+    if run_dir.parent == WEIGHTS_DIR and (run_dir / CARD_FILE).is_file():
+        card = json.loads((run_dir / CARD_FILE).read_text(encoding="utf-8"))
+        test = card.get("test") or {}
+        figures = (f": {100 * test['accuracy']:.1f}% accuracy, {100 * test['macro_f1']:.1f}% macro-F1 on its "
+                   f"held-out test faces" if test.get("accuracy") is not None else "")
+        return f"{PREFIX}{run_dir.name}, {name} trained on {card.get('dataset', 'its data')}{figures}"
+    data = ((state.get("config") or {}).get("data") or {}).get("path")
+    return f"{name} trained on {Path(data).name if data else 'unknown data'} (run {run_dir.name})"
+
+
 def cache_dir(run_dir: str | os.PathLike, kind: str) -> Path:
     """Where derived files of a run (e.g. the audit's cached forward passes) go: ``RUN/<kind>``,
     or a per-user cache for a shipped model, whose folder belongs to the installation."""

@@ -52,6 +52,13 @@
       if (info.detector) parts.push(`detector ${info.detector}`);
       if (labels.length) parts.push(`${labels.length} expressions: ${labels.join(", ")}`);
       els.info.textContent = parts.join(" · ");
+      if (info.description) {
+        // what the model is and what it was trained on: a reader must know what reads their photos
+        const line = document.createElement("span");
+        line.className = "model-description";
+        line.textContent = info.description;
+        els.info.append(document.createElement("br"), line);
+      }
     } catch (err) {
       els.info.textContent = `Model information unavailable (${err.message}).`;
       els.info.classList.add("error");
