@@ -137,7 +137,11 @@
         throw new Error("unexpected answer from the server");
       }
       body.results.forEach((result, i) => renderResult(batch[i].card, result));
-      message = `${plural(batch.length, "image")} analysed in ${Math.round(body.elapsed_ms)} ms.`;
+      // a file the server could not read is an answer too, but not an analysed image
+      const failed = body.results.filter((r) => r && r.error).length;
+      const done = batch.length - failed;
+      message = done ? `${plural(done, "image")} analysed in ${Math.round(body.elapsed_ms)} ms` : "No image analysed";
+      message += failed ? `; ${plural(failed, "file")} could not be read (see ${failed === 1 ? "its card" : "their cards"}).` : ".";
     } catch (err) {
       const text = err instanceof TypeError ? "The server could not be reached." : err.message;
       batch.forEach(({ card }) => showError(card, `Upload failed: ${text}`));
