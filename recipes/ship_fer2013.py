@@ -88,7 +88,8 @@ def render_card(card: dict) -> str:
         f"| PrivateTest ECE (15 bins) | {t['ece']:.3f} |",
         f"| PublicTest (val) accuracy / macro-F1 | {pct(v['accuracy'])} / {pct(v['macro_f1'])} |",
         f"| training hardware | {card['hardware']} |",
-        f"| training wall time | {card['train_wall_time_s'] / 60:.0f} min |",
+        f"| training wall time | {card['train_wall_time_s'] / 60:.0f} min ({card['epochs']} epochs at a median "
+        f"{card['train_img_per_s']:.0f} training images/s; the machine also ran other work) |",
         "",
         "## Side by side (the same 3,589 PrivateTest faces)",
         "",
@@ -137,11 +138,12 @@ def render_card(card: dict) -> str:
         "",
         "## Known limits",
         "",
-        "- **FER2013's faces and labels.** Web images of mostly adult, mostly light-skinned faces found by "
-        "emotion keywords; labels are single crowd judgements of posed and spontaneous expressions, with "
-        "about 65% human agreement reported for the set. Disgust has 436 training faces (1.5%); its "
-        "figures are the least certain. The model inherits these biases: measure it on your own faces "
-        "(`ferwild audit --run ferwild:fer2013_vgg ...`) before relying on it.",
+        "- **FER2013's faces and labels.** Web images found by emotion keywords; who is in them (age, skin "
+        "tone, culture) was neither recorded nor balanced, and each face has one label, posed and spontaneous "
+        "expressions mixed; the set's authors put human accuracy on it at about 65% (Goodfellow et al. 2013). "
+        "Disgust has 436 training faces (1.5%): its figures are the least certain. The model inherits all "
+        "of this: measure it on your own faces (`ferwild audit --run ferwild:fer2013_vgg ...`) before "
+        "relying on it.",
         "- **Grey 48 px input.** Colour and fine detail are discarded; small, blurred, strongly turned or "
         "occluded faces are read less well than FER2013's frontal crops.",
         "- **Framing.** Photos are cut with MTCNN's landmarks to FER2013's tight framing; a face that MTCNN "
@@ -234,6 +236,7 @@ def main() -> None:
         "selected_epoch": int(state.get("epoch") or 0),
         "hardware": f"{os.cpu_count()} CPU cores ({cpu_name()}), no GPU; torch {torch.__version__}",
         "train_wall_time_s": round(train_wall_time_s(args.run), 1),
+        "train_img_per_s": float(history["train_img_per_s"].median()),
         "val": brief(val),
         "test": brief(test),
         "test_without_train_duplicates": brief(dedup),
