@@ -40,6 +40,8 @@ def test_packed_run_loads_by_name_with_half_weights_and_json_state(packed):
     # inference-only state: no optimizer or RNG, readable without unpickling anything
     state = json.loads((checkpoint_dir("ferwild:tiny") / "state.json").read_text())
     assert "optimizer" not in state and "rng" not in state and state["label_names"]
+    assert state["config"]["data"]["path"] == "prep"  # the trainer's absolute paths stay behind
+    assert "data:\n  path: prep\n" in (dest / "config.yaml").read_text()
     original, _ = load_run(run_dir, "best")
     model, loaded_state = load_run("ferwild:tiny", "best")
     assert loaded_state["face_alignment"] == state["face_alignment"]

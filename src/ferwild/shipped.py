@@ -21,6 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 #: ``--run ferwild:<name>`` names a shipped model.
 PREFIX = "ferwild:"
 #: What ``predict``/``serve``/``Recognizer.default()`` use when no model is given.
@@ -142,12 +144,16 @@ def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[
     if tta != "none":
         keep["model_config"]["tta"] = tta
     keep["source_checkpoint"] = src.name
+    if (keep.get("config") or {}).get("data", {}).get("path"):
+        # the folder's name says what it was trained on; the trainer's absolute path means nothing elsewhere
+        keep["config"]["data"]["path"] = Path(keep["config"]["data"]["path"]).name
     (tmp / "checkpoints" / "final" / "state.json").write_text(json.dumps(keep, indent=1) + "\n")
     for pointer in ("BEST", "LAST"):
         (tmp / "checkpoints" / pointer).write_text("final\n")
-    for name in ("config.yaml", "metrics.csv"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, tmp / name)
+    if (run_dir / "metrics.csv").is_file():
+        shutil.copyfile(run_dir / "metrics.csv", tmp / "metrics.csv")
+    if keep.get("config"):
+        (tmp / "config.yaml").write_text(yaml.safe_dump(keep["config"], sort_keys=False))
     save_text_atomic(tmp / CARD_FILE, json.dumps(card, indent=2) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
