@@ -70,6 +70,7 @@ def test_demo_small(tmp_path):
     assert (study / (study / "best_run").read_text().strip() / "checkpoints").exists()
     html = (study / "report.html").read_text()
     assert "Table 11" in html and "data:image/png;base64" in html
+    assert "1 seeds" not in html and "mean ± std over 1" not in html  # one seed reads as one seed
     ref = json.loads((tmp_path / "demo" / "prepared" / "reference" / "summary.json").read_text())
     prod = json.loads((tmp_path / "demo" / "prepared" / "production" / "summary.json").read_text())
     assert ref["augmented_rows"] > 0 and prod["augmented_rows"] == 0

@@ -73,6 +73,11 @@ def _isnan(value: Any) -> bool:
         return False
 
 
+def _seeds(n: int) -> str:
+    """``1 seed`` / ``3 seeds``."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def _pct(value: Any, decimals: int = 2) -> str:
     if _isnan(value):
         return _DASH
@@ -504,7 +509,7 @@ def _per_class_table(summary: dict, seed_summaries: list[dict] | None = None) ->
         if seed_summaries and len(seed_summaries) > 1:
             f1s = [s.get("per_class", {}).get(name, {}).get("f1") for s in seed_summaries]
             f1s = pd.Series([f for f in f1s if f is not None], dtype=float)
-            row[f"F1 over {len(f1s)} seeds (%)"] = _pm(f1s.mean(), f1s.std() if len(f1s) > 1 else None)
+            row[f"F1 over {_seeds(len(f1s))} (%)"] = _pm(f1s.mean(), f1s.std() if len(f1s) > 1 else None)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -856,7 +861,7 @@ def _section_ablations(doc: _Doc, study: _Study, names: list[str], figures: Path
         keys = study.varied_keys(name)
         number, title = _ABLATIONS.get(name, (None, None))
         heading = (f"Table {number} · {title} (`{name}`)" if number
-                   else f"Experiment `{name}`: mean ± std per grid cell")
+                   else f"Experiment `{name}`: {'mean ± std' if len(study.seeds) > 1 else 'result'} per grid cell")
         if rows.empty:
             doc.heading(3, heading)
             doc.para(f"No trials of `{name}` in results.csv.")
@@ -873,8 +878,10 @@ def _section_ablations(doc: _Doc, study: _Study, names: list[str], figures: Path
             if opt and lr:
                 path = figures / "figure8_optimizer_lr.png"
                 optimizer_lr_heatmap(cells, path, metric="test_macro_f1")
+                spread = (f"mean ± std over {_seeds(int(cells['n_seeds'].max()))}"
+                          if cells["n_seeds"].max() > 1 else "one seed")
                 doc.figure(path, "Figure 8 · Optimizer x learning rate: test accuracy and "
-                                 "macro-F1 per cell (mean ± std over seeds, %)")
+                                 f"macro-F1 per cell ({spread}, %)")
 
 
 def _winner_metrics(study: _Study, winner: dict, cell: pd.Series | None, summary: dict | None,
@@ -894,8 +901,8 @@ def _winner_metrics(study: _Study, winner: dict, cell: pd.Series | None, summary
         return _pm(values.mean(), values.std() if len(values) > 1 else None)
 
     n = int(cell["n_seeds"]) if cell is not None else None
-    val_col = f"validation, {n} seeds" if n else "validation"
-    test_col = f"test, {n} seeds" if n else "test"
+    val_col = f"validation, {_seeds(n)}" if n else "validation"
+    test_col = f"test, {_seeds(n)}" if n else "test"
     one_col = f"test, trial `{trial}`"
     rows = []
     for label, key, result in (("accuracy", "accuracy", "acc"), ("macro-F1", "macro_f1", "macro_f1"),
