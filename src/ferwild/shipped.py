@@ -81,12 +81,17 @@ def list_shipped() -> list[dict[str, Any]]:
     return rows
 
 
+def _is_shipped_dir(run_dir: Path) -> bool:
+    """True when ``run_dir`` (resolved) is a model folder of this installation."""
+    return run_dir.parent == WEIGHTS_DIR
+
+
 def describe_run(run_dir: str | os.PathLike, state: dict[str, Any]) -> str:
     """One line saying what a run's model is and what it was trained on (for people: the web
     page, ``/info``): a shipped model's card figures, else the training data's folder name."""
     run_dir = Path(run_dir).resolve()
     name = (state.get("model_config") or {}).get("name", "model")
-    if run_dir.parent == WEIGHTS_DIR and (run_dir / CARD_FILE).is_file():
+    if _is_shipped_dir(run_dir) and (run_dir / CARD_FILE).is_file():
         card = json.loads((run_dir / CARD_FILE).read_text(encoding="utf-8"))
         test = card.get("test") or {}
         figures = (f": {100 * test['accuracy']:.1f}% accuracy, {100 * test['macro_f1']:.1f}% macro-F1 on its "
@@ -100,7 +105,7 @@ def cache_dir(run_dir: str | os.PathLike, kind: str) -> Path:
     """Where derived files of a run (e.g. the audit's cached forward passes) go: ``RUN/<kind>``,
     or a per-user cache for a shipped model, whose folder belongs to the installation."""
     run_dir = Path(run_dir).resolve()
-    if run_dir.parent == WEIGHTS_DIR:
+    if _is_shipped_dir(run_dir):
         base = Path(os.environ.get("FERWILD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or
                                                              Path.home() / ".cache") / "ferwild")
         return base / "shipped" / run_dir.name / kind
