@@ -447,3 +447,14 @@ def test_unreliable_prior_estimates_are_named_and_bbse_gives_way_to_em(label_shi
                          np.full(400, -1), names)
     out = label_shift(val, vague, AuditConfig())
     assert out["reliable"] is False and out["problems"]
+
+
+def test_label_shift_estimates_are_caveated_by_covariate_shift_and_by_the_truth():
+    from ferwild.audit.core import MAX_PRIOR_ERROR_TV, caveat_label_shift
+
+    clean = {"problems": [], "reliable": True, "estimation_error_tv": MAX_PRIOR_ERROR_TV / 2}
+    assert caveat_label_shift(dict(clean), {"detected": False})["reliable"] is True
+    moved = caveat_label_shift(dict(clean), {"detected": True})
+    assert moved["reliable"] is False and "covariate shift" in moved["problems"][0]
+    off = caveat_label_shift({**clean, "estimation_error_tv": 0.51}, {"detected": False})
+    assert off["reliable"] is False and "off by 51 points" in off["problems"][0]

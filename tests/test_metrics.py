@@ -332,3 +332,30 @@ def test_write_evaluation_rejects_bad_rows_and_clashing_extra(tmp_path):
     # without rows, predictions start at y_true
     write_evaluation(tmp_path / "c", y, probs, NAMES6)
     assert pd.read_parquet(tmp_path / "c" / "predictions.parquet").columns[0] == "y_true"
+
+
+def test_chance_level_separates_informative_from_shuffled_predictions():
+    from sklearn.metrics import f1_score
+
+    from ferwild.metrics import chance_level
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 6, 300)
+    informative = np.where(rng.random(300) < 0.6, y, rng.integers(0, 6, 300))
+    noise = rng.integers(0, 6, 300)
+    good, bad = chance_level(y, informative, 6), chance_level(y, noise, 6)
+    # balanced classes and predictions: chance is about 1/6 in both cases
+    assert abs(good["macro_f1"] - 1 / 6) < 0.03 and abs(bad["macro_f1"] - 1 / 6) < 0.03
+    assert good["p_value"] < 0.01 < bad["p_value"]
+    assert good["macro_f1_p99"] > good["macro_f1"]
+    # the observed macro-F1 the test compares with is sklearn's, over all classes
+    f1 = f1_score(y, informative, labels=list(range(6)), average="macro", zero_division=0)
+    assert f1 > good["macro_f1_p99"]
+    # a constant answer keeps its bias under shuffling: its chance level is its own score
+    constant = np.zeros(300, dtype=int)
+    flat = chance_level(y, constant, 6)
+    assert flat["p_value"] == 1.0
+    assert flat["macro_f1"] == pytest.approx(f1_score(y, constant, labels=list(range(6)), average="macro",
+                                                      zero_division=0))
+    with pytest.raises(ValueError, match="outside"):
+        chance_level(y, np.full(300, 7), 6)

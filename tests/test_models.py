@@ -33,13 +33,14 @@ from ferwild.models import (
 CASES = [
     ("cnn_small", 48),
     ("fer_vgg", 48),
+    ("fer_vgg_tiny", 48),
     ("vit_tiny", 32),
     ("resnet18", 32),
     ("resnet50", None),
     ("vit_b16", None),
     ("timm:resnet10t", 32),
 ]
-FAST = ["cnn_small", "fer_vgg", "vit_tiny", "resnet18", "timm:resnet10t"]
+FAST = ["cnn_small", "fer_vgg", "fer_vgg_tiny", "vit_tiny", "resnet18", "timm:resnet10t"]
 SIZES = dict(CASES)
 
 
@@ -170,6 +171,9 @@ def test_fer_vgg_is_tied_to_sizes_it_can_pool():
     assert create_model("fer_vgg", 7, image_size=64)(torch.zeros(2, 3, 64, 64)).shape == (2, 7)
     with pytest.raises(ValueError, match="multiple of 16"):
         create_model("fer_vgg", 7, image_size=40)
+    tiny = create_model("fer_vgg_tiny", 7)
+    # the demo's model: the same architecture at a fraction of the shipped net's size
+    assert type(tiny.backbone) is type(m.backbone) and 2e5 < count_parameters(tiny) < count_parameters(m) / 4
 
 
 def test_flip_tta_averages_the_mirror_in_eval_mode_only():

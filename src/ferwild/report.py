@@ -60,10 +60,28 @@ _ABLATIONS = {  # experiment name -> (table number, title)
     "fine_lr": (10, "Fine learning rates"),
 }
 _DASH = "—"
+#: A cell is "at chance" when its validation predictions do no better than the same predictions
+#: shuffled against the labels (permutation p >= CHANCE_ALPHA), "near chance" when it does but
+#: its val macro-F1 is below NEAR_CHANCE_FACTOR x that chance level.
+CHANCE_ALPHA = 0.01
+NEAR_CHANCE_FACTOR = 2.0
+CHANCE_NOTE = ("vs chance: the validation predictions against the same predictions shuffled against the "
+               "labels (2,000 shuffles; chance is about 1/number of classes). At chance: no better than "
+               f"the shuffles (p ≥ {CHANCE_ALPHA}); near chance: better, but below {NEAR_CHANCE_FACTOR:g}x the "
+               "chance level. Such cells did not learn the task: their other figures describe noise.")
 
 
 # --------------------------------------------------------------------------------------------
 # numbers
+
+
+def chance_verdict(macro_f1: float, chance: dict) -> str:
+    """"at chance" / "near chance" / "above chance" from a macro-F1 and its :func:`ferwild.metrics.chance_level`."""
+    if chance.get("p_value") is None or chance["p_value"] >= CHANCE_ALPHA:
+        return "at chance"
+    if macro_f1 < NEAR_CHANCE_FACTOR * float(chance["macro_f1"]):
+        return "near chance"
+    return "above chance"
 
 
 def _isnan(value: Any) -> bool:
@@ -386,7 +404,36 @@ class _Study:
     def cells(self, name: str) -> pd.DataFrame:
         cells = aggregate_cells(self.rows(name), self.varied_keys(name))
         cells.insert(0, "experiment", name)
+        cells["vs_chance"] = [self.cell_chance(trials) for trials in cells["trials"]] if len(cells) else []
         return cells
+
+    def trial_chance(self, trial: str) -> str | None:
+        """"above chance" | "near chance" | "at chance" for one trial's validation predictions."""
+        run = self.run_dir(trial)
+        summary = self.eval_summary(run, "val")
+        if not summary or summary.get("macro_f1") is None:
+            return None
+        chance = summary.get("chance")
+        predictions = run / "eval-val" / "predictions.parquet" if run is not None else None
+        if chance is None and predictions is not None and predictions.is_file():
+            # evaluated before summaries carried a chance level: compute it from the predictions
+            from ferwild.metrics import chance_level
+
+            frame = pd.read_parquet(predictions, columns=["y_true", "y_pred"])
+            chance = chance_level(frame["y_true"].to_numpy(), frame["y_pred"].to_numpy(),
+                                  len(summary.get("label_names") or []) or int(frame.max().max()) + 1)
+        if chance is None:
+            return None
+        return chance_verdict(float(summary["macro_f1"]), chance)
+
+    def cell_chance(self, trials: list[str]) -> str:
+        """The cell's verdict over its seeds; the worst one, with a count when the seeds disagree."""
+        verdicts = [v for v in (self.trial_chance(t) for t in trials) if v]
+        if not verdicts:
+            return ""
+        worst = min(verdicts, key=["at chance", "near chance", "above chance"].index)
+        hits = verdicts.count(worst)
+        return worst if hits == len(verdicts) else f"{worst} ({hits} of {len(verdicts)} seeds)"
 
     def run_dir(self, trial: str | None, run_dir: Any = None) -> Path | None:
         candidates = []
@@ -481,6 +528,8 @@ def _cell_table(cells: pd.DataFrame, keys: list[str], *, winner: dict | None = N
             if metric == "val_macro_f1" and pos == best and len(cells) > 1:
                 text = f"**{text}**"
             row[f"{_METRIC_LABEL[metric]} (%)"] = text
+        if cell.get("vs_chance"):
+            row["vs chance"] = _chance_text(cell["vs_chance"])
         if winner is not None:
             row["selected"] = "★ winner" if _is_winner(cell, keys, winner) else ""
         rows.append(row)
@@ -488,6 +537,11 @@ def _cell_table(cells: pd.DataFrame, keys: list[str], *, winner: dict | None = N
     if winner is not None and "selected" in frame and not frame["selected"].astype(bool).any():
         frame = frame.drop(columns="selected")
     return frame
+
+
+def _chance_text(verdict: str) -> str:
+    """A chance verdict for a table cell: the ones that matter stand out."""
+    return verdict if verdict.startswith("above") else f"⚠ **{verdict}**"
 
 
 def _is_winner(cell: pd.Series, keys: list[str], winner: dict) -> bool:
@@ -577,21 +631,30 @@ def _section_summary(doc: _Doc, study: _Study, winner: dict | None, all_cells: p
         cells = all_cells[all_cells["experiment"] == name] if not all_cells.empty else all_cells
         if len(cells) == 1:
             c = cells.iloc[0]
-            rows.append({"": f"{label} (`{name}`)", "seeds": str(int(c["n_seeds"])),
-                         "val macro-F1 (%)": _pm(c.get("val_macro_f1_mean"), c.get("val_macro_f1_std")),
-                         "test accuracy (%)": _pm(c.get("test_acc_mean"), c.get("test_acc_std")),
-                         "test macro-F1 (%)": _pm(c.get("test_macro_f1_mean"), c.get("test_macro_f1_std"))})
+            rows.append(_glance_row(f"{label} (`{name}`)", c))
     if winner is not None:
         cell = _winner_cell(winner, all_cells)
         if cell is not None:
-            rows.append({"": f"Selected (`{winner.get('experiment')}`)", "seeds": str(int(cell["n_seeds"])),
-                         "val macro-F1 (%)": _pm(cell.get("val_macro_f1_mean"), cell.get("val_macro_f1_std")),
-                         "test accuracy (%)": _pm(cell.get("test_acc_mean"), cell.get("test_acc_std")),
-                         "test macro-F1 (%)": _pm(cell.get("test_macro_f1_mean"), cell.get("test_macro_f1_std"))})
+            rows.append(_glance_row(f"Selected (`{winner.get('experiment')}`)", cell))
     if rows:
-        doc.table(pd.DataFrame(rows), note="Mean ± standard deviation over seeds, in %.")
+        frame = pd.DataFrame(rows)
+        if not frame["vs chance"].astype(bool).any():
+            frame = frame.drop(columns="vs chance")
+        one_seed = pd.to_numeric(all_cells["n_seeds"], errors="coerce").max() == 1
+        doc.table(frame, note=("In %, one seed per cell." if one_seed else "Mean ± standard deviation over seeds, in %.") +
+                  (" " + CHANCE_NOTE if "vs chance" in frame else ""))
     else:
         doc.para("No trial results to summarise.")
+    flagged = all_cells[all_cells["vs_chance"].astype(str).str.contains("chance")
+                        & ~all_cells["vs_chance"].astype(str).str.startswith("above")] \
+        if not all_cells.empty and "vs_chance" in all_cells else all_cells.iloc[:0]
+    if len(flagged):
+        keys_of = {name: study.varied_keys(name) for name in flagged["experiment"].unique()}
+        doc.box("warn", f"{len(flagged)} of {len(all_cells)} cells did not learn the task (at or near chance)", [
+            f"`{c['experiment']}`"
+            + (f" {_params_text(_cell_params(c, keys_of[c['experiment']]))}" if keys_of[c['experiment']] else "")
+            + f": val macro-F1 {_pct(c.get('val_macro_f1_mean'))}%, {c['vs_chance']}"
+            for _, c in flagged.iterrows()])
     items = []
     if winner is not None:
         items.append(f"Selected on **{_metric_words(_selection_metric(study))}**: "
@@ -605,6 +668,14 @@ def _section_summary(doc: _Doc, study: _Study, winner: dict | None, all_cells: p
         doc.box("warn", "Data warnings (details in section 1)", warnings)
     if study.problems:
         doc.box("warn", "Files that could not be read", study.problems)
+
+
+def _glance_row(label: str, cell: pd.Series) -> dict:
+    return {"": label, "seeds": str(int(cell["n_seeds"])),
+            "val macro-F1 (%)": _pm(cell.get("val_macro_f1_mean"), cell.get("val_macro_f1_std")),
+            "test accuracy (%)": _pm(cell.get("test_acc_mean"), cell.get("test_acc_std")),
+            "test macro-F1 (%)": _pm(cell.get("test_macro_f1_mean"), cell.get("test_macro_f1_std")),
+            "vs chance": _chance_text(cell["vs_chance"]) if cell.get("vs_chance") else ""}
 
 
 def _winner_cell(winner: dict, all_cells: pd.DataFrame) -> pd.Series | None:
@@ -871,7 +942,9 @@ def _section_ablations(doc: _Doc, study: _Study, names: list[str], figures: Path
         doc.heading(3, heading)
         if description:
             doc.para(description[0].upper() + description[1:] + ".")
-        doc.table(_cell_table(cells, keys, winner=winner))
+        table = _cell_table(cells, keys, winner=winner)
+        doc.table(table, note="vs chance: a permutation test of the validation predictions (see "
+                              "Method notes)." if "vs chance" in table else None)
         if name == "optimizer_lr":
             opt = "optim.optimizer" if "optim.optimizer" in cells else None
             lr = "optim.lr" if "optim.lr" in cells else None
@@ -1020,6 +1093,7 @@ def _section_method(doc: _Doc, study: _Study, winner: dict | None, number: int) 
         "reported for every cell but never used to choose.",
         "Spread: sample standard deviation over seeds (ddof = 1); a cell with one seed shows its "
         "mean only.",
+        CHANCE_NOTE,
         f"Trials: {len(results)} in {len(study.experiment_names)} experiments.",
         f"Total compute time: {_duration(total)} (sum of the trials' `seconds`"
         + (f", {total:,.0f} s" if not _isnan(total) else "") + ").",

@@ -39,6 +39,7 @@ import yaml
 
 from ferwild.config import RunConfig, apply_override
 from ferwild.data.cache import save_json_atomic, save_text_atomic
+from ferwild.system import available_cpus
 
 RESULT_METRICS = ["val_acc", "val_macro_f1", "test_acc", "test_macro_f1"]
 
@@ -260,7 +261,8 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
     Args:
         spec: a StudySpec or a study YAML path.
         out_dir: STUDY_DIR.
-        workers: concurrent trials (default: cores // 2, at least 1 - small trials on CPU run
+        workers: concurrent trials (default: half the available CPUs - affinity and cgroup quota,
+            :func:`ferwild.system.available_cpus` - at least 1; small trials on CPU run
             best with two threads each); 1 runs them in this process.
         ray_address: run trials as Ray tasks (``"auto"``, ``"ray://host:10001"``, or
             ``"local"`` to start a local instance).
@@ -280,7 +282,7 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
 
     trials = expand_trials(spec)  # resolves every trial's config: a bad key fails before training
     pending = [t for t in trials if not (out / "trials" / t.id / "trial.json").exists()]
-    cores = os.cpu_count() or 1
+    cores = available_cpus()
     workers = workers or max(1, cores // 2)
     threads = max(1, cores // workers)
     log(f"study: {len(trials)} trials ({len(trials) - len(pending)} already done), "

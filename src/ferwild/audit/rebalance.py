@@ -47,6 +47,7 @@ import pandas as pd
 from ferwild.audit.groups import UNKNOWN, attribute_groups, group_order
 from ferwild.data import cache
 from ferwild.data.cache import PreparedDataset
+from ferwild.system import available_cpus
 
 ATTR_PREFIX = "attr_"
 TARGETS = ("max", "median")
@@ -509,7 +510,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
             continue
         jobs.append({"name": name, "out_dir": str(out), "seed": _block_seed(key, b),
                      "sources": [(str(s), int(i)) for s, i in zip(part["shard"], part["shard_index"])]})
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.workers or available_cpus()
     _run_jobs(augment_block, jobs, workers, (lambda d, t: progress("rebalance", d, t)) if progress else None)
     for old in shards.glob(f"{SHARD_PREFIX}-*.npy"):
         if not old.name.startswith(f"{SHARD_PREFIX}-{key}-") and old.stem not in needed:

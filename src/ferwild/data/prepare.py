@@ -44,6 +44,7 @@ from ferwild.data.faces import DEFAULT_MARGIN, to_channels
 from ferwild.data.sources import decode_fer2013_pixels, read_source
 from ferwild.data.split import assign_splits
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
+from ferwild.system import available_cpus
 
 ALIGN_MODES = ("auto", "mtcnn", "landmarks", "none")
 FALLBACKS = ("keep", "drop")
@@ -286,7 +287,7 @@ def _detector(min_confidence: float):
 def _worker_init() -> None:
     global _IN_WORKER
     _IN_WORKER = True
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"  # one core's worth per worker, whatever the parent allows
 
 
 def image_quality(crop: np.ndarray) -> dict[str, float]:
@@ -496,7 +497,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     out.mkdir(parents=True, exist_ok=True)
 
     pending = rows[rows["status"] == ""]
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.workers or available_cpus()
     # ~4 chunks per worker balances the load; 2048 rows bound a chunk's memory.
     chunk_size = config.chunk_size or max(4, min(2048, math.ceil(len(pending) / (workers * 4))))
     if plan_path.exists():
