@@ -322,3 +322,20 @@ def test_study_with_only_unknown_experiments_still_renders(tmp_path):
 def test_missing_results_csv_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.csv"):
         write_report(tmp_path)
+
+
+def test_cells_at_chance_are_flagged_at_a_glance_and_in_their_table(tmp_path, report):
+    # the shared study learned everywhere: no flag
+    assert "did not learn the task (at or near chance)" not in report[4] and "**at chance**" not in report[4]
+    study = build_study(tmp_path)
+    rng = np.random.default_rng(3)
+    for seed in SEEDS:  # fine_lr's first cell (lr 1e-5): predictions unrelated to the labels
+        y = np.arange(90) % len(NAMES)
+        noise = classification_metrics(y, rng.dirichlet(np.ones(len(NAMES)), 90), NAMES)
+        (study / "trials" / f"fine_lr-00-s{seed}" / "eval-val" / "summary.json").write_text(json.dumps(noise))
+    write_report(study)
+    md = (study / "report.md").read_text()
+    glance = section(md, "## At a glance", "## 1.")
+    assert "1 of 10 cells did not learn the task" in glance and "`fine_lr` `optim.lr=1e-5`" in glance
+    table = section(md, "### Table 10", "## 5.")
+    assert table.count("at chance") == 1 and table.count("above chance") == 1
