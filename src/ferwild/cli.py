@@ -72,7 +72,7 @@ def prepare(
                                             "as a near duplicate."),
     drop_cross_split_dups: bool = typer.Option(False, help="Drop val/test rows that duplicate a row "
                                                "of an earlier split."),
-    workers: int = typer.Option(0, help="Worker processes (0 = all cores)."),
+    workers: int = typer.Option(0, help="Worker processes (0 = the available CPUs)."),
     chunk_size: int = typer.Option(0, help="Rows per cache chunk (0 = automatic)."),
     overwrite: bool = typer.Option(False, help="Discard an existing incompatible output folder."),
     unlabelled: bool = typer.Option(False, "--unlabelled", help="A batch without labels (e.g. production "
@@ -293,7 +293,7 @@ def synth(
 def study(
     spec: Path = typer.Argument(..., help="Study YAML (data, seeds, base, experiments)."),
     out: Path = typer.Option(..., "--out", "-o", help="Study folder (resumable with the same command)."),
-    workers: int = typer.Option(0, help="Concurrent trials (0 = half the cores)."),
+    workers: int = typer.Option(0, help="Concurrent trials (0 = half the available CPUs)."),
     ray_address: Optional[str] = typer.Option(None, help="Run trials on Ray: auto | ray://HOST:PORT | local."),
     mlflow: bool = typer.Option(False, help="Also log every trial to MLflow."),
     mlflow_uri: str = typer.Option("./mlruns", help="MLflow tracking URI (with --mlflow)."),
@@ -407,7 +407,7 @@ def rebalance(
     split: str = typer.Option("train", help="Split to rebalance (val/test are copied unchanged)."),
     max_copies: int = typer.Option(20, help="At most this many augmented copies of one face."),
     seed: int = typer.Option(0, help="Seed of the augmentation."),
-    workers: int = typer.Option(0, help="Worker processes (0 = all cores)."),
+    workers: int = typer.Option(0, help="Worker processes (0 = the available CPUs)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
 ) -> None:
     """Balance training data over attribute x class cells (resampling + augmentation)."""

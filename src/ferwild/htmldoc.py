@@ -207,6 +207,8 @@ nav.toc > ul { columns:2; column-gap:36px; margin:0; padding-left:18px; }
 nav.toc > ul > li { break-inside:avoid; margin-bottom:4px; }
 nav.toc ul ul { padding-left:16px; margin:2px 0 4px; color:var(--muted); font-size:13px; }
 .table-wrap { overflow-x:auto; margin:6px 0 6px; }
+.table-wrap.small table { font-size:12.5px; }
+.table-wrap.small th, .table-wrap.small td { padding:3px 8px; }
 table { border-collapse:collapse; font-size:14px; font-variant-numeric:tabular-nums; }
 th, td { padding:5px 12px; border-bottom:1px solid var(--line); text-align:left; white-space:nowrap; }
 th { background:var(--soft); font-weight:600; border-bottom:2px solid #bcccdc; }

@@ -724,6 +724,8 @@ _HISTORY_COLUMNS = (
     ("val_acc", "val acc (%)", "pct"),
     ("val_macro_f1", "val macro-F1 (%)", "pct"),
     ("lr", "lr", "sci"),
+    ("val_count", "val n", "int"),
+    ("train_img_per_s", "img/s", "rate"),
 )
 
 
@@ -750,6 +752,8 @@ def history_markdown(history: pd.DataFrame) -> str:
             cells = [_pct(v) if v is not None and not pd.isna(v) else "" for v in values]
         elif kind == "sci":
             cells = [_md_cell(v, ".2e") for v in values]
+        elif kind == "rate":
+            cells = [f"{float(v):,.0f}" if v is not None and not pd.isna(v) else "" for v in values]
         else:
             cells = [_md_cell(v, ".4f") for v in values]
         out[header] = cells

@@ -860,7 +860,8 @@ def _section_model(doc: _Doc, study: _Study, name: str, number: int, title: str,
         doc.heading(3, f"Table {t_epochs} · {title}: training per epoch (trial `{trial}`)")
         md = history_markdown(history)
         doc.md += [md.rstrip("\n"), ""]
-        doc.html.append(_md_table_html(md))
+        # small: ten columns must fit the page's column without a scroll bar
+        doc.html.append(_md_table_html(md).replace('<div class="table-wrap">', '<div class="table-wrap small">', 1))
     else:
         doc.para(f"Table {t_epochs}: no metrics.csv in `{run}`.")
     doc.figure(run / "curves.png" if run else None,

@@ -268,15 +268,13 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
             "F1 change": _pct(d["per_class_f1"][n]),
             "prod recall (%)": _ci(p["per_class"][n]["recall"], *p["per_class"][n]["recall_ci"]),
         } for n in names]), heading="Table 13: per class")
-        doc.grid(True)
+        # one above the other: each figure holds two panels (counts, row-normalised), and four
+        # panels side by side were illegible at 1280 px
         for side, o in (("reference test", ref), ("production", prod)):
             path = figures / f"confusion_{side.split()[0]}.png"
             confusion_figure(np.asarray(audit["performance"][side.split()[0]]["confusion"]), names, path,
                              title=f"Confusion matrix: {side}")
-            doc.html.append('<div class="cell">')
-            doc.figure(path, f"Confusion matrix, {side}", max_width=510)
-            doc.html.append("</div>")
-        doc.grid(False)
+            doc.figure(path, f"Confusion matrix, {side}", max_width=900)
     else:
         doc.para("Production is unlabelled: no accuracy can be measured. The label-free sections below "
                  "(covariate shift, label shift, confidence) still apply.")

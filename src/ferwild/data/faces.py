@@ -774,7 +774,7 @@ def contact_sheet(
     fig = Figure(figsize=(1.8 * cols, 2.1 * rows + head), dpi=100)
     FigureCanvasAgg(fig)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=13)
     for k in range(rows * cols):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.set_axis_off()
@@ -788,7 +788,8 @@ def contact_sheet(
             if arr.ndim == 3 and arr.shape[2] == 1:
                 arr = arr[:, :, 0]
             ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title("\n".join(textwrap.wrap(str(captions[k]), 26)[:3]), fontsize=6)
+        # 9 pt at 100 dpi: about 12 px, readable when the sheet is shown at page width
+        ax.set_title("\n".join(textwrap.wrap(str(captions[k]), 20)[:3]), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

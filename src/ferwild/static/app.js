@@ -322,18 +322,23 @@
       ctx.strokeRect(f.x, f.y, f.w, f.h);
     }
     const placed = [];
-    const overlaps = (r) => placed.some((q) => r.x < q.x + q.w && q.x < r.x + r.w && r.y < q.y + q.h && q.y < r.y + r.h);
+    const hits = (r, q) => r.x < q.x + q.w && q.x < r.x + r.w && r.y < q.y + q.h && q.y < r.y + r.h;
+    const overlaps = (r) => placed.some((q) => hits(r, q));
     for (const f of faces) {
       const tag = `${f.face.label} ${pct(f.face.confidence)}`;
       const padX = 5, tagH = font + 8;
       const tagW = ctx.measureText(tag).width + 2 * padX;
       const tx = Math.max(0, Math.min(f.x - lw / 2, cssW - tagW));
       // above the box, else below it, else inside its top or bottom edge: the first spot that
-      // fits in the image and does not cover a tag already drawn (else the first that fits)
+      // fits in the image and covers neither a tag already drawn nor another face (in a group
+      // photo the faces are close: a tag over a neighbour hides the neighbour); failing that,
+      // the first that covers no tag; failing that, the first that fits
+      const others = faces.filter((o) => o !== f);
       const spots = [f.y - tagH - lw / 2, f.y + f.h + lw / 2, f.y + lw / 2, f.y + f.h - tagH - lw / 2]
         .map((ty) => ({ x: tx, y: ty, w: tagW, h: tagH }))
         .filter((r) => r.y >= 0 && r.y + r.h <= cssH);
-      const spot = spots.find((r) => !overlaps(r)) ?? spots[0] ?? { x: tx, y: Math.max(0, f.y), w: tagW, h: tagH };
+      const spot = spots.find((r) => !overlaps(r) && !others.some((o) => hits(r, o)))
+        ?? spots.find((r) => !overlaps(r)) ?? spots[0] ?? { x: tx, y: Math.max(0, f.y), w: tagW, h: tagH };
       placed.push(spot);
       ctx.fillStyle = f.color;
       ctx.fillRect(spot.x, spot.y, spot.w, spot.h);
