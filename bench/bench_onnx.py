@@ -75,7 +75,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from ferwild.evaluate import load_run
+    from ferwild.runs import load_run
     from ferwild.export import OnnxClassifier, export_onnx
 
     torch.set_num_threads(args.threads)

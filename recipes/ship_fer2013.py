@@ -176,7 +176,7 @@ def main() -> None:
     from ferwild.metrics import classification_metrics
     from ferwild.models import count_parameters, model_from_config
     from ferwild.shipped import CARD_FILE, pack_run
-    from ferwild.train import checkpoint_dir, load_checkpoint_state
+    from ferwild.runs import checkpoint_dir, load_checkpoint_state
 
     state = load_checkpoint_state(checkpoint_dir(args.run, "best"))
     config = RunConfig.load(args.run / "config.yaml")

@@ -17,7 +17,6 @@ from ferwild.config import RunConfig
 from ferwild.data.faces import FaceAlignment
 from ferwild.data.prepare import PrepareConfig, prepare
 from ferwild.data.synth import synth_dataset
-from ferwild.evaluate import load_run
 from ferwild.export import (
     METADATA_KEY,
     ExportError,
@@ -26,7 +25,8 @@ from ferwild.export import (
     OnnxModelNotFound,
     export_onnx,
 )
-from ferwild.train import RunError, fit
+from ferwild.runs import RunError, load_run
+from ferwild.train import fit
 
 SIZE = 32  # every model here accepts it: cnn_small/resnet18 pool adaptively, vit_tiny's patch is 8
 MODELS = ["cnn_small", "vit_tiny", "resnet18"]

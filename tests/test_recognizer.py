@@ -335,7 +335,7 @@ def test_photos_prepared_like_fer2013_are_framed_like_it(shared_data, tmp_path):
 def test_a_study_folder_or_its_best_run_file_means_the_selected_run(tiny_run, tmp_path, rec_none):
     import os
 
-    from ferwild.train import resolve_run_dir
+    from ferwild.runs import resolve_run_dir
 
     run, _, _ = tiny_run
     study = tmp_path / "study"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,10 +14,9 @@ from typer.testing import CliRunner
 
 from ferwild import shipped
 from ferwild.cli import app
-from ferwild.evaluate import load_run
 from ferwild.labels import normalize_label
 from ferwild.recognizer import Recognizer
-from ferwild.train import RunError, checkpoint_dir, resolve_run_dir
+from ferwild.runs import RunError, checkpoint_dir, load_run, resolve_run_dir
 
 
 # ----------------------------------------------------------------------------- packing (any run)
@@ -167,3 +168,14 @@ def test_predict_reads_real_photos_with_no_model_argument(shared_data, tmp_path)
     assert len(faces) >= 30  # 34 photos, most with at least one face
     assert set(faces["label"]) <= set(_card()["labels"])
     assert faces["label"].nunique() >= 3  # real expressions, not one class for every face
+
+
+def test_inference_never_imports_the_training_loop():
+    # a run is its own concept (ferwild.runs): loading one for inference or export must not
+    # pull in ferwild.train (the loop, DDP, schedulers)
+    code = ("import sys; from ferwild.recognizer import Recognizer; import ferwild.export, ferwild.predict; "
+            "rec = Recognizer.default(); assert rec.label_names; "
+            "print(sorted(m for m in sys.modules if m in ('ferwild.train', 'ferwild.evaluate')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

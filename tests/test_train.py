@@ -226,7 +226,8 @@ def tiny_prepared(tmp_path_factory) -> Path:
 def test_study_models_train_checkpoint_and_evaluate(tiny_prepared, tmp_path, name):
     """The study's two architectures (random init) go through fit -> safetensors checkpoint ->
     evaluate with the same code as the small models."""
-    from ferwild.evaluate import evaluate_run, load_run
+    from ferwild.evaluate import evaluate_run
+    from ferwild.runs import load_run
 
     cfg = RunConfig.load(None, [f"data.path={tiny_prepared}", f"model.name={name}", "model.pretrained=none",
                                 "train.batch_size=4", "train.epochs=1", "train.max_train_batches=1",

@@ -6,7 +6,8 @@ import torch
 from sklearn.metrics import f1_score
 
 from ferwild.pipeline import BatchTransform, EpochBatchSampler
-from ferwild.train import (EpochScheduler, F1DropScheduler, RunError, class_weights, confusion_matrix_torch,
+from ferwild.runs import RunError
+from ferwild.train import (EpochScheduler, F1DropScheduler, class_weights, confusion_matrix_torch,
                            metrics_from_confusion)
 
 

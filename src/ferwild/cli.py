@@ -179,7 +179,8 @@ def train(
 ) -> None:
     """Train a model on a prepared dataset (the study's recipe by default); resumable."""
     from ferwild.config import ConfigError, RunConfig
-    from ferwild.train import RunError, TrainingDiverged, TrainingInterrupted, fit
+    from ferwild.train import TrainingDiverged, TrainingInterrupted, fit
+    from ferwild.runs import RunError
 
     args = list(args or [])
     config_file = args.pop(0) if args and "=" not in args[0] else None
@@ -221,7 +222,7 @@ def evaluate(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Accuracy, macro-F1, per-class metrics, confusion matrix, calibration and predictions."""
-    from ferwild.train import RunError
+    from ferwild.runs import RunError
     from ferwild.evaluate import evaluate_run
 
     try:
@@ -301,7 +302,7 @@ def study(
     """Run a study: experiments x grid x seeds, select on validation, write results and a report."""
     from ferwild.config import ConfigError
     from ferwild.study import StudyError, run_study
-    from ferwild.train import RunError
+    from ferwild.runs import RunError
 
     try:
         run_study(spec, out, workers=workers or None, ray_address=ray_address,
@@ -372,7 +373,7 @@ def audit(
 ) -> None:
     """Audit production data: performance drop, covariate and label shift, subgroup bias, advice."""
     from ferwild.audit.core import AuditConfig, run_audit
-    from ferwild.train import RunError
+    from ferwild.runs import RunError
 
     try:
         config = AuditConfig(alpha=alpha, reference_split=reference_split, shift_split=shift_split,
@@ -450,7 +451,7 @@ def monitor(
     from ferwild.audit.monitor import MonitorConfig
     from ferwild.audit.monitor import monitor as run_monitor
     from ferwild.data.prepare import PrepareError
-    from ferwild.train import RunError
+    from ferwild.runs import RunError
 
     try:
         config = MonitorConfig(alpha=alpha, auc_threshold=auc_threshold, patience=patience, device=device)
@@ -573,7 +574,7 @@ def export(
 ) -> None:
     """Export a run to one self-contained ONNX file (labels, preprocessing, face alignment inside)."""
     from ferwild.export import export_onnx
-    from ferwild.train import RunError
+    from ferwild.runs import RunError
 
     try:
         report = export_onnx(run, out, which=which, opset=opset, check=check)

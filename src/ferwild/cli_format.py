@@ -26,10 +26,8 @@ from typer.core import TyperCommand
 
 try:  # typer >= 0.20 vendors click; its exceptions are the ones typer's main loop catches
     from typer._click import exceptions as _errors
-    from typer._click import formatting as _formatting
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as _errors
-    from click import formatting as _formatting
 
 __all__ = ["Command", "CONTEXT_SETTINGS", "command_settings"]
 

@@ -6,44 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ferwild.data.cache import PreparedDataset
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.runs import RunError, autocast_dtype, load_run, resolve_device, resolve_run_dir
 from ferwild.shipped import cache_dir
-from ferwild.train import (RunError, autocast_dtype, checkpoint_dir, evaluate, load_checkpoint_state,
-                           load_weights, resolve_device, resolve_run_dir)
-
-
-def load_run(run_dir: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu"):
-    """Rebuild a run's model from its checkpoint (architecture from the saved config, weights
-    from safetensors). Returns ``(model, state)``; ``state["label_names"]`` is its label set."""
-    from ferwild.models import model_from_config
-
-    path = checkpoint_dir(run_dir, which)
-    state = load_checkpoint_state(path)
-    if not isinstance(state, dict) or "model_config" not in state or "label_names" not in state:
-        raise RunError(f"{path} is not a ferwild checkpoint (no model config / label names)")
-    model = model_from_config(state["model_config"])
-    load_weights(model, path)
-    return model.to(device).eval(), state
-
-
-def run_face_alignment(state: dict[str, Any]):
-    """How a run's training faces were cut (:class:`~ferwild.data.faces.FaceAlignment`) and where
-    that came from: ``"checkpoint"``; for runs trained before checkpoints recorded it, the
-    ``"prepared data"`` named in the run's config when it is still there, else ``"defaults"``."""
-    from ferwild.data.faces import FaceAlignment
-
-    if state.get("face_alignment"):
-        return FaceAlignment.from_dict(state["face_alignment"]), "checkpoint"
-    data_path = (state.get("config") or {}).get("data", {}).get("path")
-    if data_path:
-        try:
-            return PreparedDataset(data_path).face_alignment(), "prepared data"
-        except FileNotFoundError:
-            pass
-    return FaceAlignment(), "defaults"
+from ferwild.train import evaluate
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split: str = "test",

@@ -14,7 +14,7 @@ Errors: :class:`ExportError` (export or parity check failed) and :class:`OnnxMod
 (a file that is missing, not ONNX, or not a ferwild export) are ``ValueError`` subclasses,
 as is ferwild's ``RunError`` that :func:`export_onnx` lets through for a missing or broken
 run; so ``except ValueError`` catches every user-facing problem. ``ExportError`` is not a
-``RunError`` subclass on purpose: that would import ``ferwild.train`` (and torch) whenever
+``RunError`` subclass on purpose: that would import ``ferwild.runs`` (and torch) whenever
 this module is imported, and ``OnnxClassifier`` should not need torch.
 
 torch and onnx are imported inside the functions that need them: ``import ferwild.export``
@@ -301,9 +301,8 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
 
     import torch
 
-    from ferwild.evaluate import load_run, run_face_alignment
+    from ferwild.runs import checkpoint_dir, load_run, resolve_run_dir, training_face_alignment
     from ferwild.shipped import describe_run
-    from ferwild.train import checkpoint_dir, resolve_run_dir
 
     model, state = load_run(run_dir, which, "cpu")  # RunError for a missing/broken run
     ckpt_name = checkpoint_dir(run_dir, which).name
@@ -313,7 +312,7 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
                           "ONNX model can hold")
     pre = model.preprocessing
     size = pre.input_size
-    alignment, alignment_source = run_face_alignment(state)
+    alignment, alignment_source = training_face_alignment(state)
     face_alignment = alignment.to_dict()
     label_names = [str(n) for n in state["label_names"]]
     if len(label_names) != model.num_classes:

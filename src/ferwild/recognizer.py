@@ -282,9 +282,8 @@ class Recognizer:
         Raises:
             RecognizerError: not a run, unreadable checkpoint, bad arguments.
         """
-        from ferwild.evaluate import load_run, run_face_alignment
+        from ferwild.runs import RunError, load_run, resolve_device, resolve_run_dir, training_face_alignment
         from ferwild.shipped import describe_run
-        from ferwild.train import RunError, resolve_device, resolve_run_dir
 
         try:
             dev = resolve_device(device)
@@ -292,7 +291,7 @@ class Recognizer:
             kwargs.setdefault("description", describe_run(resolve_run_dir(run_dir), state))
         except (RunError, ValueError) as exc:
             raise RecognizerError(str(exc)) from None
-        alignment, _ = run_face_alignment(state)
+        alignment, _ = training_face_alignment(state)
         kwargs.setdefault("detector_device", str(dev))
         return cls(TorchClassifier(model, dev), label_names=state["label_names"],
                    preprocessing=model.preprocessing, face_alignment=alignment, backend="torch",

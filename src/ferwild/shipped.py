@@ -128,7 +128,7 @@ def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[
     from safetensors.torch import load_file, save_file
 
     from ferwild.data.cache import save_text_atomic, set_default_mode
-    from ferwild.train import checkpoint_dir, load_checkpoint_state, resolve_run_dir
+    from ferwild.runs import checkpoint_dir, load_checkpoint_state, resolve_run_dir
 
     run_dir = resolve_run_dir(run_dir)
     src = checkpoint_dir(run_dir, which)

@@ -43,6 +43,8 @@ from ferwild.config import ConfigError, RunConfig
 from ferwild.data.cache import PreparedDataset, save_text_atomic, set_default_mode
 from ferwild.metrics import curves_figure, history_markdown
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.runs import (RunError, autocast_dtype, checkpoint_dir, load_checkpoint_state, load_weights,
+                          resolve_device, unwrap_model)
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc",
                   "val_macro_f1", "lr"]
@@ -56,31 +58,8 @@ class TrainingInterrupted(RuntimeError):
     """SIGINT/SIGTERM arrived; a checkpoint was written and the run can be resumed."""
 
 
-class RunError(ValueError):
-    """A user-facing problem with the run's inputs (data, checkpoint, run directory)."""
-
-
 # --------------------------------------------------------------------------------------------
 # small pieces
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> the local CUDA device when there is one (per LOCAL_RANK under torchrun), else CPU."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    try:
-        return torch.device(spec)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device {spec!r}: {exc}") from None
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU by default; fp32 (no autocast) on CPU unless asked."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str = "balanced") -> torch.Tensor:
@@ -371,7 +350,7 @@ def save_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict[str,
     tmp = ckpt_root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
+    weights = {k: v.detach().contiguous().cpu() for k, v in unwrap_model(model).state_dict().items()}
     save_file(weights, tmp / "model.safetensors", metadata={"format": "pt", "ferwild": "1"})
     set_default_mode(tmp / "model.safetensors")
     torch.save(state, tmp / "state.pt")
@@ -385,74 +364,6 @@ def save_checkpoint(run_dir: Path, name: str, model: nn.Module, state: dict[str,
         if child.is_dir() and child.name not in live and not child.name.startswith("."):
             shutil.rmtree(child, ignore_errors=True)
     return final
-
-
-def resolve_run_dir(path: str | Path) -> Path:
-    """A run folder, also when given a study folder or its ``best_run`` file (which names the
-    selected trial relative to the study): ``--run STUDY`` means the study's selected run; and
-    ``ferwild:<name>`` means a model shipped inside the package (:mod:`ferwild.shipped`).
-
-    Raises:
-        RunError: ``ferwild:<name>`` names no shipped model.
-    """
-    from ferwild.shipped import ShippedModelError, is_shipped, shipped_model_dir
-
-    if is_shipped(path):
-        try:
-            return shipped_model_dir(path)
-        except ShippedModelError as exc:
-            raise RunError(str(exc)) from None
-    path = Path(path)
-    pointer = path / "best_run" if path.is_dir() and not (path / "checkpoints").is_dir() else path
-    if pointer.is_file() and pointer.name == "best_run":
-        return pointer.parent / pointer.read_text(encoding="utf-8").strip()
-    return path
-
-
-def checkpoint_dir(run_dir: str | Path, which: str = "best") -> Path:
-    """The folder of a run's ``best`` or ``last`` checkpoint (``run_dir`` may be a study folder).
-
-    Raises:
-        RunError: when the run has no such checkpoint.
-    """
-    run_dir = resolve_run_dir(run_dir)
-    pointer = Path(run_dir) / "checkpoints" / which.upper()
-    if not pointer.exists():
-        raise RunError(f"{run_dir} has no {which} checkpoint (is it a ferwild run directory?)")
-    return pointer.parent / pointer.read_text().strip()
-
-
-def load_checkpoint_state(path: Path) -> dict[str, Any]:
-    """The plain-dict state of a checkpoint (``weights_only=True``: no code is unpickled);
-    ``state.json`` for the inference-only checkpoints of shipped models."""
-    if (path / "state.json").is_file():
-        try:
-            return json.loads((path / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunError(f"cannot read checkpoint state {path / 'state.json'}: {exc}") from None
-    try:
-        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt/foreign files get one clear line
-        raise RunError(f"cannot read checkpoint state {path / 'state.pt'}: {type(exc).__name__}: {exc}") from None
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load ``model.safetensors`` into the model, strictly (a foreign file is an error)."""
-    from safetensors.torch import load_file
-
-    try:
-        weights = load_file(path / "model.safetensors")
-    except Exception as exc:  # noqa: BLE001
-        raise RunError(f"cannot read weights {path / 'model.safetensors'}: {type(exc).__name__}: {exc}") from None
-    try:
-        _unwrap(model).load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise RunError(f"weights in {path} do not fit this model: {first}") from None
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,7 +522,7 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": _torch_rng_state(),
                 "partial_epoch": partial_state.to_dict() if partial_state else None,
-                "model_config": _unwrap(model).config(), "label_names": label_names,
+                "model_config": unwrap_model(model).config(), "label_names": label_names,
                 "face_alignment": face_alignment, "config": config.to_dict()}
 
     if ddp.is_main:

@@ -39,7 +39,7 @@ import pandas as pd
 from ferwild.audit.outputs import ModelOutputs, compute_outputs
 from ferwild.data.cache import PreparedDataset, save_json_atomic
 from ferwild.metrics import jsonable
-from ferwild.train import RunError
+from ferwild.runs import RunError
 
 AUDIT_JSON = "audit.json"
 SCORES = "production_scores.parquet"
@@ -696,8 +696,7 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
         RunError: a missing run/dataset, label sets that differ, or an empty split.
     """
     from ferwild.audit.report import write_audit_report
-    from ferwild.evaluate import load_run
-    from ferwild.train import resolve_device
+    from ferwild.runs import load_run, resolve_device
 
     config = config or AuditConfig()
     out = Path(out_dir)

@@ -32,7 +32,7 @@ import pandas as pd
 
 from ferwild.audit.outputs import ModelOutputs, compute_outputs
 from ferwild.data.cache import MANIFEST, PreparedDataset, save_text_atomic
-from ferwild.train import RunError
+from ferwild.runs import RunError
 
 HISTORY = "history.csv"
 
@@ -113,11 +113,9 @@ def monitor(run_dir: str | os.PathLike, reference_dir: str | os.PathLike, batche
     def bar(what: str):
         return (lambda d, t: batch_progress(what, d, t)) if batch_progress else None
 
-    from ferwild.evaluate import load_run
-    from ferwild.train import resolve_device
+    from ferwild.runs import load_run, resolve_device, resolve_run_dir
 
     config = config or MonitorConfig()
-    from ferwild.train import resolve_run_dir
 
     run_dir = resolve_run_dir(run_dir)
     history_dir = Path(history_dir) if history_dir is not None else Path(run_dir) / "monitor"

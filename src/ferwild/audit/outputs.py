@@ -22,7 +22,7 @@ import torch
 from ferwild.data.cache import PreparedDataset, save_npz_atomic
 from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
 from ferwild.shipped import cache_dir
-from ferwild.train import RunError, autocast_dtype, checkpoint_dir, resolve_device
+from ferwild.runs import RunError, autocast_dtype, checkpoint_dir, resolve_device
 
 CACHE_DIR = "audit-cache"
 CACHE_VERSION = 1
@@ -174,8 +174,7 @@ def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, spl
     Raises:
         RunError: no such run/dataset, label sets that differ, or no rows.
     """
-    from ferwild.evaluate import load_run
-    from ferwild.train import resolve_run_dir
+    from ferwild.runs import load_run, resolve_run_dir
 
     run_dir = resolve_run_dir(run_dir)
     try:
