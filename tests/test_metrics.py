@@ -359,3 +359,19 @@ def test_chance_level_separates_informative_from_shuffled_predictions():
                                                       zero_division=0))
     with pytest.raises(ValueError, match="outside"):
         chance_level(y, np.full(300, 7), 6)
+
+
+def test_figures_leave_pyplot_alone(tmp_path):
+    # a library must not switch its caller's matplotlib backend or leave figures open in pyplot
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import numpy as np; "
+            "from ferwild.metrics import confusion_figure; from ferwild.data.balance import class_count_figure; "
+            f"confusion_figure(np.eye(3, dtype=int) * 5, ['a', 'b', 'c'], r'{tmp_path / 'c.png'}'); "
+            f"class_count_figure({{'a': 3}}, {{'a': 5}}, r'{tmp_path / 'b.png'}'); "
+            "import sys; print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "b.png").stat().st_size > 0

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ferwild.plotting import new_figure, save_figure
+
 __all__ = [
     "classification_metrics",
     "train_metrics",
@@ -345,22 +347,6 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: in
 # figures
 
 
-def _new_figure(figsize: tuple[float, float], dpi: int = 110, layout: str | None = None):
-    """A Figure on its own Agg canvas (no pyplot: no global backend, no figure registry)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=fig.dpi)
-
-
 def _draw_matrix(ax, values: np.ndarray, text: list[list[str]], names: list[str], *,
                  vmax: float, cmap: str, fontsize: float, row_names: list[str]) -> Any:
     image = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=vmax if vmax > 0 else 1.0,
@@ -412,7 +398,7 @@ def confusion_figure(confusion: np.ndarray, label_names: Sequence[str], path, *,
     cell = max(0.55, min(0.95, 6.0 / max(c, 1)))       # inches per cell
     side = max(3.2, cell * c)
     fontsize = 10 if c <= 6 else (8.5 if c <= 10 else 7)
-    fig = _new_figure((2 * side + 3.6, side + 1.6), layout="constrained")
+    fig = new_figure((2 * side + 3.6, side + 1.6), layout="constrained")
     axes = fig.subplots(1, 2)
 
     counts_text = [[f"{int(v):,}" for v in row] for row in cm]
@@ -433,7 +419,7 @@ def confusion_figure(confusion: np.ndarray, label_names: Sequence[str], path, *,
     acc = float(np.trace(cm) / total) if total else float("nan")
     heading = title or "Confusion matrix"
     fig.suptitle(f"{heading}\n(n={total:,}, accuracy={100 * acc:.1f}%)", fontsize=12)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def reliability_figure(probs: np.ndarray, y_true: np.ndarray, path, *, n_bins: int = 15,
@@ -452,7 +438,7 @@ def reliability_figure(probs: np.ndarray, y_true: np.ndarray, path, *, n_bins: i
     acc = np.nan_to_num(bins["accuracy"].to_numpy())
     conf = np.nan_to_num(bins["mean_confidence"].to_numpy())
 
-    fig = _new_figure((6.4, 7.2))
+    fig = new_figure((6.4, 7.2))
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1.2), hspace=0.08)
     ax = fig.add_subplot(grid[0])
     hist = fig.add_subplot(grid[1], sharex=ax)
@@ -487,7 +473,7 @@ def reliability_figure(probs: np.ndarray, y_true: np.ndarray, path, *, n_bins: i
     hist.legend(loc="upper left", fontsize=8)
     hist.grid(alpha=0.3, axis="y")
     fig.subplots_adjust(left=0.13, right=0.96, top=0.9, bottom=0.09)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 _CURVE_PANELS = (
@@ -522,7 +508,7 @@ def curves_figure(history: pd.DataFrame, path, *, title: str = "") -> None:
         values = pd.to_numeric(hist[name], errors="coerce").to_numpy(dtype=np.float64)
         return None if np.all(np.isnan(values)) else values
 
-    fig = _new_figure((11.0, 7.6))
+    fig = new_figure((11.0, 7.6))
     axes = fig.subplots(2, 2).ravel()
     for ax, (name, series, as_percent) in zip(axes, _CURVE_PANELS):
         drawn = 0
@@ -575,7 +561,7 @@ def curves_figure(history: pd.DataFrame, path, *, title: str = "") -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(title or "Training curves", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

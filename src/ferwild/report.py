@@ -240,7 +240,7 @@ def optimizer_lr_heatmap(cells: pd.DataFrame, path, *, metric: str = "test_macro
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import FuncFormatter
 
-    from ferwild.metrics import _new_figure, _save
+    from ferwild.plotting import new_figure, save_figure
 
     opt_col = _find_column(cells, "optim.optimizer", "optimizer")
     lr_col = _find_column(cells, "optim.lr", "lr")
@@ -274,7 +274,7 @@ def optimizer_lr_heatmap(cells: pd.DataFrame, path, *, metric: str = "test_macro
             best = np.unravel_index(int(np.nanargmax(val)), val.shape)
     n_seeds = frame["n_seeds"].max() if "n_seeds" in frame.columns else None
 
-    fig = _new_figure(heatmap_figsize(n_rows, n_cols), dpi=HEATMAP_DPI, layout="constrained")
+    fig = new_figure(heatmap_figsize(n_rows, n_cols), dpi=HEATMAP_DPI, layout="constrained")
     axes = fig.subplots(1, 2)
     cmap = _cmap()
     for k, (ax, (name, label)) in enumerate(zip(axes, panels)):
@@ -316,7 +316,7 @@ def optimizer_lr_heatmap(cells: pd.DataFrame, path, *, metric: str = "test_macro
     seeds = f", mean ± std over {int(n_seeds)} seeds" if n_seeds and n_seeds > 1 else ""
     outline = "; outlined: best validation macro-F1" if best is not None else ""
     fig.suptitle(f"Optimizer x learning rate ({split}{seeds}){outline}", fontsize=11.5)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _cmap():

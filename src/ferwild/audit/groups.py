@@ -30,7 +30,6 @@ import math
 import re
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -714,8 +713,7 @@ def subgroup_gap_figure(audit: dict, path, *, top: int = 4) -> None:
     Raises:
         ValueError: ``audit`` is not a :func:`subgroup_audit` result, or ``top < 1``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ferwild.plotting import new_figure, save_figure
 
     top = _check_int(top, "top", 1)
     if not isinstance(audit, dict) or "attributes" not in audit:
@@ -729,9 +727,7 @@ def subgroup_gap_figure(audit: dict, path, *, top: int = 4) -> None:
     nrows = max(1, math.ceil(len(attrs) / ncols))
     sizes = [len(audit["attributes"][a]["groups"]) for a in attrs] or [1]
     row_h = [max(1.0, max(sizes[r * ncols:(r + 1) * ncols])) for r in range(nrows)]
-    fig = Figure(figsize=(6.2 * ncols, sum(0.32 * h + 1.3 for h in row_h)), dpi=110,
-                 layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((6.2 * ncols, sum(0.32 * h + 1.3 for h in row_h)), dpi=110, layout="constrained")
     if not attrs:
         fig.text(0.5, 0.5, "no attributes to show", ha="center", va="center")
     else:
@@ -744,9 +740,7 @@ def subgroup_gap_figure(audit: dict, path, *, top: int = 4) -> None:
         fig.suptitle("Macro-F1 by subgroup (95% bootstrap CI)", fontsize=11)
         fig.supxlabel(f"red: worst group; hollow grey: n < {min_n}, not ranked; "
                       "*: the gap's bootstrap CI excludes 0", fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=fig.dpi)
+    save_figure(fig, path)
 
 
 def _gap_panel(ax, attr: str, info: dict, min_n: int) -> None:

@@ -163,13 +163,10 @@ def _with_retrain(history: pd.DataFrame, patience: int) -> pd.DataFrame:
 
 def history_figure(history: pd.DataFrame, path: Path, config: MonitorConfig) -> None:
     """Domain AUC and -log10(combined shift p) per batch, with the thresholds and flagged batches marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ferwild.plotting import save_figure, subplots
 
     x = np.arange(len(history))
-    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(history) + 3), 5), dpi=110, sharex=True,
+    fig, axes = subplots(2, 1, figsize=(max(6, 0.6 * len(history) + 3), 5), dpi=110, sharex=True,
                              layout="constrained")
     auc = history["domain_auc"].to_numpy(float)
     column = "p_value" if "p_value" in history else "mmd_p_value"
@@ -185,5 +182,4 @@ def history_figure(history: pd.DataFrame, path: Path, config: MonitorConfig) -> 
     axes[0].set_title("Shift of each batch against the reference (red: flagged)")
     names = [Path(str(b)).name[:14] for b in history["batch"]]
     axes[1].set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -373,8 +373,7 @@ def cell_figure(cells: list[dict[str, Any]], attributes: list[str], goal: int, p
     target after rebalancing are starred, combinations without rows are blank."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ferwild.plotting import save_figure, subplots
 
     orders = [group_order(c[a] for c in cells) for a in attributes]
     row_keys = sorted({tuple(c[a] for a in attributes) for c in cells},
@@ -388,8 +387,8 @@ def cell_figure(cells: list[dict[str, Any]], attributes: list[str], goal: int, p
         short[i, j] = not c["reached_target"]
     vmax = max(1.0, float(np.nanmax(grids["after"])) if cells else 1.0)
     width = max(4.0, 0.9 * len(labels) + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * width + 1.5, max(3.0, 0.45 * len(row_keys) + 2.2)),
-                             sharey=True)
+    fig, axes = subplots(1, 2, figsize=(2 * width + 1.5, max(3.0, 0.45 * len(row_keys) + 2.2)), dpi=100,
+                         sharey=True)
     cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#eeeeee")
     names = [" / ".join(k) for k in row_keys]
     for ax, which in zip(axes, ("before", "after")):
@@ -410,8 +409,7 @@ def cell_figure(cells: list[dict[str, Any]], attributes: list[str], goal: int, p
     fig.text(0.5, 0.01, "* below the target (capped by max_copies_per_row or min_cell); "
              "grey: no rows of that combination", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,7 +439,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
         FileNotFoundError: prepared_dir is not a prepared dataset.
     """
     from ferwild.data.balance import class_count_figure
-    from ferwild.data.prepare import _run_jobs, augment_block
+    from ferwild.data.prepare import run_jobs, augment_block
 
     if not isinstance(config, RebalanceConfig):
         raise TypeError(f"config must be a RebalanceConfig, not {type(config).__name__}")
@@ -511,7 +509,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
         jobs.append({"name": name, "out_dir": str(out), "seed": _block_seed(key, b),
                      "sources": [(str(s), int(i)) for s, i in zip(part["shard"], part["shard_index"])]})
     workers = config.workers or available_cpus()
-    _run_jobs(augment_block, jobs, workers, (lambda d, t: progress("rebalance", d, t)) if progress else None)
+    run_jobs(augment_block, jobs, workers, (lambda d, t: progress("rebalance", d, t)) if progress else None)
     for old in shards.glob(f"{SHARD_PREFIX}-*.npy"):
         if not old.name.startswith(f"{SHARD_PREFIX}-{key}-") and old.stem not in needed:
             old.unlink()  # pixels of an earlier, different plan

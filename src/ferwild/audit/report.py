@@ -15,6 +15,7 @@ import pandas as pd
 
 from ferwild.data.cache import save_text_atomic
 from ferwild.htmldoc import DASH, Document
+from ferwild.plotting import save_figure, subplots
 
 FIGURES = "figures"
 
@@ -53,13 +54,6 @@ def _cache_text(audit: dict) -> str:
     return ", ".join(parts) or DASH
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,7 +63,6 @@ def _plt():
 def class_distribution_figure(audit: dict, path: Path, reference_train: dict[str, int]) -> None:
     """Figure 9: class shares of reference training data, production truth (when labelled),
     production predictions and the estimated production priors with their intervals."""
-    plt = _plt()
     names = audit["label_names"]
     ls = audit["label_shift"]
     series: list[tuple[str, list[float], Any]] = []
@@ -85,7 +78,7 @@ def class_distribution_figure(audit: dict, path: Path, reference_train: dict[str
                    f"{'' if ls.get('reliable', True) else ', UNRELIABLE'})", list(est), np.clip(err, 0, None)))
     x = np.arange(len(names))
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(names)), 4.2), dpi=110, layout="constrained")
+    fig, ax = subplots(figsize=(max(7, 1.3 * len(names)), 4.2), dpi=110, layout="constrained")
     colours = ["#9aa5b1", "#2f6f9f", "#e8a200", "#c0392b"]
     for i, (label, values, yerr) in enumerate(series):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, [100 * v for v in values], width, label=label,
@@ -96,14 +89,12 @@ def class_distribution_figure(audit: dict, path: Path, reference_train: dict[str
     ax.set_title("Class distribution: reference training data vs production (Figure 9)")
     ax.legend(fontsize=8, frameon=False, ncols=2)
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def score_histogram(scores_reference: np.ndarray, scores_production: np.ndarray, path: Path, auc: float) -> None:
     """Out-of-fold domain-classifier scores of reference and production rows."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=110, layout="constrained")
+    fig, ax = subplots(figsize=(7, 3.4), dpi=110, layout="constrained")
     bins = np.linspace(0, 1, 31)
     ax.hist(scores_reference, bins=bins, alpha=0.6, density=True, label="reference (held out)", color="#2f6f9f")
     ax.hist(scores_production, bins=bins, alpha=0.6, density=True, label="production", color="#e8a200")
@@ -111,14 +102,12 @@ def score_histogram(scores_reference: np.ndarray, scores_production: np.ndarray,
     ax.set_ylabel("density")
     ax.set_title(f"Domain classifier scores (AUC {auc:.2f}; 0.5 = indistinguishable)")
     ax.legend(frameon=False)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def confidence_histogram(ref_probs: np.ndarray, prod_probs: np.ndarray, path: Path) -> None:
     """Max-probability distributions of the two sides."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110, layout="constrained")
+    fig, ax = subplots(figsize=(7, 3.2), dpi=110, layout="constrained")
     bins = np.linspace(1.0 / ref_probs.shape[1], 1, 26)
     ax.hist(ref_probs.max(1), bins=bins, alpha=0.6, density=True, label="reference test", color="#2f6f9f")
     ax.hist(prod_probs.max(1), bins=bins, alpha=0.6, density=True, label="production", color="#e8a200")
@@ -126,8 +115,7 @@ def confidence_histogram(ref_probs: np.ndarray, prod_probs: np.ndarray, path: Pa
     ax.set_ylabel("density")
     ax.set_title("Confidence on each side")
     ax.legend(frameon=False)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def attribute_shift_figure(changes: list[dict], path: Path, top: int = 4) -> bool:
@@ -135,9 +123,8 @@ def attribute_shift_figure(changes: list[dict], path: Path, top: int = 4) -> boo
     changes = [c for c in changes if c.get("reference")][:top]
     if not changes:
         return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(changes), figsize=(3.4 * len(changes) + 0.6, 3.4), dpi=110,
-                             layout="constrained", squeeze=False)
+    fig, axes = subplots(1, len(changes), figsize=(3.4 * len(changes) + 0.6, 3.4), dpi=110,
+                         layout="constrained", squeeze=False)
     for ax, c in zip(axes[0], changes):
         groups = sorted(set(c["reference"]) | set(c["production"]))
         x = np.arange(len(groups))
@@ -148,8 +135,7 @@ def attribute_shift_figure(changes: list[dict], path: Path, top: int = 4) -> boo
         ax.set_title(f"{c['attribute']} (V = {c['cramers_v']:.2f})", fontsize=9)
         ax.set_ylabel("share (%)", fontsize=8)
     axes[0][0].legend(fontsize=8, frameon=False)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

@@ -65,14 +65,11 @@ def balance_plan(labels: Sequence[str], target: str | int, seed: int = 0) -> lis
 def class_count_figure(before: Mapping[str, int], after: Mapping[str, int], path: str | os.PathLike,
                        title: str = "Training data per class, before and after balancing") -> None:
     """Bar chart of training class counts before/after augmentation (the study's Figure 1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ferwild.plotting import save_figure, subplots
 
     classes = list(after) or list(before)
     x = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)), 4))
+    fig, ax = subplots(figsize=(max(6, 1.1 * len(classes)), 4), dpi=100)
     b = [before.get(c, 0) for c in classes]
     a = [after.get(c, 0) for c in classes]
     ax.bar(x - 0.2, b, 0.4, label="original", color="#4c72b0")
@@ -86,5 +83,4 @@ def class_count_figure(before: Mapping[str, int], after: Mapping[str, int], path
     ax.set_ylim(0, 1.25 * max(b + a + [1]))  # headroom so the legend never hides a bar
     ax.legend(loc="upper center", ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

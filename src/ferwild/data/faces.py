@@ -28,7 +28,6 @@ import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -760,8 +759,7 @@ def contact_sheet(
     Uses matplotlib's Agg canvas directly (no pyplot), so it never touches the global backend
     and works headless. ``None`` crops (dropped images) show as grey tiles.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ferwild.plotting import new_figure, save_figure
 
     if len(crops) != len(captions):
         raise ValueError(f"{len(crops)} crops but {len(captions)} captions")
@@ -771,8 +769,7 @@ def contact_sheet(
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
     head = 0.5 if title else 0.0
-    fig = Figure(figsize=(1.8 * cols, 2.1 * rows + head), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure((1.8 * cols, 2.1 * rows + head), dpi=100)
     if title:
         fig.suptitle(title, fontsize=13)
     for k in range(rows * cols):
@@ -791,6 +788,4 @@ def contact_sheet(
         # 9 pt at 100 dpi: about 12 px, readable when the sheet is shown at page width
         ax.set_title("\n".join(textwrap.wrap(str(captions[k]), 20)[:3]), fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    save_figure(fig, path)

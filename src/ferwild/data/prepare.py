@@ -416,9 +416,13 @@ def _fingerprint(rows: pd.DataFrame, fields: dict[str, Any], layout: dict[str, A
     return digest.hexdigest()
 
 
-def _run_jobs(function: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], workers: int,
+def run_jobs(function: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], workers: int,
               progress: Callable[[int, int], None] | None) -> None:
-    """Run independent jobs inline (1 worker) or in a spawn-context process pool."""
+    """Run independent jobs inline (1 worker) or in a spawn-context process pool of ``workers``.
+
+    Each worker is one core's worth of work (torch and OpenMP at one thread): the jobs of
+    ``prepare`` (chunks to decode, align and cache; blocks to augment) and of ``rebalance``.
+    ``progress(done, total)`` is called as jobs finish (in any order)."""
     total = len(jobs)
     if progress:
         progress(0, total)
@@ -519,7 +523,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
                      for r, p, px, lm in zip(part["row_id"], part["path"], part["pixels"], part["landmarks"])],
         })
     t1 = time.perf_counter()
-    _run_jobs(process_chunk, jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
+    run_jobs(process_chunk, jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
     timings["cache"] = time.perf_counter() - t1
     timings["cache_images"] = int(sum(len(j["rows"]) for j in jobs))
 
@@ -734,7 +738,7 @@ def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: 
         part = sources.iloc[start:start + block]
         jobs.append({"name": name, "out_dir": str(out), "seed": config.seed * 1_000_003 + b,
                      "sources": [(str(s), int(i)) for s, i in zip(part["shard"], part["shard_index"])]})
-    _run_jobs(augment_block, jobs, workers, (lambda d, t: progress("balance", d, t)) if progress else None)
+    run_jobs(augment_block, jobs, workers, (lambda d, t: progress("balance", d, t)) if progress else None)
     for old in (out / cache.SHARDS).glob("augmented-*.npy"):
         if not old.name.startswith(f"augmented-{key}-"):
             old.unlink()  # pixels of an earlier, different balance plan
