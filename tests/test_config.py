@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import yaml
 
@@ -65,3 +66,12 @@ def test_the_shipped_recipe_file_loads():
 
     c = RunConfig.load(Path(__file__).resolve().parents[1] / "recipes" / "fer2013.yaml")
     assert c.model.name == "fer_vgg" and c.data.augment and c.optim.nesterov
+
+
+def test_check_int_refuses_bools_fractions_and_small_values():
+    from ferwild.config import check_int
+
+    assert check_int(3, "n", 1) == 3 and check_int(2.0, "n", 0) == 2 and check_int(np.int64(4), "n", 1) == 4
+    for bad in (True, 2.5, 0, "3", None):
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            check_int(bad, "n", 1)

@@ -375,3 +375,15 @@ def test_figures_leave_pyplot_alone(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["svg", "False"]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_formatting_is_one_convention():
+    from ferwild.formatting import DASH, first_line, number, p_text, p_value, pct
+
+    assert pct(0.12345) == "12.35" and pct(0.12345, 1) == "12.3"
+    assert pct(None) == pct(float("nan")) == DASH and pct(None, missing="n/a") == "n/a"
+    assert p_value(0.0004) == "< 0.001" and p_value(0.0123) == "0.012" and p_value(None) == DASH
+    assert p_text(0.0004) == "p < 0.001" and p_text(0.0123) == "p = 0.012" and p_text(None, missing="p n/a") == "p n/a"
+    assert number(1234.5, ",.0f") == "1,234" and number(float("nan")) == DASH
+    assert first_line(ValueError("bad thing\ndetails")) == "ValueError: bad thing"
+    assert first_line(KeyError()) == "KeyError" and first_line("  two\nlines") == "two"

@@ -208,6 +208,18 @@ class RunConfig:
         return cls.from_dict(base)
 
 
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int, or a one-line ``ValueError`` naming ``name``: bools, fractions
+    (``2.5``; ``2.0`` is accepted) and values below ``minimum`` are refused."""
+    try:
+        whole = not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one ``section.key=value`` override in place; the value is parsed as YAML."""
     if "=" not in item:

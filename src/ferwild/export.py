@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from ferwild.formatting import first_line
+
 __all__ = [
     "INPUT_NAME",
     "METADATA_FORMAT",
@@ -72,11 +74,6 @@ class OnnxModelError(ValueError):
 
 class OnnxModelNotFound(OnnxModelError, FileNotFoundError):
     """The ONNX file does not exist (also a ``FileNotFoundError``)."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _ferwild_version() -> str:
@@ -146,7 +143,7 @@ def _export_proto(wrapper: Any, example: Any, opset: int, scratch: Path):
             # with .save() would put them in a side ".data" file).
             return program.model_proto, "dynamo", None
     except Exception as exc:  # noqa: BLE001 - any failure of the new exporter means: try the old one
-        dynamo_error = _first_line(exc)
+        dynamo_error = first_line(exc)
     try:
         # The TorchScript exporter writes to a path; use a private folder beside the output (same
         # disk, removed afterwards) and read it back with any external data folded in.
@@ -164,7 +161,7 @@ def _export_proto(wrapper: Any, example: Any, opset: int, scratch: Path):
     except Exception as exc:
         raise ExportError(
             f"neither ONNX exporter could export this model: dynamo: {dynamo_error}; "
-            f"torchscript: {_first_line(exc)}"
+            f"torchscript: {first_line(exc)}"
         ) from exc
 
 
@@ -328,7 +325,7 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
-        raise ExportError(f"the {exporter} exporter produced an invalid ONNX model: {_first_line(exc)}") from exc
+        raise ExportError(f"the {exporter} exporter produced an invalid ONNX model: {first_line(exc)}") from exc
 
     from ferwild.data.cache import atomic_target
     from ferwild.metrics import jsonable
@@ -437,7 +434,7 @@ class OnnxClassifier:
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one class
-            raise OnnxModelError(f"{self.path} is not an ONNX model onnxruntime can load: {_first_line(exc)}") from None
+            raise OnnxModelError(f"{self.path} is not an ONNX model onnxruntime can load: {first_line(exc)}") from None
 
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
@@ -456,7 +453,7 @@ class OnnxClassifier:
             self.face_alignment: dict = dict(meta["face_alignment"])
             self.model_config: dict = dict(meta["model_config"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise OnnxModelError(f"{self.path} has unreadable ferwild metadata: {_first_line(exc)}") from None
+            raise OnnxModelError(f"{self.path} has unreadable ferwild metadata: {first_line(exc)}") from None
         self.metadata: dict = meta
 
         inputs = {i.name: i for i in self.session.get_inputs()}

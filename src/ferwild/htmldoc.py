@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ferwild.formatting import DASH
 from ferwild.metrics import markdown_table
 
-__all__ = ["Document", "DASH", "md_table_html", "inline"]
+__all__ = ["Document", "md_table_html", "inline"]
 
-DASH = "—"
-_DASH = DASH
 
 
 
@@ -27,7 +26,7 @@ _NUMERIC = re.compile(r"^[*\s]*[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?\s*%?"
                       r"(\s*±\s*\d[\d,]*\.?\d*\s*%?)?[*\s★]*$", re.IGNORECASE)
 
 
-def _inline(text: str) -> str:
+def inline(text: str) -> str:
     """HTML for one line of the report's Markdown subset: **bold**, `code`."""
     out = _html.escape(text, quote=False)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
@@ -44,7 +43,7 @@ def _slug(text: str, used: set[str]) -> str:
     return slug
 
 
-def _md_table_html(md: str) -> str:
+def md_table_html(md: str) -> str:
     """Turn a table written by :func:`ferwild.metrics.markdown_table` into an HTML table."""
     lines = [line for line in md.strip().splitlines() if line.strip()]
 
@@ -55,14 +54,14 @@ def _md_table_html(md: str) -> str:
     header, body = cells(lines[0]), [cells(line) for line in lines[2:]]
     numeric = []
     for j in range(len(header)):
-        filled = [r[j] for r in body if j < len(r) and r[j] not in ("", _DASH)]
+        filled = [r[j] for r in body if j < len(r) and r[j] not in ("", DASH)]
         numeric.append(bool(filled) and all(_NUMERIC.match(c) for c in filled))
 
     def row(values: list[str], tag: str) -> str:
         tds = []
         for j, v in enumerate(values):
             cls = ' class="num"' if j < len(numeric) and numeric[j] else ""
-            tds.append(f"<{tag}{cls}>{_inline(v)}</{tag}>")
+            tds.append(f"<{tag}{cls}>{inline(v)}</{tag}>")
         return "<tr>" + "".join(tds) + "</tr>"
 
     return ('<div class="table-wrap"><table>\n<thead>' + row(header, "th") + "</thead>\n<tbody>\n"
@@ -85,17 +84,17 @@ class Document:
         if level in (2, 3):
             self.toc.append((level, text, anchor))
         self.md += ["#" * level + " " + text, ""]
-        self.html.append(f'<h{level} id="{anchor}">{_inline(text)}</h{level}>')
+        self.html.append(f'<h{level} id="{anchor}">{inline(text)}</h{level}>')
 
     def para(self, text: str) -> None:
         self.md += [text, ""]
-        self.html.append(f"<p>{_inline(text)}</p>")
+        self.html.append(f"<p>{inline(text)}</p>")
 
     def bullets(self, items: list[str]) -> None:
         if not items:
             return
         self.md += [f"- {item}" for item in items] + [""]
-        self.html.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+        self.html.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
 
     def box(self, kind: str, title: str, items: list[str]) -> None:
         """A call-out: ``kind`` is ``warn`` (amber) or ``note`` (blue)."""
@@ -104,27 +103,27 @@ class Document:
         self.md.append(f"> **{title}**")
         self.md += [f"> - {item}" for item in items] if len(items) > 1 else [f"> {items[0]}"]
         self.md.append("")
-        body = ("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>"
-                if len(items) > 1 else f"<p>{_inline(items[0])}</p>")
-        self.html.append(f'<div class="{kind}"><strong>{_inline(title)}</strong>{body}</div>')
+        body = ("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>"
+                if len(items) > 1 else f"<p>{inline(items[0])}</p>")
+        self.html.append(f'<div class="{kind}"><strong>{inline(title)}</strong>{body}</div>')
 
     def table(self, frame: pd.DataFrame, heading: str | None = None, note: str | None = None,
               small: bool = False) -> None:
         if heading:
             if self._grid:
                 self.md += [f"**{heading}**", ""]
-                self.html.append(f'<div class="cell"><h4>{_inline(heading)}</h4>')
+                self.html.append(f'<div class="cell"><h4>{inline(heading)}</h4>')
             else:
                 self.heading(3, heading)
         md = markdown_table(frame)
         self.md += [md.rstrip("\n"), ""]
-        html = _md_table_html(md)
+        html = md_table_html(md)
         if small:
             html = html.replace('<div class="table-wrap">', '<div class="table-wrap small">', 1)
         self.html.append(html)
         if note:
             self.md += [f"*{note}*", ""]
-            self.html.append(f'<p class="tnote">{_inline(note)}</p>')
+            self.html.append(f'<p class="tnote">{inline(note)}</p>')
         if heading and self._grid:
             self.html.append("</div>")
 
@@ -153,7 +152,7 @@ class Document:
         style = f' style="max-width:{max_width}px"' if max_width else ""
         alt = _html.escape(caption, quote=True)
         self.html.append(f'<figure><img{style} alt="{alt}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{_inline(caption)}</figcaption></figure>")
+                         f"<figcaption>{inline(caption)}</figcaption></figure>")
 
     def markdown(self) -> str:
         return "\n".join(self.md).rstrip("\n") + "\n"
@@ -168,19 +167,19 @@ class Document:
                     open_sub = False
                 elif toc[-1].endswith("</a>"):
                     toc.append("</li>")
-                toc.append(f'<li><a href="#{anchor}">{_inline(text)}</a>')
+                toc.append(f'<li><a href="#{anchor}">{inline(text)}</a>')
             else:
                 if not open_sub:
                     toc.append("<ul>")
                     open_sub = True
-                toc.append(f'<li><a href="#{anchor}">{_inline(text)}</a></li>')
+                toc.append(f'<li><a href="#{anchor}">{inline(text)}</a></li>')
         toc.append("</ul></li>" if open_sub else "</li>")
         toc.append("</ul></nav>")
         return (
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{_html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-            f"<h1>{_inline(title)}</h1>\n<p class=\"subtitle\">{_inline(subtitle)}</p>\n"
+            f"<h1>{inline(title)}</h1>\n<p class=\"subtitle\">{inline(subtitle)}</p>\n"
             + "".join(toc) + "\n" + "\n".join(self.html) + "\n</main>\n</body>\n</html>\n"
         )
 
@@ -227,10 +226,3 @@ figcaption { color:var(--muted); font-size:13.5px; margin-top:5px; }
 .warn p, .note p { margin:4px 0 0; } .warn ul, .note ul { margin:4px 0 0; }
 .headline td:first-child { font-weight:600; }
 """
-
-
-
-
-# public aliases
-inline = _inline
-md_table_html = _md_table_html

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ferwild.formatting import pct
 from ferwild.plotting import new_figure, save_figure
 
 __all__ = [
@@ -630,12 +631,6 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join([line(headers), sep] + [line(r) for r in body]) + "\n"
 
 
-def _pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{100 * float(value):.2f}"
-
-
 _SUMMARY_KEYS = {
     "n", "accuracy", "macro_f1", "weighted_f1", "ece", "per_class", "confusion",
     "confusion_normalized", "label_names", "mean_confidence", "mean_entropy",
@@ -654,11 +649,11 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Evaluation") -> s
     parts = [f"# {title}", ""]
 
     overall = [
-        ("accuracy (%)", _pct(summary.get("accuracy"))),
-        ("macro-F1 (%)", _pct(summary.get("macro_f1"))),
-        ("weighted-F1 (%)", _pct(summary.get("weighted_f1"))),
-        ("ECE (%)", _pct(summary.get("ece"))),
-        ("mean confidence (%)", _pct(summary.get("mean_confidence"))),
+        ("accuracy (%)", pct(summary.get("accuracy"), missing="")),
+        ("macro-F1 (%)", pct(summary.get("macro_f1"), missing="")),
+        ("weighted-F1 (%)", pct(summary.get("weighted_f1"), missing="")),
+        ("ECE (%)", pct(summary.get("ece"), missing="")),
+        ("mean confidence (%)", pct(summary.get("mean_confidence"), missing="")),
         ("mean entropy (nats)", f"{float(summary['mean_entropy']):.3f}"
          if summary.get("mean_entropy") is not None else ""),
         ("n", f"{int(summary['n']):,}" if summary.get("n") is not None else ""),
@@ -673,9 +668,9 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Evaluation") -> s
             m = per_class.get(name, {})
             rows.append({
                 "class": name,
-                "precision (%)": _pct(m.get("precision")),
-                "recall = accuracy (%)": _pct(m.get("recall")),
-                "F1 (%)": _pct(m.get("f1")),
+                "precision (%)": pct(m.get("precision"), missing=""),
+                "recall = accuracy (%)": pct(m.get("recall"), missing=""),
+                "F1 (%)": pct(m.get("f1"), missing=""),
                 "support": int(m.get("support", 0)),
             })
         parts += ["## Per class", "",
@@ -735,7 +730,7 @@ def history_markdown(history: pd.DataFrame) -> str:
             cells = [_md_cell(int(v) if float(v).is_integer() else v, ".3g")
                      if v is not None and not pd.isna(v) else "" for v in values]
         elif kind == "pct":
-            cells = [_pct(v) if v is not None and not pd.isna(v) else "" for v in values]
+            cells = [pct(v, missing="") if v is not None and not pd.isna(v) else "" for v in values]
         elif kind == "sci":
             cells = [_md_cell(v, ".2e") for v in values]
         elif kind == "rate":

@@ -50,6 +50,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ferwild.formatting import first_line
+
 __all__ = [
     "Preprocessing",
     "ModelEntry",
@@ -260,7 +262,7 @@ class HFViTBackbone(nn.Module):
             raise IncompatibleWeightsError(
                 f"the weights in {source} do not fit this ViT backbone "
                 f"(hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, patch {cfg.patch_size}): "
-                f"{_first_line(exc)}. {_NONE_HINT}"
+                f"{first_line(exc)}. {_NONE_HINT}"
             ) from exc
         own_keys = list(loaded.state_dict())
         missing = sorted(info.get("missing_keys", ()))
@@ -516,11 +518,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
 def _examples(keys: Any, n: int = 3) -> str:
     keys = sorted(keys)
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") if keys else "(none)"
@@ -651,7 +648,7 @@ def _hf_download(repo_spec: str, filenames: list[str], model_name: str, *, with_
             )
             break
         except Exception as exc:  # noqa: BLE001 - any failure means "not available here"
-            errors.append(f"{filename}: {_first_line(exc)}")
+            errors.append(f"{filename}: {first_line(exc)}")
     if found is None:
         why = reason or "download failed"
         raise PretrainedWeightsUnavailable(
@@ -687,7 +684,7 @@ def _url_download(url: str, what: str, model_name: str) -> Path:
             torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=True)
             return path
         except Exception as exc:  # noqa: BLE001
-            failure = f"download failed ({_first_line(exc)})"
+            failure = f"download failed ({first_line(exc)})"
     raise PretrainedWeightsUnavailable(
         f"pretrained weights for {model_name!r} ({what}) are not available: {reason or failure}, and "
         f"{fname} is not in the torch hub cache: looked for {path} ($TORCH_HOME/hub/checkpoints; "
@@ -703,7 +700,7 @@ def _torchvision_weights_file(spec: str, model_name: str) -> Path:
     try:
         weights = torchvision.models.get_weight(spec)
     except Exception as exc:  # noqa: BLE001
-        raise PretrainedWeightsUnavailable(f"unknown torchvision weights {spec!r}: {_first_line(exc)}. {_NONE_HINT}") from exc
+        raise PretrainedWeightsUnavailable(f"unknown torchvision weights {spec!r}: {first_line(exc)}. {_NONE_HINT}") from exc
     return _url_download(weights.url, f"torchvision {spec}", model_name)
 
 
@@ -757,12 +754,12 @@ def _torch_load_safe(path: Path) -> Any:
         raise UnsafeCheckpointError(
             f"refused to load {path}: it contains pickled Python objects other than tensors and plain "
             f"containers, and ferwild only reads checkpoints with torch.load(..., weights_only=True), which "
-            f"never runs code from the file ({_first_line(exc)}). Save just the state dict "
+            f"never runs code from the file ({first_line(exc)}). Save just the state dict "
             f"(torch.save(model.state_dict(), path)) or convert it to .safetensors where you trust the file. "
             f"{_NONE_HINT}"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        raise PretrainedWeightsUnavailable(f"cannot read {path} as a PyTorch state dict: {_first_line(exc)}. {_NONE_HINT}") from exc
+        raise PretrainedWeightsUnavailable(f"cannot read {path} as a PyTorch state dict: {first_line(exc)}. {_NONE_HINT}") from exc
 
 
 def _read_weights_file(path: Path) -> Any:
@@ -772,7 +769,7 @@ def _read_weights_file(path: Path) -> Any:
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001
-            raise PretrainedWeightsUnavailable(f"cannot read {path} as safetensors: {_first_line(exc)}. {_NONE_HINT}") from exc
+            raise PretrainedWeightsUnavailable(f"cannot read {path} as safetensors: {first_line(exc)}. {_NONE_HINT}") from exc
     if path.suffix == ".json" and path.name.endswith(".index.json"):
         index = json.loads(path.read_text())
         merged: dict[str, torch.Tensor] = {}
@@ -967,7 +964,7 @@ def _create_timm(name: str, num_classes: int, spec: str | Path, image_size: int 
         try:
             backbone = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"state_dict": state_dict}, **kwargs)
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise IncompatibleWeightsError(f"the weights in {source_text} do not fit timm {arch!r}: {_first_line(exc)}. {_NONE_HINT}") from exc
+            raise IncompatibleWeightsError(f"the weights in {source_text} do not fit timm {arch!r}: {first_line(exc)}. {_NONE_HINT}") from exc
         for attr in ("pretrained_cfg", "default_cfg"):  # don't keep a second copy of the weights alive
             pcfg = getattr(backbone, attr, None)
             if isinstance(pcfg, dict):

@@ -33,7 +33,8 @@ from PIL import Image
 
 from ferwild.data.faces import (FaceAlignment, FaceDetection, FaceDetector, align_face, resize_image,
                                 to_channels)
-from ferwild.data.images import ImageRejected, load_image
+from ferwild.data.images import ImageRejected, load_image, pil_to_rgb
+from ferwild.formatting import first_line
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -127,19 +128,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
     """An in-memory image as ``(H, W, 3)`` uint8 RGB (alpha composited on white, as prepare does)."""
     if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
-        return np.asarray(image.convert("RGB"))
+        return pil_to_rgb(image)  # the same conversion as a file read by prepare
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise TypeError(f"expected a uint8 image array, got dtype {arr.dtype}")
@@ -395,7 +387,7 @@ class Recognizer:
             except ImageRejected as exc:
                 results[i].error = exc.reason
             except Exception as exc:  # noqa: BLE001 - one bad input is reported, never fatal
-                results[i].error = _describe(exc)
+                results[i].error = first_line(exc)
         for i, arr in arrays.items():
             results[i].height, results[i].width = int(arr.shape[0]), int(arr.shape[1])
         self._fill(results, arrays)
@@ -416,7 +408,7 @@ class Recognizer:
                 try:
                     crops.append(resize_image(arr, self.face_alignment.crop_size))
                 except Exception as exc:  # noqa: BLE001
-                    results[i].error = _describe(exc)
+                    results[i].error = first_line(exc)
                     continue
                 owners.append((i, (0.0, 0.0, float(arr.shape[1]), float(arr.shape[0])), None))
         else:
@@ -425,7 +417,7 @@ class Recognizer:
                 if isinstance(dets, Exception):
                     if _too_small_for_detector(arrays[i], self.detector):
                         continue  # an image smaller than the smallest face: no face, not an error
-                    results[i].error = f"face detection failed: {_describe(dets)}"
+                    results[i].error = f"face detection failed: {first_line(dets)}"
                     continue
                 arr = arrays[i]
                 h, w = arr.shape[:2]
@@ -447,7 +439,7 @@ class Recognizer:
             probs = self.classify(crops)
         except Exception as exc:  # noqa: BLE001 - the batch fails as a whole: say so per image
             for i, _, _ in owners:
-                results[i].error = f"classification failed: {_describe(exc)}"
+                results[i].error = f"classification failed: {first_line(exc)}"
             return
         for (i, box, det), p in zip(owners, probs):
             k = int(np.argmax(p))
@@ -518,7 +510,7 @@ class Recognizer:
                 raise  # cannot be opened at all: the caller's error, not a frame's
             except Exception as exc:  # noqa: BLE001 - keep what was decoded, say where it broke
                 yield from flush()
-                yield ImageResult(name, 0, 0, error=f"video decoding stopped: {_describe(exc)}"), None
+                yield ImageResult(name, 0, 0, error=f"video decoding stopped: {first_line(exc)}"), None
                 return
             index, time_s, rgb = item
             if sample_fps is not None and time_s is not None:
@@ -552,7 +544,7 @@ def iter_video_frames(path: str | os.PathLike) -> Iterator[tuple[int, float | No
     try:
         container = av.open(name)
     except Exception as exc:  # noqa: BLE001 - av raises many types for a non-video
-        raise RecognizerError(f"{name}: cannot open as a video ({_describe(exc)})") from None
+        raise RecognizerError(f"{name}: cannot open as a video ({first_line(exc)})") from None
     try:
         if not container.streams.video:
             raise RecognizerError(f"{name}: has no video stream")

@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from ferwild.data.cache import save_text_atomic
+from ferwild.formatting import DASH, pct
 from ferwild.htmldoc import Document as _Doc
-from ferwild.htmldoc import md_table_html as _md_table_html
+from ferwild.htmldoc import md_table_html
 from ferwild.metrics import history_markdown, style_cell_grid
 
 __all__ = ["write_report", "optimizer_lr_heatmap", "aggregate_cells", "heatmap_figsize",
@@ -59,7 +60,6 @@ _ABLATIONS = {  # experiment name -> (table number, title)
     "optimizer_lr": (9, "Optimizer x learning rate"),
     "fine_lr": (10, "Fine learning rates"),
 }
-_DASH = "—"
 #: A cell is "at chance" when its validation predictions do no better than the same predictions
 #: shuffled against the labels (permutation p >= CHANCE_ALPHA), "near chance" when it does but
 #: its val macro-F1 is below NEAR_CHANCE_FACTOR x that chance level.
@@ -96,19 +96,13 @@ def _seeds(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
-def _pct(value: Any, decimals: int = 2) -> str:
-    if _isnan(value):
-        return _DASH
-    return f"{100 * float(value):.{decimals}f}"
-
-
 def _pm(mean: Any, std: Any, decimals: int = 2) -> str:
     """``"93.45 ± 0.52"`` (percent); the mean alone when there is no spread (one seed)."""
     if _isnan(mean):
-        return _DASH
+        return DASH
     if _isnan(std):
-        return _pct(mean, decimals)
-    return f"{_pct(mean, decimals)} ± {_pct(std, decimals)}"
+        return pct(mean, decimals)
+    return f"{pct(mean, decimals)} ± {pct(std, decimals)}"
 
 
 def _sci(value: float) -> str:
@@ -120,7 +114,7 @@ def _sci(value: float) -> str:
 def _fmt_value(key: str, value: Any) -> str:
     """A parameter value as people write it: ``1e-3`` for learning rates, ``3`` for epochs."""
     if _isnan(value):
-        return _DASH
+        return DASH
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()
     if isinstance(value, (int, np.integer)):
@@ -138,7 +132,7 @@ def _fmt_value(key: str, value: Any) -> str:
 
 def _duration(seconds: float) -> str:
     if _isnan(seconds):
-        return _DASH
+        return DASH
     s = float(seconds)
     if s < 60:
         return f"{s:.1f} s"
@@ -557,8 +551,8 @@ def _per_class_table(summary: dict, seed_summaries: list[dict] | None = None) ->
     rows = []
     for name in names:
         m = per_class.get(name, {})
-        row = {"class": name, "precision (%)": _pct(m.get("precision")),
-               "recall = accuracy (%)": _pct(m.get("recall")), "F1 (%)": _pct(m.get("f1")),
+        row = {"class": name, "precision (%)": pct(m.get("precision")),
+               "recall = accuracy (%)": pct(m.get("recall")), "F1 (%)": pct(m.get("f1")),
                "support": f"{int(m.get('support', 0)):,}"}
         if seed_summaries and len(seed_summaries) > 1:
             f1s = [s.get("per_class", {}).get(name, {}).get("f1") for s in seed_summaries]
@@ -653,7 +647,7 @@ def _section_summary(doc: _Doc, study: _Study, winner: dict | None, all_cells: p
         doc.box("warn", f"{len(flagged)} of {len(all_cells)} cells did not learn the task (at or near chance)", [
             f"`{c['experiment']}`"
             + (f" {_params_text(_cell_params(c, keys_of[c['experiment']]))}" if keys_of[c['experiment']] else "")
-            + f": val macro-F1 {_pct(c.get('val_macro_f1_mean'))}%, {c['vs_chance']}"
+            + f": val macro-F1 {pct(c.get('val_macro_f1_mean'))}%, {c['vs_chance']}"
             for _, c in flagged.iterrows()])
     items = []
     if winner is not None:
@@ -661,7 +655,7 @@ def _section_summary(doc: _Doc, study: _Study, winner: dict | None, all_cells: p
                      f"`{winner.get('experiment')}` with "
                      f"{_params_text(winner.get('params') or {})} (trial `{winner.get('trial')}`).")
     items.append(f"{len(study.results)} trials, {len(study.experiment_names)} experiments, "
-                 f"seeds {', '.join(str(s) for s in study.seeds) or _DASH}.")
+                 f"seeds {', '.join(str(s) for s in study.seeds) or DASH}.")
     doc.bullets(items)
     warnings = _data_warnings(study.data_summary) if study.data_summary else []
     if warnings:
@@ -699,7 +693,7 @@ def _data_warnings(summary: dict) -> list[str]:
                    "train and val/test inflates held-out scores (see `duplicates.csv`).")
     fail = (summary.get("alignment_failure") or {}).get("overall")
     if fail is not None and float(fail) > 0.05:
-        out.append(f"{_pct(fail, 1)}% of the images could not be aligned (centre-cropped or dropped).")
+        out.append(f"{pct(fail, 1)}% of the images could not be aligned (centre-cropped or dropped).")
     return out
 
 
@@ -739,7 +733,7 @@ def _section_data(doc: _Doc, study: _Study, figures: Path, number: int) -> None:
         total = {"class": "**total**", **{c: int(table[c].sum()) for c in table.columns if c != "class"}}
         grand = total["total (original)"]
         share = {"class": "share of images (%)",
-                 **{sp: f"{100 * total[sp] / grand:.1f}" if grand else _DASH for sp in splits}}
+                 **{sp: f"{100 * total[sp] / grand:.1f}" if grand else DASH for sp in splits}}
         table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
         for col in table.columns[1:]:
             table[col] = [f"{int(v):,}" for v in table[col]]
@@ -770,8 +764,8 @@ def _section_data(doc: _Doc, study: _Study, figures: Path, number: int) -> None:
         doc.table(frame, "Image statuses", small=True)
     align = s.get("alignment_failure") or {}
     if align:
-        rows = [{"class": "**overall**", "failure rate (%)": _pct(align.get("overall"))}]
-        rows += [{"class": k, "failure rate (%)": _pct(v)} for k, v in (align.get("per_class") or {}).items()]
+        rows = [{"class": "**overall**", "failure rate (%)": pct(align.get("overall"))}]
+        rows += [{"class": k, "failure rate (%)": pct(v)} for k, v in (align.get("per_class") or {}).items()]
         note = None
         if align.get("attempted") is not None:
             note = (f"{int(align.get('failed', 0)):,} of {int(align['attempted']):,} images that needed "
@@ -861,7 +855,7 @@ def _section_model(doc: _Doc, study: _Study, name: str, number: int, title: str,
         md = history_markdown(history)
         doc.md += [md.rstrip("\n"), ""]
         # small: ten columns must fit the page's column without a scroll bar
-        doc.html.append(_md_table_html(md).replace('<div class="table-wrap">', '<div class="table-wrap small">', 1))
+        doc.html.append(md_table_html(md).replace('<div class="table-wrap">', '<div class="table-wrap small">', 1))
     else:
         doc.para(f"Table {t_epochs}: no metrics.csv in `{run}`.")
     doc.figure(run / "curves.png" if run else None,
@@ -874,11 +868,11 @@ def _section_model(doc: _Doc, study: _Study, name: str, number: int, title: str,
         if summary:
             seed_summaries.append(summary)
         per_seed.append({"seed": _fmt_value("seed", r.get("seed")), "trial": f"`{r['trial']}`",
-                         "val accuracy (%)": _pct(r.get("val_acc")),
-                         "val macro-F1 (%)": _pct(r.get("val_macro_f1")),
-                         "test accuracy (%)": _pct(r.get("test_acc")),
-                         "test macro-F1 (%)": _pct(r.get("test_macro_f1")),
-                         "test ECE (%)": _pct(summary.get("ece")) if summary else _DASH})
+                         "val accuracy (%)": pct(r.get("val_acc")),
+                         "val macro-F1 (%)": pct(r.get("val_macro_f1")),
+                         "test accuracy (%)": pct(r.get("test_acc")),
+                         "test macro-F1 (%)": pct(r.get("test_macro_f1")),
+                         "test ECE (%)": pct(summary.get("ece")) if summary else DASH})
     if len(per_seed) > 1:
         eces = pd.Series([s.get("ece") for s in seed_summaries], dtype=float)
         per_seed.append({"seed": "**mean ± std**", "trial": f"n={len(per_seed)}",
@@ -887,7 +881,7 @@ def _section_model(doc: _Doc, study: _Study, name: str, number: int, title: str,
                          "test accuracy (%)": _pm(cell.get("test_acc_mean"), cell.get("test_acc_std")),
                          "test macro-F1 (%)": _pm(cell.get("test_macro_f1_mean"), cell.get("test_macro_f1_std")),
                          "test ECE (%)": _pm(eces.mean(), eces.std() if len(eces) > 1 else None)
-                         if len(eces) else _DASH})
+                         if len(eces) else DASH})
     doc.table(pd.DataFrame(per_seed), f"Table {t_test} · {title}: test accuracy and macro-F1",
               note="One row per seed, then mean ± standard deviation over seeds.")
 
@@ -971,7 +965,7 @@ def _winner_metrics(study: _Study, winner: dict, cell: pd.Series | None, summary
     def over_seeds(key: str) -> str:
         values = pd.Series([s.get(key) for s in seed_tests], dtype=float).dropna()
         if values.empty:
-            return _DASH
+            return DASH
         return _pm(values.mean(), values.std() if len(values) > 1 else None)
 
     n = int(cell["n_seeds"]) if cell is not None else None
@@ -988,11 +982,11 @@ def _winner_metrics(study: _Study, winner: dict, cell: pd.Series | None, summary
             row[test_col] = _pm(cell.get(f"test_{result}_mean"), cell.get(f"test_{result}_std"))
         elif result == "macro_f1":
             row[val_col] = _pm(winner.get("val_macro_f1_mean"), winner.get("val_macro_f1_std"))
-            row[test_col] = _DASH
+            row[test_col] = DASH
         else:
-            row[val_col] = _DASH
+            row[val_col] = DASH
             row[test_col] = over_seeds(key)
-        row[one_col] = _pct(summary.get(key)) if summary else _DASH
+        row[one_col] = pct(summary.get(key)) if summary else DASH
         if label == "macro-F1":
             row = {k: (f"**{v}**" if k in ("metric (%)", val_col) else v) for k, v in row.items()}
         rows.append(row)
@@ -1045,8 +1039,8 @@ def _section_winner(doc: _Doc, study: _Study, winner: dict | None, all_cells: pd
                f"Selected configuration: test confusion matrix (trial `{trial}`)")
     if summary and summary.get("ece") is not None:
         conf, acc = summary.get("mean_confidence"), summary.get("accuracy")
-        doc.para(f"Calibration: expected calibration error (ECE) **{_pct(summary['ece'])}%** — mean "
-                 f"confidence {_pct(conf)}% against accuracy {_pct(acc)}%"
+        doc.para(f"Calibration: expected calibration error (ECE) **{pct(summary['ece'])}%** — mean "
+                 f"confidence {pct(conf)}% against accuracy {pct(acc)}%"
                  + ("; the model is over-confident." if conf is not None and acc is not None and conf > acc + 0.02
                     else "; the model is under-confident." if conf is not None and acc is not None and conf < acc - 0.02
                     else "."))
@@ -1059,7 +1053,7 @@ def _section_winner(doc: _Doc, study: _Study, winner: dict | None, all_cells: pd
         for rank, (_, c) in enumerate(ranked.iterrows(), 1):
             keys = study.varied_keys(str(c["experiment"]))
             rows.append({"rank": str(rank), "experiment": f"`{c['experiment']}`",
-                         "cell": ", ".join(f"{k}={_fmt_value(k, c[k])}" for k in keys) or _DASH,
+                         "cell": ", ".join(f"{k}={_fmt_value(k, c[k])}" for k in keys) or DASH,
                          "seeds": str(int(c["n_seeds"])),
                          "val macro-F1 (%)": _pm(c.get("val_macro_f1_mean"), c.get("val_macro_f1_std")),
                          "test macro-F1 (%)": _pm(c.get("test_macro_f1_mean"), c.get("test_macro_f1_std"))})
@@ -1088,7 +1082,7 @@ def _section_method(doc: _Doc, study: _Study, winner: dict | None, number: int) 
     seconds = pd.to_numeric(results["seconds"], errors="coerce") if "seconds" in results else None
     total = float(seconds.sum()) if seconds is not None else float("nan")
     items = [
-        f"Seeds: {', '.join(str(s) for s in study.seeds) or _DASH}; every cell of every experiment "
+        f"Seeds: {', '.join(str(s) for s in study.seeds) or DASH}; every cell of every experiment "
         "is trained once per seed.",
         f"Selection rule: the cell with the highest mean `{metric}` over seeds; test metrics are "
         "reported for every cell but never used to choose.",
@@ -1112,7 +1106,7 @@ def _section_method(doc: _Doc, study: _Study, winner: dict | None, number: int) 
         s = pd.to_numeric(r["seconds"], errors="coerce").sum() if "seconds" in r else float("nan")
         rows.append({"experiment": f"`{name}`", "cells": str(len(study.cells(name))) if len(r) else "0",
                      "trials": str(len(r)), "compute": _duration(s),
-                     "description": _describe_experiment(study, name, study.varied_keys(name)) or _DASH})
+                     "description": _describe_experiment(study, name, study.varied_keys(name)) or DASH})
     if rows:
         doc.table(pd.DataFrame(rows), "Experiments and compute")
 
@@ -1159,7 +1153,7 @@ def write_report(study_dir: str | os.PathLike) -> tuple[Path, Path]:
 
     title = f"ferwild study report: {root.resolve().name}"
     subtitle = (f"{len(study.results)} trials · {len(names)} experiments · seeds "
-                f"{', '.join(str(s) for s in study.seeds) or _DASH} · selection on "
+                f"{', '.join(str(s) for s in study.seeds) or DASH} · selection on "
                 f"{_metric_words(_selection_metric(study)).replace('`', '')}")
     md = f"# {title}\n\n{subtitle}\n\n" + doc.markdown()
     html_path, md_path = root / "report.html", root / "report.md"

@@ -38,6 +38,7 @@ import pandas as pd
 
 from ferwild.audit.outputs import ModelOutputs, compute_outputs
 from ferwild.data.cache import PreparedDataset, save_json_atomic
+from ferwild.formatting import p_text, pct
 from ferwild.metrics import jsonable
 from ferwild.runs import RunError
 
@@ -555,13 +556,13 @@ def subgroups(outputs: ModelOutputs, config: AuditConfig, attrs: list[str]) -> d
 
 
 def _pts(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}"
+    """A percentage in a verdict line (one decimal; "n/a" when missing)."""
+    return pct(x, 1, missing="n/a")
 
 
 def _p(p: float | None) -> str:
-    if p is None:
-        return "p n/a"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    """A p-value in a verdict line."""
+    return p_text(p, missing="p n/a")
 
 
 def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:

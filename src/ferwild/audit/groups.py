@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ferwild.config import check_int
 from ferwild.metrics import as_class_ids
 
 __all__ = [
@@ -89,12 +90,6 @@ def _ci(value: Any, draws: np.ndarray, confidence: float) -> dict:
     alpha = 1.0 - confidence
     low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
     return {"value": value, "ci_low": float(low), "ci_high": float(high)}
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _rng(seed: int, *keys: str) -> np.random.Generator:
@@ -189,8 +184,8 @@ def bootstrap_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, 
         ValueError: empty or mismatched inputs, ids out of range, bad ``n_bootstrap`` /
             ``confidence``.
     """
-    num_classes = _check_int(num_classes, "num_classes", 1)
-    n_bootstrap = _check_int(n_bootstrap, "n_bootstrap", 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
+    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 1)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     yt = as_class_ids(y_true, "y_true", num_classes)
@@ -229,8 +224,8 @@ def attribute_groups(values: pd.Series, *, max_levels: int = 8, bins: int = 3) -
     Returns:
         A string Series with the same index and name as ``values``.
     """
-    max_levels = _check_int(max_levels, "max_levels", 1)
-    bins = _check_int(bins, "bins", 1)
+    max_levels = check_int(max_levels, "max_levels", 1)
+    bins = check_int(bins, "bins", 1)
     if not isinstance(values, pd.Series):
         values = pd.Series(values)
     text = values.map(lambda v: UNKNOWN if v is None or (isinstance(v, float) and math.isnan(v))
@@ -339,8 +334,8 @@ def subgroup_audit(frame: pd.DataFrame, label_names: list[str], *,
         raise ValueError("label_names is empty")
     if len(set(names)) != len(names):
         raise ValueError(f"label_names has duplicates: {names}")
-    min_group_size = _check_int(min_group_size, "min_group_size", 1)
-    n_bootstrap = _check_int(n_bootstrap, "n_bootstrap", 1)
+    min_group_size = check_int(min_group_size, "min_group_size", 1)
+    n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 1)
     missing = [c for c in ("label_id", "pred_id") if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks column(s) {missing}: need label_id and pred_id")
@@ -497,7 +492,7 @@ def proportion_test(k1: int, n1: int, k2: int, n2: int) -> dict:
     from scipy.stats import fisher_exact, norm
 
     for name, v in (("k1", k1), ("n1", n1), ("k2", k2), ("n2", n2)):
-        _check_int(v, name, 0)
+        check_int(v, name, 0)
     k1, n1, k2, n2 = int(k1), int(n1), int(k2), int(n2)
     if k1 > n1 or k2 > n2:
         raise ValueError(f"failures exceed trials: {k1}/{n1}, {k2}/{n2}")
@@ -715,7 +710,7 @@ def subgroup_gap_figure(audit: dict, path, *, top: int = 4) -> None:
     """
     from ferwild.plotting import new_figure, save_figure
 
-    top = _check_int(top, "top", 1)
+    top = check_int(top, "top", 1)
     if not isinstance(audit, dict) or "attributes" not in audit:
         raise ValueError("audit must be the dict returned by subgroup_audit")
     attrs = [a for a in audit.get("ranking", []) if a in audit["attributes"]][:top]

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.audit.groups import UNKNOWN, attribute_groups, group_order
+from ferwild.config import check_int
 from ferwild.data import cache
 from ferwild.data.cache import PreparedDataset
 from ferwild.system import available_cpus
@@ -77,12 +78,6 @@ def _parse_target(value: Any) -> str | int:
     if count < 1:
         raise ValueError(f"target count must be positive, not {count}")
     return count
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
-    return int(value)
 
 
 @dataclass
@@ -132,10 +127,10 @@ class RebalanceConfig:
             raise ValueError(f"split must be one split name such as 'train', not {self.split!r}")
         self.split = self.split.strip()
         self.drop_original_augmented = bool(self.drop_original_augmented)
-        self.max_copies_per_row = _check_int("max_copies_per_row", self.max_copies_per_row, 1)
-        self.min_cell = _check_int("min_cell", self.min_cell, 1)
-        self.seed = _check_int("seed", self.seed, 0)
-        self.workers = _check_int("workers (0 = automatic)", self.workers, 0)
+        self.max_copies_per_row = check_int(self.max_copies_per_row, "max_copies_per_row", 1)
+        self.min_cell = check_int(self.min_cell, "min_cell", 1)
+        self.seed = check_int(self.seed, "seed", 0)
+        self.workers = check_int(self.workers, "workers (0 = automatic)", 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""

@@ -14,38 +14,19 @@ import numpy as np
 import pandas as pd
 
 from ferwild.data.cache import save_text_atomic
-from ferwild.htmldoc import DASH, Document
+from ferwild.formatting import DASH, number, p_text, p_value, pct
+from ferwild.htmldoc import Document
 from ferwild.plotting import save_figure, subplots
 
 FIGURES = "figures"
-
-
-def _pct(x: Any, digits: int = 1) -> str:
-    return DASH if x is None else f"{100 * float(x):.{digits}f}"
 
 
 def _ci(value: Any, lo: Any, hi: Any) -> str:
     if value is None:
         return DASH
     if lo is None or hi is None:
-        return _pct(value)
-    return f"{_pct(value)} [{_pct(lo)}, {_pct(hi)}]"
-
-
-def _p(p: Any) -> str:
-    if p is None:
-        return DASH
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _peq(p: Any) -> str:
-    """``p = 0.012`` / ``p < 0.001`` / ``p —``."""
-    text = _p(p)
-    return f"p {text}" if text.startswith("<") or text == DASH else f"p = {text}"
-
-
-def _num(x: Any, fmt: str = ".3g") -> str:
-    return DASH if x is None else format(float(x), fmt)
+        return pct(value, 1)
+    return f"{pct(value, 1)} [{pct(lo, 1)}, {pct(hi, 1)}]"
 
 
 def _cache_text(audit: dict) -> str:
@@ -187,15 +168,15 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     af = audit["data_health"]["alignment_failure"]
     detail = [("reference", af["reference_detail"]), ("production", af["production_detail"])]
     doc.table(pd.DataFrame([{"data": side, "alignment attempted": d["attempted"], "failed": d["failed"],
-                             "failure rate (%)": _pct(d["rate"], 2),
+                             "failure rate (%)": pct(d["rate"], 2),
                              "pre-aligned": "yes" if d.get("prealigned") else "no"} for side, d in detail]),
               heading="Alignment failures",
-              note=(f"Difference tested with {af['test']['test']}: {_peq(af['test'].get('p_value'))}. "
+              note=(f"Difference tested with {af['test']['test']}: {p_text(af['test'].get('p_value'))}. "
                     if af["test"].get("test") else "No rate to compare on one side. ")
                    + "A pre-aligned dataset (tight crops such as FER2013) attempts no alignment.")
     if af["per_class"]:
-        doc.table(pd.DataFrame([{"class": c, "reference (%)": _pct(v["reference"], 2),
-                                 "production (%)": _pct(v["production"], 2), "p": _p(v.get("p_value"))}
+        doc.table(pd.DataFrame([{"class": c, "reference (%)": pct(v["reference"], 2),
+                                 "production (%)": pct(v["production"], 2), "p": p_value(v.get("p_value"))}
                                 for c, v in af["per_class"].items()]), heading="Alignment failures per class",
                   small=True)
     checks = audit["data_health"].get("detector_check") or {}
@@ -223,11 +204,11 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
         constant = [f"{s['statistic']} ({s['constant_side']})" for s in stats if s.get("constant_side")]
         if constant:
             notes.append("constant on one side, so any variation on the other is a difference: " + ", ".join(constant))
-        doc.table(pd.DataFrame([{"statistic": s["statistic"], "reference median": _num(s["reference_median"]),
-                                 "production median": _num(s["production_median"]),
-                                 "sd ratio": _num(s.get("sd_ratio"), ".2f"),
-                                 "Cohen's d": _num(s["cohens_d"], "+.2f"), "Wasserstein (sd)": _num(s["wasserstein_sd"], ".2f"),
-                                 "KS p": _p(s["ks_p_value"])} for s in stats]),
+        doc.table(pd.DataFrame([{"statistic": s["statistic"], "reference median": number(s["reference_median"]),
+                                 "production median": number(s["production_median"]),
+                                 "sd ratio": number(s.get("sd_ratio"), ".2f"),
+                                 "Cohen's d": number(s["cohens_d"], "+.2f"), "Wasserstein (sd)": number(s["wasserstein_sd"], ".2f"),
+                                 "KS p": p_value(s["ks_p_value"])} for s in stats]),
                   heading="Image statistics, largest differences first",
                   note="; ".join(notes) + ".")
 
@@ -242,16 +223,16 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
         d = perf["drop"]
         doc.table(pd.DataFrame([
             {"data": "reference test", "n": r["n"], "accuracy (%)": _ci(r["accuracy"], *r["accuracy_ci"]),
-             "macro-F1 (%)": _ci(r["macro_f1"], *r["macro_f1_ci"]), "ECE (%)": _pct(r["ece"], 2)},
+             "macro-F1 (%)": _ci(r["macro_f1"], *r["macro_f1_ci"]), "ECE (%)": pct(r["ece"], 2)},
             {"data": "production", "n": p["n"], "accuracy (%)": _ci(p["accuracy"], *p["accuracy_ci"]),
-             "macro-F1 (%)": _ci(p["macro_f1"], *p["macro_f1_ci"]), "ECE (%)": _pct(p["ece"], 2)},
+             "macro-F1 (%)": _ci(p["macro_f1"], *p["macro_f1_ci"]), "ECE (%)": pct(p["ece"], 2)},
             {"data": "change (points)", "n": "", "accuracy (%)": _ci(d["accuracy"]["difference"], *d["accuracy"]["ci"]),
              "macro-F1 (%)": _ci(d["macro_f1"]["difference"], *d["macro_f1"]["ci"]), "ECE (%)": ""},
         ]), heading="Table 12: overall, with 95% bootstrap intervals")
         doc.table(pd.DataFrame([{
             "class": n, "ref support": r["per_class"][n]["support"], "prod support": p["per_class"][n]["support"],
-            "ref F1 (%)": _pct(r["per_class"][n]["f1"]), "prod F1 (%)": _pct(p["per_class"][n]["f1"]),
-            "F1 change": _pct(d["per_class_f1"][n]),
+            "ref F1 (%)": pct(r["per_class"][n]["f1"], 1), "prod F1 (%)": pct(p["per_class"][n]["f1"], 1),
+            "F1 change": pct(d["per_class_f1"][n], 1),
             "prod recall (%)": _ci(p["per_class"][n]["recall"], *p["per_class"][n]["recall_ci"]),
         } for n in names]), heading="Table 13: per class")
         # one above the other: each figure holds two panels (counts, row-normalised), and four
@@ -271,12 +252,12 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     cov = audit["covariate_shift"]
     doc.heading(2, "3. Covariate shift (no labels needed)")
     doc.table(pd.DataFrame([
-        {"test": "MMD, Gaussian kernel, permutation p-value", "statistic": _num(cov["mmd_statistic"], ".4g"),
-         "p": _p(cov["mmd_p_value"]),
+        {"test": "MMD, Gaussian kernel, permutation p-value", "statistic": number(cov["mmd_statistic"], ".4g"),
+         "p": p_value(cov["mmd_p_value"]),
          "detail": f"{cov['mmd']['n_permutations']} permutations; {cov['mmd']['n_x']} vs {cov['mmd']['n_y']} rows"
                    + (" (subsampled)" if cov["mmd"].get("subsampled") else "")},
         {"test": "domain classifier (logistic regression, out-of-fold)", "statistic": f"AUC {cov['domain_auc']:.3f}",
-         "p": _p(cov.get("domain_p_value")),
+         "p": p_value(cov.get("domain_p_value")),
          "detail": (f"per person (subject means) AUC {cov['domain_classifier']['cluster_auc']:.3f}, "
                     if cov["domain_classifier"].get("cluster_auc") is not None else "")
                    + "95% CI " + (f"{cov['domain_auc_ci'][0]:.3f}-{cov['domain_auc_ci'][1]:.3f}"
@@ -287,17 +268,17 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
              f"{cov['embedding'].get('classifier_dim', cov['embedding']['dim'])} dims. "
              + ("People are the units (subject ids): whole subjects are permuted and folds never split one. "
                 if cov["mmd"].get("clusters") else "")
-             + f"Shift is declared when the Bonferroni-combined p-value (here {_p(cov['p_value'])}) is below "
+             + f"Shift is declared when the Bonferroni-combined p-value (here {p_value(cov['p_value'])}) is below "
                f"{cov['alpha']}.")
     hist = figures / "domain_scores.png"
     score_histogram(np.asarray(scores_reference), scores["domain_score"].to_numpy(), hist, cov["domain_auc"])
     doc.figure(hist, "Domain-classifier scores: the further apart, the easier production is told from the reference")
     if cov["attribute_shift"]:
         doc.table(pd.DataFrame([{
-            "attribute": a["attribute"], "Cramér's V": _num(a["cramers_v"], ".2f"), "TV distance": _num(a["tv_distance"], ".2f"),
-            "p (chi-square)": _p(a["p_value"]),
-            "largest change": f"{a['largest_change']['group']}: {_pct(a['largest_change']['reference'])}% -> "
-                              f"{_pct(a['largest_change']['production'])}%"} for a in cov["attribute_shift"]]),
+            "attribute": a["attribute"], "Cramér's V": number(a["cramers_v"], ".2f"), "TV distance": number(a["tv_distance"], ".2f"),
+            "p (chi-square)": p_value(a["p_value"]),
+            "largest change": f"{a['largest_change']['group']}: {pct(a['largest_change']['reference'], 1)}% -> "
+                              f"{pct(a['largest_change']['production'], 1)}%"} for a in cov["attribute_shift"]]),
             heading="Which recorded attributes changed", small=True)
         fig = figures / "attribute_shift.png"
         if attribute_shift_figure(cov["attribute_shift"], fig):
@@ -314,13 +295,13 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     rows_ls = []
     for i, n in enumerate(names):
         row = {"class": n,
-               "source prior (%)": _pct(ls["source_priors"][i]) if ls.get("source_priors") else DASH,
-               "predicted share (%)": _pct(ls["predicted_shares"][i]),
+               "source prior (%)": pct(ls["source_priors"][i], 1) if ls.get("source_priors") else DASH,
+               "predicted share (%)": pct(ls["predicted_shares"][i], 1),
                f"{ls['method'].upper()} estimate (%)": _ci(ls["estimated_priors"][i], ls["ci_low"][i], ls["ci_high"][i])}
         if ls["method"] != "em" and em:
             row["EM estimate (%)"] = _ci(em["estimated_priors"][i], em["ci_low"][i], em["ci_high"][i])
         if ls.get("true_priors"):
-            row["true (%)"] = _pct(ls["true_priors"][i])
+            row["true (%)"] = pct(ls["true_priors"][i], 1)
         rows_ls.append(row)
     note = ("BBSE (Lipton et al. 2018) inverts the validation confusion matrix; EM (Saerens et al. 2002) "
             "re-weights the model's posteriors. Intervals: 95% bootstrap.")
@@ -343,10 +324,10 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     # 5. confidence
     conf = audit["confidence"]
     doc.heading(2, "5. Confidence and calibration drift")
-    doc.table(pd.DataFrame([{"data": side, "mean max-probability": _num(conf[side]["mean_max_prob"], ".3f"),
-                             "mean entropy (nats)": _num(conf[side]["mean_entropy"], ".3f"),
-                             "ECE (%)": _pct(conf[side]["ece"], 2)} for side in ("reference", "production")]),
-              note=f"Max-probability distributions compared with a KS test: {_peq(conf['max_prob_ks_p_value'])}.")
+    doc.table(pd.DataFrame([{"data": side, "mean max-probability": number(conf[side]["mean_max_prob"], ".3f"),
+                             "mean entropy (nats)": number(conf[side]["mean_entropy"], ".3f"),
+                             "ECE (%)": pct(conf[side]["ece"], 2)} for side in ("reference", "production")]),
+              note=f"Max-probability distributions compared with a KS test: {p_text(conf['max_prob_ks_p_value'])}.")
     chist = figures / "confidence.png"
     confidence_histogram(ref.probs, prod.probs, chist)
     doc.figure(chist, "Max class probability, reference test vs production")
@@ -363,7 +344,7 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
         ranking = gaps.get("ranking") or []
         doc.table(pd.DataFrame([{
             "attribute": a, "best group": gaps["gaps"][a]["best"], "worst group": gaps["gaps"][a]["worst"],
-            "macro-F1 gap (points)": _pct(gaps["gaps"][a]["macro_f1_gap"]),
+            "macro-F1 gap (points)": pct(gaps["gaps"][a]["macro_f1_gap"], 1),
             "significant": "yes" if gaps["gaps"][a].get("significant") else "no"} for a in ranking]),
             heading="Largest gaps by attribute")
         raw = {"attributes": {a: {"groups": g, "gap": gaps["gaps"].get(a)} for a, g in sub.items()},
@@ -381,8 +362,8 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                 table.append({"group": g, "n": m["n"],
                               "accuracy (%)": _ci(m["accuracy"]["value"], m["accuracy"]["ci_low"], m["accuracy"]["ci_high"]),
                               "macro-F1 (%)": _ci(m["macro_f1"]["value"], m["macro_f1"]["ci_low"], m["macro_f1"]["ci_high"]),
-                              "errors absorbed by": (f"{absorb[0]['class']} ({_pct(absorb[0]['share'])}% vs "
-                                                     f"{_pct(absorb[0]['share_other_groups'])}%)") if absorb else DASH,
+                              "errors absorbed by": (f"{absorb[0]['class']} ({pct(absorb[0]['share'], 1)}% vs "
+                                                     f"{pct(absorb[0]['share_other_groups'], 1)}%)") if absorb else DASH,
                               "note": "too small to judge" if m.get("too_small") else ""})
             doc.table(pd.DataFrame(table), heading=f"`{a}`", small=True)
 

@@ -45,6 +45,7 @@ __all__ = [
     "LoadedImage",
     "load_image",
     "load_image_bytes",
+    "pil_to_rgb",
     "to_grayscale_if_gray",
 ]
 
@@ -325,7 +326,7 @@ def _decode(data: bytes, *, max_pixels: int, min_side: int) -> LoadedImage:
 
         img = _exif_transpose(img, notes)
         orig_size = img.size
-        array = _to_rgb_array(img, notes)
+        array = pil_to_rgb(img, notes)
 
     # The contract: (H, W, 3) uint8, C-contiguous, matching orig_size.
     if array.shape != (orig_size[1], orig_size[0], 3) or array.dtype != np.uint8:
@@ -378,8 +379,13 @@ def _exif_transpose(img: Image.Image, notes: list[str]) -> Image.Image:
     return img
 
 
-def _to_rgb_array(img: Image.Image, notes: list[str]) -> np.ndarray:
-    """Convert a loaded PIL image of any mode to an (H, W, 3) uint8 RGB array."""
+def pil_to_rgb(img: Image.Image, notes: list[str] | None = None) -> np.ndarray:
+    """Convert a loaded PIL image of any mode to an (H, W, 3) uint8 RGB array.
+
+    Alpha is composited on white, palettes and 16-bit/CMYK/grey modes are converted; what was
+    done is appended to ``notes`` (e.g. ``"palette->rgb"``) when given.
+    """
+    notes = [] if notes is None else notes
     mode = img.mode
     has_key_transparency = "transparency" in img.info
 
