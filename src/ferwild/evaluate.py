@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferwild.data.cache import PreparedDataset
-from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.pipeline import eval_loader
 from ferwild.runs import RunError, autocast_dtype, load_run, resolve_device, resolve_run_dir
 from ferwild.shipped import cache_dir
 from ferwild.train import evaluate
@@ -41,10 +41,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     if rows.empty:
         splits = sorted(set(prepared.manifest["split"]) - {""})
         raise RunError(f"split {split!r} of {data_dir} is empty (splits: {', '.join(splits)})")
-    dataset = CachedFaceDataset(prepared.root, rows, prepared.label_names)
-    pre = model.preprocessing
-    loader = make_loader(dataset, EpochBatchSampler(len(dataset), batch_size, shuffle=False))
-    result = evaluate(model, loader, BatchTransform(pre.input_size, pre.mean, pre.std), None, dev,
+    loader, transform = eval_loader(prepared.root, rows, prepared.label_names, model.preprocessing, batch_size)
+    result = evaluate(model, loader, transform, None, dev,
                       num_classes=len(prepared.label_names), amp_dtype=autocast_dtype("auto", dev),
                       keep_outputs=True)
     out = Path(out_dir) if out_dir is not None else cache_dir(run_dir, f"eval-{split}")

@@ -159,3 +159,17 @@ class BatchTransform:
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
         return x
+
+
+def eval_loader(root: str | Path, rows: pd.DataFrame, label_names: Sequence[str], preprocessing,
+                batch_size: int = 256) -> tuple[torch.utils.data.DataLoader, BatchTransform]:
+    """``rows`` of a prepared dataset in their order, and the model's (non-augmenting) transform.
+
+    What ``evaluate_run`` and the audit iterate; ``preprocessing`` is the model's
+    :class:`~ferwild.models.Preprocessing` (input size, mean, std). Training's validation
+    loader is built in ``fit`` instead: under DDP each rank reads its own slice.
+    """
+    dataset = CachedFaceDataset(root, rows, label_names)
+    loader = make_loader(dataset, EpochBatchSampler(len(dataset), batch_size, shuffle=False))
+    pre = preprocessing
+    return loader, BatchTransform(pre.input_size, pre.mean, pre.std)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ferwild.data.cache import PreparedDataset, save_npz_atomic
-from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.pipeline import eval_loader
 from ferwild.shipped import cache_dir
 from ferwild.runs import RunError, autocast_dtype, checkpoint_dir, resolve_device
 
@@ -106,10 +106,7 @@ def forward_outputs(model, prepared: PreparedDataset, rows: pd.DataFrame, *, bat
     names = prepared.label_names
     # The loader needs a label per row; unlabelled rows borrow the first class (never read).
     loader_rows = rows.assign(label=rows["label"].where(rows["label"].isin(names), names[0]))
-    dataset = CachedFaceDataset(prepared.root, loader_rows, names)
-    pre = model.preprocessing
-    transform = BatchTransform(pre.input_size, pre.mean, pre.std)
-    loader = make_loader(dataset, EpochBatchSampler(len(dataset), batch_size, shuffle=False))
+    loader, transform = eval_loader(prepared.root, loader_rows, names, model.preprocessing, batch_size)
     amp = autocast_dtype("auto", device)
     feats, probs = [], []
     done = 0
