@@ -25,21 +25,42 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def make_prepared(tmp_path_factory):
+    """``make_prepared(n, seed=, synth_size=)``: synthetic reference faces prepared at 32 px.
+
+    One builder for every test module that needs a small prepared dataset; each distinct
+    ``(n, seed, synth_size)`` is built once per session and shared.
+    """
+    from ferwild.data.prepare import PrepareConfig, prepare
+    from ferwild.data.synth import synth_dataset
+
+    built: dict[tuple[int, int, int], Path] = {}
+
+    def make(n: int, *, seed: int, synth_size: int) -> Path:
+        key = (n, seed, synth_size)
+        if key not in built:
+            root = tmp_path_factory.mktemp(f"prepared-{n}-{seed}-{synth_size}")
+            synth_dataset("reference", n, root / "raw", seed=seed, size=synth_size, label_set="basic6")
+            prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1))
+            built[key] = root / "prep"
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, make_prepared):
     """A real (tiny) trained run: synthetic faces -> prepare at 32 px -> cnn_small, 2 epochs.
 
     Returns ``(run_dir, prepared_dir, raw_dir)``; ``raw_dir/images/<label>/*.png`` are the
     original 64 px synthetic faces. Shared by the inference-side tests (recognizer, predict).
     """
     from ferwild.config import RunConfig
-    from ferwild.data.prepare import PrepareConfig, prepare
-    from ferwild.data.synth import synth_dataset
     from ferwild.train import fit
 
-    root = tmp_path_factory.mktemp("tiny_run")
-    synth_dataset("reference", 150, root / "raw", seed=7, size=64, label_set="basic6")
-    prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1))
-    config = RunConfig.load(None, [f"data.path={root / 'prep'}", "model.name=cnn_small", "model.pretrained=none",
+    prep = make_prepared(150, seed=7, synth_size=64)
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    config = RunConfig.load(None, [f"data.path={prep}", "model.name=cnn_small", "model.pretrained=none",
                                    "model.image_size=32", "train.batch_size=32", "train.epochs=2"])
-    fit(config, root / "run", log=lambda message: None)
-    return root / "run", root / "prep", root / "raw"
+    fit(config, run, log=lambda message: None)
+    return run, prep, prep.parent / "raw"

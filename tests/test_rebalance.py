@@ -14,16 +14,11 @@ import torch
 
 from ferwild.audit.rebalance import FIGURE, MARKER, RebalanceConfig, rebalance
 from ferwild.data.cache import PreparedDataset
-from ferwild.data.prepare import PrepareConfig, prepare
-from ferwild.data.synth import synth_dataset
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("rebalance")
-    synth_dataset("reference", 240, root / "raw", seed=3, size=48, label_set="basic6")
-    prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1))
-    return root / "prep"
+def prepared(make_prepared) -> Path:
+    return make_prepared(240, seed=3, synth_size=48)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from ferwild.data.prepare import PrepareConfig, prepare
-from ferwild.data.synth import synth_dataset
 from ferwild.study import StudyError, StudySpec, expand_trials, run_study, seed_study, select
 
 BASE = {"model.pretrained": "none", "model.image_size": 32, "train.batch_size": 32, "train.epochs": 1,
@@ -23,11 +21,8 @@ BASE = {"model.pretrained": "none", "model.image_size": 32, "train.batch_size": 
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("study_data")
-    synth_dataset("reference", 180, root / "raw", seed=3, size=48, label_set="basic6")
-    prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1))
-    return root / "prep"
+def prepared(make_prepared) -> Path:
+    return make_prepared(180, seed=3, synth_size=48)
 
 
 def _write(path: Path, spec: dict) -> Path:

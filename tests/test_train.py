@@ -24,11 +24,8 @@ TRAIN_ARGS = ["--model", "cnn_small", "--pretrained", "none", "--batch-size", "3
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    synth_dataset("reference", 360, root / "raw", seed=1, size=64, label_set="basic6")
-    prepare(root / "raw" / "manifest.csv", root / "prep", PrepareConfig(size=32, workers=1))
-    return root / "prep"
+def prepared(make_prepared) -> Path:
+    return make_prepared(360, seed=1, synth_size=64)
 
 
 def _cli(*args, **kw):

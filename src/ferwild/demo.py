@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoResult", "demo_study", "run_demo", "DEMO_MAIN_MODEL", "DEMO_BASELINE_MODEL"]
+__all__ = ["DemoResult", "demo_study", "run_demo", "ship", "missed_faces_note", "DEMO_MAIN_MODEL", "DEMO_BASELINE_MODEL"]
 
 #: The demo's main model: the shipped architecture at demo size (learns in a few epochs on ~1,000 faces).
 DEMO_MAIN_MODEL = "fer_vgg_tiny"
@@ -146,15 +146,29 @@ def run_demo(
         log(f"- {line}")
 
     section("ship")
+    onnx_path, predictions_dir, summary = ship(out, run_dir, n, log=log, command=command)
+    note = missed_faces_note(summary, audit.get("data_health", {}).get("detector_check"))
+    if note:
+        log(f"  {note}")
+    return DemoResult(out=out, study_dir=study_dir, run_dir=run_dir, audit_dir=audit_dir, onnx_path=onnx_path,
+                      predictions_dir=predictions_dir, selection=selection, verdict=audit["verdict"],
+                      ship_summary=summary)
+
+
+def ship(out: Path, run_dir: Path, n: int, *, log: Callable[[str], None] = _print,
+         command: Callable[[str], None] | None = None) -> tuple[Path, Path, dict[str, Any]]:
+    """Export ``run_dir`` to ``out/model.onnx`` and run it on a sample of the production photos,
+    as a user would hand them over (``out/ship/``); returns the ONNX path, the predictions
+    folder and the predict summary."""
     from ferwild.export import export_onnx
     from ferwild.predict import PredictConfig, predict_files
     from ferwild.recognizer import Recognizer
 
+    command = command or log
     onnx_path = out / "model.onnx"
     command(f"$ ferwild export --run {run_dir} --out {onnx_path}")
     report = export_onnx(run_dir, onnx_path)
     log(f"  ONNX Runtime vs PyTorch: max |dp| = {report['parity']['max_abs_diff_probabilities']:.1e}")
-    # a few production photos, as a user would hand them over: every face found, aligned, labelled
     photos = sorted((out / "synth" / "production" / "images").rglob("*.png"))[::max(1, n // SHIP_SAMPLE)][:SHIP_SAMPLE]
     sample = out / "ship" / "photos"
     sample.mkdir(parents=True, exist_ok=True)
@@ -168,12 +182,7 @@ def run_demo(
                             PredictConfig(annotate=True), overwrite=True)
     log(f"  {summary['n_images']} photos: {summary['n_faces']} faces, {summary['n_without_face']} without a face; "
         f"labels {summary['labels']}")
-    note = missed_faces_note(summary, audit.get("data_health", {}).get("detector_check"))
-    if note:
-        log(f"  {note}")
-    return DemoResult(out=out, study_dir=study_dir, run_dir=run_dir, audit_dir=audit_dir, onnx_path=onnx_path,
-                      predictions_dir=predictions_dir, selection=selection, verdict=audit["verdict"],
-                      ship_summary=summary)
+    return onnx_path, predictions_dir, summary
 
 
 def missed_faces_note(summary: dict[str, Any], detector_check: dict[str, Any] | None) -> str | None:

@@ -414,69 +414,81 @@ def prepare_run_dir(config: RunConfig, out_dir: Path, resume: bool) -> tuple[Run
     return config, ckpt
 
 
-def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``config`` into ``out_dir`` (see the module docstring); returns the final summary.
+@dataclass
+class _TrainingData:
+    """The prepared dataset's splits as the loop reads them."""
 
-    Raises:
-        RunError / ConfigError: user mistakes (missing data, mismatched labels, ...).
-        TrainingDiverged: NaN/inf loss. TrainingInterrupted: SIGINT/SIGTERM (checkpointed).
-    """
-    from ferwild.models import create_model
+    label_names: list[str]
+    face_alignment: dict[str, Any]   # travels with every checkpoint: inference cuts faces this way
+    train_set: CachedFaceDataset
+    val_set: CachedFaceDataset
 
-    out = Path(out_dir)
-    device = resolve_device(config.train.device)
-    # nothing is written before the data, model and optimizer are checked: a failed start leaves no run folder
+
+def _load_training_data(config: RunConfig) -> _TrainingData:
+    """Open the prepared dataset and its train/val splits, or fail with a one-line error."""
     if not config.data.path:
         raise ConfigError("no prepared dataset given (--data PREPARED_DIR or data.path)")
     try:
         prepared = PreparedDataset(config.data.path)
     except FileNotFoundError as exc:
         raise RunError(str(exc)) from None
-    ddp = init_distributed(device)
-
-    # data
-    label_names = prepared.label_names
-    # travels with every checkpoint: inference cuts new faces the way the training data was cut
-    face_alignment = prepared.face_alignment().to_dict()
     train_rows = prepared.rows(config.data.train_split, include_augmented=config.data.use_augmented_rows)
     val_rows = prepared.rows(config.data.val_split)
     for split, rows in ((config.data.train_split, train_rows), (config.data.val_split, val_rows)):
         if rows.empty:
             raise RunError(f"split {split!r} of {config.data.path} is empty")
     try:
-        train_set = CachedFaceDataset(prepared.root, train_rows, label_names)
-        val_set = CachedFaceDataset(prepared.root, val_rows, label_names)
+        train_set = CachedFaceDataset(prepared.root, train_rows, prepared.label_names)
+        val_set = CachedFaceDataset(prepared.root, val_rows, prepared.label_names)
     except ValueError as exc:
         raise RunError(f"{config.data.path}: {exc}") from None
-    num_classes = len(label_names)
+    return _TrainingData(prepared.label_names, prepared.face_alignment().to_dict(), train_set, val_set)
 
-    # batch geometry: global batch = micro x ranks x accumulation
-    micro = config.train.micro_batch_size or max(1, config.train.batch_size // ddp.world_size)
-    if config.train.batch_size % (micro * ddp.world_size):
+
+def _batch_geometry(config: RunConfig, world_size: int, train_rows: int) -> tuple[int, int]:
+    """``(micro_batch, accumulation_steps)``: global batch = micro x ranks x accumulation."""
+    micro = config.train.micro_batch_size or max(1, config.train.batch_size // world_size)
+    if config.train.batch_size % (micro * world_size):
         raise ConfigError(f"train.batch_size {config.train.batch_size} is not a multiple of "
-                          f"micro-batch {micro} x {ddp.world_size} process(es)")
-    accum_steps = config.train.batch_size // (micro * ddp.world_size)
-    if config.train.batch_size > len(train_set):
+                          f"micro-batch {micro} x {world_size} process(es)")
+    if config.train.batch_size > train_rows:
         raise ConfigError(f"train.batch_size {config.train.batch_size} is larger than the training split "
-                          f"({len(train_set)} rows); lower --batch-size")
+                          f"({train_rows} rows); lower --batch-size")
+    return micro, config.train.batch_size // (micro * world_size)
 
-    # model
+
+@dataclass
+class _Trainer:
+    """The model and everything that updates it, built from the config."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    eval_loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any                   # F1DropScheduler | EpochScheduler
+    train_tf: BatchTransform
+    eval_tf: BatchTransform
+    amp: torch.dtype | None
+
+
+def _build_trainer(config: RunConfig, data: _TrainingData, device: torch.device) -> _Trainer:
+    """Model (seeded), class-weighted loss, optimizer, learning-rate rule and batch transforms."""
+    from ferwild.models import create_model
+
+    num_classes = len(data.label_names)
     torch.manual_seed(config.train.seed)
     try:
         model = create_model(config.model.name, num_classes, pretrained=config.model.pretrained,
-                             image_size=config.model.image_size, id2label=dict(enumerate(label_names)))
+                             image_size=config.model.image_size, id2label=dict(enumerate(data.label_names)))
     except ValueError as exc:  # e.g. an image size a ViT's patch size does not divide
         raise ConfigError(str(exc)) from None
     if config.model.freeze_backbone:
         model.freeze_backbone(True)
     model.to(device)
     pre = model.preprocessing
-    weights = class_weights(train_set.labels.numpy(), num_classes, config.optim.class_weights).to(device)
+    weights = class_weights(data.train_set.labels.numpy(), num_classes, config.optim.class_weights).to(device)
     if config.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.optim.label_smoothing)
-    eval_loss_fn = nn.CrossEntropyLoss()
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config.optim.optimizer,
                                 config.optim.lr, config.optim.momentum, config.optim.weight_decay,
                                 nesterov=config.optim.nesterov)
@@ -489,8 +501,46 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     train_tf = BatchTransform(pre.input_size, pre.mean, pre.std, train=config.data.augment,
                               augment=config.data.augment_config() if config.data.augment else None,
                               generator=augment_gen, memory_format=layout)
-    eval_tf = BatchTransform(pre.input_size, pre.mean, pre.std, memory_format=layout)
-    amp = autocast_dtype(config.train.precision, device)
+    return _Trainer(model, nn.CrossEntropyLoss(weight=weights, label_smoothing=config.optim.label_smoothing),
+                    nn.CrossEntropyLoss(), optimizer, scheduler, train_tf,
+                    BatchTransform(pre.input_size, pre.mean, pre.std, memory_format=layout),
+                    autocast_dtype(config.train.precision, device))
+
+
+def _resume_from(ckpt: Path, trainer: _Trainer) -> tuple[int, list[dict[str, Any]], float, dict | None]:
+    """Load a checkpoint into the trainer; returns ``(start_epoch, history, best_val_f1, partial_epoch)``."""
+    state = load_checkpoint_state(ckpt)
+    load_weights(trainer.model, ckpt)
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["cpu"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state["epoch"], list(state["history"]), state["best_val_macro_f1"], state.get("partial_epoch")
+
+
+def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``config`` into ``out_dir`` (see the module docstring); returns the final summary.
+
+    Setup (data, batch geometry, model and optimizer, resume) is in the helpers above; the
+    epoch loop stays here, whole, so that one read shows what an epoch does (train, reduce
+    across ranks, validate, step the learning-rate rule, checkpoint, log).
+
+    Raises:
+        RunError / ConfigError: user mistakes (missing data, mismatched labels, ...).
+        TrainingDiverged: NaN/inf loss. TrainingInterrupted: SIGINT/SIGTERM (checkpointed).
+    """
+    out = Path(out_dir)
+    device = resolve_device(config.train.device)
+    # nothing is written before the data, model and optimizer are checked: a failed start leaves no run folder
+    data = _load_training_data(config)
+    ddp = init_distributed(device)
+    train_set, val_set, label_names = data.train_set, data.val_set, data.label_names
+    num_classes = len(label_names)
+    micro, accum_steps = _batch_geometry(config, ddp.world_size, len(train_set))
+    t = _build_trainer(config, data, device)
+    optimizer, scheduler = t.optimizer, t.scheduler
 
     # the run folder is written only once everything above has been checked
     if ddp.is_main:
@@ -498,22 +548,12 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     ddp.barrier()
     if not ddp.is_main:
         ckpt = checkpoint_dir(out, "last") if (out / "checkpoints" / "LAST").exists() and resume else None
-
-    # resume
     start_epoch, history, best_f1, partial = 0, [], -1.0, None
     if ckpt is not None:
-        state = load_checkpoint_state(ckpt)
-        load_weights(model, ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        start_epoch, history, best_f1 = state["epoch"], list(state["history"]), state["best_val_macro_f1"]
-        partial = state.get("partial_epoch")
+        start_epoch, history, best_f1, partial = _resume_from(ckpt, t)
         if ddp.is_main:
-            where = f"epoch {start_epoch}" + (f", step {partial['steps']}" if partial else "")
-            log(f"resuming {out} from {where}")
+            log(f"resuming {out} from epoch {start_epoch}" + (f", step {partial['steps']}" if partial else ""))
+    model = t.model
     if ddp.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -523,7 +563,7 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                 "rng": _torch_rng_state(),
                 "partial_epoch": partial_state.to_dict() if partial_state else None,
                 "model_config": unwrap_model(model).config(), "label_names": label_names,
-                "face_alignment": face_alignment, "config": config.to_dict()}
+                "face_alignment": data.face_alignment, "config": config.to_dict()}
 
     if ddp.is_main:
         log(f"training {config.model.name} on {len(train_set)} rows ({len(val_set)} val), "
@@ -548,8 +588,8 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                     save_checkpoint(out, f"epoch-{epoch:03d}-step-{s.steps:06d}", model, checkpoint_state(epoch, s))
                     log(f"interrupted: checkpoint written at epoch {epoch + 1}, step {s.steps}; rerun with --resume")
 
-            epoch_state = train_one_epoch(model, loader, train_tf, optimizer, loss_fn, device,
-                                          num_classes=num_classes, accum_steps=accum_steps, amp_dtype=amp,
+            epoch_state = train_one_epoch(model, loader, t.train_tf, optimizer, t.loss_fn, device,
+                                          num_classes=num_classes, accum_steps=accum_steps, amp_dtype=t.amp,
                                           state=epoch_state, should_stop=lambda: stop.requested,
                                           on_interrupt=on_interrupt,
                                           batch_seed=lambda i, e=epoch: _batch_seed(config.train.seed, e, ddp.rank, i))
@@ -563,8 +603,8 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             if ddp.enabled:
                 # each rank evaluates a disjoint slice (no padding: metrics stay exact)
                 val_sampler = _ShardedEvalSampler(len(val_set), config.train.eval_batch_size, ddp.rank, ddp.world_size)
-            val = evaluate(model, make_loader(val_set, val_sampler), eval_tf, eval_loss_fn, device,
-                           num_classes=num_classes, amp_dtype=amp)
+            val = evaluate(model, make_loader(val_set, val_sampler), t.eval_tf, t.eval_loss_fn, device,
+                           num_classes=num_classes, amp_dtype=t.amp)
             vsums = ddp.all_reduce(torch.tensor([val["loss_sum"], val["count"]], dtype=torch.float64))
             val_cm = ddp.all_reduce(val["confusion"].clone())
             val_acc, val_f1 = metrics_from_confusion(val_cm)

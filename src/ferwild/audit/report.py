@@ -2,20 +2,24 @@
 
 Sections follow :mod:`ferwild.audit.core`: verdict and advice first, then data health,
 performance (the study's Tables 12-13 and Figure 9, with confidence intervals), covariate
-shift, label shift, confidence drift, subgroup bias and the method notes.
+shift, label shift, confidence drift, subgroup bias and the method notes. Each section has
+its own writer (``_section_*``), fed the audit dict and the model outputs it draws from.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ferwild.audit.groups import subgroup_gap_figure
 from ferwild.data.cache import save_text_atomic
 from ferwild.formatting import DASH, number, p_text, p_value, pct
 from ferwild.htmldoc import Document
+from ferwild.metrics import confusion_figure
 from ferwild.plotting import save_figure, subplots
 
 FIGURES = "figures"
@@ -144,15 +148,46 @@ def most_unlike_sheet(production, scores: pd.DataFrame, path: Path, k: int) -> b
 def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, production, scores: pd.DataFrame,
                        scores_reference: np.ndarray, config) -> None:
     """Write ``report.html``, ``report.md`` and ``figures/`` for an audit dict."""
-    from ferwild.audit.groups import subgroup_gap_figure
-    from ferwild.metrics import confusion_figure
-
     figures = out / FIGURES
     figures.mkdir(parents=True, exist_ok=True)
     doc = Document(out)
-    names = audit["label_names"]
+    ctx = _ReportInputs(out=out, figures=figures, names=audit["label_names"], config=config, ref=ref, prod=prod,
+                        val=val, reference=reference, production=production, scores=scores,
+                        scores_reference=scores_reference)
+    _section_verdict(doc, audit, ctx)
+    _section_data_health(doc, audit, ctx)
+    _section_performance(doc, audit, ctx)
+    _section_covariate_shift(doc, audit, ctx)
+    _section_label_shift(doc, audit, ctx)
+    _section_confidence(doc, audit, ctx)
+    _section_subgroups(doc, audit, ctx)
+    _section_method(doc, audit, ctx)
+    title = "ferwild audit: production vs reference"
+    subtitle = f"{Path(audit['production']).name} vs {Path(audit['reference']).name} · run {Path(audit['run']).name}"
+    save_text_atomic(out / "report.md", f"# {title}\n\n{subtitle}\n\n" + doc.markdown())
+    save_text_atomic(out / "report.html", doc.page(title, subtitle))
 
-    # verdict
+
+@dataclass
+class _ReportInputs:
+    """What the sections need besides the audit dict: where to write, and the model outputs."""
+
+    out: Path
+    figures: Path
+    names: list
+    config: Any
+    ref: Any
+    prod: Any
+    val: Any
+    reference: Any
+    production: Any
+    scores: pd.DataFrame
+    scores_reference: np.ndarray
+
+
+def _section_verdict(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "Verdict"."""
+    config = ctx.config
     doc.heading(2, "Verdict")
     doc.box("warn" if audit["covariate_shift"]["detected"] else "note", "Findings", audit["verdict"]["findings"])
     doc.box("note", "Advice", audit["verdict"]["advice"])
@@ -163,7 +198,9 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
              f"Production: `{audit['production']}` ({rows['production']} rows, "
              f"{'labelled' if rows['production_labelled'] else 'unlabelled'}). Run: `{audit['run']}`.")
 
-    # 1. data health
+
+def _section_data_health(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "1. data health"."""
     doc.heading(2, "1. Data health")
     af = audit["data_health"]["alignment_failure"]
     detail = [("reference", af["reference_detail"]), ("production", af["production_detail"])]
@@ -212,7 +249,10 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                   heading="Image statistics, largest differences first",
                   note="; ".join(notes) + ".")
 
-    # 2. performance
+
+def _section_performance(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "2. performance"."""
+    figures, names, ref, prod, reference = ctx.figures, ctx.names, ctx.ref, ctx.prod, ctx.reference
     perf = audit.get("performance")
     doc.heading(2, "2. Performance on production (Tables 12-13, Figure 9)")
     train_counts = (reference.summary.get("counts") or {}).get("train", {})
@@ -248,7 +288,11 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     doc.figure(fig9, "Figure 9: class distribution of reference training data and production "
                      "(true when labelled, predicted, and estimated priors with 95% intervals)")
 
-    # 3. covariate shift
+
+def _section_covariate_shift(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "3. covariate shift"."""
+    figures, config, production = ctx.figures, ctx.config, ctx.production
+    scores, scores_reference = ctx.scores, ctx.scores_reference
     cov = audit["covariate_shift"]
     doc.heading(2, "3. Covariate shift (no labels needed)")
     doc.table(pd.DataFrame([
@@ -288,7 +332,10 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
         doc.figure(sheet, f"The {min(config.top_k, len(scores))} production faces least like the reference "
                           "(all per-sample scores: production_scores.parquet)", max_width=900)
 
-    # 4. label shift
+
+def _section_label_shift(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "4. label shift"."""
+    names = ctx.names
     ls = audit["label_shift"]
     doc.heading(2, "4. Label shift (no labels needed)")
     em = ls.get("em") or {}
@@ -321,7 +368,10 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                  f"inside {ls['truth_inside_ci']} of {len(names)} intervals.")
     doc.table(pd.DataFrame(rows_ls), heading="Estimated production class priors", note=note)
 
-    # 5. confidence
+
+def _section_confidence(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "5. confidence"."""
+    figures, ref, prod = ctx.figures, ctx.ref, ctx.prod
     conf = audit["confidence"]
     doc.heading(2, "5. Confidence and calibration drift")
     doc.table(pd.DataFrame([{"data": side, "mean max-probability": number(conf[side]["mean_max_prob"], ".3f"),
@@ -332,7 +382,10 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
     confidence_histogram(ref.probs, prod.probs, chist)
     doc.figure(chist, "Max class probability, reference test vs production")
 
-    # 6. subgroups
+
+def _section_subgroups(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "6. subgroups"."""
+    figures = ctx.figures
     sub, gaps = audit.get("subgroups") or {}, audit.get("subgroup_gaps") or {}
     doc.heading(2, "6. Subgroup bias")
     if not sub:
@@ -367,7 +420,10 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
                               "note": "too small to judge" if m.get("too_small") else ""})
             doc.table(pd.DataFrame(table), heading=f"`{a}`", small=True)
 
-    # 7. method
+
+def _section_method(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
+    """The report's section "7. method"."""
+    config = ctx.config
     doc.heading(2, "7. Method")
     t = audit.get("timings_s", {})
     doc.bullets([
@@ -383,7 +439,3 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
         "(independent samples, normal approximation).",
         "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + ".",
     ])
-    title = "ferwild audit: production vs reference"
-    subtitle = f"{Path(audit['production']).name} vs {Path(audit['reference']).name} · run {Path(audit['run']).name}"
-    save_text_atomic(out / "report.md", f"# {title}\n\n{subtitle}\n\n" + doc.markdown())
-    save_text_atomic(out / "report.html", doc.page(title, subtitle))
