@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ferwild.study import StudyError, StudySpec, expand_trials, run_study, seed_study, select
+from ferwild.study import StudyError, StudySpec, expand_trials, original_study_design, run_study, select
 
 BASE = {"model.pretrained": "none", "model.image_size": 32, "train.batch_size": 32, "train.epochs": 1,
         "model.name": "cnn_small"}
@@ -30,8 +30,8 @@ def _write(path: Path, spec: dict) -> Path:
     return path
 
 
-def test_seed_study_expands_to_the_papers_grid(tmp_path):
-    spec = StudySpec.from_dict(seed_study("data", seeds=[0, 1]), root=tmp_path)
+def test_original_study_design_expands_to_the_papers_grid(tmp_path):
+    spec = StudySpec.from_dict(original_study_design("data", seeds=[0, 1]), root=tmp_path)
     trials = expand_trials(spec)
     by_exp = pd.Series([t.experiment for t in trials]).value_counts().to_dict()
     assert by_exp == {"main": 2, "baseline": 2, "epochs": 8, "optimizer_lr": 18, "fine_lr": 6}

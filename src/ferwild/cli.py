@@ -323,7 +323,7 @@ def report(study_dir: Path = typer.Argument(..., help="A folder written by `ferw
     console.print(f"report: {html} and {md}", highlight=False)
 
 
-class _progress_bars:
+class ProgressBars:
     """Rich progress bars keyed by a task name: ``update_task(name, done, total)``."""
 
     def __enter__(self):
@@ -380,7 +380,7 @@ def audit(
                              n_permutations=permutations,
                              n_bootstrap=bootstrap, min_group_size=min_group_size, seed=seed,
                              attributes=_split_list(attributes), batch_size=batch_size, device=device)
-        with _progress_bars() as bars:
+        with ProgressBars() as bars:
             result = run_audit(run, reference, production, out, config,
                                progress=lambda m: bars.console.print(f"  {m}", highlight=False),
                                batch_progress=bars.update_task)
@@ -455,7 +455,7 @@ def monitor(
 
     try:
         config = MonitorConfig(alpha=alpha, auc_threshold=auc_threshold, patience=patience, device=device)
-        with _progress_bars() as bars:
+        with ProgressBars() as bars:
             hist = run_monitor(run, reference, [str(b) for b in batches], history_dir=history, config=config,
                                progress=lambda m: bars.console.print(f"  {m}", highlight=False),
                                batch_progress=bars.update_task)

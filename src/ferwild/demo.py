@@ -51,7 +51,7 @@ class DemoResult:
 
 
 def demo_study(prepared: Path, path: Path, seeds: list[int], quick: bool = False) -> Path:
-    """Write the seed study's design scaled to a CPU (small models at 48 px, random init) to ``path``.
+    """Write the original study's design scaled to a CPU (small models at 48 px, random init) to ``path``.
 
     The roles are swapped on purpose: from scratch on ~1,000 faces a small CNN learns in a few
     epochs while a tiny ViT does not (ViTs need pretraining or far more data), so the CNN is the

@@ -656,6 +656,8 @@ def _section_summary(doc: _Doc, study: _Study, winner: dict | None, all_cells: p
                      f"{_params_text(winner.get('params') or {})} (trial `{winner.get('trial')}`).")
     items.append(f"{len(study.results)} trials, {len(study.experiment_names)} experiments, "
                  f"seeds {', '.join(str(s) for s in study.seeds) or DASH}.")
+    items.append("Table and figure numbers are those of the original study this report reproduces "
+                 "(see ferwild's `docs/study.md`), so each can be read beside it.")
     doc.bullets(items)
     warnings = _data_warnings(study.data_summary) if study.data_summary else []
     if warnings:

@@ -16,7 +16,7 @@ experiment's (``base``), and varies others over a grid (``grid``)::
 
 Every trial is its own run directory (``STUDY_DIR/trials/<trial>/``) evaluated on val and test;
 ``results.csv`` has one row per trial. Cells are compared by their mean validation macro-F1
-over seeds (the seed study picked by test F1; ferwild does not), and the selected trial is
+over seeds (the original study picked by test F1; ferwild does not), and the selected trial is
 named in ``best_run``. Rerunning the same command skips finished trials and resumes an
 interrupted one from its last checkpoint. Trials run in a process pool sized to the machine,
 or as Ray tasks on a cluster (``ray_address``).
@@ -131,9 +131,9 @@ class StudySpec:
         return cls.from_dict(data, root=path.parent.absolute())
 
 
-def seed_study(data: str, *, seeds: list[int] | None = None, main: str = "vit_b16", baseline: str = "resnet50",
+def original_study_design(data: str, *, seeds: list[int] | None = None, main: str = "vit_b16", baseline: str = "resnet50",
                base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The seed study's design (Tasks 1-3) as a study mapping."""
+    """The design of the original study (docs/study.md, Tasks 1-3) as a study mapping."""
     return {
         "data": data,
         "seeds": seeds or [0, 1],
@@ -471,16 +471,16 @@ def select(results: pd.DataFrame, trials: list[Trial], metric: str = "val_macro_
 
 
 def write_default_study(path: str | os.PathLike, data: str, **kwargs) -> Path:
-    """Write the seed study's design as a YAML file (data path relative to it when possible)."""
+    """Write the original study's design as a YAML file (data path relative to it when possible)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = os.path.relpath(Path(data).absolute(), path.parent.absolute())
     except ValueError:
         pass
-    path.write_text(yaml.safe_dump(seed_study(data, **kwargs), sort_keys=False))
+    path.write_text(yaml.safe_dump(original_study_design(data, **kwargs), sort_keys=False))
     return path
 
 
-__all__ = ["StudySpec", "Experiment", "Trial", "StudyError", "seed_study", "expand_trials",
+__all__ = ["StudySpec", "Experiment", "Trial", "StudyError", "original_study_design", "expand_trials",
            "trial_config", "run_trial", "run_study", "results_table", "select", "write_default_study"]

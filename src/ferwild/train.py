@@ -648,10 +648,10 @@ class _ShardedEvalSampler(EpochBatchSampler):
 
     def __init__(self, n: int, batch_size: int, rank: int, world_size: int):
         super().__init__(n, batch_size, shuffle=False)
-        self.rank_, self.world_ = rank, world_size
+        self.shard, self.n_shards = rank, world_size
 
     def _indices(self) -> np.ndarray:
-        return np.arange(self.n)[self.rank_::self.world_]
+        return np.arange(self.n)[self.shard::self.n_shards]
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

@@ -427,6 +427,8 @@ def _section_method(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
     doc.heading(2, "7. Method")
     t = audit.get("timings_s", {})
     doc.bullets([
+        "Tables 12-13 and Figure 9 are numbered as in the original study's production audit (Task 4; "
+        "ferwild's `docs/study.md`).",
         f"One forward pass per dataset; embeddings and probabilities cached in `RUN/audit-cache/` "
         f"(this run: {_cache_text(audit)}).",
         f"Covariate shift compares the held-out reference rows (`{config.shift_split}`) with production: "
