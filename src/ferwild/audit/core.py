@@ -29,6 +29,8 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -683,6 +685,57 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
 # the whole audit
 
 
+class _Stopwatch:
+    """Times the audit's named steps (``audit.json["timings_s"]``) and announces each one."""
+
+    def __init__(self, say: Callable[[str], Any]):
+        self.say, self.timings = say, {}
+
+    @contextmanager
+    def step(self, name: str, announce: str | None = None):
+        if announce:
+            self.say(announce)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - start
+
+
+def _subgroup_sections(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfig) -> dict[str, Any]:
+    """``subgroups``, ``subgroup_gaps`` (and ``subgroups_reference``) of the audit dict.
+
+    Bias is measured where labels exist: on production when it is labelled, else on the
+    reference test split (and said so).
+    """
+    side_outputs, side = (prod, "production") if prod.labelled else (ref, "reference test")
+    attrs = _attribute_columns(config, side_outputs.rows) if side_outputs.labelled else []
+    raw = subgroups(side_outputs, config, attrs) if attrs else None
+    out = {"subgroups": {a: v["groups"] for a, v in raw["attributes"].items()} if raw else {},
+           "subgroup_gaps": {"side": side, "ranking": raw["ranking"] if raw else [],
+                             "gaps": {a: v["gap"] for a, v in raw["attributes"].items()} if raw else {},
+                             "min_group_size": config.min_group_size}}
+    if prod.labelled and ref.labelled and attrs:
+        ref_raw = subgroups(ref, config, _attribute_columns(config, ref.rows))
+        out["subgroups_reference"] = {a: v["groups"] for a, v in ref_raw["attributes"].items()}
+    return out
+
+
+def _production_scores(prod: ModelOutputs, domain_scores: np.ndarray) -> pd.DataFrame:
+    """Per production row, most unlike the reference first: domain score, prediction, confidence,
+    entropy, the label when known and the ``attr_*`` columns (for triage and the report)."""
+    scores = prod.rows[["path"]].copy()
+    scores["domain_score"] = domain_scores
+    scores["pred"] = [prod.label_names[i] for i in prod.preds]
+    scores["max_prob"] = prod.probs.max(1)
+    scores["entropy"] = _entropy(prod.probs)
+    if prod.labelled:
+        scores["label"] = prod.rows["label"].to_numpy()
+    for c in [c for c in prod.rows if c.startswith("attr_")]:
+        scores[c] = prod.rows[c].to_numpy()
+    return scores.sort_values("domain_score", ascending=False, kind="stable")
+
+
 def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
               production_dir: str | os.PathLike, out_dir: str | os.PathLike,
               config: AuditConfig | None = None, *, progress=None, batch_progress=None) -> dict[str, Any]:
@@ -696,6 +749,7 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
     Raises:
         RunError: a missing run/dataset, label sets that differ, or an empty split.
     """
+    from ferwild.audit.outputs import audit_rows
     from ferwild.audit.report import write_audit_report
     from ferwild.runs import load_run, resolve_device
 
@@ -703,8 +757,8 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     say = progress or (lambda *_: None)
+    clock = _Stopwatch(say)
     try:
         reference, production = PreparedDataset(reference_dir), PreparedDataset(production_dir)
     except FileNotFoundError as exc:
@@ -717,21 +771,18 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
                                model_and_state=loaded,
                                progress=(lambda d, t: batch_progress(what, d, t)) if batch_progress else None)
 
-    t = time.perf_counter()
-    ref = outputs(reference_dir, config.reference_split, f"reference {config.reference_split}")
-    try:
-        val = outputs(reference_dir, config.calibration_split, f"reference {config.calibration_split}")
-    except RunError:
-        val = None
-    # the shift tests' held-out rows: reuse the splits already computed (val+test by default)
-    computed = {config.reference_split: ref, **({config.calibration_split: val} if val is not None else {})}
-    wanted = config.shift_split.split("+")
-    held_out = (ModelOutputs.concat([computed[s] for s in wanted]) if all(s in computed for s in wanted)
-                else outputs(reference_dir, config.shift_split, f"reference {config.shift_split}"))
-    prod = outputs(production_dir, config.production_split, "production")
-    timings["model_outputs"] = time.perf_counter() - t
-    cached = {"reference": ref.cached, "calibration": None if val is None else val.cached,
-              "production": prod.cached}
+    with clock.step("model_outputs"):
+        ref = outputs(reference_dir, config.reference_split, f"reference {config.reference_split}")
+        try:
+            val = outputs(reference_dir, config.calibration_split, f"reference {config.calibration_split}")
+        except RunError:
+            val = None
+        # the shift tests' held-out rows: reuse the splits already computed (val+test by default)
+        computed = {config.reference_split: ref, **({config.calibration_split: val} if val is not None else {})}
+        wanted = config.shift_split.split("+")
+        held_out = (ModelOutputs.concat([computed[s] for s in wanted]) if all(s in computed for s in wanted)
+                    else outputs(reference_dir, config.shift_split, f"reference {config.shift_split}"))
+        prod = outputs(production_dir, config.production_split, "production")
 
     audit: dict[str, Any] = {
         "run": str(run_dir), "reference": str(reference_dir), "production": str(production_dir),
@@ -741,72 +792,37 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
                  "calibration": 0 if val is None else int(len(val)),
                  "production": int(len(prod)), "production_labelled": bool(prod.labelled)},
     }
-    say("data health")
-    t = time.perf_counter()
-    health = data_health(reference, production, config)
-    audit["data_health"] = health
-    audit["alignment_failure"] = {"reference": health["alignment_failure"]["reference"],
-                                  "production": health["alignment_failure"]["production"],
-                                  "p_value": health["alignment_failure"]["test"].get("p_value")}
-    timings["data_health"] = time.perf_counter() - t
-    say("performance")
-    t = time.perf_counter()
-    audit["performance"] = performance(ref, prod, config)
-    timings["performance"] = time.perf_counter() - t
-    say("covariate shift")
-    t = time.perf_counter()
-    from ferwild.audit.outputs import audit_rows
-
-    cov = covariate_shift(held_out, prod, config, reference_rows=audit_rows(reference, None))
-    scores_x, scores_y = cov.pop("_scores")
-    audit["covariate_shift"] = cov
-    timings["covariate_shift"] = time.perf_counter() - t
-    say("label shift")
-    t = time.perf_counter()
-    audit["label_shift"] = caveat_label_shift(label_shift(val, prod, config), cov)
-    timings["label_shift"] = time.perf_counter() - t
+    with clock.step("data_health", "data health"):
+        health = audit["data_health"] = data_health(reference, production, config)
+        audit["alignment_failure"] = {"reference": health["alignment_failure"]["reference"],
+                                      "production": health["alignment_failure"]["production"],
+                                      "p_value": health["alignment_failure"]["test"].get("p_value")}
+    with clock.step("performance", "performance"):
+        audit["performance"] = performance(ref, prod, config)
+    with clock.step("covariate_shift", "covariate shift"):
+        cov = covariate_shift(held_out, prod, config, reference_rows=audit_rows(reference, None))
+        scores_x, scores_y = cov.pop("_scores")
+        audit["covariate_shift"] = cov
+    with clock.step("label_shift", "label shift"):
+        audit["label_shift"] = caveat_label_shift(label_shift(val, prod, config), cov)
     audit["confidence"] = confidence_drift(ref, prod)
-    say("subgroups")
-    t = time.perf_counter()
-    # Bias is measured where labels exist: on production when it is labelled, else on the
-    # reference test split (and said so).
-    side_outputs, side = (prod, "production") if prod.labelled else (ref, "reference test")
-    attrs = _attribute_columns(config, side_outputs.rows) if side_outputs.labelled else []
-    raw = subgroups(side_outputs, config, attrs) if attrs else None
-    audit["subgroups"] = {a: v["groups"] for a, v in raw["attributes"].items()} if raw else {}
-    audit["subgroup_gaps"] = {"side": side, "ranking": raw["ranking"] if raw else [],
-                              "gaps": {a: v["gap"] for a, v in raw["attributes"].items()} if raw else {},
-                              "min_group_size": config.min_group_size}
-    if prod.labelled and ref.labelled and attrs:
-        ref_raw = subgroups(ref, config, _attribute_columns(config, ref.rows))
-        audit["subgroups_reference"] = {a: v["groups"] for a, v in ref_raw["attributes"].items()}
-    timings["subgroups"] = time.perf_counter() - t
+    with clock.step("subgroups", "subgroups"):
+        audit.update(_subgroup_sections(ref, prod, config))
     audit["verdict"] = verdict(audit, config)
 
-    # per-sample production scores, for triage and for the report's "most unlike" figure
-    scores = prod.rows[["path"]].copy()
-    scores["domain_score"] = scores_y
-    scores["pred"] = [prod.label_names[i] for i in prod.preds]
-    scores["max_prob"] = prod.probs.max(1)
-    scores["entropy"] = _entropy(prod.probs)
-    if prod.labelled:
-        scores["label"] = prod.rows["label"].to_numpy()
-    for c in [c for c in prod.rows if c.startswith("attr_")]:
-        scores[c] = prod.rows[c].to_numpy()
-    scores = scores.sort_values("domain_score", ascending=False, kind="stable")
+    scores = _production_scores(prod, scores_y)
     scores.to_parquet(out / SCORES, index=False)
-    audit["most_unlike_reference"] = [
-        {"path": p, "domain_score": _f(s), "pred": pr} for p, s, pr
-        in zip(scores["path"].head(config.top_k), scores["domain_score"].head(config.top_k),
-               scores["pred"].head(config.top_k))]
-    say("report")
-    t = time.perf_counter()
-    timings["total_before_report"] = time.perf_counter() - t0
-    audit["cached_outputs"] = cached
-    audit["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    write_audit_report(audit, out, ref=ref, prod=prod, val=val, reference=reference,
-                       production=production, scores=scores, scores_reference=scores_x, config=config)
-    audit["timings_s"]["report"] = round(time.perf_counter() - t, 3)
+    top = scores.head(config.top_k)
+    audit["most_unlike_reference"] = [{"path": p, "domain_score": _f(s), "pred": pr}
+                                      for p, s, pr in zip(top["path"], top["domain_score"], top["pred"])]
+    clock.timings["total_before_report"] = time.perf_counter() - t0
+    audit["cached_outputs"] = {"reference": ref.cached, "calibration": None if val is None else val.cached,
+                               "production": prod.cached}
+    audit["timings_s"] = {k: round(v, 3) for k, v in clock.timings.items()}
+    with clock.step("report", "report"):
+        write_audit_report(audit, out, ref=ref, prod=prod, val=val, reference=reference,
+                           production=production, scores=scores, scores_reference=scores_x, config=config)
+    audit["timings_s"]["report"] = round(clock.timings["report"], 3)
     audit["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
     save_json_atomic(out / AUDIT_JSON, jsonable(audit, digits=8, nan_to_none=True))
     return audit
