@@ -411,6 +411,63 @@ def cell_figure(cells: list[dict[str, Any]], attributes: list[str], goal: int, p
 # the run
 
 
+def _claim_out_dir(out: Path, src: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Make ``out`` ours: empty or absent, a resumable run of the same call, or ``overwrite``.
+
+    Writes the marker (``identity``) and ``shards/``; raises ``FileExistsError`` otherwise.
+    """
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out_dir {out} exists and is not a folder")
+    if _is_nonempty(out):
+        try:
+            previous = json.loads((out / MARKER).read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != identity:
+            if not overwrite:
+                raise FileExistsError(f"{out} is not empty and holds no rebalance of {src} with these "
+                                      "settings; choose another out_dir or pass overwrite=True")
+            _clear(out)
+    (out / cache.SHARDS).mkdir(parents=True, exist_ok=True)
+    cache.save_json_atomic(out / MARKER, identity)
+
+
+def _rebalance_section(src: Path, config: RebalanceConfig, plan: _Plan, key: str, dropped: int,
+                       methods: Counter, names: list[str]) -> dict[str, Any]:
+    """The ``rebalance`` section of the new ``summary.json``: the plan, its cells and notes."""
+    notes = []
+    if plan.above:
+        notes.append(f"{len(plan.above)} cell(s) hold more than the target {plan.goal} and were left "
+                     "as they are (rebalancing never removes real rows)")
+    if plan.capped:
+        notes.append(f"{len(plan.capped)} cell(s) could not reach the target: "
+                     f"max_copies_per_row={config.max_copies_per_row}")
+    if plan.binned:
+        notes.append("numeric attributes binned into quantiles: " + ", ".join(plan.binned))
+    section = {
+        "source": str(src.resolve()),
+        "config": config.to_dict(),
+        "split": config.split,
+        "attributes": list(config.attributes),
+        "binned": plan.binned,
+        "target": plan.goal,
+        "key": key,
+        "rows_before": int(sum(c["before"] for c in plan.cells)),
+        "rows_after": int(sum(c["after"] for c in plan.cells)),
+        "added_rows": len(plan.positions),
+        "dropped_augmented_rows": dropped,
+        "cells": plan.cells,
+        "capped_cells": plan.capped,
+        "unfillable_cells": plan.unfillable,
+        "above_target_cells": plan.above,
+        "shard_links": dict(sorted(methods.items())),
+        "new_shards": sorted(set(names)),
+        "notes": notes,
+        "figure": FIGURE,
+    }
+    return section
+
+
 def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, config: RebalanceConfig, *,
               progress: Callable[[str, int, int], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write a copy of a prepared dataset whose ``config.split`` is balanced over attribute x
@@ -471,22 +528,8 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     identity = {"source": str(src.resolve()), "key": key,
                 "config": {k: v for k, v in config.to_dict().items() if k != "workers"}}
 
-    # out_dir: empty, a resumable run of the same call, or overwrite
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"out_dir {out} exists and is not a folder")
-    if _is_nonempty(out):
-        try:
-            previous = json.loads((out / MARKER).read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous != identity:
-            if not overwrite:
-                raise FileExistsError(f"{out} is not empty and holds no rebalance of {src} with these "
-                                      "settings; choose another out_dir or pass overwrite=True")
-            _clear(out)
+    _claim_out_dir(out, src, identity, overwrite)
     shards = out / cache.SHARDS
-    shards.mkdir(parents=True, exist_ok=True)
-    cache.save_json_atomic(out / MARKER, identity)
 
     # the source's shards, shown without copying their bytes
     needed = sorted(set(kept.loc[kept["shard"].fillna("").astype(str) != "", "shard"].astype(str)))
@@ -523,36 +566,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     after_counts = _class_counts(result, config.split)
     summary.setdefault("counts_after_balance", {})[config.split] = after_counts
     summary["augmented_rows"] = int((result["augmented_from"].fillna("").astype(str) != "").sum())
-    notes = []
-    if plan.above:
-        notes.append(f"{len(plan.above)} cell(s) hold more than the target {plan.goal} and were left "
-                     "as they are (rebalancing never removes real rows)")
-    if plan.capped:
-        notes.append(f"{len(plan.capped)} cell(s) could not reach the target: "
-                     f"max_copies_per_row={config.max_copies_per_row}")
-    if plan.binned:
-        notes.append("numeric attributes binned into quantiles: " + ", ".join(plan.binned))
-    section = {
-        "source": str(src.resolve()),
-        "config": config.to_dict(),
-        "split": config.split,
-        "attributes": list(config.attributes),
-        "binned": plan.binned,
-        "target": plan.goal,
-        "key": key,
-        "rows_before": int(sum(c["before"] for c in plan.cells)),
-        "rows_after": int(sum(c["after"] for c in plan.cells)),
-        "added_rows": len(plan.positions),
-        "dropped_augmented_rows": int(drop.sum()),
-        "cells": plan.cells,
-        "capped_cells": plan.capped,
-        "unfillable_cells": plan.unfillable,
-        "above_target_cells": plan.above,
-        "shard_links": dict(sorted(methods.items())),
-        "new_shards": sorted(set(names)),
-        "notes": notes,
-        "figure": FIGURE,
-    }
+    section = _rebalance_section(src, config, plan, key, int(drop.sum()), methods, names)
     summary["rebalance"] = section
     cell_figure(plan.cells, list(config.attributes), plan.goal, out / FIGURE)
     class_count_figure(summary.get("counts", {}).get(config.split, {}), after_counts, out / CLASS_FIGURE,
