@@ -853,5 +853,5 @@ def _contact_sheet(out: Path, manifest: pd.DataFrame, n: int = 48) -> None:
     reader = _ShardReader(out)
     crops = [reader.image(s, i) for s, i in zip(pick["shard"], pick["shard_index"])]
     crops = [np.repeat(c, 3, axis=2) if c.shape[2] == 1 else c for c in crops]
-    captions = [f"{lab[:8]} {st[:5]}" for lab, st in zip(pick["label"], pick["status"])]
+    captions = [f"{lab} {st}" for lab, st in zip(pick["label"], pick["status"])]  # wrapped to two lines
     contact_sheet(crops, captions, out / "contact_sheet.png", title="ferwild prepare: cached crops")
