@@ -149,6 +149,57 @@ class _LimitedMultiPartParser(MultiPartParser):
         super().on_part_data(data, start, end)
 
 
+def _predict_request_schema(max_files: int) -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /predict`` (multipart ``files``, or one ``file``)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "files": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "description": f"1 to {max_files} images",
+                            },
+                            "file": {"type": "string", "format": "binary",
+                                     "description": "a single image (alternative to files)"},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+
+async def _uploaded_files(request: Request, max_file_bytes: int, max_files: int,
+                          max_body_bytes: int) -> tuple[list[str], list[bytes]]:
+    """The uploads' display names and bytes (limits enforced by :func:`_read_uploads`)."""
+    uploads = await _read_uploads(request, max_file_bytes, max_files, max_body_bytes)
+    try:
+        names = [_source_name(up.filename, i) for i, up in enumerate(uploads)]
+        blobs = [await up.read() for up in uploads]
+    finally:
+        for up in uploads:
+            await up.close()
+    return names, blobs
+
+
+async def _decode_all(blobs: list[bytes], names: list[str], max_pixels: int) -> list[Any]:
+    """Decode every upload in parallel worker threads: an image, or the error text for that file."""
+    decoded: list[Any] = [None] * len(blobs)
+
+    async def decode(i: int) -> None:
+        decoded[i] = await anyio.to_thread.run_sync(_decode, blobs[i], names[i], max_pixels)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(blobs)):
+            tg.start_soon(decode, i)
+    return decoded
+
+
 def create_app(
     recognizer: Any,
     *,
@@ -226,49 +277,13 @@ def create_app(
             400: {"description": "not multipart, no file, or malformed multipart data"},
             413: {"description": "a file over max_upload_mb, or more than max_files files"},
         },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "files": {
-                                    "type": "array",
-                                    "items": {"type": "string", "format": "binary"},
-                                    "description": f"1 to {max_files} images",
-                                },
-                                "file": {"type": "string", "format": "binary",
-                                         "description": "a single image (alternative to files)"},
-                            },
-                        }
-                    }
-                },
-            }
-        },
+        openapi_extra=_predict_request_schema(max_files),
     )
     async def predict(request: Request) -> JSONResponse:
         """Detect the faces in each uploaded image and classify their expressions."""
         t0 = time.perf_counter()
-        uploads = await _read_uploads(request, max_file_bytes, max_files, max_body_bytes)
-        try:
-            names = [_source_name(up.filename, i) for i, up in enumerate(uploads)]
-            blobs = [await up.read() for up in uploads]
-        finally:
-            for up in uploads:
-                await up.close()
-
-        # decode in parallel worker threads, outside the model lock
-        decoded: list[Any] = [None] * len(blobs)
-
-        async def decode(i: int) -> None:
-            decoded[i] = await anyio.to_thread.run_sync(_decode, blobs[i], names[i], max_pixels)
-
-        async with anyio.create_task_group() as tg:
-            for i in range(len(blobs)):
-                tg.start_soon(decode, i)
-
+        names, blobs = await _uploaded_files(request, max_file_bytes, max_files, max_body_bytes)
+        decoded = await _decode_all(blobs, names, max_pixels)  # worker threads, outside the model lock
         good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
         analysed: dict[int, dict] = {}
         if good:
