@@ -356,6 +356,7 @@ class _Study:
     data_summary: dict | None
     problems: list[str] = field(default_factory=list)
     _json: dict = field(default_factory=dict)
+    _chance: dict = field(default_factory=dict)  # trial -> verdict: cells() is asked for more than once
 
     @property
     def param_columns(self) -> list[str]:
@@ -403,6 +404,11 @@ class _Study:
 
     def trial_chance(self, trial: str) -> str | None:
         """"above chance" | "near chance" | "at chance" for one trial's validation predictions."""
+        if trial not in self._chance:
+            self._chance[trial] = self._trial_chance(trial)
+        return self._chance[trial]
+
+    def _trial_chance(self, trial: str) -> str | None:
         run = self.run_dir(trial)
         summary = self.eval_summary(run, "val")
         if not summary or summary.get("macro_f1") is None:

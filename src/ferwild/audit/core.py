@@ -820,7 +820,7 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
                                "production": prod.cached}
     audit["timings_s"] = {k: round(v, 3) for k, v in clock.timings.items()}
     with clock.step("report", "report"):
-        write_audit_report(audit, out, ref=ref, prod=prod, val=val, reference=reference,
+        write_audit_report(audit, out, ref=ref, prod=prod, reference=reference,
                            production=production, scores=scores, scores_reference=scores_x, config=config)
     audit["timings_s"]["report"] = round(clock.timings["report"], 3)
     audit["timings_s"]["total"] = round(time.perf_counter() - t0, 3)

@@ -145,14 +145,14 @@ def most_unlike_sheet(production, scores: pd.DataFrame, path: Path, k: int) -> b
 # the document
 
 
-def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, production, scores: pd.DataFrame,
+def write_audit_report(audit: dict, out: Path, *, ref, prod, reference, production, scores: pd.DataFrame,
                        scores_reference: np.ndarray, config) -> None:
     """Write ``report.html``, ``report.md`` and ``figures/`` for an audit dict."""
     figures = out / FIGURES
     figures.mkdir(parents=True, exist_ok=True)
     doc = Document(out)
-    ctx = _ReportInputs(out=out, figures=figures, names=audit["label_names"], config=config, ref=ref, prod=prod,
-                        val=val, reference=reference, production=production, scores=scores,
+    ctx = _ReportInputs(figures=figures, names=audit["label_names"], config=config, ref=ref, prod=prod,
+                        reference=reference, production=production, scores=scores,
                         scores_reference=scores_reference)
     _section_verdict(doc, audit, ctx)
     _section_data_health(doc, audit, ctx)
@@ -172,13 +172,11 @@ def write_audit_report(audit: dict, out: Path, *, ref, prod, val, reference, pro
 class _ReportInputs:
     """What the sections need besides the audit dict: where to write, and the model outputs."""
 
-    out: Path
     figures: Path
     names: list
     config: Any
     ref: Any
     prod: Any
-    val: Any
     reference: Any
     production: Any
     scores: pd.DataFrame
