@@ -75,8 +75,8 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from ferwild.runs import load_run
     from ferwild.export import OnnxClassifier, export_onnx
+    from ferwild.runs import load_run
 
     torch.set_num_threads(args.threads)
     print(f"cores: {os.cpu_count()} | threads: {args.threads} | torch {torch.__version__} | "

@@ -29,9 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ferwild.data.cache import MANIFEST, SHARDS, SUMMARY  # noqa: E402
+from ferwild.data.prepared import MANIFEST, SHARDS, SUMMARY  # noqa: E402
 from ferwild.labels import get_label_set  # noqa: E402
-
 
 
 def make_dataset(root: Path, n: int, side: int = 48) -> tuple[list[Path], Path]:
@@ -74,8 +73,8 @@ def study_pipeline(paths: list[Path], batch: int) -> float:
 
 def ferwild_pipeline(prepared: Path, batch: int, device: torch.device, augment: bool) -> float:
     """Cache gather + device-side transform to 224 px; returns samples/s."""
-    from ferwild.data.cache import PreparedDataset
-    from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+    from ferwild.data.loader import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+    from ferwild.data.prepared import PreparedDataset
 
     ds = PreparedDataset(prepared)
     data = CachedFaceDataset(prepared, ds.manifest, ds.label_names)

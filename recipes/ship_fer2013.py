@@ -82,7 +82,7 @@ def render_card(card: dict) -> str:
         "|---|---|",
         f"| task | 7 facial expressions: {', '.join(names)} |",
         f"| architecture | `{card['architecture']}`: {card['architecture_text']} ({card['params'] / 1e6:.2f}M parameters) |",
-        f"| input | one face, grey, 48x48 px, framed like FER2013's crops (MTCNN landmarks -> the FER2013 template) |",
+        "| input | one face, grey, 48x48 px, framed like FER2013's crops (MTCNN landmarks -> the FER2013 template) |",
         f"| weights | float16 safetensors, {card['size_bytes'] / 1e6:.1f} MB, inside the package (nothing downloaded) |",
         f"| trained on | {card['data']} |",
         f"| selected on | PublicTest (val) macro-F1, best of {card['epochs']} epochs: epoch {card['selected_epoch']} |",
@@ -178,8 +178,8 @@ def main() -> None:
     from ferwild.evaluate import evaluate_run
     from ferwild.metrics import classification_metrics
     from ferwild.models import count_parameters, model_from_config
-    from ferwild.shipped import CARD_FILE, pack_run
     from ferwild.runs import checkpoint_dir, load_checkpoint_state
+    from ferwild.shipped import CARD_FILE, pack_run
 
     state = load_checkpoint_state(checkpoint_dir(args.run, "best"))
     config = RunConfig.load(args.run / "config.yaml")

@@ -16,7 +16,7 @@ import pytest
 from scipy.stats import binom
 
 from ferwild.audit.core import AuditConfig, covariate_shift, run_audit
-from ferwild.audit.outputs import compute_outputs
+from ferwild.audit.model_outputs import compute_outputs
 from ferwild.config import RunConfig
 from ferwild.data.prepare import PrepareConfig, prepare
 from ferwild.data.synth import synth_dataset
@@ -138,7 +138,7 @@ def test_a_second_audit_reuses_the_cached_outputs(world):
 def test_an_interrupted_forward_pass_resumes_from_its_saved_chunks(world, tmp_path, monkeypatch):
     """The forward pass saves chunks as it goes; a rerun after a kill computes only the missing
     ones and gives the same arrays."""
-    import ferwild.audit.outputs as outputs_mod
+    import ferwild.audit.model_outputs as outputs_mod
 
     run = tmp_path / "run"
     shutil.copytree(world["run"], run, ignore=shutil.ignore_patterns("audit-cache"))

@@ -415,7 +415,7 @@ def test_prior_estimators_bad_input():
 
 def test_unreliable_prior_estimates_are_named_and_bbse_gives_way_to_em(label_shift_data):
     from ferwild.audit.core import AuditConfig, label_shift, prior_estimate_problems
-    from ferwild.audit.outputs import ModelOutputs
+    from ferwild.audit.model_outputs import ModelOutputs
 
     y_val, p_val, p_tgt, _, _ = label_shift_data
     good = bbse_priors(y_val, p_val.argmax(1), p_tgt.argmax(1), 4, n_bootstrap=50)

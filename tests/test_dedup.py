@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import shared_data_dir
 from PIL import Image
 
-from conftest import shared_data_dir
 from ferwild.data.dedup import (
     DuplicateReport,
     content_hash,

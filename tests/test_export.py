@@ -17,14 +17,7 @@ from ferwild.config import RunConfig
 from ferwild.data.faces import FaceAlignment
 from ferwild.data.prepare import PrepareConfig, prepare
 from ferwild.data.synth import synth_dataset
-from ferwild.export import (
-    METADATA_KEY,
-    ExportError,
-    OnnxClassifier,
-    OnnxModelError,
-    OnnxModelNotFound,
-    export_onnx,
-)
+from ferwild.export import METADATA_KEY, ExportError, OnnxClassifier, OnnxModelError, OnnxModelNotFound, export_onnx
 from ferwild.runs import RunError, load_run
 from ferwild.train import fit
 
@@ -214,7 +207,7 @@ def test_parity_failure_raises_and_installs_nothing(cnn_run, tmp_path, monkeypat
 def test_old_run_without_face_alignment_falls_back(cnn_run, tmp_path):
     """Runs trained before checkpoints carried their face alignment: the prepared data named in
     the run's config when it still exists, else the defaults, and the metadata says which."""
-    from ferwild.data.cache import PreparedDataset
+    from ferwild.data.prepared import PreparedDataset
 
     run = tmp_path / "old-run"
     shutil.copytree(cnn_run, run)

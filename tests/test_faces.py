@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_data_dir
 from PIL import Image, ImageDraw, ImageOps
 
-from conftest import shared_data_dir
 from ferwild.data.faces import (
     ARCFACE_TEMPLATE_112,
     DEFAULT_MARGIN,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_data_dir
 from PIL import Image, ImageFile
 
-from conftest import shared_data_dir
 from ferwild.data import images
 from ferwild.data.images import (
     DEFAULT_MAX_PIXELS,

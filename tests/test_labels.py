@@ -1,7 +1,6 @@
 import pytest
 
-from ferwild.labels import (LABEL_SETS, UnknownLabelError, get_label_set, id2label, label2id,
-                            normalize_label)
+from ferwild.labels import LABEL_SETS, UnknownLabelError, get_label_set, id2label, label2id, normalize_label
 
 
 @pytest.mark.parametrize("raw,expected", [

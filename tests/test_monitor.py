@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ferwild.audit.model_outputs import ModelOutputs
 from ferwild.audit.monitor import MonitorConfig, _with_retrain, batch_statistics
-from ferwild.audit.outputs import ModelOutputs
 
 NAMES = ["a", "b", "c"]
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ferwild.data.cache import PreparedDataset
 from ferwild.data.prepare import PrepareConfig, PrepareError, prepare
+from ferwild.data.prepared import PreparedDataset
 
 CLASSES = ("happy", "sad", "angry")
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ferwild.audit.rebalance import FIGURE, MARKER, RebalanceConfig, rebalance
-from ferwild.data.cache import PreparedDataset
+from ferwild.data.prepared import PreparedDataset
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_augmented_rows_are_new_pixels_with_their_sources_attributes(prepared, b
 
 def test_training_runs_on_the_rebalanced_dataset(by_gender, tmp_path):
     from ferwild.config import RunConfig
-    from ferwild.pipeline import CachedFaceDataset
+    from ferwild.data.loader import CachedFaceDataset
     from ferwild.train import fit
 
     out, _ = by_gender

@@ -11,11 +11,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ferwild.data.cache import PreparedDataset
 from ferwild.data.faces import FaceAlignment, FaceDetector, align_face, estimate_template, template_points
 from ferwild.data.images import load_image
-from ferwild.recognizer import (Face, FaceTracker, ImageResult, Recognizer, RecognizerError, find_inputs,
-                                iter_video_frames)
+from ferwild.data.prepared import PreparedDataset
+from ferwild.recognizer import (
+    Face,
+    FaceTracker,
+    ImageResult,
+    Recognizer,
+    RecognizerError,
+    find_inputs,
+    iter_video_frames,
+)
 
 
 @pytest.fixture(scope="module")

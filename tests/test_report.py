@@ -14,13 +14,7 @@ import yaml
 
 from ferwild.data.balance import class_count_figure
 from ferwild.metrics import classification_metrics, write_evaluation
-from ferwild.report import (
-    HEATMAP_DPI,
-    aggregate_cells,
-    heatmap_figsize,
-    optimizer_lr_heatmap,
-    write_report,
-)
+from ferwild.study_report import HEATMAP_DPI, aggregate_cells, heatmap_figsize, optimizer_lr_heatmap, write_report
 from ferwild.train import write_history
 
 NAMES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]

@@ -18,7 +18,6 @@ from ferwild.labels import normalize_label
 from ferwild.recognizer import Recognizer
 from ferwild.runs import RunError, checkpoint_dir, load_run, resolve_run_dir
 
-
 # ----------------------------------------------------------------------------- packing (any run)
 
 
@@ -94,7 +93,7 @@ def test_derived_files_of_a_shipped_model_go_to_the_user_cache(packed, tmp_path)
 
 
 def test_audit_outputs_of_a_shipped_model_leave_its_folder_untouched(packed, tiny_run, tmp_path):
-    from ferwild.audit.outputs import compute_outputs
+    from ferwild.audit.model_outputs import compute_outputs
 
     _, dest = packed
     before = sorted(p.relative_to(dest) for p in dest.rglob("*"))

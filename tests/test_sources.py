@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ferwild.data.sources import (SourceError, decode_fer2013_pixels, normalize_split,
-                                  parse_landmarks, read_source)
+from ferwild.data.sources import SourceError, decode_fer2013_pixels, normalize_split, parse_landmarks, read_source
 
 
 def _img(path, size=(20, 20), value=128):

@@ -12,13 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ferwild.data.synth import (
-    EXPRESSION_PROTOTYPES,
-    MANIFEST_COLUMNS,
-    PRESETS,
-    generate_face,
-    synth_dataset,
-)
+from ferwild.data.synth import EXPRESSION_PROTOTYPES, MANIFEST_COLUMNS, PRESETS, generate_face, synth_dataset
 from ferwild.labels import get_label_set
 
 

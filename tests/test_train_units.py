@@ -5,10 +5,9 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from ferwild.pipeline import BatchTransform, EpochBatchSampler
+from ferwild.data.loader import BatchTransform, EpochBatchSampler
 from ferwild.runs import RunError
-from ferwild.train import (EpochScheduler, F1DropScheduler, class_weights, confusion_matrix_torch,
-                           metrics_from_confusion)
+from ferwild.train import EpochScheduler, F1DropScheduler, class_weights, confusion_matrix_torch, metrics_from_confusion
 
 
 def test_class_weights_formula_and_missing_class():

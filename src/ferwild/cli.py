@@ -82,7 +82,7 @@ def prepare(
                                         "labels; these replace --size/--margin/--min-confidence/--labels)."),
 ) -> None:
     """Turn raw labelled faces into a clean, split, balanced, cached dataset (resumable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ferwild.data.prepare import PrepareConfig, PrepareError
     from ferwild.data.prepare import prepare as run_prepare
@@ -179,8 +179,8 @@ def train(
 ) -> None:
     """Train a model on a prepared dataset (the study's recipe by default); resumable."""
     from ferwild.config import ConfigError, RunConfig
-    from ferwild.train import TrainingDiverged, TrainingInterrupted, fit
     from ferwild.runs import RunError
+    from ferwild.train import TrainingDiverged, TrainingInterrupted, fit
 
     args = list(args or [])
     config_file = args.pop(0) if args and "=" not in args[0] else None
@@ -222,8 +222,8 @@ def evaluate(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Accuracy, macro-F1, per-class metrics, confusion matrix, calibration and predictions."""
-    from ferwild.runs import RunError
     from ferwild.evaluate import evaluate_run
+    from ferwild.runs import RunError
 
     try:
         summary = evaluate_run(run, data, split, out, which=checkpoint, batch_size=batch_size, device=device)
@@ -243,7 +243,6 @@ def evaluate(
 def models() -> None:
     """List the model registry: input size, parameter count, pretrained weights."""
     from ferwild.models import list_models
-
     from ferwild.shipped import DEFAULT_MODEL, PREFIX, list_shipped
 
     table = Table(title="ferwild models (any timm model also works as timm:<name>)")
@@ -301,8 +300,8 @@ def study(
 ) -> None:
     """Run a study: experiments x grid x seeds, select on validation, write results and a report."""
     from ferwild.config import ConfigError
-    from ferwild.study import StudyError, run_study
     from ferwild.runs import RunError
+    from ferwild.study import StudyError, run_study
 
     try:
         run_study(spec, out, workers=workers or None, ray_address=ray_address,
@@ -315,7 +314,7 @@ def study(
 @app.command(**command_settings())
 def report(study_dir: Path = typer.Argument(..., help="A folder written by `ferwild study`.")) -> None:
     """(Re)write a study's report.html and report.md."""
-    from ferwild.report import write_report
+    from ferwild.study_report import write_report
 
     if not (study_dir / "results.csv").exists():
         _fail(f"{study_dir} has no results.csv (run `ferwild study` first)")

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ferwild.data.cache import PreparedDataset
-from ferwild.pipeline import eval_loader
+from ferwild.data.loader import eval_loader
+from ferwild.data.prepared import PreparedDataset
 from ferwild.runs import RunError, autocast_dtype, load_run, resolve_device, resolve_run_dir
 from ferwild.shipped import cache_dir
 from ferwild.train import evaluate

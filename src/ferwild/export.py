@@ -327,7 +327,7 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
     except Exception as exc:
         raise ExportError(f"the {exporter} exporter produced an invalid ONNX model: {first_line(exc)}") from exc
 
-    from ferwild.data.cache import atomic_target
+    from ferwild.files import atomic_target
     from ferwild.metrics import jsonable
 
     metadata = jsonable({

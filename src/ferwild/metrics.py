@@ -164,12 +164,7 @@ def classification_metrics(
         ValueError: empty input, shape mismatches, class ids out of range, or probs that are
             not probabilities.
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-    )
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     names = [str(x) for x in label_names]
     if not names:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ferwild.data.cache import save_json_atomic, save_text_atomic
+from ferwild.files import save_json_atomic, save_text_atomic
 from ferwild.recognizer import ImageResult, Recognizer, RecognizerError, draw_result, find_inputs, is_video
 
 RESULTS = "results.jsonl"

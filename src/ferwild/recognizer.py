@@ -31,8 +31,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ferwild.data.faces import (FaceAlignment, FaceDetection, FaceDetector, align_face, resize_image,
-                                to_channels)
+from ferwild.data.faces import FaceAlignment, FaceDetection, FaceDetector, align_face, resize_image, to_channels
 from ferwild.data.images import ImageRejected, load_image, pil_to_rgb
 from ferwild.formatting import first_line
 
@@ -336,7 +335,7 @@ class Recognizer:
         """
         import torch
 
-        from ferwild.pipeline import BatchTransform
+        from ferwild.data.loader import BatchTransform
 
         if len(crops) == 0:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ferwild.config import ConfigError
-from ferwild.data.cache import PreparedDataset
+from ferwild.data.prepared import PreparedDataset
 
 __all__ = ["RunError", "resolve_device", "autocast_dtype", "resolve_run_dir", "checkpoint_dir",
            "load_checkpoint_state", "load_weights", "unwrap_model", "load_run", "training_face_alignment"]

@@ -127,7 +127,7 @@ def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
     from safetensors.torch import load_file, save_file
 
-    from ferwild.data.cache import save_text_atomic, set_default_mode
+    from ferwild.files import save_text_atomic, set_default_mode
     from ferwild.runs import checkpoint_dir, load_checkpoint_state, resolve_run_dir
 
     run_dir = resolve_run_dir(run_dir)

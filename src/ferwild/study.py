@@ -38,7 +38,7 @@ import pandas as pd
 import yaml
 
 from ferwild.config import RunConfig, apply_override
-from ferwild.data.cache import save_json_atomic, save_text_atomic
+from ferwild.files import save_json_atomic, save_text_atomic
 from ferwild.system import available_cpus
 
 RESULT_METRICS = ["val_acc", "val_macro_f1", "test_acc", "test_macro_f1"]
@@ -329,7 +329,7 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
         f"(val macro-F1 {winner['val_macro_f1_mean']:.3f} ± {winner['val_macro_f1_std']:.3f}); "
         f"best run: {out / winner['run_dir']}")
     if report:
-        from ferwild.report import write_report
+        from ferwild.study_report import write_report
 
         html, md = write_report(out)
         log(f"report: {html} and {md}")

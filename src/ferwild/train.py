@@ -40,11 +40,19 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ferwild.config import ConfigError, RunConfig
-from ferwild.data.cache import PreparedDataset, save_text_atomic, set_default_mode
+from ferwild.data.loader import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
+from ferwild.data.prepared import PreparedDataset
+from ferwild.files import save_text_atomic, set_default_mode
 from ferwild.metrics import curves_figure, history_markdown
-from ferwild.pipeline import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
-from ferwild.runs import (RunError, autocast_dtype, checkpoint_dir, load_checkpoint_state, load_weights,
-                          resolve_device, unwrap_model)
+from ferwild.runs import (
+    RunError,
+    autocast_dtype,
+    checkpoint_dir,
+    load_checkpoint_state,
+    load_weights,
+    resolve_device,
+    unwrap_model,
+)
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc",
                   "val_macro_f1", "lr"]

@@ -4,7 +4,7 @@
     audit = run_audit("runs/best", "prepared/reference", "prepared/production", "audit_out")
     audit["covariate_shift"]["p_value"], audit["verdict"]["findings"]
 
-The pieces, in pipeline order: ``outputs`` (cached embeddings and probabilities of a run on a
+The pieces, in pipeline order: ``model_outputs`` (cached embeddings and probabilities of a run on a
 prepared dataset), ``stats`` (two-sample and label-shift tests), ``groups`` (subgroup metrics
 with bootstrap intervals, data health), ``core`` (the audit), ``report`` (HTML + Markdown);
 ``rebalance`` (attribute x class balanced training data) and ``monitor`` (shift over time).

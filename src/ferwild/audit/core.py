@@ -20,7 +20,7 @@ The audit answers the study's Task 4 with measurements instead of guesses:
   gaps, and which classes absorb a group's errors;
 * **verdict and advice** -- a short list, each line carrying its evidence.
 
-Every number comes from one pass of the model per dataset, cached (``ferwild.audit.outputs``).
+Every number comes from one pass of the model per dataset, cached (``ferwild.audit.model_outputs``).
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ferwild.audit.outputs import ModelOutputs, compute_outputs
-from ferwild.data.cache import PreparedDataset, save_json_atomic
+from ferwild.audit.model_outputs import ModelOutputs, compute_outputs
+from ferwild.data.prepared import PreparedDataset
+from ferwild.files import save_json_atomic
 from ferwild.formatting import p_text, pct
 from ferwild.metrics import jsonable
 from ferwild.runs import RunError
@@ -749,7 +750,7 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
     Raises:
         RunError: a missing run/dataset, label sets that differ, or an empty split.
     """
-    from ferwild.audit.outputs import audit_rows
+    from ferwild.audit.model_outputs import audit_rows
     from ferwild.audit.report import write_audit_report
     from ferwild.runs import load_run, resolve_device
 

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ferwild.audit.outputs import ModelOutputs, compute_outputs
-from ferwild.data.cache import MANIFEST, PreparedDataset, save_text_atomic
+from ferwild.audit.model_outputs import ModelOutputs, compute_outputs
+from ferwild.data.prepared import MANIFEST, PreparedDataset
+from ferwild.files import save_text_atomic
 from ferwild.runs import RunError
 
 HISTORY = "history.csv"

@@ -46,8 +46,8 @@ import pandas as pd
 
 from ferwild.audit.groups import UNKNOWN, attribute_groups, group_order
 from ferwild.config import check_int
-from ferwild.data import cache
-from ferwild.data.cache import PreparedDataset
+from ferwild.data.prepared import MANIFEST, SHARDS, SUMMARY, PreparedDataset
+from ferwild.files import save_json_atomic, save_parquet_atomic
 from ferwild.system import available_cpus
 
 ATTR_PREFIX = "attr_"
@@ -263,10 +263,10 @@ def _is_nonempty(path: Path) -> bool:
 def _clear(out: Path) -> None:
     """Remove what a rebalance (or prepare) output holds: our files and everything in shards/.
     Other files are left alone (out_dir may be a folder the user keeps other things in)."""
-    for name in (cache.MANIFEST, cache.SUMMARY, FIGURE, CLASS_FIGURE, MARKER, "plan.json",
+    for name in (MANIFEST, SUMMARY, FIGURE, CLASS_FIGURE, MARKER, "plan.json",
                  "rejects.csv", "duplicates.csv", "contact_sheet.png"):
         (out / name).unlink(missing_ok=True)
-    shards = out / cache.SHARDS
+    shards = out / SHARDS
     if shards.is_symlink():
         shards.unlink()
     elif shards.is_dir():
@@ -428,8 +428,8 @@ def _claim_out_dir(out: Path, src: Path, identity: dict[str, Any], overwrite: bo
                 raise FileExistsError(f"{out} is not empty and holds no rebalance of {src} with these "
                                       "settings; choose another out_dir or pass overwrite=True")
             _clear(out)
-    (out / cache.SHARDS).mkdir(parents=True, exist_ok=True)
-    cache.save_json_atomic(out / MARKER, identity)
+    (out / SHARDS).mkdir(parents=True, exist_ok=True)
+    save_json_atomic(out / MARKER, identity)
 
 
 def _rebalance_section(src: Path, config: RebalanceConfig, plan: _Plan, key: str, dropped: int,
@@ -491,7 +491,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
         FileNotFoundError: prepared_dir is not a prepared dataset.
     """
     from ferwild.data.balance import class_count_figure
-    from ferwild.data.prepare import run_jobs, augment_block
+    from ferwild.data.prepare import augment_block, run_jobs
 
     if not isinstance(config, RebalanceConfig):
         raise TypeError(f"config must be a RebalanceConfig, not {type(config).__name__}")
@@ -499,8 +499,8 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     if out.resolve() == src.resolve():
         raise ValueError(f"out_dir must differ from the prepared dataset {src}: rebalance writes a new "
                          "dataset and never modifies its source")
-    if out.resolve().is_relative_to((src / cache.SHARDS).resolve()):
-        raise ValueError(f"out_dir {out} must not lie inside {src / cache.SHARDS}")
+    if out.resolve().is_relative_to((src / SHARDS).resolve()):
+        raise ValueError(f"out_dir {out} must not lie inside {src / SHARDS}")
     prepared = PreparedDataset(src)
     manifest = prepared.manifest
     available = sorted(c for c in manifest.columns if c.startswith(ATTR_PREFIX))
@@ -529,11 +529,11 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
                 "config": {k: v for k, v in config.to_dict().items() if k != "workers"}}
 
     _claim_out_dir(out, src, identity, overwrite)
-    shards = out / cache.SHARDS
+    shards = out / SHARDS
 
     # the source's shards, shown without copying their bytes
     needed = sorted(set(kept.loc[kept["shard"].fillna("").astype(str) != "", "shard"].astype(str)))
-    methods = Counter(_link(src / cache.SHARDS / f"{name}.npy", shards / f"{name}.npy") for name in needed)
+    methods = Counter(_link(src / SHARDS / f"{name}.npy", shards / f"{name}.npy") for name in needed)
 
     # augmented blocks (skipped when their shard exists: a rerun resumes)
     names: list[str] = []
@@ -559,7 +559,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     if result["path"].duplicated().any():
         dup = result.loc[result["path"].duplicated(), "path"].iloc[0]
         raise RuntimeError(f"rebalance would write the path {dup!r} twice")
-    cache.save_parquet_atomic(result, out / cache.MANIFEST)
+    save_parquet_atomic(result, out / MANIFEST)
 
     # summary and figures
     summary = copy.deepcopy(prepared.summary)
@@ -571,5 +571,5 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     cell_figure(plan.cells, list(config.attributes), plan.goal, out / FIGURE)
     class_count_figure(summary.get("counts", {}).get(config.split, {}), after_counts, out / CLASS_FIGURE,
                        title=f"{config.split} data per class, before balancing and after rebalancing")
-    cache.save_json_atomic(out / cache.SUMMARY, summary)  # last: a complete summary marks a finished run
+    save_json_atomic(out / SUMMARY, summary)  # last: a complete summary marks a finished run
     return section

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.audit.groups import subgroup_gap_figure
-from ferwild.data.cache import save_text_atomic
+from ferwild.files import save_text_atomic
 from ferwild.formatting import DASH, number, p_text, p_value, pct
 from ferwild.htmldoc import Document
 from ferwild.metrics import confusion_figure

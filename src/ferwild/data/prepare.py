@@ -37,12 +37,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ferwild.data import cache
 from ferwild.data.balance import balance_plan, class_count_figure, parse_balance
 from ferwild.data.dedup import cross_split_drop_mask, find_duplicates, keep_pairs, pixel_correlation
 from ferwild.data.faces import DEFAULT_MARGIN, to_channels
+from ferwild.data.prepared import MANIFEST, SHARDS, SUMMARY, PreparedDataset
 from ferwild.data.sources import decode_fer2013_pixels, read_source
 from ferwild.data.split import assign_splits
+from ferwild.files import save_json_atomic, save_npy_atomic, save_parquet_atomic, save_text_atomic
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
 from ferwild.system import available_cpus
 
@@ -120,8 +121,6 @@ class PrepareConfig:
         """Settings that cut new faces the way ``prepared_dir``'s were cut (its crop side, margin,
         landmark template, channels and detector threshold), e.g. production photos for an
         audit of a model trained on FER2013. ``overrides`` set any other field."""
-        from ferwild.data.cache import PreparedDataset
-
         alignment = PreparedDataset(prepared_dir).face_alignment()
         settings = {"size": alignment.crop_size, "margin": alignment.margin, "template": alignment.template,
                     "channels": alignment.channels, "min_confidence": alignment.min_confidence,
@@ -390,7 +389,7 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["out_dir"])
     name = job["chunk"]
     array = np.stack(crops) if crops else np.zeros((0, side, side, channels), np.uint8)
-    cache.save_npy_atomic(out / cache.SHARDS / f"{name}.npy", array)
+    save_npy_atomic(out / SHARDS / f"{name}.npy", array)
     frame = pd.DataFrame.from_records(records)
     for col, default in _CHUNK_DEFAULTS.items():
         if col not in frame:
@@ -403,7 +402,7 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
     frame["align_method"] = frame["align_method"].fillna("")
     frame["other_boxes"] = frame["other_boxes"].fillna("[]")
     # The Parquet rename is the commit point: a chunk without it is redone on resume.
-    cache.save_parquet_atomic(frame, out / cache.SHARDS / f"{name}.parquet")
+    save_parquet_atomic(frame, out / SHARDS / f"{name}.parquet")
     return {"chunk": name, **Counter(frame["status"])}
 
 
@@ -450,7 +449,7 @@ def augment_block(job: dict[str, Any]) -> str:
         torch.set_num_threads(1)
     reader = _ShardReader(Path(job["out_dir"]))
     images = np.stack([reader.image(shard, index) for shard, index in job["sources"]])
-    cache.save_npy_atomic(Path(job["out_dir"]) / cache.SHARDS / f"{job['name']}.npy",
+    save_npy_atomic(Path(job["out_dir"]) / SHARDS / f"{job['name']}.npy",
                           augment_uint8(images, job["seed"]))
     return job["name"]
 
@@ -506,14 +505,14 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     chunk_size = config.chunk_size or max(4, min(2048, math.ceil(len(pending) / (workers * 4))))
     if plan_path.exists():
         chunk_size = json.loads(plan_path.read_text())["chunk_size"]  # keep resumed chunks aligned
-    cache.save_json_atomic(plan_path, {"cache_key": key, "cache_fields": fields,
+    save_json_atomic(plan_path, {"cache_key": key, "cache_fields": fields,
                                        "layout": layout, "chunk_size": chunk_size,
                                        "source": str(source)})
 
     jobs = []
     for start in range(0, len(pending), chunk_size):
         name = f"chunk-{start // chunk_size:05d}"
-        if (out / cache.SHARDS / f"{name}.parquet").exists():
+        if (out / SHARDS / f"{name}.parquet").exists():
             continue
         part = pending.iloc[start:start + chunk_size]
         jobs.append({
@@ -531,7 +530,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     usable = manifest["status"].isin(USABLE).to_numpy()
     if not usable.any():
         rejects = manifest[manifest["status"] != ""][["path", "label_raw", "status", "reason"]]
-        cache.save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
+        save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
         raise PrepareError(f"nothing usable came out of {source}: "
                            f"{dict(Counter(manifest['status']))}; reasons in {out / 'rejects.csv'}")
 
@@ -593,7 +592,7 @@ def _probe_face_template(out: Path, manifest: pd.DataFrame, seed: int) -> dict |
     rows = rows.sample(min(TEMPLATE_PROBE, len(rows)), random_state=seed)
     crops = []
     for shard, group in rows.groupby("shard", sort=True):
-        pixels = np.load(out / cache.SHARDS / f"{shard}.npy", mmap_mode="r")
+        pixels = np.load(out / SHARDS / f"{shard}.npy", mmap_mode="r")
         crops.extend(np.asarray(pixels[int(i)]) for i in group["shard_index"])
     try:
         return estimate_template(crops)
@@ -604,7 +603,7 @@ def _probe_face_template(out: Path, manifest: pd.DataFrame, seed: int) -> dict |
 def _assemble(rows: pd.DataFrame, out: Path, n_pending: int, chunk_size: int) -> pd.DataFrame:
     """Join the committed chunk tables onto the rows: the manifest before split/dedup/balance."""
     n_chunks = math.ceil(n_pending / chunk_size) if n_pending else 0
-    parts = [pd.read_parquet(out / cache.SHARDS / f"chunk-{i:05d}.parquet") for i in range(n_chunks)]
+    parts = [pd.read_parquet(out / SHARDS / f"chunk-{i:05d}.parquet") for i in range(n_chunks)]
     processed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         {"row_id": pd.Series([], dtype="int64")})
     base = rows.drop(columns=["pixels", "landmarks"])
@@ -733,13 +732,13 @@ def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: 
     for b, start in enumerate(range(0, len(plan), block)):
         name = f"augmented-{key}-{b:05d}"
         names.extend([name] * len(plan[start:start + block]))
-        if (out / cache.SHARDS / f"{name}.npy").exists():
+        if (out / SHARDS / f"{name}.npy").exists():
             continue
         part = sources.iloc[start:start + block]
         jobs.append({"name": name, "out_dir": str(out), "seed": config.seed * 1_000_003 + b,
                      "sources": [(str(s), int(i)) for s, i in zip(part["shard"], part["shard_index"])]})
     run_jobs(augment_block, jobs, workers, (lambda d, t: progress("balance", d, t)) if progress else None)
-    for old in (out / cache.SHARDS).glob("augmented-*.npy"):
+    for old in (out / SHARDS).glob("augmented-*.npy"):
         if not old.name.startswith(f"augmented-{key}-"):
             old.unlink()  # pixels of an earlier, different balance plan
     if not plan:
@@ -766,7 +765,7 @@ class _ShardReader:
 
     def image(self, shard: str, index: int) -> np.ndarray:
         if shard not in self.shards:
-            self.shards[shard] = np.load(self.root / cache.SHARDS / f"{shard}.npy", mmap_mode="r")
+            self.shards[shard] = np.load(self.root / SHARDS / f"{shard}.npy", mmap_mode="r")
         return np.asarray(self.shards[shard][int(index)])
 
 
@@ -827,18 +826,18 @@ def _write_outputs(out: Path, manifest: pd.DataFrame, dups, summary: dict[str, A
     manifest["confidence"] = pd.to_numeric(manifest["confidence"], errors="coerce")
     manifest["label_id"] = manifest["label"].map(
         {n: i for i, n in enumerate(summary["label_names"])}).fillna(-1).astype("int64")
-    cache.save_parquet_atomic(manifest, out / cache.MANIFEST)
+    save_parquet_atomic(manifest, out / MANIFEST)
     rejects = manifest[manifest["status"].isin(["rejected", "dropped"])][["path", "label", "status", "reason"]]
-    cache.save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
+    save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
     pairs = dups.pairs.copy()
     paths = manifest["path"].to_numpy(dtype=object)
     pairs.insert(0, "path_j", paths[pairs["j"].to_numpy(dtype=int)] if len(pairs) else [])
     pairs.insert(0, "path_i", paths[pairs["i"].to_numpy(dtype=int)] if len(pairs) else [])
-    cache.save_text_atomic(out / "duplicates.csv", pairs.to_csv(index=False))
+    save_text_atomic(out / "duplicates.csv", pairs.to_csv(index=False))
     class_count_figure(counts_before.get("train", {}), summary["counts_after_balance"].get("train", {}),
                        out / "class_counts.png")
     _contact_sheet(out, manifest)
-    cache.save_json_atomic(out / cache.SUMMARY, summary)
+    save_json_atomic(out / SUMMARY, summary)
 
 
 def _contact_sheet(out: Path, manifest: pd.DataFrame, n: int = 48) -> None:

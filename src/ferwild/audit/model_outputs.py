@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ferwild.data.cache import PreparedDataset, save_npz_atomic
-from ferwild.pipeline import eval_loader
-from ferwild.shipped import cache_dir
+from ferwild.data.loader import eval_loader
+from ferwild.data.prepared import PreparedDataset
+from ferwild.files import save_npz_atomic
 from ferwild.runs import RunError, autocast_dtype, checkpoint_dir, resolve_device
+from ferwild.shipped import cache_dir
 
 CACHE_DIR = "audit-cache"
 CACHE_VERSION = 1

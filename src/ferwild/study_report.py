@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ferwild.data.cache import save_text_atomic
+from ferwild.files import save_text_atomic
 from ferwild.formatting import DASH, pct
 from ferwild.htmldoc import Document as _Doc
 from ferwild.htmldoc import md_table_html

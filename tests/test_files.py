@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferwild.data.cache import (save_json_atomic, save_npy_atomic, save_npz_atomic, save_parquet_atomic,
-                                save_text_atomic)
+from ferwild.files import save_json_atomic, save_npy_atomic, save_npz_atomic, save_parquet_atomic, save_text_atomic
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

@@ -1,22 +1,20 @@
-"""The prepared-dataset cache: uint8 image shards (``.npy``, memory-mappable) + a Parquet manifest.
+"""A prepared dataset on disk: uint8 image shards (``.npy``, memory-mappable) + a Parquet manifest.
 
 Layout of a prepared directory::
 
-    DIR/manifest.parquet   one row per input file (+ augmented rows), see ferwild.data.prepare
+    DIR/manifest.parquet   one row per input file (+ augmented rows); columns in ``ferwild.data.manifest``
     DIR/summary.json       counts, statuses, duplicates, alignment-failure rates
     DIR/shards/*.npy       (N, H, W, C) uint8 arrays; a row points at (shard, shard_index)
 
-Every file is written to a temporary name and renamed into place, so a run killed at any
-moment (even ``kill -9``) leaves either the old file or the new one, never half of one.
+Every file is written atomically (``ferwild.files``), so a ``prepare`` killed at any moment
+leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,108 +22,6 @@ import pandas as pd
 MANIFEST = "manifest.parquet"
 SUMMARY = "summary.json"
 SHARDS = "shards"
-
-
-def _umask() -> int:
-    """The process umask (read without changing it where Linux allows)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def set_default_mode(path: str | os.PathLike) -> None:
-    """Give a file written by a library that creates it private (``mkstemp``, safetensors) the
-    permissions a plain ``open(path, "w")`` would have given it: 0666 less the umask."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def atomic_target(path: str | os.PathLike) -> Path:
-    """A new empty temporary file beside ``path``, to be written and then ``os.replace``d onto it.
-
-    It gets the permissions a plain ``open(path, "w")`` would give (0666 less the umask), not
-    ``mkstemp``'s private 0600, so atomically written outputs are as readable as any other.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-    finally:
-        os.close(fd)
-    return Path(tmp)
-
-
-def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write an array as ``.npy`` atomically (temp file + fsync + rename)."""
-    path = Path(path)
-    tmp = atomic_target(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Write named arrays as one ``.npz`` atomically."""
-    path = Path(path)
-    tmp = atomic_target(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_parquet_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a DataFrame as Parquet atomically."""
-    path = Path(path)
-    tmp = atomic_target(path)
-    try:
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically."""
-    path = Path(path)
-    tmp = atomic_target(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON atomically (indented, keys in insertion order)."""
-    save_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 class PreparedDataset:

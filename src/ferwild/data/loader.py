@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ferwild.data.augment import AugmentConfig, augment_batch
-from ferwild.data.cache import SHARDS
+from ferwild.data.prepared import SHARDS
 
 
 class CachedFaceDataset(torch.utils.data.Dataset):
