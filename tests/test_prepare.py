@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 from ferwild.data.prepare import PrepareConfig, PrepareError, prepare
-from ferwild.data.prepared import PreparedDataset
+from ferwild.data.prepared import ATTR_PREFIX, COL, PreparedDataset
 
 CLASSES = ("happy", "sad", "angry")
 
@@ -75,6 +76,8 @@ def test_prepare_folder_with_bad_inputs(tmp_path):
     assert "empty" in reasons["zero.jpg"]
     assert "unknown label" in reasons["b.png"]
     assert "not in basic6" in reasons["n.png"]
+    # every column is named in one place (ferwild.data.prepared.COL); attributes are attr_*
+    assert {c for c in m.columns if not c.startswith(ATTR_PREFIX)} == set(dataclasses.asdict(COL).values())
 
     s = result.summary
     assert s["align_mode"] == "none" and s["cache_shape"] == [32, 32, 1]

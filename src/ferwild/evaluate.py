@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ferwild.data.loader import eval_loader
-from ferwild.data.prepared import PreparedDataset
+from ferwild.data.prepared import COL, PreparedDataset
 from ferwild.runs import RunError, autocast_dtype, load_run, resolve_device, resolve_run_dir
 from ferwild.shipped import cache_dir
 from ferwild.train import evaluate
@@ -39,7 +39,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                        f"{data_dir} is labelled {prepared.label_names}")
     rows = prepared.rows(split, include_augmented=False)
     if rows.empty:
-        splits = sorted(set(prepared.manifest["split"]) - {""})
+        splits = sorted(set(prepared.manifest[COL.split]) - {""})
         raise RunError(f"split {split!r} of {data_dir} is empty (splits: {', '.join(splits)})")
     loader, transform = eval_loader(prepared.root, rows, prepared.label_names, model.preprocessing, batch_size)
     result = evaluate(model, loader, transform, None, dev,
@@ -47,7 +47,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                       keep_outputs=True)
     out = Path(out_dir) if out_dir is not None else cache_dir(run_dir, f"eval-{split}")
     out.mkdir(parents=True, exist_ok=True)
-    keep = [c for c in rows.columns if c in ("path", "split", "subject", "video", "source_split")
+    keep = [c for c in rows.columns if c in (COL.path, COL.split, COL.subject, COL.video, COL.source_split)
             or c.startswith("attr_")]
     extra = {"run_dir": str(run_dir), "checkpoint": which, "epoch": state.get("epoch"),
              "data": str(data_dir), "split": split, "model": state["model_config"].get("name"),

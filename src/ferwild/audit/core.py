@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.audit.model_outputs import ModelOutputs, compute_outputs
-from ferwild.data.prepared import PreparedDataset
+from ferwild.data.prepared import ATTR_PREFIX, COL, PreparedDataset
 from ferwild.files import save_json_atomic
 from ferwild.formatting import p_text, pct
 from ferwild.metrics import jsonable
@@ -87,7 +87,7 @@ class AuditConfig:
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
         if self.attributes is not None:
-            self.attributes = tuple(a if a.startswith("attr_") or a in ("source", "split") else f"attr_{a}"
+            self.attributes = tuple(a if a.startswith(ATTR_PREFIX) or a in ("source", COL.split) else ATTR_PREFIX + a
                                     for a in self.attributes)
 
 
@@ -119,7 +119,7 @@ def cluster_ids(rows: pd.DataFrame) -> np.ndarray | None:
 
     Images of one person are not independent draws; the tests then treat people as the units.
     """
-    for col in ("subject", "video"):
+    for col in (COL.subject, COL.video):
         if col in rows and (rows[col].astype(str) != "").any():
             return rows[col].astype(str).to_numpy(dtype=object)
     return None
@@ -148,10 +148,10 @@ def _attribute_columns(config: AuditConfig, *frames: pd.DataFrame) -> list[str]:
     if config.attributes is not None:
         missing = [a for a in config.attributes if not all(a in f for f in frames)]
         if missing:
-            avail = sorted(set.intersection(*(set(c for c in f if c.startswith("attr_")) for f in frames)))
+            avail = sorted(set.intersection(*(set(c for c in f if c.startswith(ATTR_PREFIX)) for f in frames)))
             raise RunError(f"attribute(s) {missing} not in every dataset; available: {avail or 'none'}")
         return list(config.attributes)
-    cols = [c for c in frames[0].columns if c.startswith("attr_") and all(c in f for f in frames[1:])]
+    cols = [c for c in frames[0].columns if c.startswith(ATTR_PREFIX) and all(c in f for f in frames[1:])]
     # a column that is empty everywhere says nothing
     return [c for c in cols if any((f[c].astype(str) != "").any() for f in frames)]
 
@@ -178,14 +178,14 @@ def detector_check(prepared: PreparedDataset, *, min_confidence: float, max_imag
     from ferwild.data.images import load_image
 
     m = prepared.manifest
-    rows = m[(m["augmented_from"].astype(str) == "") & (m["align_method"].astype(str) == "landmarks")
-             & (m["status"].astype(str) == "aligned")]
+    rows = m[(m[COL.augmented_from].astype(str) == "") & (m[COL.align_method].astype(str) == "landmarks")
+             & (m[COL.status].astype(str) == "aligned")]
     if rows.empty or max_images == 0:
         return None
     sample = rows.sample(n=min(max_images, len(rows)), random_state=seed) if len(rows) > max_images else rows
     detector = FaceDetector(min_confidence=min_confidence)
     images, unreadable = [], 0
-    for path in sample["path"].astype(str):
+    for path in sample[COL.path].astype(str):
         try:
             images.append(load_image(path).array)
         except Exception:  # noqa: BLE001 - a moved or broken original is counted, not fatal
@@ -224,7 +224,7 @@ def data_health(reference: PreparedDataset, production: PreparedDataset,
 
     def stats(prepared: PreparedDataset) -> pd.DataFrame:
         m = prepared.manifest
-        originals = m[(m["augmented_from"].astype(str) == "") & (m["shard"].astype(str) != "")]
+        originals = m[(m[COL.augmented_from].astype(str) == "") & (m[COL.shard].astype(str) != "")]
         return image_statistics(originals)
 
     comparison = compare_statistics(stats(reference), stats(production))
@@ -549,7 +549,7 @@ def subgroups(outputs: ModelOutputs, config: AuditConfig, attrs: list[str]) -> d
     from ferwild.audit.groups import subgroup_audit
 
     frame = outputs.rows[attrs].copy()
-    frame["label_id"], frame["pred_id"] = outputs.labels, outputs.preds
+    frame[COL.label_id], frame["pred_id"] = outputs.labels, outputs.preds
     return subgroup_audit(frame, outputs.label_names, attributes=attrs, min_group_size=config.min_group_size,
                           n_bootstrap=config.n_bootstrap, seed=config.seed)
 
@@ -725,14 +725,14 @@ def _subgroup_sections(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfi
 def _production_scores(prod: ModelOutputs, domain_scores: np.ndarray) -> pd.DataFrame:
     """Per production row, most unlike the reference first: domain score, prediction, confidence,
     entropy, the label when known and the ``attr_*`` columns (for triage and the report)."""
-    scores = prod.rows[["path"]].copy()
+    scores = prod.rows[[COL.path]].copy()
     scores["domain_score"] = domain_scores
     scores["pred"] = [prod.label_names[i] for i in prod.preds]
     scores["max_prob"] = prod.probs.max(1)
     scores["entropy"] = _entropy(prod.probs)
     if prod.labelled:
-        scores["label"] = prod.rows["label"].to_numpy()
-    for c in [c for c in prod.rows if c.startswith("attr_")]:
+        scores["label"] = prod.rows[COL.label].to_numpy()
+    for c in [c for c in prod.rows if c.startswith(ATTR_PREFIX)]:
         scores[c] = prod.rows[c].to_numpy()
     return scores.sort_values("domain_score", ascending=False, kind="stable")
 
@@ -815,7 +815,7 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
     scores.to_parquet(out / SCORES, index=False)
     top = scores.head(config.top_k)
     audit["most_unlike_reference"] = [{"path": p, "domain_score": _f(s), "pred": pr}
-                                      for p, s, pr in zip(top["path"], top["domain_score"], top["pred"])]
+                                      for p, s, pr in zip(top[COL.path], top["domain_score"], top["pred"])]
     clock.timings["total_before_report"] = time.perf_counter() - t0
     audit["cached_outputs"] = {"reference": ref.cached, "calibration": None if val is None else val.cached,
                                "production": prod.cached}

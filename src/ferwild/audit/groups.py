@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.config import check_int
+from ferwild.data.prepared import ATTR_PREFIX, COL, FAILED_ALIGNMENT, USABLE_STATUSES
 from ferwild.metrics import as_class_ids
 
 __all__ = [
@@ -53,9 +54,7 @@ __all__ = [
 UNKNOWN = "unknown"
 # Manifest statuses of rows that exist in the dataset (``rejected``/``excluded`` never reached
 # alignment, so they say nothing about alignment or image statistics).
-_USABLE = ("aligned", "unaligned")
-_ALIGN_STATUSES = ("aligned", "unaligned", "dropped")
-_FAILED = ("unaligned", "dropped")
+_ALIGN_STATUSES = USABLE_STATUSES + ("dropped",)
 # ``align_method`` values that mean "no alignment was tried": the brief's ``"none"``, and
 # ``"resize"``, which is what ``ferwild.data.faces`` records for pre-aligned input (mode none).
 _NO_ALIGN = ("none", "resize", "")
@@ -336,16 +335,16 @@ def subgroup_audit(frame: pd.DataFrame, label_names: list[str], *,
         raise ValueError(f"label_names has duplicates: {names}")
     min_group_size = check_int(min_group_size, "min_group_size", 1)
     n_bootstrap = check_int(n_bootstrap, "n_bootstrap", 1)
-    missing = [c for c in ("label_id", "pred_id") if c not in frame.columns]
+    missing = [c for c in (COL.label_id, "pred_id") if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks column(s) {missing}: need label_id and pred_id")
     if len(frame) == 0:
         raise ValueError("frame is empty: nothing to audit")
     k = len(names)
-    true = as_class_ids(frame["label_id"].to_numpy(), "label_id", k)
+    true = as_class_ids(frame[COL.label_id].to_numpy(), COL.label_id, k)
     pred = as_class_ids(frame["pred_id"].to_numpy(), "pred_id", k)
     if attributes is None:
-        attributes = [c for c in frame.columns if str(c).startswith("attr_")]
+        attributes = [c for c in frame.columns if str(c).startswith(ATTR_PREFIX)]
     else:
         attributes = list(attributes)
         absent = [a for a in attributes if a not in frame.columns]
@@ -433,7 +432,7 @@ def attribute_shift(reference: pd.DataFrame, production: pd.DataFrame, *,
                          f"production={len(production)}")
     if attributes is None:
         attributes = [c for c in reference.columns
-                      if str(c).startswith("attr_") and c in production.columns]
+                      if str(c).startswith(ATTR_PREFIX) and c in production.columns]
     else:
         attributes = list(attributes)
         absent = [a for a in attributes
@@ -513,9 +512,9 @@ def proportion_test(k1: int, n1: int, k2: int, n2: int) -> dict:
 
 
 def _originals(manifest: pd.DataFrame) -> pd.DataFrame:
-    if "augmented_from" not in manifest.columns:
+    if COL.augmented_from not in manifest.columns:
         return manifest
-    return manifest[manifest["augmented_from"].fillna("").astype(str) == ""]
+    return manifest[manifest[COL.augmented_from].fillna("").astype(str) == ""]
 
 
 def alignment_failure(manifest: pd.DataFrame) -> dict:
@@ -535,21 +534,21 @@ def alignment_failure(manifest: pd.DataFrame) -> dict:
     Raises:
         ValueError: a missing ``status``, ``align_method`` or ``label`` column.
     """
-    missing = [c for c in ("status", "align_method", "label") if c not in manifest.columns]
+    missing = [c for c in (COL.status, COL.align_method, COL.label) if c not in manifest.columns]
     if missing:
         raise ValueError(f"manifest lacks column(s) {missing}")
     rows = _originals(manifest)
-    rows = rows[rows["status"].isin(_ALIGN_STATUSES)]
-    method = rows["align_method"].fillna("").astype(str)
-    attempted = ~method.isin(_NO_ALIGN) | rows["status"].isin(_FAILED)
-    failed = attempted & rows["status"].isin(_FAILED)
-    usable = rows["status"].isin(_USABLE)
+    rows = rows[rows[COL.status].isin(_ALIGN_STATUSES)]
+    method = rows[COL.align_method].fillna("").astype(str)
+    attempted = ~method.isin(_NO_ALIGN) | rows[COL.status].isin(FAILED_ALIGNMENT)
+    failed = attempted & rows[COL.status].isin(FAILED_ALIGNMENT)
+    usable = rows[COL.status].isin(USABLE_STATUSES)
 
     def summary(a: pd.Series, f: pd.Series) -> dict:
         na, nf = int(a.sum()), int(f.sum())
         return {"attempted": na, "failed": nf, "rate": nf / na if na else None}
 
-    labels = rows["label"].fillna("").astype(str)
+    labels = rows[COL.label].fillna("").astype(str)
     per_class = {lab: summary(attempted[labels == lab], failed[labels == lab])
                  for lab in sorted(labels.unique())}
     return {**summary(attempted, failed), "per_class": per_class,
@@ -595,16 +594,16 @@ def image_statistics(manifest: pd.DataFrame) -> pd.DataFrame:
         A DataFrame indexed like the input's usable original rows (status aligned/unaligned,
         ``augmented_from == ""``).
     """
-    if "status" in manifest.columns:
+    if COL.status in manifest.columns:
         rows = _originals(manifest)
-        rows = rows[rows["status"].isin(_USABLE)]
+        rows = rows[rows[COL.status].isin(USABLE_STATUSES)]
     else:
         rows = _originals(manifest)
     n = len(rows)
     side = np.fmin(_column(rows, "orig_width"), _column(rows, "orig_height"))
     side = np.where(side > 0, side, np.nan)
-    box = _points(rows["box"], 4) if "box" in rows.columns else np.full((n, 4), np.nan)
-    marks = (_points(rows["landmarks"], 10) if "landmarks" in rows.columns
+    box = _points(rows[COL.box], 4) if COL.box in rows.columns else np.full((n, 4), np.nan)
+    marks = (_points(rows[COL.landmarks], 10) if COL.landmarks in rows.columns
              else np.full((n, 10), np.nan))
     with np.errstate(invalid="ignore", divide="ignore"):
         area = np.clip(box[:, 2] - box[:, 0], 0, None) * np.clip(box[:, 3] - box[:, 1], 0, None)
@@ -618,14 +617,14 @@ def image_statistics(manifest: pd.DataFrame) -> pd.DataFrame:
         offset = nose - (eye_l + eye_r) / 2
         yaw = (offset * d).sum(axis=1) / iod**2
     return pd.DataFrame({
-        "brightness": _column(rows, "brightness"),
-        "contrast": _column(rows, "contrast"),
-        "sharpness": _column(rows, "sharpness"),
+        "brightness": _column(rows, COL.brightness),
+        "contrast": _column(rows, COL.contrast),
+        "sharpness": _column(rows, COL.sharpness),
         "face_size": face_size,
         "roll_deg": roll,
         "yaw_proxy": yaw,
         "eye_distance_rel": iod / side,
-        "detector_confidence": _column(rows, "confidence"),
+        "detector_confidence": _column(rows, COL.confidence),
     }, index=rows.index)
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ferwild.data.loader import eval_loader
-from ferwild.data.prepared import PreparedDataset
+from ferwild.data.prepared import COL, PreparedDataset
 from ferwild.files import save_npz_atomic
 from ferwild.runs import RunError, autocast_dtype, checkpoint_dir, resolve_device
 from ferwild.shipped import cache_dir
@@ -74,7 +74,7 @@ def audit_rows(prepared: PreparedDataset, split: str | None) -> pd.DataFrame:
     (``None``: every split, e.g. a whole production batch)."""
     rows = prepared.rows(split, include_augmented=False)
     if split is None:
-        rows = rows[rows["split"].astype(str) != ""]
+        rows = rows[rows[COL.split].astype(str) != ""]
     return rows.reset_index(drop=True)
 
 
@@ -92,9 +92,9 @@ def cache_key(checkpoint: Path, model_config: dict, rows: pd.DataFrame, root: Pa
     digest.update(_weights_digest(checkpoint / "model.safetensors").encode())
     digest.update(json.dumps(model_config, sort_keys=True, default=str).encode())
     digest.update(str(Path(root).resolve()).encode())
-    ident = rows[["path", "shard", "shard_index"]].astype(str).agg("\0".join, axis=1)
-    if "content_hash" in rows:
-        ident = ident + "\0" + rows["content_hash"].astype(str)
+    ident = rows[[COL.path, COL.shard, COL.shard_index]].astype(str).agg("\0".join, axis=1)
+    if COL.content_hash in rows:
+        ident = ident + "\0" + rows[COL.content_hash].astype(str)
     digest.update("\n".join(ident).encode())
     return digest.hexdigest()[:20]
 
@@ -106,7 +106,7 @@ def forward_outputs(model, prepared: PreparedDataset, rows: pd.DataFrame, *, bat
     device = device or torch.device("cpu")
     names = prepared.label_names
     # The loader needs a label per row; unlabelled rows borrow the first class (never read).
-    loader_rows = rows.assign(label=rows["label"].where(rows["label"].isin(names), names[0]))
+    loader_rows = rows.assign(label=rows[COL.label].where(rows[COL.label].isin(names), names[0]))
     loader, transform = eval_loader(prepared.root, loader_rows, names, model.preprocessing, batch_size)
     amp = autocast_dtype("auto", device)
     feats, probs = [], []
@@ -191,7 +191,7 @@ def compute_outputs(run_dir: str | os.PathLike, data_dir: str | os.PathLike, spl
     rows = audit_rows(prepared, split)
     if rows.empty:
         raise RunError(f"{data_dir} has no usable rows in split {split or 'any'!r}")
-    labels = rows["label"].map({n: i for i, n in enumerate(names)}).fillna(-1).to_numpy(np.int64)
+    labels = rows[COL.label].map({n: i for i, n in enumerate(names)}).fillna(-1).to_numpy(np.int64)
     key = cache_key(ckpt, state["model_config"], rows, prepared.root)
     cache_root = cache_dir(run_dir, CACHE_DIR)
     path = cache_root / f"{key}.npz"

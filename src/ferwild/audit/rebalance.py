@@ -46,18 +46,16 @@ import pandas as pd
 
 from ferwild.audit.groups import UNKNOWN, attribute_groups, group_order
 from ferwild.config import check_int
-from ferwild.data.prepared import MANIFEST, SHARDS, SUMMARY, PreparedDataset
+from ferwild.data.prepared import ATTR_PREFIX, COL, MANIFEST, SHARDS, SUMMARY, USABLE_STATUSES, PreparedDataset
 from ferwild.files import save_json_atomic, save_parquet_atomic
 from ferwild.system import available_cpus
 
-ATTR_PREFIX = "attr_"
 TARGETS = ("max", "median")
 BLOCK = 2048
 SHARD_PREFIX = "rebalanced"
 MARKER = "rebalance_plan.json"
 FIGURE = "rebalance_cells.png"
 CLASS_FIGURE = "class_counts.png"
-USABLE = ("aligned", "unaligned")
 _AUG_SUFFIX = re.compile(r"#aug(\d+)$")
 
 
@@ -167,17 +165,17 @@ def _make_plan(originals: pd.DataFrame, existing: pd.DataFrame, config: Rebalanc
     groups = {a: attribute_groups(originals[a]) for a in attrs}
     binned = {a: group_order(g) for a, g in groups.items()
               if not set(g).issubset({str(v).strip() for v in originals[a]} | {UNKNOWN})}
-    keys = list(zip(*(groups[a].tolist() for a in attrs), originals["label"].astype(str).tolist()))
+    keys = list(zip(*(groups[a].tolist() for a in attrs), originals[COL.label].astype(str).tolist()))
     members: dict[tuple, list[int]] = {}
     for pos, key in enumerate(keys):
         members.setdefault(key, []).append(pos)
 
     # Copies already present (drop_original_augmented=False): they count in their source's cell
     # and against its cap, and new copy numbers continue after them.
-    path_pos = {p: i for i, p in enumerate(originals["path"].tolist())}
+    path_pos = {p: i for i, p in enumerate(originals[COL.path].tolist())}
     n_existing = np.zeros(len(originals), dtype=np.int64)
     last_copy = np.zeros(len(originals), dtype=np.int64)
-    for path, source in zip(existing["path"].astype(str), existing["augmented_from"].astype(str)):
+    for path, source in zip(existing[COL.path].astype(str), existing[COL.augmented_from].astype(str)):
         pos = path_pos.get(source)
         if pos is None:
             continue
@@ -226,7 +224,7 @@ def _make_plan(originals: pd.DataFrame, existing: pd.DataFrame, config: Rebalanc
                                      f"each reach {cell['after']} of {goal}"})
 
     # Attribute x class combinations with no row at all cannot be filled by augmentation.
-    labels = sorted(set(originals["label"].astype(str)))
+    labels = sorted(set(originals[COL.label].astype(str)))
     for combo in _product(orders + [labels]):
         if tuple(combo) not in members:
             unfillable.append({**dict(zip(attrs, combo[:-1])), "label": combo[-1], "rows": 0,
@@ -243,7 +241,7 @@ def _product(lists: list[list[str]]) -> list[list[str]]:
 
 def _plan_key(config: RebalanceConfig, cache_shape: Any, sources: pd.DataFrame, copies: list[int]) -> str:
     digest = hashlib.sha256(json.dumps(["rebalance", config.seed, list(cache_shape or [])]).encode())
-    for path, shard, index, k in zip(sources["path"], sources["shard"], sources["shard_index"], copies):
+    for path, shard, index, k in zip(sources[COL.path], sources[COL.shard], sources[COL.shard_index], copies):
         digest.update(f"{path}\0{shard}\0{int(index)}\0{k}\n".encode())
     return digest.hexdigest()[:10]
 
@@ -309,8 +307,8 @@ def _link(source: Path, dest: Path) -> str:
 
 
 def _class_counts(manifest: pd.DataFrame, split: str) -> dict[str, int]:
-    rows = manifest[(manifest["split"] == split) & manifest["status"].isin(USABLE)]
-    return {c: int(n) for c, n in sorted(Counter(rows["label"].astype(str)).items())}
+    rows = manifest[(manifest[COL.split] == split) & manifest[COL.status].isin(USABLE_STATUSES)]
+    return {c: int(n) for c, n in sorted(Counter(rows[COL.label].astype(str)).items())}
 
 
 def _new_rows(sources: pd.DataFrame, copies: list[int], names: list[str], split: str,
@@ -319,12 +317,12 @@ def _new_rows(sources: pd.DataFrame, copies: list[int], names: list[str], split:
     new path, pointers to the new shards and no per-file facts (hashes, boxes, sizes)."""
     frame = sources.reset_index(drop=True).copy()
     n = len(frame)
-    frame["path"] = [f"{p}#aug{k}" for p, k in zip(frame["path"].astype(str), copies)]
-    frame["augmented_from"] = sources["path"].astype(str).to_numpy()
-    frame["split"] = split
-    frame["shard"] = names
-    frame["shard_index"] = np.arange(n, dtype=np.int64) % BLOCK
-    frame["row_id"] = np.arange(first_row_id, first_row_id + n, dtype=np.int64)
+    frame[COL.path] = [f"{p}#aug{k}" for p, k in zip(frame[COL.path].astype(str), copies)]
+    frame[COL.augmented_from] = sources[COL.path].astype(str).to_numpy()
+    frame[COL.split] = split
+    frame[COL.shard] = names
+    frame[COL.shard_index] = np.arange(n, dtype=np.int64) % BLOCK
+    frame[COL.row_id] = np.arange(first_row_id, first_row_id + n, dtype=np.int64)
     blank = {"reason": "", "notes": "", "orig_mode": "", "content_hash": "", "other_boxes": "[]",
              "exact_dup_of": "", "near_dup_of": ""}
     zero = {"orig_width": 0, "orig_height": 0, "n_faces": 0}
@@ -334,12 +332,12 @@ def _new_rows(sources: pd.DataFrame, copies: list[int], names: list[str], split:
     for col, value in zero.items():
         if col in frame:
             frame[col] = np.zeros(n, dtype=frame[col].dtype if frame[col].dtype.kind in "iu" else np.int64)
-    if "phash" in frame:
-        frame["phash"] = np.zeros(n, dtype=np.uint64)
-    for col in ("confidence", "sharpness", "brightness", "contrast"):
+    if COL.phash in frame:
+        frame[COL.phash] = np.zeros(n, dtype=np.uint64)
+    for col in (COL.confidence, COL.sharpness, COL.brightness, COL.contrast):
         if col in frame:
             frame[col] = np.nan
-    for col in ("box", "landmarks"):
+    for col in (COL.box, COL.landmarks):
         if col in frame:
             frame[col] = pd.Series([None] * n, dtype=object)
     return frame
@@ -509,12 +507,12 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
         raise ValueError(f"{src} has no attribute column {', '.join(missing)}; available: "
                          f"{', '.join(available) or 'none (the source listed no attr_* columns)'}")
 
-    augmented = manifest["augmented_from"].fillna("").astype(str) != ""
-    in_split = (manifest["split"].astype(str) == config.split).to_numpy()
-    usable = (manifest["shard"].fillna("").astype(str) != "").to_numpy()
+    augmented = manifest[COL.augmented_from].fillna("").astype(str) != ""
+    in_split = (manifest[COL.split].astype(str) == config.split).to_numpy()
+    usable = (manifest[COL.shard].fillna("").astype(str) != "").to_numpy()
     originals = manifest[in_split & usable & ~augmented.to_numpy()]
     if originals.empty:
-        splits = sorted(s for s in manifest["split"].astype(str).unique() if s)
+        splits = sorted(s for s in manifest[COL.split].astype(str).unique() if s)
         raise ValueError(f"split {config.split!r} of {src} has no usable rows; splits: {', '.join(splits)}")
     drop = in_split & augmented.to_numpy() if config.drop_original_augmented else np.zeros(len(manifest), bool)
     kept = manifest[~drop]
@@ -532,7 +530,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     shards = out / SHARDS
 
     # the source's shards, shown without copying their bytes
-    needed = sorted(set(kept.loc[kept["shard"].fillna("").astype(str) != "", "shard"].astype(str)))
+    needed = sorted(set(kept.loc[kept[COL.shard].fillna("").astype(str) != "", COL.shard].astype(str)))
     methods = Counter(_link(src / SHARDS / f"{name}.npy", shards / f"{name}.npy") for name in needed)
 
     # augmented blocks (skipped when their shard exists: a rerun resumes)
@@ -545,7 +543,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
         if (shards / f"{name}.npy").exists():
             continue
         jobs.append({"name": name, "out_dir": str(out), "seed": _block_seed(key, b),
-                     "sources": [(str(s), int(i)) for s, i in zip(part["shard"], part["shard_index"])]})
+                     "sources": [(str(s), int(i)) for s, i in zip(part[COL.shard], part[COL.shard_index])]})
     workers = config.workers or available_cpus()
     run_jobs(augment_block, jobs, workers, (lambda d, t: progress("rebalance", d, t)) if progress else None)
     for old in shards.glob(f"{SHARD_PREFIX}-*.npy"):
@@ -553,11 +551,11 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
             old.unlink()  # pixels of an earlier, different plan
 
     # manifest
-    first_id = int(kept["row_id"].max()) + 1 if len(kept) else 0
+    first_id = int(kept[COL.row_id].max()) + 1 if len(kept) else 0
     new = _new_rows(sources, plan.copies, names, config.split, first_id)
     result = _concat_like(kept, new)
-    if result["path"].duplicated().any():
-        dup = result.loc[result["path"].duplicated(), "path"].iloc[0]
+    if result[COL.path].duplicated().any():
+        dup = result.loc[result[COL.path].duplicated(), COL.path].iloc[0]
         raise RuntimeError(f"rebalance would write the path {dup!r} twice")
     save_parquet_atomic(result, out / MANIFEST)
 
@@ -565,7 +563,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     summary = copy.deepcopy(prepared.summary)
     after_counts = _class_counts(result, config.split)
     summary.setdefault("counts_after_balance", {})[config.split] = after_counts
-    summary["augmented_rows"] = int((result["augmented_from"].fillna("").astype(str) != "").sum())
+    summary["augmented_rows"] = int((result[COL.augmented_from].fillna("").astype(str) != "").sum())
     section = _rebalance_section(src, config, plan, key, int(drop.sum()), methods, names)
     summary["rebalance"] = section
     cell_figure(plan.cells, list(config.attributes), plan.goal, out / FIGURE)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.audit.groups import subgroup_gap_figure
+from ferwild.data.prepared import COL
 from ferwild.files import save_text_atomic
 from ferwild.formatting import DASH, number, p_text, p_value, pct
 from ferwild.htmldoc import Document
@@ -132,7 +133,7 @@ def most_unlike_sheet(production, scores: pd.DataFrame, path: Path, k: int) -> b
     if k <= 0 or scores.empty:
         return False
     top = scores.head(k)
-    rows = production.manifest.set_index("path").loc[top["path"]]
+    rows = production.manifest.set_index(COL.path).loc[top[COL.path]]
     crops = production.images(rows.reset_index())
     crops = [np.repeat(c, 3, axis=2) if c.shape[2] == 1 else c for c in crops]
     captions = [f"{s:.2f} {p[:7]}" for s, p in zip(top["domain_score"], top["pred"])]

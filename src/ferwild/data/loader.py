@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ferwild.data.augment import AugmentConfig, augment_batch
-from ferwild.data.prepared import SHARDS
+from ferwild.data.prepared import COL, SHARDS
 
 
 class CachedFaceDataset(torch.utils.data.Dataset):
@@ -36,13 +36,13 @@ class CachedFaceDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         self.label_names = list(label_names)
         index = {name: i for i, name in enumerate(self.label_names)}
-        unknown = sorted(set(rows["label"]) - set(index))
+        unknown = sorted(set(rows[COL.label]) - set(index))
         if unknown:
             raise ValueError(f"labels {unknown} are not in the label set {self.label_names}")
-        self.labels = torch.from_numpy(rows["label"].map(index).to_numpy(np.int64).copy())
-        codes, self.shard_names = pd.factorize(rows["shard"].astype(str))
+        self.labels = torch.from_numpy(rows[COL.label].map(index).to_numpy(np.int64).copy())
+        codes, self.shard_names = pd.factorize(rows[COL.shard].astype(str))
         self.shard_codes = codes.astype(np.int64)
-        self.shard_index = rows["shard_index"].to_numpy(np.int64)
+        self.shard_index = rows[COL.shard_index].to_numpy(np.int64)
         self._shards: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:

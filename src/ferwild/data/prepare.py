@@ -40,7 +40,17 @@ import pandas as pd
 from ferwild.data.balance import balance_plan, class_count_figure, parse_balance
 from ferwild.data.dedup import cross_split_drop_mask, find_duplicates, keep_pairs, pixel_correlation
 from ferwild.data.faces import DEFAULT_MARGIN, to_channels
-from ferwild.data.prepared import MANIFEST, SHARDS, SUMMARY, PreparedDataset
+from ferwild.data.prepared import (
+    ATTR_PREFIX,
+    COL,
+    FAILED_ALIGNMENT,
+    MANIFEST,
+    SHARDS,
+    STATUSES,
+    SUMMARY,
+    USABLE_STATUSES,
+    PreparedDataset,
+)
 from ferwild.data.sources import decode_fer2013_pixels, read_source
 from ferwild.data.split import assign_splits
 from ferwild.files import save_json_atomic, save_npy_atomic, save_parquet_atomic, save_text_atomic
@@ -50,8 +60,6 @@ from ferwild.system import available_cpus
 ALIGN_MODES = ("auto", "mtcnn", "landmarks", "none")
 FALLBACKS = ("keep", "drop")
 SPLIT_MODES = ("auto", "source", "ratios")
-USABLE = ("aligned", "unaligned")
-STATUSES = ("aligned", "unaligned", "dropped", "rejected", "excluded")
 PLAN = "plan.json"
 # Pre-aligned crops are small and all the same size (FER2013 48x48, RAF-DB aligned 100x100).
 PREALIGNED_MAX_SIDE = 128
@@ -164,14 +172,14 @@ def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False) ->
     """
     if unlabelled:
         rows = rows.copy()
-        raw = rows["label_raw"].fillna("").astype(str)
-        if (raw != "").any() and "attr_folder" not in rows:
-            rows["attr_folder"] = raw
-        rows["label"], rows["status"], rows["reason"] = "", "", ""
+        raw = rows[COL.label_raw].fillna("").astype(str)
+        if (raw != "").any() and ATTR_PREFIX + "folder" not in rows:
+            rows[ATTR_PREFIX + "folder"] = raw
+        rows[COL.label], rows[COL.status], rows[COL.reason] = "", "", ""
         return rows
     names = set(get_label_set(label_set))
     labels, status, reason = [], [], []
-    for raw in rows["label_raw"]:
+    for raw in rows[COL.label_raw]:
         if str(raw).strip() == "":
             labels.append(""), status.append("rejected"), reason.append("no label")
             continue
@@ -186,19 +194,19 @@ def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False) ->
         else:
             status.append("excluded"), reason.append(f"label {label!r} not in {label_set}")
     rows = rows.copy()
-    rows["label"], rows["status"], rows["reason"] = labels, status, reason
+    rows[COL.label], rows[COL.status], rows[COL.reason] = labels, status, reason
     return rows
 
 
 def _reject_duplicate_paths(rows: pd.DataFrame) -> None:
     """The same file listed twice is one input: later listings are rejected, pointing at the first."""
     seen: dict[str, str] = {}
-    for i, path in enumerate(rows["path"]):
+    for i, path in enumerate(rows[COL.path]):
         key = os.path.realpath(path) if "#" not in path else path
         if key in seen:
-            if rows.at[i, "status"] in ("", "excluded"):
-                rows.at[i, "status"] = "rejected"
-                rows.at[i, "reason"] = f"duplicate path (same file as {seen[key]})"
+            if rows.at[i, COL.status] in ("", "excluded"):
+                rows.at[i, COL.status] = "rejected"
+                rows.at[i, COL.reason] = f"duplicate path (same file as {seen[key]})"
         else:
             seen[key] = path
 
@@ -234,16 +242,16 @@ def resolve_layout(rows: pd.DataFrame, config: PrepareConfig) -> dict[str, Any]:
     landmarks (FER2013) are pre-aligned and only resized (stored at native size and channels);
     anything else is aligned per image with MTCNN, falling back per the policy.
     """
-    pending = rows[rows["status"] == ""]
+    pending = rows[rows[COL.status] == ""]
     probe_sizes, probe_grey = [], []
-    for path, pixels in zip(pending["path"][:PROBE_ROWS], pending["pixels"][:PROBE_ROWS]):
+    for path, pixels in zip(pending[COL.path][:PROBE_ROWS], pending["pixels"][:PROBE_ROWS]):
         try:
             image, _ = _load_row(path, pixels, config.max_pixels)
         except Exception:  # noqa: BLE001 - a bad probe image is judged later, per row
             continue
         probe_sizes.append(image.shape[:2])
         probe_grey.append(_is_grey(image))
-    has_landmarks = bool(pending["landmarks"].map(lambda v: v is not None).any())
+    has_landmarks = bool(pending[COL.landmarks].map(lambda v: v is not None).any())
     same_square = (len(set(probe_sizes)) == 1 and probe_sizes[0][0] == probe_sizes[0][1])
     prealigned = (same_square and probe_sizes[0][0] <= PREALIGNED_MAX_SIDE and not has_landmarks)
     mode = config.align
@@ -304,16 +312,16 @@ def quality_by_split(manifest: pd.DataFrame, ratio: float = 2.0, min_rows: int =
     A split that is much blurrier (or flatter) than another is a shift the model will pay for:
     trained on one, it is evaluated on images of another kind.
     """
-    used = manifest[manifest["status"].isin(USABLE) & (manifest["split"] != "")]
+    used = manifest[manifest[COL.status].isin(USABLE_STATUSES) & (manifest[COL.split] != "")]
     if "sharpness" not in used:
         return {}, []
-    medians = {s: {k: round(float(g[k].median()), 3) for k in ("sharpness", "brightness", "contrast")}
+    medians = {s: {k: round(float(g[k].median()), 3) for k in (COL.sharpness, COL.brightness, COL.contrast)}
                | {"n": int(len(g))} for s, g in used.groupby("split")}
     warnings = []
     splits = [s for s in ("train", "val", "test") if s in medians and medians[s]["n"] >= min_rows]
     for i, a in enumerate(splits):
         for b in splits[i + 1:]:
-            for key in ("sharpness", "contrast"):
+            for key in (COL.sharpness, COL.contrast):
                 lo, hi = sorted((medians[a][key], medians[b][key]))
                 if lo > 0 and hi / lo > ratio:
                     sharper = a if medians[a][key] > medians[b][key] else b
@@ -325,9 +333,9 @@ def quality_by_split(manifest: pd.DataFrame, ratio: float = 2.0, min_rows: int =
 
 
 _CHUNK_DEFAULTS: dict[str, Any] = {
-    "align_method": "", "confidence": None, "n_faces": 0, "box": None, "landmarks": None,
-    "other_boxes": "[]", "shard_index": -1, "content_hash": "", "phash": 0,
-    "sharpness": None, "brightness": None, "contrast": None,
+    COL.align_method: "", COL.confidence: None, COL.n_faces: 0, COL.box: None, COL.landmarks: None,
+    COL.other_boxes: "[]", COL.shard_index: -1, COL.content_hash: "", COL.phash: 0,
+    COL.sharpness: None, COL.brightness: None, COL.contrast: None,
 }
 
 
@@ -346,20 +354,20 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
     side, _, channels = job["cache_shape"]
     records, images, image_landmarks, image_slots = [], [], [], []
     for row in job["rows"]:
-        rec = {"row_id": row["row_id"], "status": "", "reason": "", "notes": "", "orig_mode": "",
-               "orig_width": 0, "orig_height": 0}
+        rec = {COL.row_id: row[COL.row_id], COL.status: "", COL.reason: "", COL.notes: "", COL.orig_mode: "",
+               COL.orig_width: 0, COL.orig_height: 0}
         try:
-            image, meta = _load_row(row["path"], row["pixels"], cfg["max_pixels"])
+            image, meta = _load_row(row[COL.path], row["pixels"], cfg["max_pixels"])
         except ImageRejected as exc:
-            rec["status"], rec["reason"] = "rejected", exc.reason
+            rec[COL.status], rec[COL.reason] = "rejected", exc.reason
         except Exception as exc:  # noqa: BLE001 - never let one file abort the run
-            rec["status"], rec["reason"] = "rejected", f"unreadable: {type(exc).__name__}: {exc}"
+            rec[COL.status], rec[COL.reason] = "rejected", f"unreadable: {type(exc).__name__}: {exc}"
         else:
-            rec["orig_mode"], rec["notes"] = meta["orig_mode"], meta["notes"]
-            rec["orig_width"], rec["orig_height"] = int(meta["orig_size"][0]), int(meta["orig_size"][1])
+            rec[COL.orig_mode], rec[COL.notes] = meta[COL.orig_mode], meta[COL.notes]
+            rec[COL.orig_width], rec[COL.orig_height] = int(meta["orig_size"][0]), int(meta["orig_size"][1])
             image_slots.append(len(records))
             images.append(image)
-            image_landmarks.append(row["landmarks"])
+            image_landmarks.append(row[COL.landmarks])
         records.append(rec)
 
     mode = job["align_mode"]
@@ -380,9 +388,9 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
                    other_boxes=json.dumps([[round(float(v), 1) for v in b] for b in result.other_boxes]))
         if result.crop is not None:
             crop = to_channels(np.ascontiguousarray(result.crop), channels)
-            rec["shard_index"] = len(crops)
-            rec["content_hash"] = content_hash(crop)
-            rec["phash"] = int(perceptual_hash(crop))
+            rec[COL.shard_index] = len(crops)
+            rec[COL.content_hash] = content_hash(crop)
+            rec[COL.phash] = int(perceptual_hash(crop))
             rec.update(image_quality(crop))
             crops.append(crop)
 
@@ -394,23 +402,23 @@ def process_chunk(job: dict[str, Any]) -> dict[str, Any]:
     for col, default in _CHUNK_DEFAULTS.items():
         if col not in frame:
             frame[col] = [default] * len(frame)
-    frame["shard"] = np.where(frame["shard_index"].fillna(-1).astype(int) >= 0, name, "")
-    frame["shard_index"] = frame["shard_index"].fillna(-1).astype("int64")
-    frame["phash"] = frame["phash"].fillna(0).astype("uint64")
-    frame["n_faces"] = frame["n_faces"].fillna(0).astype("int64")
-    frame["content_hash"] = frame["content_hash"].fillna("")
-    frame["align_method"] = frame["align_method"].fillna("")
-    frame["other_boxes"] = frame["other_boxes"].fillna("[]")
+    frame[COL.shard] = np.where(frame[COL.shard_index].fillna(-1).astype(int) >= 0, name, "")
+    frame[COL.shard_index] = frame[COL.shard_index].fillna(-1).astype("int64")
+    frame[COL.phash] = frame[COL.phash].fillna(0).astype("uint64")
+    frame[COL.n_faces] = frame[COL.n_faces].fillna(0).astype("int64")
+    frame[COL.content_hash] = frame[COL.content_hash].fillna("")
+    frame[COL.align_method] = frame[COL.align_method].fillna("")
+    frame[COL.other_boxes] = frame[COL.other_boxes].fillna("[]")
     # The Parquet rename is the commit point: a chunk without it is redone on resume.
     save_parquet_atomic(frame, out / SHARDS / f"{name}.parquet")
-    return {"chunk": name, **Counter(frame["status"])}
+    return {"chunk": name, **Counter(frame[COL.status])}
 
 
 def _fingerprint(rows: pd.DataFrame, fields: dict[str, Any], layout: dict[str, Any]) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"fields": fields, "mode": layout["align_mode"],
                               "shape": layout["cache_shape"]}, sort_keys=True).encode())
-    for path, status in zip(rows["path"], rows["status"]):
+    for path, status in zip(rows[COL.path], rows[COL.status]):
         digest.update(f"{path}\0{status}\n".encode())
     return digest.hexdigest()
 
@@ -479,10 +487,10 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    rows = read_source(source).sort_values("path", kind="stable").reset_index(drop=True)
+    rows = read_source(source).sort_values(COL.path, kind="stable").reset_index(drop=True)
     rows = _label_rows(rows, config.labels, config.unlabelled)
     _reject_duplicate_paths(rows)
-    rows.insert(0, "row_id", np.arange(len(rows), dtype=np.int64))
+    rows.insert(0, COL.row_id, np.arange(len(rows), dtype=np.int64))
     timings["read"] = time.perf_counter() - t0
 
     layout = resolve_layout(rows, config)
@@ -499,7 +507,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    pending = rows[rows["status"] == ""]
+    pending = rows[rows[COL.status] == ""]
     workers = config.workers or available_cpus()
     # ~4 chunks per worker balances the load; 2048 rows bound a chunk's memory.
     chunk_size = config.chunk_size or max(4, min(2048, math.ceil(len(pending) / (workers * 4))))
@@ -519,7 +527,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
             "chunk": name, "out_dir": str(out), "align_mode": layout["align_mode"],
             "cache_shape": layout["cache_shape"], "config": fields,
             "rows": [{"row_id": int(r), "path": p, "pixels": px, "landmarks": lm}
-                     for r, p, px, lm in zip(part["row_id"], part["path"], part["pixels"], part["landmarks"])],
+                     for r, p, px, lm in zip(part[COL.row_id], part[COL.path], part["pixels"], part[COL.landmarks])],
         })
     t1 = time.perf_counter()
     run_jobs(process_chunk, jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
@@ -527,9 +535,9 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     timings["cache_images"] = int(sum(len(j["rows"]) for j in jobs))
 
     manifest = _assemble(rows, out, len(pending), chunk_size)
-    usable = manifest["status"].isin(USABLE).to_numpy()
+    usable = manifest[COL.status].isin(USABLE_STATUSES).to_numpy()
     if not usable.any():
-        rejects = manifest[manifest["status"] != ""][["path", "label_raw", "status", "reason"]]
+        rejects = manifest[manifest[COL.status] != ""][[COL.path, COL.label_raw, COL.status, COL.reason]]
         save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
         raise PrepareError(f"nothing usable came out of {source}: "
                            f"{dict(Counter(manifest['status']))}; reasons in {out / 'rejects.csv'}")
@@ -541,8 +549,8 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
 
     # 5. duplicates
     t3 = time.perf_counter()
-    splits = manifest["split"].to_numpy(dtype=object)
-    candidates = find_duplicates(manifest["content_hash"].tolist(), manifest["phash"].to_numpy(np.uint64),
+    splits = manifest[COL.split].to_numpy(dtype=object)
+    candidates = find_duplicates(manifest[COL.content_hash].tolist(), manifest[COL.phash].to_numpy(np.uint64),
                                  splits.tolist(), threshold=config.near_dup_threshold, mask=usable)
     dups = _verify_near_pairs(candidates, manifest, out, config.near_dup_min_corr)
     _mark_duplicates(manifest, dups)
@@ -550,10 +558,10 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     if config.drop_cross_split_dups:
         drop = cross_split_drop_mask(dups, splits.tolist())
         dropped_dups = int(drop.sum())
-        manifest.loc[drop, "reason"] = "cross-split duplicate of " + manifest.loc[drop, "exact_dup_of"].where(
-            manifest.loc[drop, "exact_dup_of"] != "", manifest.loc[drop, "near_dup_of"])
-        manifest.loc[drop, "status"] = "excluded"
-        manifest.loc[drop, "split"] = ""
+        manifest.loc[drop, COL.reason] = "cross-split duplicate of " + manifest.loc[drop, COL.exact_dup_of].where(
+            manifest.loc[drop, COL.exact_dup_of] != "", manifest.loc[drop, COL.near_dup_of])
+        manifest.loc[drop, COL.status] = "excluded"
+        manifest.loc[drop, COL.split] = ""
     timings["duplicates"] = time.perf_counter() - t3
 
     # 6. balance
@@ -574,7 +582,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
                        dups, dropped_dups, timings, time.perf_counter() - t0)
     summary["duplicates"]["near_candidates"] = candidates.near_pairs
     summary["face_template"] = template
-    _write_outputs(out, manifest, dups, summary, counts_before)
+    manifest = _write_outputs(out, manifest, dups, summary, counts_before)
     return PrepareResult(out_dir=out, manifest=manifest, summary=summary)
 
 
@@ -586,14 +594,14 @@ def _probe_face_template(out: Path, manifest: pd.DataFrame, seed: int) -> dict |
     """:func:`~ferwild.data.faces.estimate_template` on a seeded sample of the cached crops."""
     from ferwild.data.faces import estimate_template
 
-    rows = manifest[(manifest["shard"] != "") & (manifest["augmented_from"].astype(str) == "")]
+    rows = manifest[(manifest[COL.shard] != "") & (manifest[COL.augmented_from].astype(str) == "")]
     if rows.empty:
         return None
     rows = rows.sample(min(TEMPLATE_PROBE, len(rows)), random_state=seed)
     crops = []
-    for shard, group in rows.groupby("shard", sort=True):
+    for shard, group in rows.groupby(COL.shard, sort=True):
         pixels = np.load(out / SHARDS / f"{shard}.npy", mmap_mode="r")
-        crops.extend(np.asarray(pixels[int(i)]) for i in group["shard_index"])
+        crops.extend(np.asarray(pixels[int(i)]) for i in group[COL.shard_index])
     try:
         return estimate_template(crops)
     except Exception:  # noqa: BLE001 - an optional extra: the dataset is usable without it
@@ -606,26 +614,26 @@ def _assemble(rows: pd.DataFrame, out: Path, n_pending: int, chunk_size: int) ->
     parts = [pd.read_parquet(out / SHARDS / f"chunk-{i:05d}.parquet") for i in range(n_chunks)]
     processed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         {"row_id": pd.Series([], dtype="int64")})
-    base = rows.drop(columns=["pixels", "landmarks"])
-    manifest = base.merge(processed, on="row_id", how="left", suffixes=("_pre", ""))
+    base = rows.drop(columns=["pixels", COL.landmarks])
+    manifest = base.merge(processed, on=COL.row_id, how="left", suffixes=("_pre", ""))
     if "status_pre" in manifest:
         # Rows judged before decoding keep their status; decoded rows take the worker's.
-        manifest["status"] = manifest["status"].where(manifest["status_pre"] == "", manifest["status_pre"])
-        manifest["reason"] = manifest["reason"].where(manifest["status_pre"] == "", manifest["reason_pre"])
+        manifest[COL.status] = manifest[COL.status].where(manifest["status_pre"] == "", manifest["status_pre"])
+        manifest[COL.reason] = manifest[COL.reason].where(manifest["status_pre"] == "", manifest["reason_pre"])
         manifest = manifest.drop(columns=["status_pre", "reason_pre"])
-    for col, default in {**_CHUNK_DEFAULTS, "notes": "", "orig_mode": "", "shard": "",
-                         "orig_width": 0, "orig_height": 0}.items():
+    for col, default in {**_CHUNK_DEFAULTS, COL.notes: "", COL.orig_mode: "", COL.shard: "",
+                         COL.orig_width: 0, COL.orig_height: 0}.items():
         if col not in manifest:
             manifest[col] = default
         elif default is not None:
             manifest[col] = manifest[col].fillna(default)
-    for col in ("shard_index", "n_faces", "orig_width", "orig_height"):
+    for col in (COL.shard_index, COL.n_faces, COL.orig_width, COL.orig_height):
         manifest[col] = manifest[col].astype("int64")
-    manifest["phash"] = manifest["phash"].astype("uint64")
-    for col in ("status", "reason", "notes", "orig_mode", "shard", "content_hash", "align_method"):
+    manifest[COL.phash] = manifest[COL.phash].astype("uint64")
+    for col in (COL.status, COL.reason, COL.notes, COL.orig_mode, COL.shard, COL.content_hash, COL.align_method):
         manifest[col] = manifest[col].fillna("").astype(str)
-    manifest["split"] = ""
-    manifest["augmented_from"] = ""
+    manifest[COL.split] = ""
+    manifest[COL.augmented_from] = ""
     return manifest
 
 
@@ -636,19 +644,19 @@ def _split(manifest: pd.DataFrame, usable: np.ndarray, config: PrepareConfig) ->
     """
     if config.unlabelled:
         # Nothing to train on: an unlabelled batch is scored/audited as one held-out set.
-        manifest.loc[usable, "split"] = "test"
+        manifest.loc[usable, COL.split] = "test"
         return "unlabelled", {"target": None, "counts": {"test": {"": int(usable.sum())}}}
-    source_splits = manifest.loc[usable, "source_split"]
+    source_splits = manifest.loc[usable, COL.source_split]
     use_source = config.split == "source" or (config.split == "auto" and (source_splits != "").all())
     if config.split == "source" and (source_splits == "").any():
         raise PrepareError(f"--split source: {(source_splits == '').sum()} usable rows have no split "
                            "in the source; use --split ratios")
-    labels = manifest.loc[usable, "label"].to_numpy(dtype=object)
+    labels = manifest.loc[usable, COL.label].to_numpy(dtype=object)
     if use_source:
         assigned = source_splits.to_numpy(dtype=object)
         mode, report = "source", _source_split_report(labels, assigned)
     else:
-        group_col = next((c for c in ("subject", "video") if (manifest.loc[usable, c] != "").any()), None)
+        group_col = next((c for c in (COL.subject, COL.video) if (manifest.loc[usable, c] != "").any()), None)
         groups = None
         if group_col:
             values = manifest.loc[usable, group_col].to_numpy(dtype=object)
@@ -657,7 +665,7 @@ def _split(manifest: pd.DataFrame, usable: np.ndarray, config: PrepareConfig) ->
         assigned, report = assign_splits(labels, config.split_ratios, config.seed,
                                          groups=groups, group_name=group_col)
         mode, report = ("group" if group_col else "stratified"), report.to_dict()
-    manifest.loc[usable, "split"] = assigned
+    manifest.loc[usable, COL.split] = assigned
     return mode, report
 
 
@@ -678,7 +686,7 @@ def _verify_near_pairs(report, manifest: pd.DataFrame, out: Path, min_corr: floa
     corr = np.ones(len(pairs), dtype=np.float32)
     near = np.flatnonzero((pairs["kind"] == "near").to_numpy())
     reader = _ShardReader(out)
-    shard, index = manifest["shard"].to_numpy(dtype=object), manifest["shard_index"].to_numpy()
+    shard, index = manifest[COL.shard].to_numpy(dtype=object), manifest[COL.shard_index].to_numpy()
 
     def fetch(rows):
         return np.stack([reader.image(shard[r], index[r]) for r in rows])
@@ -693,7 +701,7 @@ def _verify_near_pairs(report, manifest: pd.DataFrame, out: Path, min_corr: floa
 
 def _mark_duplicates(manifest: pd.DataFrame, dups) -> None:
     """Give each duplicated row the path of its lowest-numbered twin, for exact and near pairs."""
-    paths = manifest["path"].to_numpy(dtype=object)
+    paths = manifest[COL.path].to_numpy(dtype=object)
     for kind in ("exact", "near"):
         col = np.full(len(manifest), "", dtype=object)
         pairs = dups.pairs[dups.pairs["kind"] == kind]
@@ -706,9 +714,9 @@ def _mark_duplicates(manifest: pd.DataFrame, dups) -> None:
 
 
 def _split_class_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
-    used = manifest[manifest["status"].isin(USABLE) & (manifest["split"] != "")]
-    return {s: {c: int(n) for c, n in sorted(Counter(g["label"]).items())}
-            for s, g in used.groupby("split", sort=False)}
+    used = manifest[manifest[COL.status].isin(USABLE_STATUSES) & (manifest[COL.split] != "")]
+    return {s: {c: int(n) for c, n in sorted(Counter(g[COL.label]).items())}
+            for s, g in used.groupby(COL.split, sort=False)}
 
 
 def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: int,
@@ -719,12 +727,12 @@ def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: 
     shard exists). Shard names carry a digest of the plan, so a changed split or balance setting
     never reuses stale pixels.
     """
-    train = manifest[(manifest["split"] == "train") & manifest["status"].isin(USABLE)]
-    plan = balance_plan(train["label"].tolist(), config.balance, seed=config.seed) \
+    train = manifest[(manifest[COL.split] == "train") & manifest[COL.status].isin(USABLE_STATUSES)]
+    plan = balance_plan(train[COL.label].tolist(), config.balance, seed=config.seed) \
         if config.balance is not None and len(train) and not config.unlabelled else []
     sources = train.iloc[[p for p, _ in plan]] if plan else train.iloc[:0]
     digest = hashlib.sha256(json.dumps([config.seed, [int(c) for _, c in plan]]).encode())
-    for path in sources["path"]:
+    for path in sources[COL.path]:
         digest.update(path.encode())
     key = digest.hexdigest()[:10]
     block = 2048
@@ -736,26 +744,26 @@ def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: 
             continue
         part = sources.iloc[start:start + block]
         jobs.append({"name": name, "out_dir": str(out), "seed": config.seed * 1_000_003 + b,
-                     "sources": [(str(s), int(i)) for s, i in zip(part["shard"], part["shard_index"])]})
+                     "sources": [(str(s), int(i)) for s, i in zip(part[COL.shard], part[COL.shard_index])]})
     run_jobs(augment_block, jobs, workers, (lambda d, t: progress("balance", d, t)) if progress else None)
     for old in (out / SHARDS).glob("augmented-*.npy"):
         if not old.name.startswith(f"augmented-{key}-"):
             old.unlink()  # pixels of an earlier, different balance plan
     if not plan:
         return pd.DataFrame()
-    attrs = [c for c in manifest.columns if c.startswith("attr_")]
+    attrs = [c for c in manifest.columns if c.startswith(ATTR_PREFIX)]
     frame = pd.DataFrame({
-        "path": [f"{p}#aug{c}" for p, (_, c) in zip(sources["path"], plan)],
-        "label": sources["label"].to_numpy(), "split": "train", "status": sources["status"].to_numpy(),
-        "reason": "", "source_split": sources["source_split"].to_numpy(),
-        "subject": sources["subject"].to_numpy(), "video": sources["video"].to_numpy(),
-        "augmented_from": sources["path"].to_numpy(), "shard": names,
-        "shard_index": np.arange(len(plan)) % block, "align_method": sources["align_method"].to_numpy(),
-        "content_hash": "", "phash": np.zeros(len(plan), np.uint64), "n_faces": 0,
-        "orig_width": 0, "orig_height": 0, "other_boxes": "[]",
+        COL.path: [f"{p}#aug{c}" for p, (_, c) in zip(sources[COL.path], plan)],
+        COL.label: sources[COL.label].to_numpy(), COL.split: "train", COL.status: sources[COL.status].to_numpy(),
+        COL.reason: "", COL.source_split: sources[COL.source_split].to_numpy(),
+        COL.subject: sources[COL.subject].to_numpy(), COL.video: sources[COL.video].to_numpy(),
+        COL.augmented_from: sources[COL.path].to_numpy(), COL.shard: names,
+        COL.shard_index: np.arange(len(plan)) % block, COL.align_method: sources[COL.align_method].to_numpy(),
+        COL.content_hash: "", COL.phash: np.zeros(len(plan), np.uint64), COL.n_faces: 0,
+        COL.orig_width: 0, COL.orig_height: 0, COL.other_boxes: "[]",
         **{c: sources[c].to_numpy() for c in attrs},
     })
-    frame["row_id"] = np.arange(len(manifest), len(manifest) + len(frame), dtype=np.int64)
+    frame[COL.row_id] = np.arange(len(manifest), len(manifest) + len(frame), dtype=np.int64)
     return frame
 
 
@@ -777,12 +785,12 @@ def _reason_kind(reason: str) -> str:
 
 def _summary(source, config, layout, manifest, counts_before, split_mode, split_report, dups,
              dropped_dups, timings, elapsed) -> dict[str, Any]:
-    originals = manifest[manifest["augmented_from"] == ""]
-    statuses = Counter(originals["status"])
-    attempted = originals[originals["align_method"].isin(["mtcnn", "landmarks", "center"])
-                          | (originals["status"] == "dropped")]
-    failed = attempted["status"].isin(["unaligned", "dropped"])
-    per_class = {c: round(float(f.mean()), 4) for c, f in failed.groupby(attempted["label"])} if len(attempted) else {}
+    originals = manifest[manifest[COL.augmented_from] == ""]
+    statuses = Counter(originals[COL.status])
+    attempted = originals[originals[COL.align_method].isin(["mtcnn", "landmarks", "center"])
+                          | (originals[COL.status] == "dropped")]
+    failed = attempted[COL.status].isin(FAILED_ALIGNMENT)
+    per_class = {c: round(float(f.mean()), 4) for c, f in failed.groupby(attempted[COL.label])} if len(attempted) else {}
     counts_after = _split_class_counts(manifest)
     quality = quality_by_split(originals)
     return {
@@ -793,15 +801,15 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
         "align_mode": layout["align_mode"],
         "cache_shape": layout["cache_shape"],
         "inputs": int(len(originals)),
-        "usable": int(originals["status"].isin(USABLE).sum()),
+        "usable": int(originals[COL.status].isin(USABLE_STATUSES).sum()),
         "status_counts": {s: int(statuses.get(s, 0)) for s in STATUSES},
-        "rejected_reasons": dict(Counter(_reason_kind(r) for r in originals.loc[originals["status"] == "rejected", "reason"])),
-        "excluded_reasons": dict(Counter(_reason_kind(r) for r in originals.loc[originals["status"] == "excluded", "reason"])),
+        "rejected_reasons": dict(Counter(_reason_kind(r) for r in originals.loc[originals[COL.status] == "rejected", COL.reason])),
+        "excluded_reasons": dict(Counter(_reason_kind(r) for r in originals.loc[originals[COL.status] == "excluded", COL.reason])),
         "split_mode": split_mode,
         "split_report": split_report,
         "counts": counts_before,
         "counts_after_balance": counts_after,
-        "augmented_rows": int((manifest["augmented_from"] != "").sum()),
+        "augmented_rows": int((manifest[COL.augmented_from] != "").sum()),
         "image_quality": quality[0],
         "quality_warnings": quality[1],
         "duplicates": {**dups.to_dict(), "threshold": config.near_dup_threshold,
@@ -816,21 +824,23 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
 
 
 def _write_outputs(out: Path, manifest: pd.DataFrame, dups, summary: dict[str, Any],
-                   counts_before: dict[str, dict[str, int]]) -> None:
+                   counts_before: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """Write the manifest, rejects, duplicates, figures and (last) the summary; returns the
+    manifest as written, so ``prepare()``'s result and the file have the same columns."""
     manifest = manifest.copy()
     for col in manifest.columns:
         # text columns (object, or pandas' str dtype): augmented rows leave NaN in some of them
         if (manifest[col].dtype == object or pd.api.types.is_string_dtype(manifest[col])) \
-                and col not in ("box", "landmarks", "confidence"):
+                and col not in (COL.box, COL.landmarks, COL.confidence):
             manifest[col] = manifest[col].fillna("").astype(str)
-    manifest["confidence"] = pd.to_numeric(manifest["confidence"], errors="coerce")
-    manifest["label_id"] = manifest["label"].map(
+    manifest[COL.confidence] = pd.to_numeric(manifest[COL.confidence], errors="coerce")
+    manifest[COL.label_id] = manifest[COL.label].map(
         {n: i for i, n in enumerate(summary["label_names"])}).fillna(-1).astype("int64")
     save_parquet_atomic(manifest, out / MANIFEST)
-    rejects = manifest[manifest["status"].isin(["rejected", "dropped"])][["path", "label", "status", "reason"]]
+    rejects = manifest[manifest[COL.status].isin(["rejected", "dropped"])][[COL.path, COL.label, COL.status, COL.reason]]
     save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
     pairs = dups.pairs.copy()
-    paths = manifest["path"].to_numpy(dtype=object)
+    paths = manifest[COL.path].to_numpy(dtype=object)
     pairs.insert(0, "path_j", paths[pairs["j"].to_numpy(dtype=int)] if len(pairs) else [])
     pairs.insert(0, "path_i", paths[pairs["i"].to_numpy(dtype=int)] if len(pairs) else [])
     save_text_atomic(out / "duplicates.csv", pairs.to_csv(index=False))
@@ -838,19 +848,20 @@ def _write_outputs(out: Path, manifest: pd.DataFrame, dups, summary: dict[str, A
                        out / "class_counts.png")
     _contact_sheet(out, manifest)
     save_json_atomic(out / SUMMARY, summary)
+    return manifest
 
 
 def _contact_sheet(out: Path, manifest: pd.DataFrame, n: int = 48) -> None:
     """A grid of cached crops (aligned first, then fallbacks) for a visual check."""
     from ferwild.data.faces import contact_sheet
 
-    originals = manifest[(manifest["shard"] != "") & (manifest["augmented_from"] == "")]
-    pick = pd.concat([originals[originals["status"] == "aligned"].head(n - n // 4),
-                      originals[originals["status"] == "unaligned"].head(n // 4)])
+    originals = manifest[(manifest[COL.shard] != "") & (manifest[COL.augmented_from] == "")]
+    pick = pd.concat([originals[originals[COL.status] == "aligned"].head(n - n // 4),
+                      originals[originals[COL.status] == "unaligned"].head(n // 4)])
     if pick.empty:
         return
     reader = _ShardReader(out)
-    crops = [reader.image(s, i) for s, i in zip(pick["shard"], pick["shard_index"])]
+    crops = [reader.image(s, i) for s, i in zip(pick[COL.shard], pick[COL.shard_index])]
     crops = [np.repeat(c, 3, axis=2) if c.shape[2] == 1 else c for c in crops]
-    captions = [f"{lab} {st}" for lab, st in zip(pick["label"], pick["status"])]  # wrapped to two lines
+    captions = [f"{lab} {st}" for lab, st in zip(pick[COL.label], pick[COL.status])]  # wrapped to two lines
     contact_sheet(crops, captions, out / "contact_sheet.png", title="ferwild prepare: cached crops")

@@ -2,7 +2,7 @@
 
 Layout of a prepared directory::
 
-    DIR/manifest.parquet   one row per input file (+ augmented rows); columns in ``ferwild.data.manifest``
+    DIR/manifest.parquet   one row per input file (+ augmented rows); columns: ``COL``
     DIR/summary.json       counts, statuses, duplicates, alignment-failure rates
     DIR/shards/*.npy       (N, H, W, C) uint8 arrays; a row points at (shard, shard_index)
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,54 @@ import pandas as pd
 MANIFEST = "manifest.parquet"
 SUMMARY = "summary.json"
 SHARDS = "shards"
+
+
+@dataclass(frozen=True)
+class ManifestColumns:
+    """The manifest's columns: code writes ``COL.split``, never the string, so this is the one
+    place that names them (a typo is an ``AttributeError``, not a silently empty column)."""
+
+    row_id: str = "row_id"              # stable id of an input row; augmented rows get new ones
+    path: str = "path"                  # the input file (``FILE#i``: row i of a CSV of pixels;
+                                        # ``...#augK``: an augmented copy)
+    label_raw: str = "label_raw"        # the label as the source spelt it
+    label: str = "label"                # the class name in the label set ("" when unlabelled)
+    label_id: str = "label_id"          # its position in the label set (the logit index)
+    source_split: str = "source_split"  # the source's own split, if it had one
+    split: str = "split"                # train | val | test | "" (not used)
+    subject: str = "subject"            # person id: splits keep a person on one side
+    video: str = "video"                # clip id: splits keep a clip on one side
+    status: str = "status"              # one of STATUSES
+    reason: str = "reason"              # why a row was rejected, excluded or dropped
+    notes: str = "notes"                # what was done to the image on the way (EXIF, colour)
+    orig_mode: str = "orig_mode"        # the file's PIL mode, e.g. RGB, L, CMYK
+    orig_width: str = "orig_width"      # the photo's size before alignment
+    orig_height: str = "orig_height"
+    align_method: str = "align_method"  # landmarks | mtcnn | none | resize | center
+    confidence: str = "confidence"      # the detector's score of the chosen face
+    n_faces: str = "n_faces"            # faces the detector found in the photo
+    box: str = "box"                    # the chosen face's box [x1, y1, x2, y2] in the photo
+    landmarks: str = "landmarks"        # its 5 landmarks, flattened (given or detected)
+    other_boxes: str = "other_boxes"    # JSON list of the other faces' boxes
+    shard: str = "shard"                # the shard holding the cached pixels ("": none)
+    shard_index: str = "shard_index"    # the row's position in that shard
+    content_hash: str = "content_hash"  # SHA-1 of the cached pixels (exact duplicates)
+    phash: str = "phash"                # 64-bit perceptual hash (near duplicates)
+    sharpness: str = "sharpness"        # mean |4-neighbour Laplacian| of the grey crop
+    brightness: str = "brightness"      # mean grey level of the crop
+    contrast: str = "contrast"          # standard deviation of the grey levels
+    augmented_from: str = "augmented_from"  # the original row's path ("" for originals)
+    exact_dup_of: str = "exact_dup_of"  # path of the row this one duplicates exactly
+    near_dup_of: str = "near_dup_of"    # path of the row this one nearly duplicates
+
+
+COL = ManifestColumns()
+ATTR_PREFIX = "attr_"                   # attribute columns: attr_gender, attr_age, ...
+
+# A row's status, from reading to caching.
+STATUSES = ("aligned", "unaligned", "dropped", "rejected", "excluded")
+USABLE_STATUSES = ("aligned", "unaligned")       # rows with cached pixels
+FAILED_ALIGNMENT = ("unaligned", "dropped")      # alignment attempted and not achieved
 
 
 class PreparedDataset:
@@ -66,11 +115,11 @@ class PreparedDataset:
         """Usable rows (with cached pixels), optionally of one split (``"train+val"`` joins
         splits), optionally without the augmented rows."""
         m = self.manifest
-        mask = m["shard"].astype(str) != ""
+        mask = m[COL.shard].astype(str) != ""
         if split is not None:
-            mask &= m["split"].isin(split.split("+"))
+            mask &= m[COL.split].isin(split.split("+"))
         if not include_augmented:
-            mask &= m["augmented_from"].astype(str) == ""
+            mask &= m[COL.augmented_from].astype(str) == ""
         return m[mask]
 
     def shard(self, name: str) -> np.ndarray:
@@ -82,7 +131,7 @@ class PreparedDataset:
     def images(self, rows: pd.DataFrame) -> np.ndarray:
         """Pixels of the given manifest rows as an (N, H, W, C) uint8 array, in row order."""
         out = None
-        for pos, (shard, index) in enumerate(zip(rows["shard"], rows["shard_index"])):
+        for pos, (shard, index) in enumerate(zip(rows[COL.shard], rows[COL.shard_index])):
             image = self.shard(str(shard))[int(index)]
             if out is None:
                 out = np.empty((len(rows),) + image.shape, dtype=np.uint8)
