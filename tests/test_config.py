@@ -75,3 +75,80 @@ def test_check_int_refuses_bools_fractions_and_small_values():
     for bad in (True, 2.5, 0, "3", None):
         with pytest.raises(ValueError, match="n must be an integer >= 1"):
             check_int(bad, "n", 1)
+
+
+# --------------------------------------------------------------------------------------------
+# one convention for every command's settings
+
+
+def _every_settings():
+    from ferwild.audit import AuditConfig, MonitorConfig, RebalanceConfig
+    from ferwild.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from ferwild.data.augment import AugmentConfig
+    from ferwild.data.prepare import PrepareConfig
+    from ferwild.predict import PredictConfig
+
+    return [RunConfig(), DataConfig(), ModelConfig(), OptimConfig(), TrainConfig(), PrepareConfig(),
+            AuditConfig(attributes=("gender",)), RebalanceConfig(attributes=("gender", "age")), MonitorConfig(),
+            PredictConfig(sample_fps=2), AugmentConfig()]
+
+
+@pytest.mark.parametrize("settings", _every_settings(), ids=lambda s: type(s).__name__)
+def test_every_settings_class_round_trips_through_a_plain_dict(settings):
+    import json
+
+    from ferwild.config import Settings
+
+    assert isinstance(settings, Settings)
+    plain = settings.to_dict()
+    assert json.loads(json.dumps(plain)) == plain  # JSON/YAML-able as saved beside outputs
+    assert type(settings).from_dict(plain) == settings
+    with pytest.raises(ConfigError, match="unknown .*'colour'"):
+        type(settings).from_dict({**plain, "colour": 1})
+
+
+def _bad_settings():
+    from ferwild.audit import AuditConfig, MonitorConfig, RebalanceConfig
+    from ferwild.data.augment import AugmentConfig
+    from ferwild.data.prepare import PrepareConfig
+    from ferwild.predict import PredictConfig
+
+    return [
+        (PrepareConfig, {"size": 8}, "size must be an integer >= 16"),
+        (PrepareConfig, {"margin": "wide"}, "margin must be in \\[0, 2\\]"),
+        (PrepareConfig, {"align": "dlib"}, "align must be one of auto"),
+        (PrepareConfig, {"balance": "lots"}, "balance .* must be 'max' or a positive count"),
+        (AuditConfig, {"alpha": 1.5}, "alpha must be in \\(0, 1\\)"),
+        (AuditConfig, {"which": "middle"}, "which must be one of best, last"),
+        (AuditConfig, {"top_k": -1}, "top_k must be an integer >= 0"),
+        (MonitorConfig, {"patience": 0}, "patience must be an integer >= 1"),
+        (MonitorConfig, {"auc_threshold": 0.3}, "auc_threshold must be in \\[0.5, 1\\]"),
+        (PredictConfig, {"batch_images": 2.5}, "batch_images must be an integer >= 1"),
+        (PredictConfig, {"sample_fps": 0}, "sample_fps must be positive"),
+        (RebalanceConfig, {"attributes": ("gender",), "target": "many"}, "target must be 'max', 'median'"),
+        (RebalanceConfig, {"attributes": ()}, "at least one attribute"),
+        (AugmentConfig, {"flip_p": 2}, "flip_p \\(a probability\\) must be in \\[0, 1\\]"),
+        (AugmentConfig, {"scale": (1.2, 0.8)}, "scale must be an increasing pair"),
+    ]
+
+
+@pytest.mark.parametrize("cls,values,message", _bad_settings(), ids=lambda v: getattr(v, "__name__", None))
+def test_a_bad_value_is_a_config_error_naming_the_field(cls, values, message):
+    with pytest.raises(ConfigError, match=message):
+        cls(**values)
+
+
+def test_numbers_written_as_text_are_parsed_in_one_place():
+    from ferwild.config import check_count_or_choice, check_number, parse_number
+
+    assert parse_number("1e-3") == 1e-3 and parse_number(" 5 ") == 5 and isinstance(parse_number("5"), int)
+    assert parse_number("adam") == "adam" and parse_number(None) is None and parse_number(2) == 2
+    assert check_number("1e-4", "lr", low=0, low_open=True) == 1e-4
+    for bad in ("fast", True, None, float("nan")):
+        with pytest.raises(ConfigError, match="lr must be positive"):
+            check_number(bad, "lr", low=0, low_open=True)
+    assert check_count_or_choice("MAX", "t", ("max",)) == "max" and check_count_or_choice("500", "t", ("max",)) == 500
+    assert check_count_or_choice(7.0, "t", ("max",)) == 7
+    for bad in (True, "2.5", 0, "-3", "most"):
+        with pytest.raises(ConfigError, match="t "):
+            check_count_or_choice(bad, "t", ("max",))

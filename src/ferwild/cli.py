@@ -415,9 +415,8 @@ def rebalance(
     from ferwild.audit.rebalance import rebalance as run_rebalance
 
     try:
-        config = RebalanceConfig(attributes=_split_list(attributes) or (), target=target if not target.isdigit()
-                                 else int(target), split=split, max_copies_per_row=max_copies, seed=seed,
-                                 workers=workers)
+        config = RebalanceConfig(attributes=_split_list(attributes) or (), target=target, split=split,
+                                 max_copies_per_row=max_copies, seed=seed, workers=workers)
         result = run_rebalance(data, out, config, overwrite=overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))

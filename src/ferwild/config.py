@@ -1,10 +1,22 @@
-"""Run configuration: one typed dataclass per concern, layered defaults < YAML file < CLI.
+"""Configuration: one typed dataclass per concern, one convention for every command.
 
-The defaults are the study's recipe (ViT-B/16 from ImageNet-21k, Adam at 1e-3, batch 256,
-3 epochs, class-weighted cross-entropy, learning rate x0.8 when validation macro-F1 drops by
-more than 10%). The resolved configuration is saved beside every run as ``config.yaml``.
+Every command's settings (``RunConfig``'s sections here; ``PrepareConfig``, ``AuditConfig``,
+``RebalanceConfig``, ``MonitorConfig``, ``PredictConfig``, ``AugmentConfig`` beside the code
+that uses them) is a :class:`Settings` dataclass:
 
-Overrides use dotted keys: ``optim.lr=1e-4 train.epochs=5 model.name=resnet50``.
+- validated in ``__post_init__`` with the checks below (``check_int``, ``check_number``,
+  ``check_choice``), so a bad value fails on construction, before anything is written, with a
+  one-line :class:`ConfigError` (a ``ValueError``) that names the field;
+- numbers given as text (YAML reads ``1e-3`` as a string) are parsed by one function,
+  :func:`parse_number`;
+- ``to_dict()`` gives the plain, YAML/JSON-able form saved beside a run's outputs, and
+  ``from_dict()`` rebuilds it, refusing unknown keys (a typo must not pass silently).
+
+A training run's configuration layers defaults < YAML file < CLI overrides. Its defaults are
+the study's recipe (ViT-B/16 from ImageNet-21k, Adam at 1e-3, batch 256, 3 epochs,
+class-weighted cross-entropy, learning rate x0.8 when validation macro-F1 drops by more than
+10%). The resolved configuration is saved beside every run as ``config.yaml``. Overrides use
+dotted keys: ``optim.lr=1e-4 train.epochs=5 model.name=resnet50``.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -27,8 +39,141 @@ class ConfigError(ValueError):
     """A configuration value or key that cannot be used (one clear line for the user)."""
 
 
+# --------------------------------------------------------------------------------------------
+# the convention: parsing and checks shared by every settings class
+
+
+def parse_number(value: Any) -> Any:
+    """A number written as text (``"1e-3"``, ``"5"``) as a number; anything else unchanged.
+
+    YAML reads ``1e-3`` (no dot) as a string, and CLI overrides arrive as text: this is the one
+    place such strings become numbers.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text) if any(c in text for c in ".eE") or text.lower() in ("inf", "-inf", "nan") \
+                else int(text)
+        except ValueError:
+            return value
+    return value
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int, or a one-line :class:`ConfigError` naming ``name``: bools, fractions
+    (``2.5``; ``2.0`` is accepted), text and values below ``minimum`` are refused."""
+    try:
+        whole = not isinstance(value, (bool, str)) and int(value) == value
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` (a number, or a number as text) as a float inside the given interval, or a
+    one-line :class:`ConfigError` naming ``name`` and the interval. ``low_open``/``high_open``
+    exclude the bound itself."""
+    number = parse_number(value)
+    ok = not isinstance(number, (bool, str)) and number is not None
+    if ok:
+        try:
+            number = float(number)
+        except (TypeError, ValueError):
+            ok = False
+    if ok and number == number:  # NaN is never inside an interval
+        ok = (low is None or (number > low if low_open else number >= low)) \
+            and (high is None or (number < high if high_open else number <= high))
+    else:
+        ok = False
+    if not ok:
+        if low is not None and high is not None:
+            where = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low == 0 and low_open:
+            where = "positive"
+        elif low is not None:
+            where = f"{'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            where = f"{'<' if high_open else '<='} {high:g}"
+        else:
+            where = "a number"
+        raise ConfigError(f"{name} must be {where}, not {value!r}")
+    return number
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a one-line :class:`ConfigError` listing them."""
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, not {value!r}")
+    return value
+
+
+def check_count_or_choice(value: Any, name: str, choices: tuple[str, ...]) -> str | int:
+    """One of ``choices`` (any case) or a positive whole count (``"500"`` reads as 500), else a
+    one-line :class:`ConfigError`; bools are refused. For targets such as ``max`` or ``2000``."""
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in ("true", "false"):
+        count = None
+    elif text in choices:
+        return text
+    else:
+        number = parse_number(text)
+        count = number if isinstance(number, int) or (isinstance(number, float) and number.is_integer()) else None
+    if count is None:
+        raise ConfigError(f"{name} must be {', '.join(repr(c) for c in choices)} or a positive count, not {value!r}")
+    if count < 1:
+        raise ConfigError(f"{name} count must be positive, not {value!r}")
+    return int(count)
+
+
+SettingsT = TypeVar("SettingsT", bound="Settings")
+
+
+class Settings:
+    """Base of every settings dataclass: plain-dict round trip with unknown keys refused.
+
+    Subclasses are ``@dataclass`` (frozen or not) and validate in ``__post_init__`` with the
+    checks above.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, YAML/JSON-able (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[SettingsT], data: dict[str, Any] | None, *, what: str | None = None) -> SettingsT:
+        """Build from a dict; an unknown key is a :class:`ConfigError` naming the known ones."""
+        data = dict(data or {})
+        what = what or cls.__name__
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {unknown} in {what}; known: {sorted(known)}")
+        # JSON and YAML have no tuples: lists come back as the tuples the fields declare
+        tuple_fields = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}  # type: ignore[arg-type]
+        data = {k: _tuples(v) if k in tuple_fields and isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(**data)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"{what}: {exc}") from None
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Settings):
     """Which prepared dataset, which splits, and how batches are fed."""
 
     path: str = ""                      # a folder written by `ferwild prepare`
@@ -43,8 +188,7 @@ class DataConfig:
     num_workers: int = 0                # DataLoader workers; the cache is memory-mapped
 
     def __post_init__(self):
-        if self.num_workers < 0:
-            raise ConfigError("data.num_workers must be >= 0")
+        self.num_workers = check_int(self.num_workers, "data.num_workers", 0)
         self.augment_options = dict(self.augment_options or {})
         self.augment_config()  # fail now on an unknown or bad option, not at the first batch
 
@@ -64,7 +208,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Settings):
     """The backbone (a registry name or ``timm:<name>``) and its weights."""
 
     name: str = "vit_b16"
@@ -73,12 +217,14 @@ class ModelConfig:
     freeze_backbone: bool = False
 
     def __post_init__(self):
-        if self.image_size is not None and not 16 <= int(self.image_size) <= 1024:
-            raise ConfigError(f"model.image_size must be between 16 and 1024, not {self.image_size}")
+        if self.image_size is not None:
+            self.image_size = check_int(self.image_size, "model.image_size", 16)
+            if self.image_size > 1024:
+                raise ConfigError(f"model.image_size must be between 16 and 1024, not {self.image_size}")
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Settings):
     """Optimizer, learning-rate rule and loss weighting."""
 
     optimizer: str = "adam"
@@ -94,36 +240,26 @@ class OptimConfig:
     class_weights: str = "balanced"     # n / (C * n_c) over the rows trained on | sqrt (its square root) | none
 
     def __post_init__(self):
-        try:  # YAML reads "1e-3" (no dot) as a string
-            for name in ("lr", "momentum", "weight_decay", "f1_drop_threshold", "f1_drop_factor",
-                         "label_smoothing"):
-                setattr(self, name, float(getattr(self, name)))
-        except (TypeError, ValueError):
-            raise ConfigError(f"optim.{name} must be a number, not {getattr(self, name)!r}") from None
-        self.optimizer = str(self.optimizer).lower()
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optim.optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, not {self.scheduler!r}")
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise ConfigError(f"optim.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, "
-                              f"not {self.class_weights!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"optim.label_smoothing must be in [0, 1), not {self.label_smoothing}")
-        if int(self.warmup_epochs) != self.warmup_epochs or self.warmup_epochs < 0:
-            raise ConfigError(f"optim.warmup_epochs must be a whole number >= 0, not {self.warmup_epochs}")
+        self.lr = check_number(self.lr, "optim.lr", low=0, low_open=True)
+        self.momentum = check_number(self.momentum, "optim.momentum", low=0)
+        self.weight_decay = check_number(self.weight_decay, "optim.weight_decay", low=0)
+        self.label_smoothing = check_number(self.label_smoothing, "optim.label_smoothing", low=0, high=1,
+                                            high_open=True)
+        self.f1_drop_threshold = check_number(self.f1_drop_threshold, "optim.f1_drop_threshold", low=0, high=1,
+                                              high_open=True)
+        self.f1_drop_factor = check_number(self.f1_drop_factor, "optim.f1_drop_factor", low=0, high=1, low_open=True)
+        self.warmup_epochs = check_int(self.warmup_epochs, "optim.warmup_epochs", 0)
+        self.optimizer = check_choice(str(self.optimizer).lower(), "optim.optimizer", OPTIMIZERS)
+        check_choice(self.scheduler, "optim.scheduler", SCHEDULERS)
+        check_choice(self.class_weights, "optim.class_weights", CLASS_WEIGHTS)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise ConfigError("optim.nesterov needs optimizer sgd with momentum > 0")
         if self.warmup_epochs and self.scheduler == "f1_drop":
             raise ConfigError("optim.warmup_epochs needs scheduler cosine or constant (the F1-drop rule has no warm-up)")
-        if not float(self.lr) > 0:
-            raise ConfigError(f"optim.lr must be positive, not {self.lr}")
-        if not 0 < self.f1_drop_factor <= 1 or not 0 <= self.f1_drop_threshold < 1:
-            raise ConfigError("optim.f1_drop_factor must be in (0, 1] and f1_drop_threshold in [0, 1)")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Loop settings."""
 
     epochs: int = 3
@@ -137,29 +273,28 @@ class TrainConfig:
     channels_last: bool = False         # NHWC tensors: faster convolutions (CPU oneDNN, GPU tensor cores)
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ConfigError("train.epochs must be >= 1")
-        if self.batch_size < 1 or (self.micro_batch_size is not None and self.micro_batch_size < 1):
-            raise ConfigError("train.batch_size and train.micro_batch_size must be >= 1")
+        self.epochs = check_int(self.epochs, "train.epochs", 1)
+        self.batch_size = check_int(self.batch_size, "train.batch_size", 1)
+        self.eval_batch_size = check_int(self.eval_batch_size, "train.eval_batch_size", 1)
+        self.seed = check_int(self.seed, "train.seed", 0)
+        if self.micro_batch_size is not None:
+            self.micro_batch_size = check_int(self.micro_batch_size, "train.micro_batch_size", 1)
+        if self.max_train_batches is not None:
+            self.max_train_batches = check_int(self.max_train_batches, "train.max_train_batches", 1)
         if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
             raise ConfigError(f"train.batch_size ({self.batch_size}) must be a multiple of "
                               f"train.micro_batch_size ({self.micro_batch_size})")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}")
+        check_choice(self.precision, "train.precision", PRECISIONS)
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Settings):
     """Everything a training run needs; saved resolved as ``RUN_DIR/config.yaml``."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML/JSON-able)."""
-        return dataclasses.asdict(self)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the resolved config as YAML."""
@@ -175,18 +310,10 @@ class RunConfig:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(sections)}")
         kwargs = {}
         for f in dataclasses.fields(cls):
-            section_cls = f.default_factory  # type: ignore[misc]
             values = data.get(f.name) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"config section {f.name!r} must be a mapping")
-            known = {sf.name for sf in dataclasses.fields(section_cls)}
-            bad = set(values) - known
-            if bad:
-                raise ConfigError(f"unknown key(s) {sorted(bad)} in section {f.name!r}; known: {sorted(known)}")
-            try:
-                kwargs[f.name] = section_cls(**values)
-            except TypeError as exc:
-                raise ConfigError(f"section {f.name!r}: {exc}") from None
+            kwargs[f.name] = f.default_factory.from_dict(values, what=f"section {f.name!r}")  # type: ignore[misc]
         return cls(**kwargs)
 
     @classmethod
@@ -208,18 +335,6 @@ class RunConfig:
         return cls.from_dict(base)
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """``value`` as an int, or a one-line ``ValueError`` naming ``name``: bools, fractions
-    (``2.5``; ``2.0`` is accepted) and values below ``minimum`` are refused."""
-    try:
-        whole = not isinstance(value, bool) and int(value) == value
-    except (TypeError, ValueError):
-        whole = False
-    if not whole or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one ``section.key=value`` override in place; the value is parsed as YAML."""
     if "=" not in item:
@@ -234,10 +349,4 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     if name not in data[section]:
         raise ConfigError(f"unknown key {name!r} in section {section!r}; known: {sorted(data[section])}")
     value = yaml.safe_load(raw) if raw.strip() else None
-    # YAML reads 1e-3 as a string (no dot); numbers the user meant should stay numbers.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            pass
-    data[section][name] = value
+    data[section][name] = parse_number(value)

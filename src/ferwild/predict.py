@@ -25,12 +25,13 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ferwild.config import Settings, check_int, check_number
 from ferwild.files import save_json_atomic, save_text_atomic
 from ferwild.recognizer import ImageResult, Recognizer, RecognizerError, draw_result, find_inputs, is_video
 
@@ -41,7 +42,7 @@ JOB = "job.json"
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(Settings):
     """Options of a prediction job (saved to ``OUT/job.json`` and checked on resume).
 
     ``sample_fps`` samples videos at about that many frames per second of video time; else every
@@ -56,14 +57,12 @@ class PredictConfig:
     batch_images: int = 32
 
     def __post_init__(self) -> None:
-        if self.sample_fps is not None and not self.sample_fps > 0:
-            raise ValueError(f"sample_fps must be > 0, got {self.sample_fps}")
-        if self.every_n_frames < 1:
-            raise ValueError(f"every_n_frames must be >= 1, got {self.every_n_frames}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
-        if self.batch_images < 1:
-            raise ValueError(f"batch_images must be >= 1, got {self.batch_images}")
+        if self.sample_fps is not None:
+            self.sample_fps = check_number(self.sample_fps, "sample_fps", low=0, low_open=True)
+        self.every_n_frames = check_int(self.every_n_frames, "every_n_frames", 1)
+        if self.max_frames is not None:
+            self.max_frames = check_int(self.max_frames, "max_frames", 1)
+        self.batch_images = check_int(self.batch_images, "batch_images", 1)
 
 
 def _read_journal(path: Path) -> tuple[list[dict], str]:
@@ -134,7 +133,7 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
     files = find_inputs(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    job = {"recognizer": recognizer.info(), "config": asdict(config)}
+    job = {"recognizer": recognizer.info(), "config": config.to_dict()}
     job_path = out / JOB
     if overwrite:
         for name in (RESULTS, PREDICTIONS, SUMMARY, JOB):

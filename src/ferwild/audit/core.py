@@ -25,7 +25,6 @@ Every number comes from one pass of the model per dataset, cached (``ferwild.aud
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.audit.model_outputs import ModelOutputs, compute_outputs
+from ferwild.config import Settings, check_choice, check_int, check_number
 from ferwild.data.prepared import ATTR_PREFIX, COL, PreparedDataset
 from ferwild.files import save_json_atomic
 from ferwild.formatting import p_text, pct
@@ -50,7 +50,7 @@ SCORES = "production_scores.parquet"
 
 
 @dataclass
-class AuditConfig:
+class AuditConfig(Settings):
     """Settings of an audit. Validated on construction."""
 
     alpha: float = 0.05               # significance level of every test the verdict uses
@@ -76,16 +76,13 @@ class AuditConfig:
     detector_check_images: int = 200
 
     def __post_init__(self):
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), not {self.alpha}")
-        if self.detector_check_images < 0:
-            raise ValueError("detector_check_images must be >= 0")
+        self.alpha = check_number(self.alpha, "alpha", low=0, high=1, low_open=True, high_open=True)
         for name in ("n_permutations", "max_samples", "pca_dim", "n_bootstrap", "min_group_size",
                      "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
+            setattr(self, name, check_int(getattr(self, name), name, 1))
+        for name in ("detector_check_images", "top_k", "seed"):
+            setattr(self, name, check_int(getattr(self, name), name, 0))
+        check_choice(self.which, "which", ("best", "last"))
         if self.attributes is not None:
             self.attributes = tuple(a if a.startswith(ATTR_PREFIX) or a in ("source", COL.split) else ATTR_PREFIX + a
                                     for a in self.attributes)
@@ -787,7 +784,7 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
 
     audit: dict[str, Any] = {
         "run": str(run_dir), "reference": str(reference_dir), "production": str(production_dir),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "config": config.to_dict(),
         "label_names": ref.label_names,
         "rows": {"reference": int(len(ref)), "shift_reference": int(len(held_out)),
                  "calibration": 0 if val is None else int(len(val)),

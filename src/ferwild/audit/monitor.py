@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.audit.model_outputs import ModelOutputs, compute_outputs
+from ferwild.config import Settings, check_int, check_number
 from ferwild.data.prepared import MANIFEST, PreparedDataset
 from ferwild.files import save_text_atomic
 from ferwild.runs import RunError
@@ -39,7 +40,7 @@ HISTORY = "history.csv"
 
 
 @dataclass
-class MonitorConfig:
+class MonitorConfig(Settings):
     """Thresholds and test settings of ``ferwild monitor``."""
 
     alpha: float = 0.01
@@ -54,12 +55,12 @@ class MonitorConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), not {self.alpha}")
-        if not 0.5 <= self.auc_threshold <= 1:
-            raise ValueError(f"auc_threshold must be in [0.5, 1], not {self.auc_threshold}")
-        if self.patience < 1:
-            raise ValueError("patience must be >= 1")
+        self.alpha = check_number(self.alpha, "alpha", low=0, high=1, low_open=True, high_open=True)
+        self.auc_threshold = check_number(self.auc_threshold, "auc_threshold", low=0.5, high=1)
+        self.patience = check_int(self.patience, "patience", 1)
+        for name in ("n_permutations", "max_samples", "pca_dim", "batch_size"):
+            setattr(self, name, check_int(getattr(self, name), name, 1))
+        self.seed = check_int(self.seed, "seed", 0)
 
 
 def _prepared_batch(batch: Path, history_dir: Path, reference: PreparedDataset) -> Path:

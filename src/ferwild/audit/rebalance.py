@@ -28,7 +28,6 @@ values -> quantile bins), as in the subgroup audit.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import math
@@ -45,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ferwild.audit.groups import UNKNOWN, attribute_groups, group_order
-from ferwild.config import check_int
+from ferwild.config import ConfigError, Settings, check_count_or_choice, check_int
 from ferwild.data.prepared import ATTR_PREFIX, COL, MANIFEST, SHARDS, SUMMARY, USABLE_STATUSES, PreparedDataset
 from ferwild.files import save_json_atomic, save_parquet_atomic
 from ferwild.system import available_cpus
@@ -59,27 +58,9 @@ CLASS_FIGURE = "class_counts.png"
 _AUG_SUFFIX = re.compile(r"#aug(\d+)$")
 
 
-def _parse_target(value: Any) -> str | int:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if value < 1:
-            raise ValueError(f"target count must be positive, not {value}")
-        return int(value)
-    text = str(value).strip().lower()
-    if isinstance(value, bool) or text in ("true", "false"):
-        raise ValueError(f"target must be 'max', 'median' or a positive count, not {value!r}")
-    if text in TARGETS:
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        raise ValueError(f"target must be 'max', 'median' or a positive count, not {value!r}") from None
-    if count < 1:
-        raise ValueError(f"target count must be positive, not {count}")
-    return count
-
 
 @dataclass
-class RebalanceConfig:
+class RebalanceConfig(Settings):
     """Settings of a ``rebalance`` run. Validated (and attribute names normalised) on construction.
 
     Attributes:
@@ -109,30 +90,26 @@ class RebalanceConfig:
     def __post_init__(self):
         attrs = (self.attributes,) if isinstance(self.attributes, str) else tuple(self.attributes or ())
         if not attrs:
-            raise ValueError("rebalance needs at least one attribute (e.g. attributes=('gender',))")
+            raise ConfigError("rebalance needs at least one attribute (e.g. attributes=('gender',))")
         names: list[str] = []
         for attr in attrs:
             text = str(attr).strip()
             name = text if text.startswith(ATTR_PREFIX) else ATTR_PREFIX + text
             if name == ATTR_PREFIX:
-                raise ValueError(f"empty attribute name in {attrs!r}")
+                raise ConfigError(f"empty attribute name in {attrs!r}")
             if name in names:
-                raise ValueError(f"attribute {name} is given twice")
+                raise ConfigError(f"attribute {name} is given twice")
             names.append(name)
         self.attributes = tuple(names)
-        self.target = _parse_target(self.target)
+        self.target = check_count_or_choice(self.target, "target", TARGETS)
         if not isinstance(self.split, str) or not self.split.strip() or "+" in self.split:
-            raise ValueError(f"split must be one split name such as 'train', not {self.split!r}")
+            raise ConfigError(f"split must be one split name such as 'train', not {self.split!r}")
         self.split = self.split.strip()
         self.drop_original_augmented = bool(self.drop_original_augmented)
         self.max_copies_per_row = check_int(self.max_copies_per_row, "max_copies_per_row", 1)
         self.min_cell = check_int(self.min_cell, "min_cell", 1)
         self.seed = check_int(self.seed, "seed", 0)
         self.workers = check_int(self.workers, "workers (0 = automatic)", 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ferwild.config import ConfigError, Settings, check_number
+
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Settings):
     """Ranges of the random operations (defaults: mild, face-preserving)."""
 
     flip_p: float = 0.5
@@ -36,10 +38,13 @@ class AugmentConfig:
 
     def __post_init__(self):
         for name in ("flip_p", "blur_p", "erase_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be a probability")
-        if self.scale[0] <= 0 or self.scale[0] > self.scale[1]:
-            raise ValueError("scale must be an increasing pair of positive numbers")
+            check_number(getattr(self, name), f"{name} (a probability)", low=0, high=1)
+        for name in ("degrees", "translate", "brightness", "contrast", "saturation"):
+            check_number(getattr(self, name), name, low=0)
+        for name in ("scale", "blur_sigma", "erase_area", "erase_ratio"):
+            low, high = (check_number(v, name, low=0) for v in getattr(self, name))
+            if name == "scale" and low == 0 or low > high:
+                raise ConfigError(f"{name} must be an increasing pair of positive numbers, not {getattr(self, name)!r}")
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ferwild.config import check_count_or_choice
+
 
 def parse_balance(value: str | int | None) -> str | int | None:
     """``"none"``/None -> None (no balancing), ``"max"`` -> largest class, an int -> target count."""
@@ -22,15 +24,7 @@ def parse_balance(value: str | int | None) -> str | int | None:
     text = str(value).strip().lower()
     if text in {"none", "off", "no", "false", "0"}:
         return None
-    if text == "max":
-        return "max"
-    try:
-        target = int(text)
-    except ValueError:
-        raise ValueError(f"--balance must be 'max', 'none' or a count, not {value!r}") from None
-    if target < 1:
-        raise ValueError("--balance count must be positive")
-    return target
+    return check_count_or_choice(value, "balance ('none' turns it off)", ("max",))
 
 
 def balance_plan(labels: Sequence[str], target: str | int, seed: int = 0) -> list[tuple[int, int]]:

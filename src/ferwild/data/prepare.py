@@ -20,7 +20,6 @@ The steps, in order (each in its own module):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ferwild.config import ConfigError, Settings, check_choice, check_int, check_number
 from ferwild.data.balance import balance_plan, class_count_figure, parse_balance
 from ferwild.data.dedup import cross_split_drop_mask, find_duplicates, keep_pairs, pixel_correlation
 from ferwild.data.faces import DEFAULT_MARGIN, to_channels
@@ -67,7 +67,7 @@ PROBE_ROWS = 64
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Settings):
     """Settings of a ``prepare`` run. Validated on construction."""
 
     labels: str = "basic6"
@@ -96,29 +96,30 @@ class PrepareConfig:
 
     def __post_init__(self):
         get_label_set(self.labels)
-        if self.align not in ALIGN_MODES:
-            raise ValueError(f"--align must be one of {', '.join(ALIGN_MODES)}, not {self.align!r}")
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"--fallback must be keep or drop, not {self.fallback!r}")
-        if self.split not in SPLIT_MODES:
-            raise ValueError(f"--split must be one of {', '.join(SPLIT_MODES)}, not {self.split!r}")
-        if not 16 <= self.size <= 1024:
-            raise ValueError(f"--size must be between 16 and 1024, not {self.size}")
-        if not 0 <= self.margin <= 2:
-            raise ValueError(f"--margin must be between 0 and 2, not {self.margin}")
-        if not 0 <= self.near_dup_threshold <= 32:
-            raise ValueError("--near-dup-threshold must be between 0 and 32 bits")
-        if not -1 <= self.near_dup_min_corr <= 1:
-            raise ValueError("--near-dup-min-corr must be a correlation in [-1, 1]")
-        ratios = tuple(float(r) for r in self.split_ratios)
-        if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0 or ratios[0] == 0:
-            raise ValueError(f"split ratios must be 3 non-negative numbers with train > 0: {ratios}")
-        self.split_ratios = tuple(r / sum(ratios) for r in ratios)
+        check_choice(self.align, "align", ALIGN_MODES)
+        check_choice(self.fallback, "fallback", FALLBACKS)
+        check_choice(self.split, "split", SPLIT_MODES)
+        self.size = check_int(self.size, "size", 16)
+        if self.size > 1024:
+            raise ConfigError(f"size must be between 16 and 1024, not {self.size}")
+        self.margin = check_number(self.margin, "margin", low=0, high=2)
+        self.min_confidence = check_number(self.min_confidence, "min_confidence", low=0, high=1)
+        self.near_dup_threshold = check_int(self.near_dup_threshold, "near_dup_threshold (bits)", 0)
+        if self.near_dup_threshold > 32:
+            raise ConfigError(f"near_dup_threshold must be between 0 and 32 bits, not {self.near_dup_threshold}")
+        self.near_dup_min_corr = check_number(self.near_dup_min_corr, "near_dup_min_corr", low=-1, high=1)
+        self.seed = check_int(self.seed, "seed", 0)
+        self.max_pixels = check_int(self.max_pixels, "max_pixels", 1)
+        ratios = tuple(check_number(r, "split_ratios", low=0) for r in self.split_ratios)
+        if len(ratios) != 3 or sum(ratios) <= 0 or ratios[0] == 0:
+            raise ConfigError(f"split_ratios must be 3 non-negative numbers with train > 0: {ratios}")
+        # normalised once: dividing ratios that already sum to 1 again would drift in the last bit
+        self.split_ratios = ratios if abs(sum(ratios) - 1) < 1e-9 else tuple(r / sum(ratios) for r in ratios)
         self.balance = parse_balance(self.balance)
-        if self.workers < 0 or self.chunk_size < 0:
-            raise ValueError("--workers and --chunk-size must be >= 0 (0 = automatic)")
+        self.workers = check_int(self.workers, "workers (0 = automatic)", 0)
+        self.chunk_size = check_int(self.chunk_size, "chunk_size (0 = automatic)", 0)
         if self.channels not in (None, 1, 3):
-            raise ValueError(f"channels must be 1, 3 or None (automatic), not {self.channels}")
+            raise ConfigError(f"channels must be 1, 3 or None (automatic), not {self.channels}")
         if self.template is not None:
             from ferwild.data.faces import FaceAlignment
 
@@ -797,7 +798,7 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
         "source": str(source),
         "label_set": config.labels,
         "label_names": list(get_label_set(config.labels)),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "config": config.to_dict(),
         "align_mode": layout["align_mode"],
         "cache_shape": layout["cache_shape"],
         "inputs": int(len(originals)),
