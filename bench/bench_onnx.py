@@ -5,7 +5,7 @@ run would write it, exported with :func:`ferwild.export.export_onnx` (parity-che
 both are timed on the same normalised random batches:
 
 * PyTorch eager: ``model(x)`` under ``torch.inference_mode()`` (the baseline);
-* onnxruntime: :class:`ferwild.export.OnnxClassifier` (CPUExecutionProvider), i.e. what a
+* onnxruntime: :class:`ferwild.backends.OnnxClassifier` (CPUExecutionProvider), i.e. what a
   consumer of the file gets, input checks included.
 
 Each figure is the best of ``--repeats`` timed windows of at least ``--min-seconds`` each,
@@ -75,7 +75,8 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from ferwild.export import OnnxClassifier, export_onnx
+    from ferwild.backends import OnnxClassifier
+    from ferwild.export import export_onnx
     from ferwild.runs import load_run
 
     torch.set_num_threads(args.threads)

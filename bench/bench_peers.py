@@ -50,11 +50,12 @@ def main() -> None:
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
+    from ferwild.backends import TorchClassifier
     from ferwild.data.images import load_image
     from ferwild.export import export_onnx
     from ferwild.labels import normalize_label
     from ferwild.models import create_model
-    from ferwild.recognizer import Recognizer, TorchClassifier
+    from ferwild.recognizer import Recognizer
     from ferwild.shipped import default_run
 
     shared = Path(os.environ.get("FERWILD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -13,11 +13,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from ferwild.backends import METADATA_KEY, OnnxClassifier, OnnxModelError, OnnxModelNotFound
 from ferwild.config import RunConfig
 from ferwild.data.faces import FaceAlignment
 from ferwild.data.prepare import PrepareConfig, prepare
 from ferwild.data.synth import synth_dataset
-from ferwild.export import METADATA_KEY, ExportError, OnnxClassifier, OnnxModelError, OnnxModelNotFound, export_onnx
+from ferwild.export import ExportError, export_onnx
 from ferwild.runs import RunError, load_run
 from ferwild.train import fit
 

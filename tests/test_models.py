@@ -19,7 +19,6 @@ from ferwild.models import (
     FERModel,
     IncompatibleWeightsError,
     ModelEntry,
-    Preprocessing,
     PretrainedWeightsUnavailable,
     UnknownModelError,
     UnsafeCheckpointError,
@@ -28,6 +27,7 @@ from ferwild.models import (
     list_models,
     model_from_config,
 )
+from ferwild.preprocessing import Preprocessing
 
 # (name, image size for the test). vit_b16/resnet50 run at their default 224 (about 2 s each on 2 cores).
 CASES = [

@@ -1,25 +1,22 @@
-"""ONNX export of a trained run, checked against PyTorch, and an onnxruntime classifier.
+"""ONNX export of a trained run, checked against PyTorch.
 
 :func:`export_onnx` turns a run's ``best`` (or ``last``) checkpoint into one self-contained
 ``.onnx`` file: input ``pixel_values`` float32 ``(N, 3, S, S)``, already normalised as the
-model's :class:`~ferwild.models.Preprocessing` says, with a dynamic batch axis; outputs
+model's :class:`~ferwild.preprocessing.Preprocessing` says, with a dynamic batch axis; outputs
 ``logits`` and ``probabilities`` (softmax), both ``(N, K)``. Everything a consumer needs to use
 the file without the run directory (label names, preprocessing, face alignment, the model
 config, where it came from) is embedded as one JSON string under the ``"ferwild"`` key of the
-model's ``metadata_props``.
+model's ``metadata_props``. The file's interface (those names, the metadata format) is defined
+in :mod:`ferwild.backends`, beside :class:`~ferwild.backends.OnnxClassifier` that reads it.
 
-:class:`OnnxClassifier` loads such a file with onnxruntime alone: no checkpoint, no pickle.
-
-Errors: :class:`ExportError` (export or parity check failed) and :class:`OnnxModelError`
-(a file that is missing, not ONNX, or not a ferwild export) are ``ValueError`` subclasses,
-as is ferwild's ``RunError`` that :func:`export_onnx` lets through for a missing or broken
-run; so ``except ValueError`` catches every user-facing problem. ``ExportError`` is not a
-``RunError`` subclass on purpose: that would import ``ferwild.runs`` (and torch) whenever
-this module is imported, and ``OnnxClassifier`` should not need torch.
+Errors: :class:`ExportError` (export or parity check failed) is a ``ValueError`` subclass, as
+is ferwild's ``RunError`` that :func:`export_onnx` lets through for a missing or broken run; so
+``except ValueError`` catches every user-facing problem. ``ExportError`` is not a ``RunError``
+subclass on purpose: that would import ``ferwild.runs`` (and torch) whenever this module is
+imported.
 
 torch and onnx are imported inside the functions that need them: ``import ferwild.export``
-costs numpy only. (``OnnxClassifier`` still imports ``ferwild.models`` for ``Preprocessing``,
-and that module imports torch at its top, so today a classifier does pull torch in.)
+costs numpy only.
 """
 
 from __future__ import annotations
@@ -29,32 +26,16 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ferwild.backends import INPUT_NAME, METADATA_FORMAT, METADATA_KEY, OUTPUT_NAMES
 from ferwild.formatting import first_line
 
-__all__ = [
-    "INPUT_NAME",
-    "METADATA_FORMAT",
-    "METADATA_KEY",
-    "OUTPUT_NAMES",
-    "ExportError",
-    "OnnxClassifier",
-    "OnnxModelError",
-    "OnnxModelNotFound",
-    "export_onnx",
-]
-
-INPUT_NAME = "pixel_values"
-OUTPUT_NAMES = ("logits", "probabilities")
-METADATA_KEY = "ferwild"
-#: Bumped when the metadata's meaning changes; readers refuse another major version.
-METADATA_FORMAT = "ferwild.onnx/1"
+__all__ = ["ExportError", "export_onnx"]
 
 # A protobuf message (hence a single-file .onnx) cannot exceed 2 GiB; leave room for the graph.
 _MAX_INLINE_BYTES = 2_000_000_000
@@ -66,14 +47,6 @@ _EXAMPLE_BATCH = 2
 class ExportError(ValueError):
     """The export failed: both exporters raised, the graph is not what was asked for, the model
     is too large for one file, or the ONNX outputs do not match PyTorch within ``atol``."""
-
-
-class OnnxModelError(ValueError):
-    """An ONNX file :class:`OnnxClassifier` cannot use: not ONNX, or not exported by ferwild."""
-
-
-class OnnxModelNotFound(OnnxModelError, FileNotFoundError):
-    """The ONNX file does not exist (also a ``FileNotFoundError``)."""
 
 
 def _ferwild_version() -> str:
@@ -260,7 +233,8 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
     The graph takes ``pixel_values`` float32 ``(N, 3, S, S)``, normalised per the model's
     preprocessing, with a dynamic ``N``, and returns ``logits`` and ``probabilities`` ``(N, K)``.
     The ``"ferwild"`` metadata entry holds label names, preprocessing, face alignment, model
-    config, source run, checkpoint, epoch, versions, opset and exporter (see :class:`OnnxClassifier`).
+    config, source run, checkpoint, epoch, versions, opset and exporter (see
+    :class:`~ferwild.backends.OnnxClassifier`).
 
     The dynamo exporter is tried first, the TorchScript one if it raises; the report's
     ``exporter`` says which was used and ``exporter_fallback_reason`` why. The file is written
@@ -281,45 +255,29 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
             the model is too big for one file, or probabilities differ by more than ``atol``.
     """
     t0 = time.perf_counter()
-    if which not in ("best", "last"):
-        raise ExportError(f"which must be 'best' or 'last', not {which!r}")
-    import onnx
-
-    max_opset = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= max_opset:
-        raise ExportError(f"opset must be an integer in 13..{max_opset} (this onnx package's newest), not {opset!r}")
-    if not (isinstance(atol, (int, float)) and atol > 0):
-        raise ExportError(f"atol must be a positive number, not {atol!r}")
-    if isinstance(batch_for_check, bool) or not isinstance(batch_for_check, int) or batch_for_check < 1:
-        raise ExportError(f"batch_for_check must be a positive integer, not {batch_for_check!r}")
     out = Path(out_path)
-    if out.is_dir():
-        raise ExportError(f"{out} is a directory; give the path of the .onnx file to write")
-
+    _check_arguments(which, opset, atol, batch_for_check, out)
+    import onnx
     import torch
 
-    from ferwild.runs import checkpoint_dir, load_run, resolve_run_dir, training_face_alignment
-    from ferwild.shipped import describe_run
+    from ferwild.runs import load_run, training_face_alignment
 
     model, state = load_run(run_dir, which, "cpu")  # RunError for a missing/broken run
-    ckpt_name = checkpoint_dir(run_dir, which).name
     n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     if n_bytes > _MAX_INLINE_BYTES:
         raise ExportError(f"the model's tensors take {n_bytes / 1e9:.2f} GB, over the 2 GB a single-file "
                           "ONNX model can hold")
-    pre = model.preprocessing
-    size = pre.input_size
     alignment, alignment_source = training_face_alignment(state)
-    face_alignment = alignment.to_dict()
     label_names = [str(n) for n in state["label_names"]]
     if len(label_names) != model.num_classes:
         raise ExportError(f"the checkpoint lists {len(label_names)} labels for a {model.num_classes}-way model")
 
-    wrapper = _wrap(model)
+    pre = model.preprocessing
+    size = pre.input_size
     example = pre.normalize(torch.rand(_EXAMPLE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(1)))
     out.parent.mkdir(parents=True, exist_ok=True)
     t_export = time.perf_counter()
-    proto, exporter, fallback_reason = _export_proto(wrapper, example, opset, out.parent)
+    proto, exporter, fallback_reason = _export_proto(_wrap(model), example, opset, out.parent)
     export_s = time.perf_counter() - t_export
     input_shape = _check_graph(proto, size)
     try:
@@ -327,42 +285,12 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
     except Exception as exc:
         raise ExportError(f"the {exporter} exporter produced an invalid ONNX model: {first_line(exc)}") from exc
 
-    from ferwild.files import atomic_target
     from ferwild.metrics import jsonable
 
-    metadata = jsonable({
-        "format": METADATA_FORMAT,
-        "label_names": label_names,
-        "preprocessing": pre.to_dict(),
-        "face_alignment": face_alignment,
-        "face_alignment_source": alignment_source,
-        "model_config": state["model_config"],
-        "source_run": str(resolve_run_dir(run_dir).resolve()),
-        "description": describe_run(resolve_run_dir(run_dir), state),
-        "checkpoint": which,
-        "checkpoint_name": ckpt_name,
-        "epoch": state.get("epoch"),
-        "ferwild_version": _ferwild_version(),
-        "torch_version": torch.__version__,
-        "opset": opset,
-        "exporter": exporter,
-        "input_name": INPUT_NAME,
-        "output_names": list(OUTPUT_NAMES),
-    })
-    doc = (f"ferwild {model.name} expression classifier ({len(label_names)} classes: {', '.join(label_names)}); "
-           f"input {INPUT_NAME} float32 (N, 3, {size}, {size}) normalised with mean {list(pre.mean)} "
-           f"std {list(pre.std)}; outputs logits, probabilities")
-    _set_metadata(proto, metadata, doc)
-
-    tmp = atomic_target(out)
-    parity = None
-    try:
-        _save_inline(proto, tmp)
-        if check:
-            parity = _parity(model, tmp, batch_for_check, float(atol))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    metadata = jsonable(_metadata(run_dir, which, state, model, label_names, alignment.to_dict(),
+                                  alignment_source, opset, exporter))
+    _set_metadata(proto, metadata, _doc_string(model, label_names))
+    parity = _install_checked(proto, out, model if check else None, batch_for_check, float(atol))
     return jsonable({
         "path": str(out),
         "size_bytes": out.stat().st_size,
@@ -384,142 +312,73 @@ def export_onnx(run_dir: str | os.PathLike, out_path: str | os.PathLike, *, whic
     })
 
 
-# --------------------------------------------------------------------------------------------
-# inference
+def _check_arguments(which: str, opset: Any, atol: Any, batch_for_check: Any, out: Path) -> None:
+    """:func:`export_onnx`'s arguments, refused with an :class:`ExportError` before any work."""
+    if which not in ("best", "last"):
+        raise ExportError(f"which must be 'best' or 'last', not {which!r}")
+    import onnx
+
+    max_opset = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= max_opset:
+        raise ExportError(f"opset must be an integer in 13..{max_opset} (this onnx package's newest), not {opset!r}")
+    if not (isinstance(atol, (int, float)) and atol > 0):
+        raise ExportError(f"atol must be a positive number, not {atol!r}")
+    if isinstance(batch_for_check, bool) or not isinstance(batch_for_check, int) or batch_for_check < 1:
+        raise ExportError(f"batch_for_check must be a positive integer, not {batch_for_check!r}")
+    if out.is_dir():
+        raise ExportError(f"{out} is a directory; give the path of the .onnx file to write")
 
 
-class OnnxClassifier:
-    """An exported ferwild model run by onnxruntime.
+def _metadata(run_dir: str | os.PathLike, which: str, state: dict, model: Any, label_names: list[str],
+              face_alignment: dict, alignment_source: str, opset: int, exporter: str) -> dict[str, Any]:
+    """The ``"ferwild"`` metadata entry: what a consumer needs without the run directory."""
+    import torch
 
-    ``OnnxClassifier(path, providers=None, intra_op_threads=None)``: ``providers`` defaults to
-    ``["CPUExecutionProvider"]`` (predictable everywhere; pass e.g.
-    ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` for a GPU); ``intra_op_threads`` caps
-    onnxruntime's threads (default: its own choice, all cores).
+    from ferwild.runs import checkpoint_dir, resolve_run_dir
+    from ferwild.shipped import describe_run
 
-    Attributes: ``label_names``, ``preprocessing`` (:class:`~ferwild.models.Preprocessing`),
-    ``face_alignment`` (dict, see :class:`~ferwild.data.faces.FaceAlignment`),
-    ``model_config``, ``metadata`` (the whole embedded dict), ``path``, ``session``.
+    return {
+        "format": METADATA_FORMAT,
+        "label_names": label_names,
+        "preprocessing": model.preprocessing.to_dict(),
+        "face_alignment": face_alignment,
+        "face_alignment_source": alignment_source,
+        "model_config": state["model_config"],
+        "source_run": str(resolve_run_dir(run_dir).resolve()),
+        "description": describe_run(resolve_run_dir(run_dir), state),
+        "checkpoint": which,
+        "checkpoint_name": checkpoint_dir(run_dir, which).name,
+        "epoch": state.get("epoch"),
+        "ferwild_version": _ferwild_version(),
+        "torch_version": torch.__version__,
+        "opset": opset,
+        "exporter": exporter,
+        "input_name": INPUT_NAME,
+        "output_names": list(OUTPUT_NAMES),
+    }
 
-    Calling it on normalised ``pixel_values`` ``(N, 3, S, S)`` returns float32 logits
-    ``(N, K)``; :meth:`predict_proba` returns the probabilities. Only the ONNX graph and its
-    JSON metadata are read: nothing is unpickled.
 
-    Raises:
-        OnnxModelNotFound: no file at ``path`` (also a ``FileNotFoundError``).
-        OnnxModelError: not an ONNX model onnxruntime can load, no or unreadable ferwild
-            metadata, a graph whose interface does not match it, or an unavailable provider.
-    """
+def _doc_string(model: Any, label_names: list[str]) -> str:
+    """The model's human-readable ``doc_string``: classes, input and outputs in one sentence."""
+    pre = model.preprocessing
+    size = pre.input_size
+    return (f"ferwild {model.name} expression classifier ({len(label_names)} classes: {', '.join(label_names)}); "
+            f"input {INPUT_NAME} float32 (N, 3, {size}, {size}) normalised with mean {list(pre.mean)} "
+            f"std {list(pre.std)}; outputs logits, probabilities")
 
-    def __init__(self, path: str | os.PathLike, *, providers: Sequence[str] | None = None,
-                 intra_op_threads: int | None = None) -> None:
-        import onnxruntime as ort
 
-        from ferwild.models import Preprocessing  # note: ferwild.models imports torch
+def _install_checked(proto: Any, out: Path, model: Any | None, batch_for_check: int, atol: float) -> dict | None:
+    """Write ``proto`` beside ``out``, check it against ``model`` (None: no check), then rename
+    it over ``out``; the parity report or None. A failed write or check leaves ``out`` as it was."""
+    from ferwild.files import atomic_target
 
-        self.path = Path(path)
-        if not self.path.exists():
-            raise OnnxModelNotFound(f"no ONNX model at {self.path}")
-        if not self.path.is_file():
-            raise OnnxModelError(f"{self.path} is not a file (give the path of an exported .onnx file)")
-        providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
-        missing = [p for p in providers if p not in ort.get_available_providers()]
-        if missing or not providers:
-            raise OnnxModelError(f"onnxruntime providers {missing or providers} are not available here; "
-                                 f"available: {ort.get_available_providers()}")
-        options = ort.SessionOptions()
-        if intra_op_threads is not None:
-            if isinstance(intra_op_threads, bool) or int(intra_op_threads) < 1:
-                raise ValueError(f"intra_op_threads must be a positive integer, not {intra_op_threads!r}")
-            options.intra_op_num_threads = int(intra_op_threads)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one class
-            raise OnnxModelError(f"{self.path} is not an ONNX model onnxruntime can load: {first_line(exc)}") from None
-
-        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if raw is None:
-            raise OnnxModelError(
-                f"{self.path} is an ONNX model but was not exported by ferwild export; it has no "
-                f"{METADATA_KEY!r} metadata (label names, preprocessing). Export a run with "
-                "ferwild.export.export_onnx (the `ferwild export` command)."
-            )
-        try:
-            meta = json.loads(raw)
-            fmt = meta.get("format")
-            if fmt != METADATA_FORMAT:  # a later format may mean something else: refuse, don't guess
-                raise ValueError(f"metadata format {fmt!r}; this ferwild reads {METADATA_FORMAT!r}")
-            self.label_names: list[str] = [str(n) for n in meta["label_names"]]
-            self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-            self.face_alignment: dict = dict(meta["face_alignment"])
-            self.model_config: dict = dict(meta["model_config"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise OnnxModelError(f"{self.path} has unreadable ferwild metadata: {first_line(exc)}") from None
-        self.metadata: dict = meta
-
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
-        if list(inputs) != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
-            raise OnnxModelError(f"{self.path} has inputs {list(inputs)} and outputs {outputs}; a ferwild export "
-                                 f"has [{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}")
-        size = self.preprocessing.input_size
-        graph_shape = list(inputs[INPUT_NAME].shape)
-        if len(graph_shape) != 4 or graph_shape[1:] != [3, size, size]:
-            raise OnnxModelError(f"{self.path}: the graph's input shape {graph_shape} does not match its metadata "
-                                 f"(N, 3, {size}, {size})")
-        k = self.session.get_outputs()[outputs.index("logits")].shape[-1]
-        if isinstance(k, int) and k != len(self.label_names):
-            raise OnnxModelError(f"{self.path}: the graph predicts {k} classes but the metadata names "
-                                 f"{len(self.label_names)}")
-
-    @property
-    def input_size(self) -> int:
-        return self.preprocessing.input_size
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_names)
-
-    def __repr__(self) -> str:
-        return (f"OnnxClassifier({str(self.path)!r}, model={self.model_config.get('name')!r}, "
-                f"input=(N, 3, {self.input_size}, {self.input_size}), labels={self.label_names})")
-
-    def _check_input(self, pixel_values: Any) -> np.ndarray:
-        x = np.asarray(pixel_values)
-        s = self.input_size
-        expected = f"(N, 3, {s}, {s}) float32, normalised with mean {list(self.preprocessing.mean)} " \
-                   f"and std {list(self.preprocessing.std)}"
-        if x.dtype.kind != "f":
-            # the usual mistake: raw uint8 pixels straight from an image
-            raise ValueError(f"pixel_values must be floats {expected}; got dtype {x.dtype} "
-                             "(scale pixels to [0, 1] and normalise them first)")
-        if x.ndim != 4 or x.shape[1:] != (3, s, s):
-            raise ValueError(f"pixel_values must have shape {expected}; got shape {tuple(x.shape)}")
-        # other float widths are converted: the graph takes float32 only
-        return np.ascontiguousarray(x, dtype=np.float32)
-
-    def outputs(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(logits, probabilities)``, both float32 ``(N, K)``, from one run of the graph."""
-        x = self._check_input(pixel_values)
-        if len(x) == 0:
-            empty = np.zeros((0, self.num_classes), dtype=np.float32)
-            return empty, empty.copy()
-        logits, probs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        return logits, probs
-
-    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
-        """Logits float32 ``(N, K)`` for normalised ``pixel_values`` ``(N, 3, S, S)``.
-
-        Raises:
-            ValueError: not floats, or not shaped ``(N, 3, S, S)`` (the message gives S).
-        """
-        x = self._check_input(pixel_values)
-        if len(x) == 0:
-            return np.zeros((0, self.num_classes), dtype=np.float32)
-        return self.session.run(["logits"], {INPUT_NAME: x})[0]
-
-    def predict_proba(self, pixel_values: np.ndarray) -> np.ndarray:
-        """Softmax probabilities float32 ``(N, K)`` (the graph's own ``probabilities`` output)."""
-        x = self._check_input(pixel_values)
-        if len(x) == 0:
-            return np.zeros((0, self.num_classes), dtype=np.float32)
-        return self.session.run(["probabilities"], {INPUT_NAME: x})[0]
+    tmp = atomic_target(out)
+    parity = None
+    try:
+        _save_inline(proto, tmp)
+        if model is not None:
+            parity = _parity(model, tmp, batch_for_check, atol)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return parity

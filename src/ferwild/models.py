@@ -51,9 +51,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ferwild.formatting import first_line
+from ferwild.preprocessing import Preprocessing
 
 __all__ = [
-    "Preprocessing",
     "ModelEntry",
     "MODEL_REGISTRY",
     "register_model",
@@ -106,52 +106,6 @@ _NONE_HINT = "Pass `--pretrained none` (pretrained=\"none\") to train from rando
 
 
 # ----------------------------------------------------------------------------- dataclasses
-
-
-def _triple(values: Any, what: str) -> tuple[float, float, float]:
-    vals = tuple(float(v) for v in values)
-    if len(vals) == 1:
-        vals = vals * 3
-    if len(vals) != 3:
-        raise ValueError(f"{what} needs 3 values (one per RGB channel), got {len(vals)}")
-    return vals  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a model expects: square ``input_size`` and per-channel ``mean``/``std``.
-
-    Inputs are 3-channel floats in [0, 1] before normalisation; grey images are replicated
-    to 3 channels by the data pipeline.
-    """
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        if isinstance(self.input_size, bool) or int(self.input_size) != self.input_size or self.input_size <= 0:
-            raise ValueError(f"input_size must be a positive integer, got {self.input_size!r}")
-        object.__setattr__(self, "input_size", int(self.input_size))
-        object.__setattr__(self, "mean", _triple(self.mean, "mean"))
-        std = _triple(self.std, "std")
-        if any(s <= 0 for s in std):
-            raise ValueError(f"std must be positive, got {std}")
-        object.__setattr__(self, "std", std)
-
-    def to_dict(self) -> dict:
-        return {"input_size": self.input_size, "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(input_size=int(d["input_size"]), mean=tuple(d["mean"]), std=tuple(d["std"]))
-
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(pixels - mean) / std`` over the channel axis of ``(N, 3, H, W)`` or ``(3, H, W)`` floats in [0, 1]."""
-        shape = (3, 1, 1)
-        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(shape)
-        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(shape)
-        return (pixels - mean) / std
 
 
 @dataclass(frozen=True)

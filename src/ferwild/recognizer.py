@@ -26,14 +26,16 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ferwild.backends import Classifier, OnnxClassifier, TorchClassifier
 from ferwild.data.faces import FaceAlignment, FaceDetection, FaceDetector, align_face, resize_image, to_channels
 from ferwild.data.images import ImageRejected, load_image, pil_to_rgb
 from ferwild.formatting import first_line
+from ferwild.preprocessing import Preprocessing
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -102,23 +104,6 @@ class ImageResult:
         return {"source": self.source, "width": self.width, "height": self.height,
                 "frame": self.frame, "time_s": None if self.time_s is None else round(float(self.time_s), 4),
                 "error": self.error, "n_faces": len(self.faces), "faces": [f.to_dict() for f in self.faces]}
-
-
-class TorchClassifier:
-    """A trained run's model as a ``pixel_values (N, 3, S, S) float32 -> logits (N, K)`` callable."""
-
-    backend = "torch"
-
-    def __init__(self, model, device) -> None:
-        self.model = model.eval()
-        self.device = device
-
-    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)).to(self.device)
-            return self.model(x).float().cpu().numpy()
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -202,16 +187,18 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
 
 
 class Recognizer:
-    """Detect, align and classify faces with any ``pixel_values -> logits`` classifier.
+    """Detect, align and classify faces with any :class:`~ferwild.backends.Classifier`.
 
     Build it with :meth:`from_run` (PyTorch checkpoint) or :meth:`from_onnx` (an ONNX file from
     ``ferwild export``); both read the label names, preprocessing and face alignment that travel
     with the model, so nothing is re-derived from constants.
 
     Args:
-        classifier: callable mapping normalised ``(N, 3, S, S)`` float32 pixels to ``(N, K)`` logits.
+        classifier: maps normalised ``(N, 3, S, S)`` float32 pixels to ``(N, K)`` logits; its
+            ``backend`` names it in :meth:`info` (:class:`~ferwild.backends.TorchClassifier`,
+            :class:`~ferwild.backends.OnnxClassifier`).
         label_names: the K class names, in logit order.
-        preprocessing: the model's :class:`~ferwild.models.Preprocessing` (input size, mean, std).
+        preprocessing: the model's :class:`~ferwild.preprocessing.Preprocessing` (input size, mean, std).
         face_alignment: how the training faces were cut (margin, crop side, channels, threshold).
         detector: ``"mtcnn"`` (faces are detected and aligned on their landmarks), ``"none"``
             (each image already is one face crop: it is only resized, as prepare does for
@@ -222,10 +209,10 @@ class Recognizer:
         detector_device: where MTCNN runs (``from_run`` puts it beside the model, e.g. ``cuda``).
     """
 
-    def __init__(self, classifier: Callable[[np.ndarray], np.ndarray], *, label_names: Sequence[str],
-                 preprocessing, face_alignment: FaceAlignment, detector: str | FaceDetector = "mtcnn",
+    def __init__(self, classifier: Classifier, *, label_names: Sequence[str],
+                 preprocessing: Preprocessing, face_alignment: FaceAlignment, detector: str | FaceDetector = "mtcnn",
                  min_confidence: float | None = None, max_faces: int | None = None, batch_size: int = 64,
-                 backend: str = "torch", source: str = "", model_config: dict | None = None,
+                 source: str = "", model_config: dict | None = None,
                  detector_device: str = "cpu", description: str = "") -> None:
         if max_faces is not None and max_faces < 1:
             raise RecognizerError(f"max_faces must be >= 1, got {max_faces}")
@@ -233,13 +220,16 @@ class Recognizer:
             raise RecognizerError(f"batch_size must be >= 1, got {batch_size}")
         if not label_names:
             raise RecognizerError("the model has no label names")
+        if not isinstance(classifier, Classifier):
+            raise RecognizerError(f"{type(classifier).__name__} is not a classifier: it needs a backend name and "
+                                  "a call from pixel_values to logits (ferwild.backends.Classifier)")
         self.classifier = classifier
         self.label_names = list(label_names)
         self.preprocessing = preprocessing
         self.face_alignment = face_alignment
         self.max_faces = max_faces
         self.batch_size = int(batch_size)
-        self.backend = backend
+        self.backend = classifier.backend
         self.source = source
         self.description = description
         self.model_config = dict(model_config or {})
@@ -255,7 +245,6 @@ class Recognizer:
             self.detector = None
         else:
             raise RecognizerError(f"unknown detector {detector!r}; expected one of {DETECTORS}")
-        self._transform = None
 
     # ---------------------------------------------------------------------------------------
     # construction
@@ -285,7 +274,7 @@ class Recognizer:
         alignment, _ = training_face_alignment(state)
         kwargs.setdefault("detector_device", str(dev))
         return cls(TorchClassifier(model, dev), label_names=state["label_names"],
-                   preprocessing=model.preprocessing, face_alignment=alignment, backend="torch",
+                   preprocessing=model.preprocessing, face_alignment=alignment,
                    source=str(run_dir), model_config=model.config(), **kwargs)
 
     @classmethod
@@ -301,15 +290,14 @@ class Recognizer:
     def from_onnx(cls, path: str | os.PathLike, *, providers: Sequence[str] | None = None,
                   **kwargs: Any) -> "Recognizer":
         """A recogniser over an ONNX file written by ``ferwild export`` (ONNX Runtime, no PyTorch
-        model code involved); label names, preprocessing and alignment come from its metadata."""
-        from ferwild.export import OnnxClassifier
-
+        model code involved); label names, preprocessing and alignment come from its metadata.
+        With ``detector="none"`` (crops in) nothing here imports torch; MTCNN itself needs it."""
         try:
             onnx_model = OnnxClassifier(path, providers=providers)
         except (OSError, ValueError) as exc:
             raise RecognizerError(str(exc)) from None
         return cls(onnx_model, label_names=onnx_model.label_names, preprocessing=onnx_model.preprocessing,
-                   face_alignment=FaceAlignment.from_dict(onnx_model.face_alignment or {}), backend="onnx",
+                   face_alignment=FaceAlignment.from_dict(onnx_model.face_alignment or {}),
                    source=str(path), model_config=onnx_model.model_config,
                    description=str(onnx_model.metadata.get("description") or ""), **kwargs)
 
@@ -331,17 +319,12 @@ class Recognizer:
 
         ``crops`` are uint8 ``(S, S, 3)`` or ``(S, S, 1)`` arrays at the alignment's crop side
         (other sides are resized); they are converted to the training cache's channels, then
-        normalised and resized exactly as in training and evaluation (``BatchTransform``).
+        scaled, normalised and resized to the model's input as in training and evaluation
+        (:meth:`~ferwild.preprocessing.Preprocessing.pixel_values`, numpy: the same numbers as
+        ``BatchTransform`` to float32 rounding, and no torch for an ONNX model).
         """
-        import torch
-
-        from ferwild.data.loader import BatchTransform
-
         if len(crops) == 0:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        if self._transform is None:
-            pre = self.preprocessing
-            self._transform = BatchTransform(pre.input_size, pre.mean, pre.std)
         side, channels = self.face_alignment.crop_size, self.face_alignment.channels
         batch = []
         for crop in crops:
@@ -351,8 +334,8 @@ class Recognizer:
             batch.append(to_channels(arr, channels))
         out = []
         for start in range(0, len(batch), self.batch_size):
-            stack = torch.from_numpy(np.stack(batch[start:start + self.batch_size])).permute(0, 3, 1, 2)
-            logits = np.asarray(self.classifier(self._transform(stack).numpy()), dtype=np.float64)
+            pixel_values = self.preprocessing.pixel_values(np.stack(batch[start:start + self.batch_size]))
+            logits = np.asarray(self.classifier(pixel_values), dtype=np.float64)
             if not np.isfinite(logits).all():
                 raise RecognizerError("the model returned non-finite logits")
             out.append(_softmax(logits).astype(np.float32))

@@ -1,0 +1,107 @@
+"""The two model backends behind one protocol, and the numpy preprocessing the ONNX path uses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ferwild.backends import Classifier, OnnxClassifier, TorchClassifier
+from ferwild.data.loader import BatchTransform
+from ferwild.export import export_onnx
+from ferwild.preprocessing import Preprocessing
+from ferwild.recognizer import Recognizer, RecognizerError
+from ferwild.runs import load_run
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_run, tmp_path_factory):
+    """The shared tiny run (cnn_small, 32 px) exported once for this module."""
+    path = tmp_path_factory.mktemp("backends") / "tiny.onnx"
+    export_onnx(tiny_run[0], path)
+    return path
+
+
+def test_both_backends_are_classifiers_and_agree(tiny_run, tiny_onnx):
+    model, _ = load_run(tiny_run[0], "best", "cpu")
+    backends = [TorchClassifier(model, "cpu"), OnnxClassifier(tiny_onnx, intra_op_threads=1)]
+    assert all(isinstance(b, Classifier) for b in backends)
+    assert [b.backend for b in backends] == ["torch", "onnx"]
+    size = model.preprocessing.input_size
+    pixels = model.preprocessing.normalize(torch.rand(5, 3, size, size, generator=torch.Generator().manual_seed(3)))
+    torch_logits, onnx_logits = (b(pixels.numpy()) for b in backends)
+    assert torch_logits.shape == onnx_logits.shape == (5, model.num_classes)
+    assert torch_logits.dtype == onnx_logits.dtype == np.float32
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4, rtol=0)
+
+
+def test_recognisers_over_either_backend_agree(tiny_run, tiny_onnx):
+    by_torch = Recognizer.from_run(tiny_run[0], detector="none")
+    by_onnx = Recognizer.from_onnx(tiny_onnx, detector="none")
+    assert (by_torch.backend, by_onnx.backend) == ("torch", "onnx")
+    assert by_torch.info()["backend"] == "torch" and by_onnx.info()["backend"] == "onnx"
+    # crops at the alignment's side and at other sides (resized first), colour and grey
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for side in (32, 32, 48, 20)]
+    crops.append(rng.integers(0, 256, (32, 32, 1), dtype=np.uint8))
+    np.testing.assert_allclose(by_onnx.classify(crops), by_torch.classify(crops), atol=1e-5, rtol=0)
+
+
+def test_a_recogniser_needs_a_classifier(tiny_run):
+    rec = Recognizer.from_run(tiny_run[0], detector="none")
+    with pytest.raises(RecognizerError, match="not a classifier"):
+        Recognizer(lambda pixel_values: pixel_values, label_names=rec.label_names,
+                   preprocessing=rec.preprocessing, face_alignment=rec.face_alignment, detector="none")
+
+
+def test_the_onnx_recogniser_runs_without_torch(tiny_onnx):
+    """An exported model classifies crops (and whole images with detector="none") in a process
+    that never imports torch: ONNX Runtime and the numpy preprocessing only."""
+    code = (
+        "import sys, numpy as np\n"
+        "from ferwild.recognizer import Recognizer\n"
+        f"rec = Recognizer.from_onnx({str(tiny_onnx)!r}, detector='none')\n"
+        "crops = list(np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8))\n"
+        "assert rec.classify(crops).shape == (3, len(rec.label_names))\n"
+        "assert rec.analyze(crops[:1])[0].faces\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_backends_does_not_import_torch():
+    code = "import sys, ferwild.backends, ferwild.preprocessing; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+# (crop side, model input size, channels): equal, upscaled (plain bilinear), downscaled
+# (antialiased), by integer and by fractional factors, grey and colour.
+RESIZES = [(32, 32, 3), (48, 48, 1), (48, 64, 1), (112, 224, 3), (37, 100, 3), (48, 224, 1),
+           (112, 64, 3), (64, 48, 1), (100, 37, 3), (96, 32, 3), (33, 32, 3)]
+
+
+@pytest.mark.parametrize("side,size,channels", RESIZES)
+def test_numpy_preprocessing_matches_the_training_transform(side, size, channels):
+    pre = Preprocessing(size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    images = np.random.default_rng(side * size).integers(0, 256, (4, side, side, channels), dtype=np.uint8)
+    expected = BatchTransform(pre.input_size, pre.mean, pre.std)(torch.from_numpy(images).permute(0, 3, 1, 2))
+    got = pre.pixel_values(images)
+    assert got.dtype == np.float32 and got.shape == (4, 3, size, size) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
+
+
+def test_numpy_and_torch_normalisation_agree():
+    pre = Preprocessing(8, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    pixels = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(pre.normalize_array(pixels.numpy()), pre.normalize(pixels).numpy())
+    with pytest.raises(ValueError, match="uint8"):
+        pre.pixel_values(np.zeros((1, 8, 8, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        pre.pixel_values(np.zeros((1, 8, 8, 2), dtype=np.uint8))
