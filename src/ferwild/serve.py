@@ -200,6 +200,30 @@ async def _decode_all(blobs: list[bytes], names: list[str], max_pixels: int) -> 
     return decoded
 
 
+def _check_limits(max_upload_mb: float, max_files: int, max_pixels: int) -> None:
+    """:func:`create_app`'s limits must each allow something (``ValueError`` otherwise)."""
+    if not max_upload_mb > 0:
+        raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
+    if max_files < 1:
+        raise ValueError(f"max_files must be >= 1, got {max_files}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+
+
+def _service_info(recognizer: Any, *, max_upload_mb: float, max_upload_bytes: int, max_files: int,
+                  max_pixels: int) -> dict[str, Any]:
+    """What ``GET /info`` answers: ``recognizer.info()`` plus ``labels`` and ``limits``."""
+    info = dict(recognizer.info())
+    info["labels"] = [str(name) for name in recognizer.label_names]
+    info["limits"] = {
+        "max_files": max_files,
+        "max_upload_mb": max_upload_mb,
+        "max_upload_bytes": max_upload_bytes,
+        "max_pixels": max_pixels,
+    }
+    return info
+
+
 def create_app(
     recognizer: Any,
     *,
@@ -217,24 +241,11 @@ def create_app(
         max_pixels: images whose header declares more pixels are refused before decoding
             (that file's ``error``; PIL's own ``Image.MAX_IMAGE_PIXELS`` is never loosened).
     """
-    if not max_upload_mb > 0:
-        raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
-    if max_files < 1:
-        raise ValueError(f"max_files must be >= 1, got {max_files}")
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    _check_limits(max_upload_mb, max_files, max_pixels)
     max_file_bytes = max(1, int(max_upload_mb * 1024 * 1024))
     max_body_bytes = max_files * max_file_bytes + _OVERHEAD_BYTES
-
-    labels = [str(name) for name in recognizer.label_names]
-    info = dict(recognizer.info())
-    info["labels"] = labels
-    info["limits"] = {
-        "max_files": max_files,
-        "max_upload_mb": max_upload_mb,
-        "max_upload_bytes": max_file_bytes,
-        "max_pixels": max_pixels,
-    }
+    info = _service_info(recognizer, max_upload_mb=max_upload_mb, max_upload_bytes=max_file_bytes,
+                         max_files=max_files, max_pixels=max_pixels)
 
     # One batch through the model at a time, always in the same thread; the lock also covers
     # other apps (or user code) sharing this recogniser.
