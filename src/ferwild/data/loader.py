@@ -166,7 +166,7 @@ def eval_loader(root: str | Path, rows: pd.DataFrame, label_names: Sequence[str]
     """``rows`` of a prepared dataset in their order, and the model's (non-augmenting) transform.
 
     What ``evaluate_run`` and the audit iterate; ``preprocessing`` is the model's
-    :class:`~ferwild.models.Preprocessing` (input size, mean, std). Training's validation
+    :class:`~ferwild.preprocessing.Preprocessing` (input size, mean, std). Training's validation
     loader is built in ``fit`` instead: under DDP each rank reads its own slice.
     """
     dataset = CachedFaceDataset(root, rows, label_names)
