@@ -527,13 +527,31 @@ def _resume_from(ckpt: Path, trainer: _Trainer) -> tuple[int, list[dict[str, Any
     return state["epoch"], list(state["history"]), state["best_val_macro_f1"], state.get("partial_epoch")
 
 
+def _validate(model: nn.Module, val_set, t: _Trainer, config: RunConfig, ddp, device: torch.device,
+              num_classes: int) -> tuple[float, float, float, int]:
+    """Validation loss, accuracy, macro-F1 and row count, summed over every rank.
+
+    Each rank evaluates a disjoint slice of the validation rows (no padding), so the metrics
+    are exact whatever the number of ranks.
+    """
+    if ddp.enabled:
+        sampler = _ShardedEvalSampler(len(val_set), config.train.eval_batch_size, ddp.rank, ddp.world_size)
+    else:
+        sampler = EpochBatchSampler(len(val_set), config.train.eval_batch_size, shuffle=False)
+    val = evaluate(model, make_loader(val_set, sampler), t.eval_tf, t.eval_loss_fn, device,
+                   num_classes=num_classes, amp_dtype=t.amp)
+    sums = ddp.all_reduce(torch.tensor([val["loss_sum"], val["count"]], dtype=torch.float64))
+    accuracy, macro_f1 = metrics_from_confusion(ddp.all_reduce(val["confusion"].clone()))
+    return float(sums[0] / max(sums[1], 1)), accuracy, macro_f1, int(sums[1])
+
+
 def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` (see the module docstring); returns the final summary.
 
-    Setup (data, batch geometry, model and optimizer, resume) is in the helpers above; the
-    epoch loop stays here, whole, so that one read shows what an epoch does (train, reduce
-    across ranks, validate, step the learning-rate rule, checkpoint, log).
+    Setup (data, batch geometry, model and optimizer, resume) and validation are in the helpers
+    above; the epoch loop stays here, whole, so that one read shows what an epoch does (train,
+    reduce across ranks, validate, step the learning-rate rule, checkpoint, log).
 
     Raises:
         RunError / ConfigError: user mistakes (missing data, mismatched labels, ...).
@@ -606,21 +624,12 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             train_cm = ddp.all_reduce(epoch_state.confusion.clone())
             train_acc, train_f1 = metrics_from_confusion(train_cm)
 
-            val_sampler = EpochBatchSampler(len(val_set), config.train.eval_batch_size, shuffle=False,
-                                            rank=ddp.rank, world_size=1)
-            if ddp.enabled:
-                # each rank evaluates a disjoint slice (no padding: metrics stay exact)
-                val_sampler = _ShardedEvalSampler(len(val_set), config.train.eval_batch_size, ddp.rank, ddp.world_size)
-            val = evaluate(model, make_loader(val_set, val_sampler), t.eval_tf, t.eval_loss_fn, device,
-                           num_classes=num_classes, amp_dtype=t.amp)
-            vsums = ddp.all_reduce(torch.tensor([val["loss_sum"], val["count"]], dtype=torch.float64))
-            val_cm = ddp.all_reduce(val["confusion"].clone())
-            val_acc, val_f1 = metrics_from_confusion(val_cm)
+            val_loss, val_acc, val_f1, val_count = _validate(model, val_set, t, config, ddp, device, num_classes)
 
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch + 1, "train_loss": float(sums[0] / max(sums[1], 1)), "train_acc": train_acc,
-                   "train_macro_f1": train_f1, "val_loss": float(vsums[0] / max(vsums[1], 1)), "val_acc": val_acc,
-                   "val_macro_f1": val_f1, "lr": lr, "val_count": int(vsums[1]),
+                   "train_macro_f1": train_f1, "val_loss": val_loss, "val_acc": val_acc,
+                   "val_macro_f1": val_f1, "lr": lr, "val_count": val_count,
                    "train_img_per_s": float(sums[1]) / max(epoch_state.seconds, 1e-9) if epoch_state.seconds else 0.0}
             history.append(row)
             decayed = scheduler.step(val_f1)

@@ -566,9 +566,42 @@ def _p(p: float | None) -> str:
 
 
 def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
-    """Findings and advice, each line carrying its evidence."""
-    findings, advice = [], []
+    """Findings and advice, each line carrying its evidence.
+
+    In reading order: the covariate shift and which attributes moved, data health (alignment,
+    the deployed detector, image statistics), performance, label shift, confidence, subgroup
+    gaps; then the advice those findings call for.
+    """
+    findings: list[str] = []
+    advice: list[str] = []
     cov = audit["covariate_shift"]
+    moved = _shift_findings(cov, config, findings)
+    _data_health_findings(audit["data_health"], config, findings, advice)
+    _model_findings(audit, config, findings, advice)
+    rebalance_on = _subgroup_findings(audit, findings)
+    if cov["detected"] or rebalance_on:
+        # what the model sees moving first, then where it fails, then what merely changed
+        carrier = [c["attribute"] for c in (cov.get("shift_attribution") or [])[:1]
+                   if cov["detected"] and (c["explained_share"] or 0) >= 0.1]
+        shifted = [a["attribute"] for a in moved[:2]]
+        target = list(dict.fromkeys(carrier + rebalance_on + shifted))[:2]
+        if target:
+            advice.append("Retrain with attribute x class rebalancing: `ferwild rebalance --data REFERENCE "
+                          f"--attributes {','.join(a.removeprefix(ATTR_PREFIX) for a in target)} --out BALANCED`, "
+                          "adding labelled production faces of the under-represented cells.")
+        else:
+            advice.append("Retrain on data that includes labelled production faces; the shift is not explained "
+                          "by a recorded attribute (look at the most-unlike samples).")
+    if cov["detected"]:
+        advice.append("Watch new batches with `ferwild monitor` and retrain when the shift statistic crosses its "
+                      "threshold.")
+    if not advice:
+        advice.append("No action needed on this evidence; keep monitoring new batches.")
+    return {"findings": findings, "advice": advice}
+
+
+def _shift_findings(cov: dict[str, Any], config: AuditConfig, findings: list[str]) -> list[dict[str, Any]]:
+    """The covariate-shift verdict, its carrier and the attributes whose mix moved (returned)."""
     tests = (f"MMD {_p(cov['mmd_p_value'])}; domain classifier AUC {cov['domain_auc']:.2f}, "
              f"{_p(cov['domain_p_value'])}")
     if cov["detected"]:
@@ -588,7 +621,12 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
         findings.append(f"`{a['attribute']}` changed: '{ch['group']}' {_pts(ch['reference'])}% of reference "
                         f"-> {_pts(ch['production'])}% of production (Cramér's V {a['cramers_v']:.2f}, "
                         f"{_p(a['p_value'])}).")
-    health = audit["data_health"]
+    return moved
+
+
+def _data_health_findings(health: dict[str, Any], config: AuditConfig, findings: list[str],
+                          advice: list[str]) -> None:
+    """Alignment failures, faces the deployed detector misses, and image statistics that moved."""
     af = health["alignment_failure"]
     if af["test"].get("p_value") is not None and af["test"]["p_value"] < config.alpha:
         findings.append(f"Alignment failures differ: {_pts(af['reference'])}% reference vs "
@@ -616,6 +654,10 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
     if big:
         findings.append("Image statistics moved most: " + "; ".join(
             f"{s['statistic']} (d = {s['cohens_d']:+.2f})" for s in big[:3]) + ".")
+
+
+def _model_findings(audit: dict[str, Any], config: AuditConfig, findings: list[str], advice: list[str]) -> None:
+    """What changed in the model's results: performance, the class mix (label shift), confidence."""
     perf = audit.get("performance")
     if perf:
         d = perf["drop"]["macro_f1"]
@@ -641,6 +683,11 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
     if conf["max_prob_ks_p_value"] is not None and conf["max_prob_ks_p_value"] < config.alpha:
         findings.append(f"Confidence drifted: mean max-probability {conf['reference']['mean_max_prob']:.2f} -> "
                         f"{conf['production']['mean_max_prob']:.2f} ({_p(conf['max_prob_ks_p_value'])}, KS).")
+
+
+def _subgroup_findings(audit: dict[str, Any], findings: list[str]) -> list[str]:
+    """Significant subgroup gaps (top 3 attributes) and where their errors go; returns the
+    attributes worth rebalancing on."""
     sub, gaps = audit.get("subgroups") or {}, audit.get("subgroup_gaps") or {}
     side = gaps.get("side", "production")
     rebalance_on = []
@@ -658,25 +705,7 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
             line += (f" Their errors go to {absorb[0]['class']} ({_pts(absorb[0]['share'])}% of errors vs "
                      f"{_pts(absorb[0]['share_other_groups'])}% for other groups).")
         findings.append(line)
-    if cov["detected"] or rebalance_on:
-        # what the model sees moving first, then where it fails, then what merely changed
-        carrier = [c["attribute"] for c in (cov.get("shift_attribution") or [])[:1]
-                   if cov["detected"] and (c["explained_share"] or 0) >= 0.1]
-        shifted = [a["attribute"] for a in moved[:2]]
-        target = list(dict.fromkeys(carrier + rebalance_on + shifted))[:2]
-        if target:
-            advice.append("Retrain with attribute x class rebalancing: `ferwild rebalance --data REFERENCE "
-                          f"--attributes {','.join(a.removeprefix('attr_') for a in target)} --out BALANCED`, "
-                          "adding labelled production faces of the under-represented cells.")
-        else:
-            advice.append("Retrain on data that includes labelled production faces; the shift is not explained "
-                          "by a recorded attribute (look at the most-unlike samples).")
-    if cov["detected"]:
-        advice.append("Watch new batches with `ferwild monitor` and retrain when the shift statistic crosses its "
-                      "threshold.")
-    if not advice:
-        advice.append("No action needed on this evidence; keep monitoring new batches.")
-    return {"findings": findings, "advice": advice}
+    return rebalance_on
 
 
 # --------------------------------------------------------------------------------------------

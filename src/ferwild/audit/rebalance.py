@@ -466,23 +466,12 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
         FileNotFoundError: prepared_dir is not a prepared dataset.
     """
     from ferwild.data.balance import class_count_figure
-    from ferwild.data.prepare import augment_block, run_jobs
 
     if not isinstance(config, RebalanceConfig):
         raise TypeError(f"config must be a RebalanceConfig, not {type(config).__name__}")
     src, out = Path(prepared_dir), Path(out_dir)
-    if out.resolve() == src.resolve():
-        raise ValueError(f"out_dir must differ from the prepared dataset {src}: rebalance writes a new "
-                         "dataset and never modifies its source")
-    if out.resolve().is_relative_to((src / SHARDS).resolve()):
-        raise ValueError(f"out_dir {out} must not lie inside {src / SHARDS}")
-    prepared = PreparedDataset(src)
+    prepared = _checked_source(src, out, config)
     manifest = prepared.manifest
-    available = sorted(c for c in manifest.columns if c.startswith(ATTR_PREFIX))
-    missing = [a for a in config.attributes if a not in manifest.columns]
-    if missing:
-        raise ValueError(f"{src} has no attribute column {', '.join(missing)}; available: "
-                         f"{', '.join(available) or 'none (the source listed no attr_* columns)'}")
 
     augmented = manifest[COL.augmented_from].fillna("").astype(str) != ""
     in_split = (manifest[COL.split].astype(str) == config.split).to_numpy()
@@ -510,22 +499,7 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
     needed = sorted(set(kept.loc[kept[COL.shard].fillna("").astype(str) != "", COL.shard].astype(str)))
     methods = Counter(_link(src / SHARDS / f"{name}.npy", shards / f"{name}.npy") for name in needed)
 
-    # augmented blocks (skipped when their shard exists: a rerun resumes)
-    names: list[str] = []
-    jobs = []
-    for b, start in enumerate(range(0, len(plan.positions), BLOCK)):
-        name = f"{SHARD_PREFIX}-{key}-{b:05d}"
-        part = sources.iloc[start:start + BLOCK]
-        names.extend([name] * len(part))
-        if (shards / f"{name}.npy").exists():
-            continue
-        jobs.append({"name": name, "out_dir": str(out), "seed": _block_seed(key, b),
-                     "sources": [(str(s), int(i)) for s, i in zip(part[COL.shard], part[COL.shard_index])]})
-    workers = config.workers or available_cpus()
-    run_jobs(augment_block, jobs, workers, (lambda d, t: progress("rebalance", d, t)) if progress else None)
-    for old in shards.glob(f"{SHARD_PREFIX}-*.npy"):
-        if not old.name.startswith(f"{SHARD_PREFIX}-{key}-") and old.stem not in needed:
-            old.unlink()  # pixels of an earlier, different plan
+    names = _write_augmented_blocks(out, sources, key, needed, config.workers, progress)
 
     # manifest
     first_id = int(kept[COL.row_id].max()) + 1 if len(kept) else 0
@@ -548,3 +522,47 @@ def rebalance(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, confi
                        title=f"{config.split} data per class, before balancing and after rebalancing")
     save_json_atomic(out / SUMMARY, summary)  # last: a complete summary marks a finished run
     return section
+
+
+def _checked_source(src: Path, out: Path, config: RebalanceConfig) -> PreparedDataset:
+    """The prepared dataset at ``src``, after checking that ``out`` lies apart from it and that
+    it has the attribute columns ``config`` names."""
+    if out.resolve() == src.resolve():
+        raise ValueError(f"out_dir must differ from the prepared dataset {src}: rebalance writes a new "
+                         "dataset and never modifies its source")
+    if out.resolve().is_relative_to((src / SHARDS).resolve()):
+        raise ValueError(f"out_dir {out} must not lie inside {src / SHARDS}")
+    prepared = PreparedDataset(src)
+    columns = prepared.manifest.columns
+    missing = [a for a in config.attributes if a not in columns]
+    if missing:
+        available = sorted(c for c in columns if c.startswith(ATTR_PREFIX))
+        raise ValueError(f"{src} has no attribute column {', '.join(missing)}; available: "
+                         f"{', '.join(available) or 'none (the source listed no attr_* columns)'}")
+    return prepared
+
+
+def _write_augmented_blocks(out: Path, sources: pd.DataFrame, key: str, linked: list[str], workers: int,
+                            progress: Callable[[str, int, int], None] | None) -> list[str]:
+    """Write the augmented copies of ``sources`` in blocks of ``BLOCK`` rows; returns each copy's
+    shard name. Blocks whose shard exists are skipped (a rerun resumes); shards of an earlier,
+    different plan are removed (``linked`` are the source's shards, kept)."""
+    from ferwild.data.prepare import augment_block, run_jobs
+
+    shards = out / SHARDS
+    names: list[str] = []
+    jobs = []
+    for b, start in enumerate(range(0, len(sources), BLOCK)):
+        name = f"{SHARD_PREFIX}-{key}-{b:05d}"
+        part = sources.iloc[start:start + BLOCK]
+        names.extend([name] * len(part))
+        if (shards / f"{name}.npy").exists():
+            continue
+        jobs.append({"name": name, "out_dir": str(out), "seed": _block_seed(key, b),
+                     "sources": [(str(s), int(i)) for s, i in zip(part[COL.shard], part[COL.shard_index])]})
+    run_jobs(augment_block, jobs, workers or available_cpus(),
+             (lambda d, t: progress("rebalance", d, t)) if progress else None)
+    for old in shards.glob(f"{SHARD_PREFIX}-*.npy"):
+        if not old.name.startswith(f"{SHARD_PREFIX}-{key}-") and old.stem not in linked:
+            old.unlink()  # pixels of an earlier, different plan
+    return names

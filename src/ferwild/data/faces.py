@@ -632,18 +632,7 @@ def align_faces(
     results: list[AlignResult | None] = [None] * n
 
     if mode == "none":
-        for i, image in enumerate(images):
-            try:
-                crop = resize_image(image, size)
-            except Exception as exc:  # noqa: BLE001 - nothing to keep from an unusable image
-                results[i] = AlignResult(crop=None, status="dropped", method="",
-                                         reason=f"resize error: {exc}", box=None, landmarks=None,
-                                         confidence=None, n_faces=0, other_boxes=[])
-                continue
-            results[i] = AlignResult(crop=crop, status="aligned", method="resize", reason="",
-                                     box=None, landmarks=None, confidence=None, n_faces=0,
-                                     other_boxes=[])
-        return results  # type: ignore[return-value]
+        return [_resized(image, size) for image in images]
 
     to_detect: list[int] = []
     for i, image in enumerate(images):
@@ -663,41 +652,58 @@ def align_faces(
             to_detect.append(i)
 
     if to_detect:
-        det = detector if detector is not None else _default_detector()
-        batch = [images[i] for i in to_detect]
-        threshold = getattr(det, "min_confidence", None)
-        min_face = getattr(det, "min_face_size", None)
-        # detect_all (when the detector has it) also returns the sub-threshold candidates, so the
-        # reason can say "face confidence 0.71 < 0.90" instead of just "no face found".
-        if threshold is not None and callable(getattr(det, "detect_all", None)):
-            raw = det.detect_all(batch)
-        else:
-            raw, threshold = det.detect(batch), None
-        for i, found in zip(to_detect, raw):
-            image = images[i]
-            if isinstance(found, Exception):
-                results[i] = _fallback(image, _error_reason(image, found, min_face), fallback,
-                                       size)
-                continue
-            kept = found if threshold is None else [d for d in found if d.confidence >= threshold]
-            best, others = choose_face(kept)
-            if best is None:
-                # Nothing kept: whatever MTCNN found was below the detector's min_confidence.
-                if found:
-                    reason = _low_confidence_reason(max(d.confidence for d in found), threshold)
-                else:
-                    reason = "no face found"
-                results[i] = _fallback(image, reason, fallback, size)
-                continue
-            info = dict(box=best.box, landmarks=best.landmarks, confidence=best.confidence,
-                        n_faces=len(kept), other_boxes=[d.box for d in others])
-            try:
-                crop = align_face(image, best.landmarks, size, margin, template=template)
-            except Exception as exc:  # noqa: BLE001
-                results[i] = _fallback(image, f"alignment error: {exc}", fallback, size, **info)
-                continue
-            results[i] = AlignResult(crop, "aligned", "mtcnn", "", **info)
+        detected = _detect_and_align([images[i] for i in to_detect], detector, size=size, margin=margin,
+                                     fallback=fallback, template=template)
+        for i, result in zip(to_detect, detected):
+            results[i] = result
     return results  # type: ignore[return-value]
+
+
+def _resized(image: np.ndarray, size: int) -> AlignResult:
+    """A pre-aligned crop, only resized (mode ``none``); dropped when it cannot be."""
+    try:
+        crop = resize_image(image, size)
+    except Exception as exc:  # noqa: BLE001 - nothing to keep from an unusable image
+        return AlignResult(crop=None, status="dropped", method="", reason=f"resize error: {exc}", box=None,
+                           landmarks=None, confidence=None, n_faces=0, other_boxes=[])
+    return AlignResult(crop=crop, status="aligned", method="resize", reason="", box=None, landmarks=None,
+                       confidence=None, n_faces=0, other_boxes=[])
+
+
+def _detect_and_align(images: list[np.ndarray], detector: FaceDetector | None, *, size: int, margin: float,
+                      fallback: str, template: np.ndarray | None) -> list[AlignResult]:
+    """MTCNN on ``images`` as one batch, then the largest kept face of each aligned (mode ``mtcnn``)."""
+    det = detector if detector is not None else _default_detector()
+    threshold = getattr(det, "min_confidence", None)
+    min_face = getattr(det, "min_face_size", None)
+    # detect_all (when the detector has it) also returns the sub-threshold candidates, so the
+    # reason can say "face confidence 0.71 < 0.90" instead of just "no face found".
+    if threshold is not None and callable(getattr(det, "detect_all", None)):
+        raw = det.detect_all(images)
+    else:
+        raw, threshold = det.detect(images), None
+    results = []
+    for image, found in zip(images, raw):
+        if isinstance(found, Exception):
+            results.append(_fallback(image, _error_reason(image, found, min_face), fallback, size))
+            continue
+        kept = found if threshold is None else [d for d in found if d.confidence >= threshold]
+        best, others = choose_face(kept)
+        if best is None:
+            # Nothing kept: whatever MTCNN found was below the detector's min_confidence.
+            reason = (_low_confidence_reason(max(d.confidence for d in found), threshold) if found
+                      else "no face found")
+            results.append(_fallback(image, reason, fallback, size))
+            continue
+        info = dict(box=best.box, landmarks=best.landmarks, confidence=best.confidence,
+                    n_faces=len(kept), other_boxes=[d.box for d in others])
+        try:
+            crop = align_face(image, best.landmarks, size, margin, template=template)
+        except Exception as exc:  # noqa: BLE001
+            results.append(_fallback(image, f"alignment error: {exc}", fallback, size, **info))
+            continue
+        results.append(AlignResult(crop, "aligned", "mtcnn", "", **info))
+    return results
 
 
 # --------------------------------------------------------------------------------------------

@@ -496,40 +496,12 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
 
     layout = resolve_layout(rows, config)
     fields = config.cache_fields()
-    key = _fingerprint(rows, fields, layout)
-    plan_path = out / PLAN
-    if plan_path.exists():
-        previous = json.loads(plan_path.read_text())
-        if previous.get("cache_key") != key:
-            if not overwrite:
-                raise PrepareError(
-                    f"{out} holds a prepare run of a different source or cache settings "
-                    f"({previous.get('cache_fields')}); use another --out or pass --overwrite")
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
     pending = rows[rows[COL.status] == ""]
     workers = config.workers or available_cpus()
-    # ~4 chunks per worker balances the load; 2048 rows bound a chunk's memory.
-    chunk_size = config.chunk_size or max(4, min(2048, math.ceil(len(pending) / (workers * 4))))
-    if plan_path.exists():
-        chunk_size = json.loads(plan_path.read_text())["chunk_size"]  # keep resumed chunks aligned
-    save_json_atomic(plan_path, {"cache_key": key, "cache_fields": fields,
-                                       "layout": layout, "chunk_size": chunk_size,
-                                       "source": str(source)})
-
-    jobs = []
-    for start in range(0, len(pending), chunk_size):
-        name = f"chunk-{start // chunk_size:05d}"
-        if (out / SHARDS / f"{name}.parquet").exists():
-            continue
-        part = pending.iloc[start:start + chunk_size]
-        jobs.append({
-            "chunk": name, "out_dir": str(out), "align_mode": layout["align_mode"],
-            "cache_shape": layout["cache_shape"], "config": fields,
-            "rows": [{"row_id": int(r), "path": p, "pixels": px, "landmarks": lm}
-                     for r, p, px, lm in zip(part[COL.row_id], part[COL.path], part["pixels"], part[COL.landmarks])],
-        })
+    chunk_size = _claim_out_dir(out, source, _fingerprint(rows, fields, layout), fields, layout, overwrite,
+                                # ~4 chunks per worker balances the load; 2048 rows bound a chunk's memory
+                                config.chunk_size or max(4, min(2048, math.ceil(len(pending) / (workers * 4)))))
+    jobs = _cache_jobs(pending, out, layout, fields, chunk_size)
     t1 = time.perf_counter()
     run_jobs(process_chunk, jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
     timings["cache"] = time.perf_counter() - t1
@@ -541,7 +513,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
         rejects = manifest[manifest[COL.status] != ""][[COL.path, COL.label_raw, COL.status, COL.reason]]
         save_text_atomic(out / "rejects.csv", rejects.to_csv(index=False))
         raise PrepareError(f"nothing usable came out of {source}: "
-                           f"{dict(Counter(manifest['status']))}; reasons in {out / 'rejects.csv'}")
+                           f"{dict(Counter(manifest[COL.status]))}; reasons in {out / 'rejects.csv'}")
 
     # 4. split
     t2 = time.perf_counter()
@@ -550,19 +522,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
 
     # 5. duplicates
     t3 = time.perf_counter()
-    splits = manifest[COL.split].to_numpy(dtype=object)
-    candidates = find_duplicates(manifest[COL.content_hash].tolist(), manifest[COL.phash].to_numpy(np.uint64),
-                                 splits.tolist(), threshold=config.near_dup_threshold, mask=usable)
-    dups = _verify_near_pairs(candidates, manifest, out, config.near_dup_min_corr)
-    _mark_duplicates(manifest, dups)
-    dropped_dups = 0
-    if config.drop_cross_split_dups:
-        drop = cross_split_drop_mask(dups, splits.tolist())
-        dropped_dups = int(drop.sum())
-        manifest.loc[drop, COL.reason] = "cross-split duplicate of " + manifest.loc[drop, COL.exact_dup_of].where(
-            manifest.loc[drop, COL.exact_dup_of] != "", manifest.loc[drop, COL.near_dup_of])
-        manifest.loc[drop, COL.status] = "excluded"
-        manifest.loc[drop, COL.split] = ""
+    candidates, dups, dropped_dups = _audit_duplicates(manifest, usable, out, config)
     timings["duplicates"] = time.perf_counter() - t3
 
     # 6. balance
@@ -585,6 +545,69 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     summary["face_template"] = template
     manifest = _write_outputs(out, manifest, dups, summary, counts_before)
     return PrepareResult(out_dir=out, manifest=manifest, summary=summary)
+
+
+def _claim_out_dir(out: Path, source: Any, key: str, fields: dict[str, Any], layout: dict[str, Any],
+                   overwrite: bool, chunk_size: int) -> int:
+    """Make ``out`` ours and record the plan; returns the chunk size to use.
+
+    A folder holding a run of another source or other cache settings is refused unless
+    ``overwrite``; a folder holding this run keeps its chunk size, so resumed chunks line up.
+    """
+    plan_path = out / PLAN
+    if plan_path.exists():
+        previous = json.loads(plan_path.read_text())
+        if previous.get("cache_key") != key:
+            if not overwrite:
+                raise PrepareError(
+                    f"{out} holds a prepare run of a different source or cache settings "
+                    f"({previous.get('cache_fields')}); use another --out or pass --overwrite")
+            shutil.rmtree(out)
+        else:
+            chunk_size = previous["chunk_size"]
+    out.mkdir(parents=True, exist_ok=True)
+    save_json_atomic(plan_path, {"cache_key": key, "cache_fields": fields, "layout": layout,
+                                 "chunk_size": chunk_size, "source": str(source)})
+    return chunk_size
+
+
+def _cache_jobs(pending: pd.DataFrame, out: Path, layout: dict[str, Any], fields: dict[str, Any],
+                chunk_size: int) -> list[dict[str, Any]]:
+    """One :func:`process_chunk` job per chunk of ``pending`` rows not yet committed."""
+    jobs = []
+    for start in range(0, len(pending), chunk_size):
+        name = f"chunk-{start // chunk_size:05d}"
+        if (out / SHARDS / f"{name}.parquet").exists():
+            continue  # committed by an earlier (interrupted) run
+        part = pending.iloc[start:start + chunk_size]
+        jobs.append({
+            "chunk": name, "out_dir": str(out), "align_mode": layout["align_mode"],
+            "cache_shape": layout["cache_shape"], "config": fields,
+            "rows": [{COL.row_id: int(r), COL.path: p, "pixels": px, COL.landmarks: lm}
+                     for r, p, px, lm in zip(part[COL.row_id], part[COL.path], part["pixels"], part[COL.landmarks])],
+        })
+    return jobs
+
+
+def _audit_duplicates(manifest: pd.DataFrame, usable: np.ndarray, out: Path, config: PrepareConfig):
+    """Find exact and near duplicates (near pairs confirmed on pixels), mark them in
+    ``manifest`` and, with ``drop_cross_split_dups``, exclude cross-split twins from val/test.
+
+    Returns ``(candidates, duplicates, number dropped)``.
+    """
+    splits = manifest[COL.split].to_numpy(dtype=object)
+    candidates = find_duplicates(manifest[COL.content_hash].tolist(), manifest[COL.phash].to_numpy(np.uint64),
+                                 splits.tolist(), threshold=config.near_dup_threshold, mask=usable)
+    dups = _verify_near_pairs(candidates, manifest, out, config.near_dup_min_corr)
+    _mark_duplicates(manifest, dups)
+    if not config.drop_cross_split_dups:
+        return candidates, dups, 0
+    drop = cross_split_drop_mask(dups, splits.tolist())
+    manifest.loc[drop, COL.reason] = "cross-split duplicate of " + manifest.loc[drop, COL.exact_dup_of].where(
+        manifest.loc[drop, COL.exact_dup_of] != "", manifest.loc[drop, COL.near_dup_of])
+    manifest.loc[drop, COL.status] = "excluded"
+    manifest.loc[drop, COL.split] = ""
+    return candidates, dups, int(drop.sum())
 
 
 #: Pre-aligned crops probed with MTCNN for their landmark template (~1 s for 48 px crops).
