@@ -170,6 +170,62 @@ def test_killed_job_resumes_to_the_same_result(tiny_run, inputs, tmp_path):
     assert "resuming" in _said(resumed)
 
 
+def test_predict_on_a_local_ray_equals_the_local_run(rec, tiny_run, inputs, tmp_path):
+    """Torch and ONNX recognisers travel to Ray actors; the outputs are a local run's."""
+    pytest.importorskip("ray")
+    from ferwild.export import export_onnx
+    from ferwild.parallel import ray_session
+
+    paths = [inputs / "photos", inputs / "clip.mp4"]
+    config = PredictConfig(sample_fps=5, annotate=True, batch_images=5)
+    export_onnx(tiny_run[0], tmp_path / "model.onnx")
+    by_onnx = Recognizer.from_onnx(tmp_path / "model.onnx", detector="none")
+    with ray_session("local", num_cpus=2):  # one Ray for both jobs (each would start its own)
+        for name, recognizer in (("torch", rec), ("onnx", by_onnx)):
+            here, there = tmp_path / f"{name}-here", tmp_path / f"{name}-ray"
+            local = predict_files(recognizer, paths, here, config)
+            on_ray = predict_files(recognizer, paths, there, config, ray_address="local")
+            a, b = pd.read_csv(here / PREDICTIONS), pd.read_csv(there / PREDICTIONS)
+            assert len(a) == 25 + 10 and (a["error"].fillna("") != "").sum() == 1  # the broken file: one row
+            # one thread per actor vs the whole machine: float sums may differ in the last bits
+            pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-6)
+            sources = [json.loads(line)["source"] for line in (here / RESULTS).read_text().splitlines()]
+            assert sources == [json.loads(line)["source"] for line in (there / RESULTS).read_text().splitlines()]
+            local.pop("seconds_this_session"), on_ray.pop("seconds_this_session")
+            assert local == on_ray
+            annotated = sorted(p.relative_to(here).as_posix() for p in (here / "annotated").rglob("*.*"))
+            assert annotated == sorted(p.relative_to(there).as_posix() for p in (there / "annotated").rglob("*.*"))
+            assert not list((there / "parts").glob("*"))  # every part folded into the journal
+
+
+def test_parts_an_interrupted_ray_run_committed_are_not_redone(rec, inputs, tmp_path):
+    clean = tmp_path / "clean"
+    predict_files(rec, [inputs / "photos"], clean, PredictConfig(batch_images=5))
+    lines = (clean / RESULTS).read_text().splitlines(keepends=True)
+    out = tmp_path / "out"
+    (out / "parts").mkdir(parents=True)
+    shutil.copy(clean / "job.json", out / "job.json")
+    (out / "parts" / "part-000003.jsonl").write_text("".join(lines[15:20]))  # finished by an actor
+    (out / "parts" / "part-000000.jsonl").write_text("".join(lines[:5]))
+
+    calls = []
+    original = rec.analyze
+
+    def counting(batch, **kw):
+        calls.append(len(batch))
+        return original(batch, **kw)
+
+    rec.analyze = counting
+    try:
+        predict_files(rec, [inputs / "photos"], out, PredictConfig(batch_images=5))
+    finally:
+        del rec.analyze
+    assert sum(calls) == 25 - 10
+    pd.testing.assert_frame_equal(pd.read_csv(out / PREDICTIONS), pd.read_csv(clean / PREDICTIONS))
+    assert (out / RESULTS).read_text() == (clean / RESULTS).read_text()  # the same order, too
+    assert not list((out / "parts").glob("*"))
+
+
 def test_another_model_or_options_is_not_mixed_in(rec, inputs, tmp_path):
     out = tmp_path / "out"
     predict_files(rec, [inputs / "photos"], out, PredictConfig(batch_images=8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,6 +237,81 @@ def test_kill9_then_rerun_gives_the_same_manifest(tmp_path):
     a = pd.read_parquet(tmp_path / "ref" / "manifest.parquet")
     b = pd.read_parquet(out / "manifest.parquet")
     pd.testing.assert_frame_equal(a, b)
+    ra, rb = PreparedDataset(tmp_path / "ref"), PreparedDataset(out)
+    np.testing.assert_array_equal(ra.images(ra.manifest[ra.manifest["shard"] != ""]),
+                                  rb.images(rb.manifest[rb.manifest["shard"] != ""]))
+
+
+# ---------------------------------------------------------------- on a Ray cluster (a local one here)
+
+
+def _comparable(summary: dict) -> dict:
+    """A summary without what depends on where and how fast it ran."""
+    return {k: v for k, v in summary.items() if k not in ("timings_s", "elapsed_s")}
+
+
+def test_prepare_on_a_local_ray_equals_the_local_run(tmp_path):
+    pytest.importorskip("ray")
+    src = make_folder(tmp_path / "src")
+    add_bad_files(src)
+    config = PrepareConfig(workers=2, chunk_size=8, seed=3)
+    here = prepare(src, tmp_path / "here", config)
+    on_ray = prepare(src, tmp_path / "ray", config, ray_address="local")
+    pd.testing.assert_frame_equal(here.manifest, on_ray.manifest)
+    assert _comparable(here.summary) == _comparable(on_ray.summary)
+    shards = sorted(p.name for p in (tmp_path / "here" / "shards").glob("*.npy"))
+    assert shards == sorted(p.name for p in (tmp_path / "ray" / "shards").glob("*.npy"))
+    assert any(name.startswith("augmented-") for name in shards)  # balancing ran on Ray too
+    for name in shards:
+        assert (tmp_path / "here" / "shards" / name).read_bytes() == (tmp_path / "ray" / "shards" / name).read_bytes()
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    """SIGKILL every process whose command line mentions ``text`` (a killed driver's Ray)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+def test_a_killed_ray_prepare_resumes_to_the_same_dataset(tmp_path):
+    pytest.importorskip("ray")
+    import tempfile
+
+    src = make_folder(tmp_path / "src", per_class=(200, 150, 100), side=48)
+    args = ["prepare", str(src), "--workers", "2", "--chunk-size", "10"]
+    ref = _cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "killed"
+    ray_tmp = tempfile.mkdtemp(prefix="fw-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    proc = subprocess.Popen([sys.executable, "-m", "ferwild.cli", *args, "--out", str(out), "--ray-address", "local"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list((out / "shards").glob("chunk-*.parquet"))) < 5:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver, as a crash or a lost login would
+        proc.wait()
+    finally:
+        _kill_processes_mentioning(ray_tmp)
+    done_before = len(list((out / "shards").glob("chunk-*.parquet")))
+    assert 5 <= done_before < 45, "the kill must land mid-run"
+    assert not (out / "manifest.parquet").exists()
+
+    resumed = _cli(*args, "--out", str(out), "--ray-address", "local", env=env)
+    _kill_processes_mentioning(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timings_s"]["cache_images"] <= 450 - 10 * done_before
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ref" / "manifest.parquet"),
+                                  pd.read_parquet(out / "manifest.parquet"))
     ra, rb = PreparedDataset(tmp_path / "ref"), PreparedDataset(out)
     np.testing.assert_array_equal(ra.images(ra.manifest[ra.manifest["shard"] != ""]),
                                   rb.images(rb.manifest[rb.manifest["shard"] != ""]))

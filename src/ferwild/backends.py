@@ -182,6 +182,12 @@ class OnnxClassifier:
         if isinstance(k, int) and k != len(self.label_names):
             raise OnnxModelError(f"{self.path}: the graph predicts {k} classes but the metadata names "
                                  f"{len(self.label_names)}")
+        self._opened_with = (str(self.path), providers, intra_op_threads)
+
+    def __reduce__(self):
+        # An onnxruntime session cannot be pickled: a copy (e.g. sent to a Ray actor) opens the
+        # file again, which must exist at the same path there (storage every node sees).
+        return (_reopen_onnx_classifier, self._opened_with)
 
     @property
     def input_size(self) -> int:
@@ -237,3 +243,7 @@ class OnnxClassifier:
         if len(x) == 0:
             return np.zeros((0, self.num_classes), dtype=np.float32)
         return self.session.run(["probabilities"], {INPUT_NAME: x})[0]
+
+
+def _reopen_onnx_classifier(path: str, providers: list[str], intra_op_threads: int | None) -> OnnxClassifier:
+    return OnnxClassifier(path, providers=providers, intra_op_threads=intra_op_threads)

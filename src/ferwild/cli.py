@@ -80,6 +80,8 @@ def prepare(
     like: Optional[Path] = typer.Option(None, "--like", help="Cut faces like this prepared dataset (its crop "
                                         "size, margin, landmark template, colour, detector threshold and "
                                         "labels; these replace --size/--margin/--min-confidence/--labels)."),
+    ray_address: Optional[str] = typer.Option(None, help="Run the chunks as Ray tasks: local | auto | "
+                                              "ray://HOST:10001 (OUT on storage every node sees)."),
 ) -> None:
     """Turn raw labelled faces into a clean, split, balanced, cached dataset (resumable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -88,6 +90,7 @@ def prepare(
     from ferwild.data.prepare import prepare as run_prepare
     from ferwild.data.sources import SourceError
     from ferwild.data.split import parse_ratios
+    from ferwild.parallel import RayUnavailable
 
     try:
         settings = dict(align=align, fallback=fallback, split=split, split_ratios=parse_ratios(split_ratios),
@@ -111,8 +114,9 @@ def prepare(
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            result = run_prepare(source, out, config, overwrite=overwrite, progress=progress)
-        except (PrepareError, SourceError) as exc:
+            result = run_prepare(source, out, config, overwrite=overwrite, progress=progress,
+                                 ray_address=ray_address)
+        except (PrepareError, SourceError, RayUnavailable) as exc:
             _fail(str(exc))
     print_prepare_summary(result.summary, result.out_dir)
 
@@ -525,10 +529,13 @@ def predict(
     batch_images: int = typer.Option(32, help="Images analysed (and saved) at a time."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (with --run)."),
     overwrite: bool = typer.Option(False, help="Start afresh instead of resuming what OUT holds."),
+    ray_address: Optional[str] = typer.Option(None, help="Spread the files over Ray actors: local | auto | "
+                                              "ray://HOST:10001 (OUT on storage every node sees)."),
 ) -> None:
     """Recognise expressions in photos and videos; resumable, bad files reported and skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ferwild.parallel import RayUnavailable
     from ferwild.predict import PredictConfig, predict_files
     from ferwild.recognizer import RecognizerError
 
@@ -545,8 +552,9 @@ def predict(
             task = bar.add_task("files", total=None)
             summary = predict_files(recognizer, inputs, out, config, overwrite=overwrite,
                                     progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                    log=lambda m: bar.console.print(f"  {m}", highlight=False))
-    except RecognizerError as exc:
+                                    log=lambda m: bar.console.print(f"  {m}", highlight=False),
+                                    ray_address=ray_address)
+    except (RecognizerError, RayUnavailable) as exc:
         _fail(str(exc))
     console.print(f"{summary['n_images']} images, {summary['n_videos']} videos ({summary['n_frames']} frames): "
                   f"{summary['n_faces']} faces, {summary['n_without_face']} without a face, "

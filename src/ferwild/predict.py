@@ -15,6 +15,9 @@ Writes into ``OUT``:
 * ``annotated/`` (with ``annotate``): the images with boxes and labels drawn, and each video
   re-encoded (H.264) with its sampled frames annotated.
 * ``timelines/``: per video, each tracked person's class probabilities over time (PNG).
+
+On a Ray cluster (``ray_address``) actors write their finished tasks as ``parts/*.jsonl``, each
+folded into ``results.jsonl`` as it arrives; the other outputs are written as in a local run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -36,6 +40,7 @@ from ferwild.files import save_json_atomic, save_text_atomic
 from ferwild.recognizer import ImageResult, Recognizer, RecognizerError, draw_result, find_inputs, is_video
 
 RESULTS = "results.jsonl"
+PARTS = "parts"  # a Ray run's committed part journals, folded into RESULTS as they finish
 PREDICTIONS = "predictions.csv"
 SUMMARY = "summary.json"
 JOB = "job.json"
@@ -118,33 +123,27 @@ def _annotated_path(out: Path, rel: Path, suffix: str) -> Path:
 def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                   config: PredictConfig | None = None, *, overwrite: bool = False,
                   progress: Callable[[int, int], None] | None = None,
-                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  log: Callable[[str], None] | None = None, ray_address: str | None = None) -> dict[str, Any]:
     """Run ``recognizer`` over image/video files and folders; write ``OUT`` (see module doc).
 
     Resumes an unfinished job in ``out_dir`` made with the same model and options; with
     ``overwrite`` starts afresh. ``progress(done_files, total_files)`` is called as files finish.
-    Returns the summary.
+    With ``ray_address`` (``ferwild.parallel.ray_session``) the files are spread over Ray actors,
+    each holding a copy of ``recognizer`` (see :func:`_predict_on_ray`); the outputs are the same
+    as a local run's. Returns the summary.
 
     Raises:
         RecognizerError: no inputs, a missing path, or ``out_dir`` holding another job.
+        RayUnavailable: ``ray_address`` given but Ray is not installed or not reachable.
     """
     config = config or PredictConfig()
     log = log or (lambda message: None)
     files = find_inputs(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    job = {"recognizer": recognizer.info(), "config": config.to_dict()}
-    job_path = out / JOB
-    if overwrite:
-        for name in (RESULTS, PREDICTIONS, SUMMARY, JOB):
-            (out / name).unlink(missing_ok=True)
-    elif job_path.exists():
-        previous = json.loads(job_path.read_text())
-        if previous != json.loads(json.dumps(job)):
-            raise RecognizerError(f"{out} holds predictions of another model or options; "
-                                  "use another --out or --overwrite")
-    save_json_atomic(job_path, job)
+    _claim_out_dir(out, {"recognizer": recognizer.info(), "config": config.to_dict()}, overwrite)
 
+    _fold_parts(out)  # parts an interrupted Ray run committed are finished work
     records, done = _resume_state(out)
     save_text_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
     if done:
@@ -154,38 +153,29 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
     finished = len(files) - len(todo)
     if progress:
         progress(finished, len(files))
+
+    def advance(n_files: int) -> None:
+        nonlocal finished
+        finished += n_files
+        if progress:
+            progress(finished, len(files))
+
     t0 = time.perf_counter()
+    if ray_address:
+        _predict_on_ray(recognizer, todo, names, out, config, ray_address, advance, log)
+    else:
+        with open(out / RESULTS, "a", encoding="utf-8") as journal:
+            def write(lines: list[dict]) -> None:
+                journal.write("".join(json.dumps(r) + "\n" for r in lines))
+                journal.flush()
+                os.fsync(journal.fileno())  # a kill -9 loses at most the batch in flight
 
-    with open(out / RESULTS, "a", encoding="utf-8") as journal:
-        def write(lines: list[dict]) -> None:
-            journal.write("".join(json.dumps(r) + "\n" for r in lines))
-            journal.flush()
-            os.fsync(journal.fileno())  # a kill -9 loses at most the batch in flight
-
-        images = [f for f in todo if not is_video(f)]
-        videos = [f for f in todo if is_video(f)]
-        for start in range(0, len(images), config.batch_images):
-            batch = images[start:start + config.batch_images]
-            results = recognizer.analyze(batch, sources=[str(f) for f in batch])
-            if config.annotate:
-                for path, result in zip(batch, results):
-                    if result.error is None:
-                        # same name and format as the input (a.png and a.jpg stay two files)
-                        target = out / "annotated" / names[str(path)]
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        lossy = target.suffix.lower() in {".jpg", ".jpeg", ".webp"}
-                        draw_result(path, result, recognizer.label_names).save(target, **({"quality": 90} if lossy else {}))
-            write([r.to_dict() for r in results])
-            finished += len(batch)
-            if progress:
-                progress(finished, len(files))
-        for path in videos:
-            _predict_video(recognizer, path, out, names.get(str(path)), config, write, log)
-            finished += 1
-            if progress:
-                progress(finished, len(files))
+            _predict_some(recognizer, todo, names, out, config, write, advance, log)
 
     records, _ = _read_journal(out / RESULTS)
+    # one order whatever ran where or was resumed: images as the inputs list them, then videos
+    records = _in_input_order(records, files)
+    save_text_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
     summary = _summarise(records, recognizer, len(files), time.perf_counter() - t0)
     write_predictions_csv(records, recognizer.label_names, out / PREDICTIONS)
     for source, frames in _video_frames(records).items():
@@ -195,6 +185,145 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
         summary["videos"][source]["timeline"] = figure.relative_to(out).as_posix()
     save_json_atomic(out / SUMMARY, summary)
     return summary
+
+
+def _claim_out_dir(out: Path, job: dict[str, Any], overwrite: bool) -> None:
+    """Record ``job`` (model + options) in ``OUT/job.json``; a folder holding another job is
+    refused unless ``overwrite``, which starts afresh."""
+    job_path = out / JOB
+    if overwrite:
+        for name in (RESULTS, PREDICTIONS, SUMMARY, JOB):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / PARTS, ignore_errors=True)
+    elif job_path.exists():
+        previous = json.loads(job_path.read_text())
+        if previous != json.loads(json.dumps(job)):
+            raise RecognizerError(f"{out} holds predictions of another model or options; "
+                                  "use another --out or --overwrite")
+    save_json_atomic(job_path, job)
+
+
+def _predict_some(recognizer: Recognizer, files: Sequence[Path], names: dict[str, Path], out: Path,
+                  config: PredictConfig, write: Callable[[list[dict]], None], advance: Callable[[int], None],
+                  log: Callable[[str], None]) -> None:
+    """Analyse ``files`` (images in batches of ``config.batch_images``, then each video), handing
+    each batch's journal records to ``write`` and writing annotated copies under ``out``."""
+    images = [f for f in files if not is_video(f)]
+    videos = [f for f in files if is_video(f)]
+    for start in range(0, len(images), config.batch_images):
+        batch = images[start:start + config.batch_images]
+        results = recognizer.analyze(batch, sources=[str(f) for f in batch])
+        if config.annotate:
+            for path, result in zip(batch, results):
+                if result.error is None:
+                    # same name and format as the input (a.png and a.jpg stay two files)
+                    target = out / "annotated" / names[str(path)]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    lossy = target.suffix.lower() in {".jpg", ".jpeg", ".webp"}
+                    draw_result(path, result, recognizer.label_names).save(target, **({"quality": 90} if lossy else {}))
+        write([r.to_dict() for r in results])
+        advance(len(batch))
+    for path in videos:
+        _predict_video(recognizer, path, out, names.get(str(path)), config, write, log)
+        advance(1)
+
+
+def _in_input_order(records: list[dict], files: Sequence[Path]) -> list[dict]:
+    """Images in the order of ``files``, then videos in that order; a video's frames keep theirs."""
+    position = {str(f): i for i, f in enumerate(files)}
+    return sorted(records, key=lambda r: (bool(r.get("is_video")), position.get(r["source"], len(position))))
+
+
+# --------------------------------------------------------------------------------------------
+# on a Ray cluster
+
+
+class _PredictActor:
+    """One Ray actor: a copy of the recogniser, analysing tasks of files into part journals."""
+
+    def __init__(self, recognizer: Recognizer, out: str, config: PredictConfig) -> None:
+        from ferwild.parallel import worker_init
+
+        if not _use_gpu(recognizer):
+            worker_init()  # one core's worth: torch at one thread
+        self.recognizer, self.out, self.config = recognizer, Path(out), config
+
+    def run(self, index: int, files: list[str], names: dict[str, str]) -> tuple[str, int]:
+        """Analyse ``files``; commit their records as ``OUT/parts/part-<index>.jsonl`` (atomic)."""
+        lines: list[dict] = []
+        _predict_some(self.recognizer, [Path(f) for f in files], {k: Path(v) for k, v in names.items()}, self.out,
+                      self.config, lines.extend, lambda n: None, lambda message: None)
+        part = self.out / PARTS / f"part-{index:06d}.jsonl"
+        save_text_atomic(part, "".join(json.dumps(r) + "\n" for r in lines))
+        return str(part), len(files)
+
+
+def _use_gpu(recognizer: Recognizer) -> bool:
+    """Move a torch classifier to this actor's GPU, if Ray gave it one; True when it did."""
+    import sys
+
+    classifier = recognizer.classifier
+    if getattr(classifier, "backend", None) != "torch" or "torch" not in sys.modules:
+        return False
+    torch = sys.modules["torch"]
+    if not torch.cuda.is_available():
+        return False
+    classifier.model.to("cuda")
+    classifier.device = torch.device("cuda")
+    return True
+
+
+def _predict_on_ray(recognizer: Recognizer, todo: Sequence[Path], names: dict[str, Path], out: Path,
+                    config: PredictConfig, address: str, advance: Callable[[int], None],
+                    log: Callable[[str], None]) -> None:
+    """Spread ``todo`` over Ray actors; fold each finished part into the journal.
+
+    Tasks are the local run's batches of ``batch_images`` images and one task per video, so the
+    results are those of a local run. There is one actor per GPU when the cluster has GPUs (the
+    classifier runs there; face detection stays on the CPU), else one per CPU. ``out`` must be
+    on storage every node sees; so must an ONNX model's file. A killed driver loses only the
+    tasks in flight: parts committed by then are folded in when the job is run again.
+    """
+    from ferwild.parallel import ray_session
+
+    images = [f for f in todo if not is_video(f)]
+    tasks = [images[i:i + config.batch_images] for i in range(0, len(images), config.batch_images)]
+    tasks += [[f] for f in todo if is_video(f)]
+    if not tasks:
+        return
+    with ray_session(address) as ray:
+        from ray.util import ActorPool
+
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+        actor_class = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(_PredictActor)
+        shared = ray.put(recognizer)  # sent once, not once per actor
+        actors = [actor_class.remote(shared, str(out), config) for _ in range(min(len(tasks), gpus or cpus))]
+        log(f"predicting on Ray at {address}: {len(tasks)} tasks over {len(actors)} "
+            f"{'GPU' if gpus else 'CPU'} actor(s)")
+        pool = ActorPool(actors)
+        work = [(i, [str(f) for f in task], {str(f): names[str(f)].as_posix() for f in task})
+                for i, task in enumerate(tasks)]
+        for part, n_files in pool.map_unordered(lambda actor, w: actor.run.remote(*w), work):
+            _fold_parts(out, [Path(part)])
+            advance(n_files)
+
+
+def _fold_parts(out: Path, parts: Sequence[Path] | None = None) -> None:
+    """Append committed part journals (default: every one in ``OUT/parts``) to the journal and
+    delete them; a source the journal already holds complete is not added twice."""
+    parts = sorted((out / PARTS).glob("part-*.jsonl")) if parts is None else list(parts)
+    if not parts:
+        return
+    _, done = _resume_state(out)
+    with open(out / RESULTS, "a", encoding="utf-8") as journal:
+        for part in parts:
+            records, _ = _read_journal(part)
+            journal.write("".join(json.dumps(r) + "\n" for r in records if r["source"] not in done))
+            journal.flush()
+            os.fsync(journal.fileno())
+            done |= {r["source"] for r in records}
+            part.unlink()
 
 
 def _video_frames(records: list[dict]) -> dict[str, list[dict]]:

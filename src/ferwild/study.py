@@ -374,23 +374,20 @@ def _log_trial(log: Callable[[str], None], i: int, n: int, row: dict[str, Any]) 
 def _run_with_ray(trials: list[Trial], out: Path, address: str, threads: int,
                   log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Run trials as Ray tasks; the study folder must be on storage every node sees."""
+    from ferwild.parallel import RayUnavailable, ray_session
+
+    rows = {}
     try:
-        import ray
-    except ImportError:
-        raise StudyError("--ray-address needs Ray: pip install 'ray[default]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=None if address == "local" else address, num_cpus=None, log_to_driver=False)
-    remote = ray.remote(num_cpus=threads)(run_trial)
-    futures = {remote.remote(t, str(out.absolute()), threads): t for t in trials}
-    rows, pending = {}, list(futures)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        row = ray.get(ready[0])
-        rows[row["trial"]] = row
-        _log_trial(log, len(rows), len(trials), row)
-    if started_here:
-        ray.shutdown()
+        with ray_session(address) as ray:
+            remote = ray.remote(num_cpus=threads)(run_trial)
+            pending = [remote.remote(t, str(out.absolute()), threads) for t in trials]
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                row = ray.get(ready[0])
+                rows[row["trial"]] = row
+                _log_trial(log, len(rows), len(trials), row)
+    except RayUnavailable as exc:
+        raise StudyError(str(exc)) from None
     return rows
 
 

@@ -547,7 +547,8 @@ def _write_augmented_blocks(out: Path, sources: pd.DataFrame, key: str, linked: 
     """Write the augmented copies of ``sources`` in blocks of ``BLOCK`` rows; returns each copy's
     shard name. Blocks whose shard exists are skipped (a rerun resumes); shards of an earlier,
     different plan are removed (``linked`` are the source's shards, kept)."""
-    from ferwild.data.prepare import augment_block, run_jobs
+    from ferwild.data.prepare import augment_block
+    from ferwild.parallel import run_jobs
 
     shards = out / SHARDS
     names: list[str] = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import time
@@ -55,6 +54,7 @@ from ferwild.data.sources import decode_fer2013_pixels, read_source
 from ferwild.data.split import assign_splits
 from ferwild.files import save_json_atomic, save_npy_atomic, save_parquet_atomic, save_text_atomic
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
+from ferwild.parallel import in_worker, ray_session, run_jobs
 from ferwild.system import available_cpus
 
 ALIGN_MODES = ("auto", "mtcnn", "landmarks", "none")
@@ -274,9 +274,6 @@ def resolve_layout(rows: pd.DataFrame, config: PrepareConfig) -> dict[str, Any]:
 # 3. the cache: chunks processed by worker processes
 
 _DETECTOR = None
-_IN_WORKER = False
-
-
 def _detector(min_confidence: float):
     """One MTCNN per process, built on first use (workers that never detect never load torch)."""
     global _DETECTOR
@@ -285,17 +282,11 @@ def _detector(min_confidence: float):
 
         from ferwild.data.faces import FaceDetector
 
-        if _IN_WORKER:
+        if in_worker():
             # Each worker is one core's worth of work; torch's own threads would oversubscribe.
             torch.set_num_threads(1)
         _DETECTOR = FaceDetector(min_confidence=min_confidence)
     return _DETECTOR
-
-
-def _worker_init() -> None:
-    global _IN_WORKER
-    _IN_WORKER = True
-    os.environ["OMP_NUM_THREADS"] = "1"  # one core's worth per worker, whatever the parent allows
 
 
 def image_quality(crop: np.ndarray) -> dict[str, float]:
@@ -424,37 +415,13 @@ def _fingerprint(rows: pd.DataFrame, fields: dict[str, Any], layout: dict[str, A
     return digest.hexdigest()
 
 
-def run_jobs(function: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], workers: int,
-              progress: Callable[[int, int], None] | None) -> None:
-    """Run independent jobs inline (1 worker) or in a spawn-context process pool of ``workers``.
-
-    Each worker is one core's worth of work (torch and OpenMP at one thread): the jobs of
-    ``prepare`` (chunks to decode, align and cache; blocks to augment) and of ``rebalance``.
-    ``progress(done, total)`` is called as jobs finish (in any order)."""
-    total = len(jobs)
-    if progress:
-        progress(0, total)
-    if workers <= 1 or total <= 1:
-        for done, job in enumerate(jobs, 1):
-            function(job)
-            if progress:
-                progress(done, total)
-        return
-    # spawn, not fork: torch's thread pools do not survive a fork safely.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(processes=min(workers, total), initializer=_worker_init) as pool:
-        for done, _ in enumerate(pool.imap_unordered(function, jobs), 1):
-            if progress:
-                progress(done, total)
-
-
 def augment_block(job: dict[str, Any]) -> str:
     """Augment one block of planned rows from the cache and write it as one shard (atomic)."""
     import torch
 
     from ferwild.data.augment import augment_uint8
 
-    if _IN_WORKER:
+    if in_worker():
         torch.set_num_threads(1)
     reader = _ShardReader(Path(job["out_dir"]))
     images = np.stack([reader.image(shard, index) for shard, index in job["sources"]])
@@ -468,8 +435,8 @@ def augment_block(job: dict[str, Any]) -> str:
 
 
 def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: PrepareConfig | None = None,
-            *, overwrite: bool = False,
-            progress: Callable[[str, int, int], None] | None = None) -> PrepareResult:
+            *, overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
+            ray_address: str | None = None) -> PrepareResult:
     """Prepare ``source`` into ``out_dir`` (see the module docstring). Resumable: rerunning the
     same command after an interruption finishes the job without redoing committed chunks.
 
@@ -479,12 +446,25 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
         config: settings; defaults to ``PrepareConfig()``.
         overwrite: discard an existing output made with different cache settings.
         progress: optional ``callback(stage, done, total)`` for progress bars.
+        ray_address: run the chunks (decode, detect, align, cache) and the balancing blocks as
+            Ray tasks (``ferwild.parallel.ray_session``); ``out_dir`` must then be on storage
+            every node sees. The result is the same as a local run's.
 
     Raises:
         PrepareError: when nothing usable came out, or out_dir holds an incompatible run.
+        RayUnavailable: ``ray_address`` given but Ray is not installed or not reachable.
     """
     config = config or PrepareConfig()
-    out = Path(out_dir)
+    if ray_address:
+        # one Ray session for every stage; the stages' run_jobs calls join it
+        with ray_session(ray_address, num_cpus=config.workers or available_cpus()):
+            return _prepare(source, Path(out_dir), config, overwrite, progress, ray_address)
+    return _prepare(source, Path(out_dir), config, overwrite, progress, None)
+
+
+def _prepare(source: str | os.PathLike, out: Path, config: PrepareConfig, overwrite: bool,
+             progress: Callable[[str, int, int], None] | None, ray_address: str | None) -> PrepareResult:
+    """:func:`prepare`'s steps, in order (the module docstring's numbering)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -503,7 +483,8 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
                                 config.chunk_size or max(4, min(2048, math.ceil(len(pending) / (workers * 4)))))
     jobs = _cache_jobs(pending, out, layout, fields, chunk_size)
     t1 = time.perf_counter()
-    run_jobs(process_chunk, jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None)
+    run_jobs(process_chunk, jobs, workers, (lambda d, t: progress("cache", d, t)) if progress else None,
+             ray_address=ray_address)
     timings["cache"] = time.perf_counter() - t1
     timings["cache_images"] = int(sum(len(j["rows"]) for j in jobs))
 
@@ -528,7 +509,7 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike, config: Prepa
     # 6. balance
     t4 = time.perf_counter()
     counts_before = _split_class_counts(manifest)
-    augmented = _balance(manifest, out, config, workers, progress)
+    augmented = _balance(manifest, out, config, workers, progress, ray_address)
     manifest = pd.concat([manifest, augmented], ignore_index=True) if len(augmented) else manifest
     timings["balance"] = time.perf_counter() - t4
 
@@ -744,7 +725,7 @@ def _split_class_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: int,
-             progress: Callable[[str, int, int], None] | None) -> pd.DataFrame:
+             progress: Callable[[str, int, int], None] | None, ray_address: str | None) -> pd.DataFrame:
     """Write augmented copies of training rows so classes reach the target; returns their rows.
 
     Blocks of augmented images are independent jobs (parallel, and skipped on resume when their
@@ -769,7 +750,8 @@ def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: 
         part = sources.iloc[start:start + block]
         jobs.append({"name": name, "out_dir": str(out), "seed": config.seed * 1_000_003 + b,
                      "sources": [(str(s), int(i)) for s, i in zip(part[COL.shard], part[COL.shard_index])]})
-    run_jobs(augment_block, jobs, workers, (lambda d, t: progress("balance", d, t)) if progress else None)
+    run_jobs(augment_block, jobs, workers, (lambda d, t: progress("balance", d, t)) if progress else None,
+             ray_address=ray_address)
     for old in (out / SHARDS).glob("augmented-*.npy"):
         if not old.name.startswith(f"augmented-{key}-"):
             old.unlink()  # pixels of an earlier, different balance plan

@@ -1,0 +1,147 @@
+"""Benchmark: ``prepare`` and ``predict`` in local processes vs as Ray tasks/actors, same run.
+
+On one machine Ray cannot beat local processes (same cores, plus its scheduler); what this
+measures is what a cluster costs per task and per job, and the per-core throughput that a
+cluster multiplies:
+
+1. prepare (decode + MTCNN + align + cache) of real photos, ``--copies`` x the face photos in
+   ``../shared/data/face_photos`` as a folder of image files: local with 1 and 2 worker
+   processes, then Ray (``--ray-address local``) capped at 1 and 2 CPUs;
+2. predict (detect + classify with the shipped model) of the same photos: one local process,
+   then Ray with 1 and 2 actors;
+3. the overhead per task: 200 empty jobs through a process pool and through Ray;
+4. a cost model: photos/s per core measured here -> time for 1M photos on N cores.
+
+Usage: python bench/bench_scaling.py [--copies 12] [--shared ../shared/data]
+Prints each throughput and its ratio to the local run with the same number of cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def photo_folder(shared: Path, copies: int, root: Path) -> list[Path]:
+    """``copies`` copies of every face photo under one folder (a class subfolder each, as prepare reads)."""
+    photos = sorted(p for p in (shared / "face_photos").rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not photos:
+        sys.exit(f"no photos under {shared / 'face_photos'}")
+    out = []
+    for k in range(copies):
+        for i, p in enumerate(photos):
+            target = root / "happy" / f"c{k:02d}-{i:03d}{p.suffix.lower()}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, target)
+            out.append(target)
+    return out
+
+
+def time_prepare(folder: Path, out: Path, workers: int, ray_address: str | None) -> float:
+    from ferwild.data.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig(align="mtcnn", balance="none", size=112, near_dup_threshold=0, workers=workers,
+                           chunk_size=8, split="ratios")
+    t0 = time.perf_counter()
+    prepare(folder, out, config, ray_address=ray_address)
+    return time.perf_counter() - t0
+
+
+def time_predict(files: list[Path], out: Path, ray_cpus: int | None) -> float:
+    from ferwild.predict import PredictConfig, predict_files
+    from ferwild.recognizer import Recognizer
+
+    recognizer = Recognizer.default()
+    config = PredictConfig(batch_images=8)
+    t0 = time.perf_counter()
+    if ray_cpus is None:
+        predict_files(recognizer, files, out, config)
+    else:
+        from ferwild.parallel import ray_session
+
+        with ray_session("local", num_cpus=ray_cpus):
+            t0 = time.perf_counter()  # the Ray start is counted apart, below
+            predict_files(recognizer, files, out, config, ray_address="local")
+    return time.perf_counter() - t0
+
+
+def _nothing(job: dict) -> int:
+    return job["i"]
+
+
+def overhead_per_task(n: int = 200) -> tuple[float, float, float]:
+    """Seconds per empty job through a 2-process pool and through Ray, and Ray's start + stop."""
+    from ferwild.parallel import ray_session, run_jobs
+
+    jobs = [{"i": i} for i in range(n)]
+    t0 = time.perf_counter()
+    run_jobs(_nothing, jobs, 2, None)
+    pool = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    with ray_session("local", num_cpus=2):
+        started = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        run_jobs(_nothing, jobs, 2, None, ray_address="local")
+        ray = (time.perf_counter() - t1) / n
+        t2 = time.perf_counter()
+    start_stop = started + (time.perf_counter() - t2)
+    return pool, ray, start_stop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=Path(os.environ.get(
+        "FERWILD_SHARED_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--copies", type=int, default=12)
+    args = parser.parse_args()
+    if not args.shared.is_dir():
+        sys.exit(f"no benchmark data at {args.shared} (set FERWILD_SHARED_DATA)")
+    from ferwild.system import available_cpus
+
+    cores = available_cpus()
+    print(f"cores available: {cores}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
+    try:
+        files = photo_folder(args.shared, args.copies, work / "photos")
+        n = len(files)
+        print(f"{n} photos ({args.copies} copies of the face photos)", flush=True)
+
+        pool_s, ray_s, start_stop = overhead_per_task()
+        print(f"overhead per task: process pool {pool_s * 1e3:.2f} ms, Ray {ray_s * 1e3:.2f} ms "
+              f"(ratio {ray_s / pool_s:.2f}x); Ray start + stop {start_stop:.1f} s", flush=True)
+
+        per_core = {}
+        for workers in (1, 2):
+            local = time_prepare(work / "photos", work / f"prep-local-{workers}", workers, None)
+            ray = time_prepare(work / "photos", work / f"prep-ray-{workers}", workers, "local")
+            per_core.setdefault("prepare", n / local / workers)
+            print(f"prepare, {workers} core(s): local {n / local:6.1f} photos/s | Ray {n / ray:6.1f} photos/s "
+                  f"(incl. its start) | ratio Ray/local {local / ray:.2f}x", flush=True)
+
+        local = time_predict(files, work / "pred-local", None)
+        per_core["predict"] = n / local / cores
+        print(f"predict, local (1 process, {cores} threads): {n / local:6.1f} photos/s", flush=True)
+        for actors in (1, 2):
+            ray = time_predict(files, work / f"pred-ray-{actors}", actors)
+            print(f"predict, Ray {actors} actor(s): {n / ray:6.1f} photos/s | ratio Ray/local {local / ray:.2f}x",
+                  flush=True)
+
+        print("\ncost model: 1M photos at the per-core rate measured here (no Ray overhead counted)")
+        for job, rate in per_core.items():
+            hours = [1e6 / (rate * c) / 3600 for c in (1, 16, 64, 256)]
+            print(f"  {job:8s} {rate:5.1f} photos/s/core -> 1 core {hours[0]:6.1f} h | 16 cores {hours[1]:5.2f} h | "
+                  f"64 cores {hours[2] * 60:5.1f} min | 256 cores {hours[3] * 60:5.1f} min")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
