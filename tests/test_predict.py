@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -58,6 +59,23 @@ def inputs(tiny_run, tmp_path_factory):
     (root / "photos" / "a" / "broken.jpg").write_text("this is not a jpeg")
     _write_video(root / "clip.mp4", 20)
     return root
+
+
+@contextmanager
+def _counting_images(recognizer: Recognizer):
+    """Counts the images ``recognizer.analyze`` is given while the block runs (a list of batch sizes)."""
+    calls: list[int] = []
+    original = recognizer.analyze
+
+    def counting(batch, **kw):
+        calls.append(len(batch))
+        return original(batch, **kw)
+
+    recognizer.analyze = counting
+    try:
+        yield calls
+    finally:
+        del recognizer.analyze
 
 
 @pytest.fixture(scope="module")
@@ -123,18 +141,8 @@ def test_resume_redoes_only_what_was_cut_off(rec, inputs, tmp_path):
     # 10 complete image lines, half of the video's frames (no done marker), then a torn line
     (cut / RESULTS).write_text("".join(images[:10] + video[:4]) + images[10][:25])
 
-    calls = []
-    original = rec.analyze
-
-    def counting(batch, **kw):
-        calls.append(len(batch))
-        return original(batch, **kw)
-
-    rec.analyze = counting
-    try:
+    with _counting_images(rec) as calls:
         summary = predict_files(rec, [inputs / "photos", inputs / "clip.mp4"], cut, PredictConfig(batch_images=4))
-    finally:
-        del rec.analyze
     assert sum(calls) == 25 - 10  # the 10 journalled images were not redone
     pd.testing.assert_frame_equal(pd.read_csv(cut / PREDICTIONS), pd.read_csv(clean / PREDICTIONS))
     assert summary["n_frames"] == 20
@@ -208,18 +216,8 @@ def test_parts_an_interrupted_ray_run_committed_are_not_redone(rec, inputs, tmp_
     (out / "parts" / "part-000003.jsonl").write_text("".join(lines[15:20]))  # finished by an actor
     (out / "parts" / "part-000000.jsonl").write_text("".join(lines[:5]))
 
-    calls = []
-    original = rec.analyze
-
-    def counting(batch, **kw):
-        calls.append(len(batch))
-        return original(batch, **kw)
-
-    rec.analyze = counting
-    try:
+    with _counting_images(rec) as calls:
         predict_files(rec, [inputs / "photos"], out, PredictConfig(batch_images=5))
-    finally:
-        del rec.analyze
     assert sum(calls) == 25 - 10
     pd.testing.assert_frame_equal(pd.read_csv(out / PREDICTIONS), pd.read_csv(clean / PREDICTIONS))
     assert (out / RESULTS).read_text() == (clean / RESULTS).read_text()  # the same order, too
