@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -152,12 +154,20 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown key(s) {unknown} in {what}; known: {sorted(known)}")
         # JSON and YAML have no tuples: lists come back as the tuples the fields declare
-        tuple_fields = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}  # type: ignore[arg-type]
-        data = {k: _tuples(v) if k in tuple_fields and isinstance(v, list) else v for k, v in data.items()}
+        hints = typing.get_type_hints(cls)
+        data = {k: _tuples(v) if isinstance(v, list) and _declares_tuple(hints.get(k)) else v
+                for k, v in data.items()}
         try:
             return cls(**data)
         except TypeError as exc:  # a required field is missing
             raise ConfigError(f"{what}: {exc}") from None
+
+
+def _declares_tuple(hint: Any) -> bool:
+    """Whether a type hint is a tuple, or a union with one (``tuple[str, ...] | None``)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_declares_tuple(arg) for arg in typing.get_args(hint))
+    return hint is tuple or typing.get_origin(hint) is tuple
 
 
 def _tuples(value: Any) -> Any:

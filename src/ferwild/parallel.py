@@ -22,9 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-RAY_ADDRESS_HELP = ("run on Ray: 'local' (a private Ray on this machine), 'auto' (the cluster this machine "
-                    "belongs to) or 'ray://HOST:10001'; the output folder must be on storage every node sees")
-
 _IN_WORKER = False
 
 

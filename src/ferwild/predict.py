@@ -143,7 +143,9 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
     out.mkdir(parents=True, exist_ok=True)
     _claim_out_dir(out, {"recognizer": recognizer.info(), "config": config.to_dict()}, overwrite)
 
-    _fold_parts(out)  # parts an interrupted Ray run committed are finished work
+    parts = sorted((out / PARTS).glob("part-*.jsonl"))
+    if parts:  # what an interrupted Ray run committed is finished work
+        _fold_parts(out, parts, _resume_state(out)[1])
     records, done = _resume_state(out)
     save_text_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
     if done:
@@ -162,7 +164,7 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
 
     t0 = time.perf_counter()
     if ray_address:
-        _predict_on_ray(recognizer, todo, names, out, config, ray_address, advance, log)
+        _predict_on_ray(recognizer, todo, names, out, config, ray_address, advance, log, done)
     else:
         with open(out / RESULTS, "a", encoding="utf-8") as journal:
             def write(lines: list[dict]) -> None:
@@ -275,14 +277,15 @@ def _use_gpu(recognizer: Recognizer) -> bool:
 
 def _predict_on_ray(recognizer: Recognizer, todo: Sequence[Path], names: dict[str, Path], out: Path,
                     config: PredictConfig, address: str, advance: Callable[[int], None],
-                    log: Callable[[str], None]) -> None:
+                    log: Callable[[str], None], done: set[str]) -> None:
     """Spread ``todo`` over Ray actors; fold each finished part into the journal.
 
     Tasks are the local run's batches of ``batch_images`` images and one task per video, so the
     results are those of a local run. There is one actor per GPU when the cluster has GPUs (the
     classifier runs there; face detection stays on the CPU), else one per CPU. ``out`` must be
     on storage every node sees; so must an ONNX model's file. A killed driver loses only the
-    tasks in flight: parts committed by then are folded in when the job is run again.
+    tasks in flight: parts committed by then are folded in when the job is run again. ``done``
+    holds the sources the journal has complete; it grows as parts are folded.
     """
     from ferwild.parallel import ray_session
 
@@ -305,17 +308,15 @@ def _predict_on_ray(recognizer: Recognizer, todo: Sequence[Path], names: dict[st
         work = [(i, [str(f) for f in task], {str(f): names[str(f)].as_posix() for f in task})
                 for i, task in enumerate(tasks)]
         for part, n_files in pool.map_unordered(lambda actor, w: actor.run.remote(*w), work):
-            _fold_parts(out, [Path(part)])
+            _fold_parts(out, [Path(part)], done)
             advance(n_files)
 
 
-def _fold_parts(out: Path, parts: Sequence[Path] | None = None) -> None:
-    """Append committed part journals (default: every one in ``OUT/parts``) to the journal and
-    delete them; a source the journal already holds complete is not added twice."""
-    parts = sorted((out / PARTS).glob("part-*.jsonl")) if parts is None else list(parts)
+def _fold_parts(out: Path, parts: Sequence[Path], done: set[str]) -> None:
+    """Append committed part journals to the journal and delete them. A source in ``done`` (the
+    journal holds it complete) is not added twice; ``done`` grows with what is folded."""
     if not parts:
         return
-    _, done = _resume_state(out)
     with open(out / RESULTS, "a", encoding="utf-8") as journal:
         for part in parts:
             records, _ = _read_journal(part)

@@ -43,7 +43,7 @@ class AugmentConfig(Settings):
             check_number(getattr(self, name), name, low=0)
         for name in ("scale", "blur_sigma", "erase_area", "erase_ratio"):
             low, high = (check_number(v, name, low=0) for v in getattr(self, name))
-            if name == "scale" and low == 0 or low > high:
+            if (name == "scale" and low == 0) or low > high:
                 raise ConfigError(f"{name} must be an increasing pair of positive numbers, not {getattr(self, name)!r}")
 
 
