@@ -16,6 +16,7 @@ cluster, the output folder must be on storage every node sees, under the same pa
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -69,7 +70,9 @@ def ray_session(address: str, *, num_cpus: int | None = None) -> Iterator[Any]:
     if started_here:
         try:
             if address == "local":
-                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                # a private Ray: its start-up notices (token, "Started a local Ray instance") are noise
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR)
             else:
                 ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
