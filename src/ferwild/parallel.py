@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,8 +42,6 @@ def worker_init() -> None:
     _IN_WORKER = True
     os.environ["OMP_NUM_THREADS"] = "1"  # whatever the parent allows
     os.environ["MKL_NUM_THREADS"] = "1"
-    import sys
-
     if "torch" in sys.modules:  # only when already loaded: workers that never need torch never pay for it
         sys.modules["torch"].set_num_threads(1)
 
