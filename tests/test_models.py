@@ -193,6 +193,25 @@ def test_flip_tta_averages_the_mirror_in_eval_mode_only():
         m.set_tta("tencrop")
 
 
+def test_temperature_divides_the_eval_output_after_tta_and_travels_in_the_config():
+    torch.manual_seed(0)
+    m = create_model("cnn_small", 6).eval().set_tta("flip")
+    x = _batch(m, 3)
+    with torch.no_grad():
+        uncalibrated = m(x)
+        m.set_temperature(2.5)
+        torch.testing.assert_close(m(x), uncalibrated / 2.5)   # what fit_temperature fits on
+        assert torch.equal(m(x).argmax(1), uncalibrated.argmax(1))
+        m.train()
+        torch.testing.assert_close(m(x), m.head(m.features(x)))  # training never scales
+    rebuilt = model_from_config(m.config())
+    assert m.config()["temperature"] == 2.5 and rebuilt.temperature == 2.5
+    assert "temperature" not in create_model("cnn_small", 6).config()
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            m.set_temperature(bad)
+
+
 def test_input_must_have_three_channels():
     m = create_model("cnn_small", 6)
     with pytest.raises(ValueError, match="3 channels"):

@@ -77,6 +77,18 @@ def test_classify_matches_evaluation_on_cached_crops(tiny_run, rec_none, tmp_pat
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
+def test_classify_takes_one_crop_alone_and_refuses_ambiguous_arrays(tiny_run, rec_none):
+    _, prep, _ = tiny_run
+    data = PreparedDataset(prep)
+    crops = data.images(data.rows("test", include_augmented=False).head(3))
+    one = rec_none.classify(crops[0])                   # one (S, S, C) array is one crop
+    assert one.shape == (1, len(rec_none.label_names))
+    np.testing.assert_allclose(one[0], rec_none.classify(crops)[0], atol=1e-6)
+    assert rec_none.classify(crops[0][..., 0]).shape == (1, len(rec_none.label_names))  # (S, S) grey
+    with pytest.raises(RecognizerError, match="shape"):
+        rec_none.classify(np.zeros((5, 32, 32), np.uint8))  # a stack without channels: say so
+
+
 def test_inputs_as_paths_arrays_and_pil_agree(tiny_run, rec_none):
     _, _, raw = tiny_run
     paths = sorted(glob.glob(str(raw / "images" / "*" / "*.png")))[:3]

@@ -54,7 +54,11 @@ def prepare(
     source: Path = typer.Argument(..., help="Image folder (class per folder, optional split folders), "
                                   "CSV/Parquet manifest, or FER2013's fer2013.csv."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder of the prepared dataset."),
-    labels: str = typer.Option("basic6", help="Label set: basic6 | basic7 | affectnet8."),
+    labels: Optional[str] = typer.Option(None, help="Label set: basic6 | basic7 | affectnet8 (default: basic7 "
+                                         "for a FERPlus folder, FER2013's classes; else basic6)."),
+    vote_rule: str = typer.Option("majority", help="Crowd votes (FER+, votes_* columns) -> hard label: majority "
+                                  "(ties, unknown and not-a-face majorities excluded) | strict (FER+'s own: "
+                                  "lone votes dropped, the top class needs over half)."),
     align: str = typer.Option("auto", help="auto | mtcnn | landmarks | none (pre-aligned crops)."),
     fallback: str = typer.Option("keep", help="When no face is found: keep (centre crop, flagged "
                                  "unaligned) | drop."),
@@ -88,7 +92,7 @@ def prepare(
 
     from ferwild.data.prepare import PrepareConfig, PrepareError
     from ferwild.data.prepare import prepare as run_prepare
-    from ferwild.data.sources import SourceError
+    from ferwild.data.sources import SourceError, default_label_set
     from ferwild.data.split import parse_ratios
     from ferwild.parallel import RayUnavailable
 
@@ -96,12 +100,12 @@ def prepare(
         settings = dict(align=align, fallback=fallback, split=split, split_ratios=parse_ratios(split_ratios),
                         seed=seed, balance=balance, near_dup_threshold=near_dup_threshold,
                         near_dup_min_corr=near_dup_min_corr, drop_cross_split_dups=drop_cross_split_dups,
-                        workers=workers, chunk_size=chunk_size, unlabelled=unlabelled)
+                        workers=workers, chunk_size=chunk_size, unlabelled=unlabelled, vote_rule=vote_rule)
         if like is not None:
             config = PrepareConfig.like(like, **settings)
         else:
-            config = PrepareConfig(labels=labels, size=size, margin=margin, min_confidence=min_confidence,
-                                   **settings)
+            config = PrepareConfig(labels=labels or default_label_set(source), size=size, margin=margin,
+                                   min_confidence=min_confidence, **settings)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     tasks: dict[str, int] = {}

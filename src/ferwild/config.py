@@ -33,6 +33,7 @@ import yaml
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULERS = ("f1_drop", "cosine", "constant")
+TARGETS = ("hard", "votes")
 CLASS_WEIGHTS = ("balanced", "sqrt", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -248,8 +249,13 @@ class OptimConfig(Settings):
     f1_drop_threshold: float = 0.10     # relative drop of val macro-F1 that triggers a decay
     f1_drop_factor: float = 0.8
     class_weights: str = "balanced"     # n / (C * n_c) over the rows trained on | sqrt (its square root) | none
+    # What the training cross-entropy fits: hard (each face's label) | votes (the crowd's vote
+    # distribution, e.g. FER+; faces without votes fall back to their label). Class weights and
+    # label smoothing apply to either. Hard labels still drive stratification and selection.
+    targets: str = "hard"
 
     def __post_init__(self):
+        check_choice(self.targets, "optim.targets", TARGETS)
         self.lr = check_number(self.lr, "optim.lr", low=0, low_open=True)
         self.momentum = check_number(self.momentum, "optim.momentum", low=0)
         self.weight_decay = check_number(self.weight_decay, "optim.weight_decay", low=0)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ferwild.data.loader import eval_loader
 from ferwild.data.prepared import COL, PreparedDataset
+from ferwild.data.votes import has_votes
 from ferwild.runs import RunError, autocast_dtype, load_run, resolve_device, resolve_run_dir
 from ferwild.shipped import cache_dir
 from ferwild.train import evaluate
@@ -20,7 +21,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
 
     Writes (into ``out_dir``, default ``RUN_DIR/eval-<split>``, or the user cache for a shipped
     model: :func:`ferwild.shipped.cache_dir`) summary.json, summary.md,
-    confusion_matrix.png, reliability.png and predictions.parquet; returns the summary.
+    confusion_matrix.png, reliability.png and predictions.parquet; returns the summary. Where
+    the split has crowd votes (FER+), the summary's ``crowd`` section scores the model against
+    them too (:func:`ferwild.metrics.crowd_metrics`).
 
     Raises:
         RunError: unknown run/dataset, label sets that differ, or an empty split.
@@ -41,7 +44,9 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
     if rows.empty:
         splits = sorted(set(prepared.manifest[COL.split]) - {""})
         raise RunError(f"split {split!r} of {data_dir} is empty (splits: {', '.join(splits)})")
-    loader, transform = eval_loader(prepared.root, rows, prepared.label_names, model.preprocessing, batch_size)
+    votes = has_votes(rows)
+    loader, transform = eval_loader(prepared.root, rows, prepared.label_names, model.preprocessing, batch_size,
+                                    votes=votes)
     result = evaluate(model, loader, transform, None, dev,
                       num_classes=len(prepared.label_names), amp_dtype=autocast_dtype("auto", dev),
                       keep_outputs=True)
@@ -53,4 +58,4 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
              "data": str(data_dir), "split": split, "model": state["model_config"].get("name"),
              "out_dir": str(out)}
     return write_evaluation(out, result["labels"], result["probs"], prepared.label_names,
-                            rows[keep].reset_index(drop=True), extra=extra)
+                            rows[keep].reset_index(drop=True), extra=extra, votes=result.get("votes"))

@@ -199,6 +199,7 @@ def classification_metrics(
             name: {
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
+                "recall_ci": list(wilson_interval(int(confusion[i, i]), int(support[i]))) if support[i] else None,
                 "f1": float(f1[i]),
                 "support": int(support[i]),
             }
@@ -628,7 +629,7 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 _SUMMARY_KEYS = {
     "n", "accuracy", "macro_f1", "weighted_f1", "ece", "per_class", "confusion",
-    "confusion_normalized", "label_names", "mean_confidence", "mean_entropy",
+    "confusion_normalized", "label_names", "mean_confidence", "mean_entropy", "crowd",
 }
 
 
@@ -665,6 +666,8 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Evaluation") -> s
                 "class": name,
                 "precision (%)": pct(m.get("precision"), missing=""),
                 "recall = accuracy (%)": pct(m.get("recall"), missing=""),
+                "recall 95% CI": (f"{pct(m['recall_ci'][0])}-{pct(m['recall_ci'][1])}"
+                                  if m.get("recall_ci") else ""),
                 "F1 (%)": pct(m.get("f1"), missing=""),
                 "support": int(m.get("support", 0)),
             })
@@ -774,10 +777,143 @@ def jsonable(value: Any, *, digits: int | None = None, nan_to_none: bool = False
 _jsonable = jsonable
 
 
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of ``softmax(log p / T)`` on
+    labelled rows (Guo et al. 2017); 1.0 means the probabilities were already calibrated."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        z = logp / math.exp(log_t)
+        z = z - z.max(1, keepdims=True)
+        return float(-(z[rows, labels] - np.log(np.exp(z).sum(1))).mean())
+
+    res = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(math.exp(res.x))
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities re-scaled by a temperature (``softmax(log p / T)``)."""
+    z = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (95% for z = 1.96); ``(nan, nan)`` when n = 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _mean_ci(values: np.ndarray, boot_index: np.ndarray, confidence: float) -> dict[str, float]:
+    """A mean with its percentile-bootstrap interval over the rows drawn in ``boot_index``."""
+    draws = values[boot_index].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return {"value": float(values.mean()), "ci_low": float(np.quantile(draws, alpha)),
+            "ci_high": float(np.quantile(draws, 1 - alpha))}
+
+
+def crowd_metrics(probs: np.ndarray, votes: np.ndarray, y_true: np.ndarray, label_names: Sequence[str], *,
+                  n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """How a model reads faces against a crowd's votes (FER+), with bootstrap intervals.
+
+    Args:
+        probs: ``(N, C)`` predicted probabilities.
+        votes: ``(N, C)`` vote distributions over the same classes (rows sum to 1;
+            :func:`ferwild.data.votes.soft_targets`).
+        y_true: ``(N,)`` the hard (majority) labels, which group the per-class figures.
+
+    Returns:
+        ``{"n", "vote_cross_entropy", "crowd_agreement", "plurality_agreement",
+        "majority_accuracy", "per_class"}``, each figure ``{"value", "ci_low", "ci_high"}``:
+
+        * ``vote_cross_entropy``: mean ``-sum_c votes_c log p_c`` (nats; the soft-label loss);
+        * ``crowd_agreement``: mean share of the crowd that voted for the predicted class (the
+          accuracy against one labeller drawn at random from the crowd);
+        * ``plurality_agreement``: share of faces whose prediction is one of the most-voted
+          classes (ties count as agreement);
+        * ``majority_accuracy``: accuracy against ``y_true`` (Wilson interval);
+        * ``per_class[name]``: for the faces of that majority class, ``recall`` (Wilson) and
+          ``crowd_agreement`` (bootstrap), with ``support``.
+    """
+    names = [str(x) for x in label_names]
+    y = _as_labels(y_true, "y_true")
+    p = _as_probs(probs, n=len(y), num_classes=len(names))
+    v = np.asarray(votes, dtype=np.float64)
+    if v.shape != p.shape:
+        raise ValueError(f"votes have shape {v.shape}, probabilities {p.shape}")
+    if not np.isfinite(v).all() or (v < 0).any() or not np.allclose(v.sum(1), 1, atol=1e-4):
+        raise ValueError("votes must be finite, non-negative distributions (rows summing to 1)")
+    pred = p.argmax(1)
+    rows = np.arange(len(y))
+    ce = -(v * np.log(np.clip(p, 1e-12, None))).sum(1)
+    agreement = v[rows, pred]
+    plurality = (v[rows, pred] >= v.max(1) - 1e-9).astype(np.float64)
+    correct = (pred == y).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, len(y), size=(n_bootstrap, len(y)))
+    per_class = {}
+    for c, name in enumerate(names):
+        members = np.flatnonzero(y == c)
+        if len(members) == 0:
+            per_class[name] = {"support": 0, "recall": None, "crowd_agreement": None}
+            continue
+        low, high = wilson_interval(int(correct[members].sum()), len(members))
+        inner = rng.integers(0, len(members), size=(n_bootstrap, len(members)))
+        per_class[name] = {
+            "support": int(len(members)),
+            "recall": {"value": float(correct[members].mean()), "ci_low": low, "ci_high": high},
+            "crowd_agreement": _mean_ci(agreement[members], inner, confidence),
+        }
+    low, high = wilson_interval(int(correct.sum()), len(y))
+    return {
+        "n": int(len(y)),
+        "vote_cross_entropy": _mean_ci(ce, boot, confidence),
+        "crowd_agreement": _mean_ci(agreement, boot, confidence),
+        "plurality_agreement": _mean_ci(plurality, boot, confidence),
+        "majority_accuracy": {"value": float(correct.mean()), "ci_low": low, "ci_high": high},
+        "per_class": per_class,
+    }
+
+
+def crowd_markdown(crowd: Mapping[str, Any]) -> str:
+    """The Markdown section of :func:`crowd_metrics`: overall figures, then per class."""
+    def ci(m, scale=100.0, digits=1):
+        if not m:
+            return ""
+        return (f"{m['value'] * scale:.{digits}f} [{m['ci_low'] * scale:.{digits}f}, "
+                f"{m['ci_high'] * scale:.{digits}f}]")
+    overall = pd.DataFrame([
+        ("majority-label accuracy (%)", ci(crowd["majority_accuracy"])),
+        ("plurality agreement (%)", ci(crowd["plurality_agreement"])),
+        ("crowd agreement (%)", ci(crowd["crowd_agreement"])),
+        ("cross-entropy to the votes (nats)", ci(crowd["vote_cross_entropy"], 1.0, 3)),
+        ("n", f"{int(crowd['n']):,}"),
+    ], columns=["figure [95% interval]", "value"])
+    rows = [{"class": name, "recall (%)": ci(m["recall"]), "crowd agreement (%)": ci(m["crowd_agreement"]),
+             "support": m["support"]} for name, m in crowd["per_class"].items()]
+    return "\n".join([
+        "## Against the crowd's votes", "",
+        "Crowd agreement is the share of the crowd that voted for the predicted class (accuracy "
+        "against one labeller drawn at random); plurality agreement counts a prediction that is one "
+        "of the most-voted classes. Intervals: Wilson for proportions, bootstrap over faces otherwise.", "",
+        markdown_table(overall), "", "Per majority class:", "", markdown_table(pd.DataFrame(rows)), ""])
+
+
 def write_evaluation(out_dir, y_true: np.ndarray, probs: np.ndarray,
                      label_names: Sequence[str], rows: pd.DataFrame | None = None, *,
-                     extra: dict | None = None) -> dict:
+                     extra: dict | None = None, votes: np.ndarray | None = None) -> dict:
     """Evaluate one split and write its files into ``out_dir`` (created if needed).
+
+    With ``votes`` (``(N, C)`` vote distributions, FER+) the summary also holds ``crowd``
+    (:func:`crowd_metrics`) and summary.md its section.
 
     Files: ``summary.json`` (:func:`classification_metrics` plus ``extra``), ``summary.md``
     (:func:`summary_markdown`), ``confusion_matrix.png``, ``reliability.png`` and
@@ -795,6 +931,8 @@ def write_evaluation(out_dir, y_true: np.ndarray, probs: np.ndarray,
     """
     names = [str(x) for x in label_names]
     summary = classification_metrics(y_true, probs, names)
+    if votes is not None:
+        summary["crowd"] = crowd_metrics(probs, votes, y_true, names)
     if extra:
         clash = sorted(set(map(str, extra)) & set(summary))
         if clash:
@@ -809,7 +947,10 @@ def write_evaluation(out_dir, y_true: np.ndarray, probs: np.ndarray,
     out.mkdir(parents=True, exist_ok=True)
     summary = _jsonable(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    markdown = summary_markdown(summary)
+    if "crowd" in summary:
+        markdown += "\n" + crowd_markdown(summary["crowd"])
+    (out / "summary.md").write_text(markdown, encoding="utf-8")
 
     heading = " ".join(str(summary[k]) for k in ("model", "split") if k in summary)
     confusion_figure(np.asarray(summary["confusion"]), names, out / "confusion_matrix.png",

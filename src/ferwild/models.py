@@ -373,6 +373,12 @@ class FERModel(nn.Module):
     class probabilities (so a softmax gives the averaged probabilities, and an ONNX export
     carries the same computation). Training-mode forwards never augment. It travels in
     :meth:`config`.
+
+    ``temperature`` (T > 0, default 1) calibrates inference: an eval-mode forward divides its
+    output (the logits, or TTA's log mean probabilities) by T, so a softmax gives calibrated
+    probabilities (T is
+    fitted on validation by :func:`ferwild.metrics.fit_temperature`; ``argmax`` is unchanged).
+    It travels in :meth:`config` and in ONNX exports.
     """
 
     def __init__(
@@ -395,6 +401,7 @@ class FERModel(nn.Module):
         self.pretrained_report: dict | None = None
         self._backbone_frozen = False
         self.tta = "none"
+        self.temperature = 1.0
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -414,19 +421,31 @@ class FERModel(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Normalised ``(N, 3, S, S)`` floats -> logits ``(N, num_classes)`` (with ``tta="flip"``
-        in eval mode: log mean probabilities of the image and its mirror)."""
+        in eval mode: log mean probabilities of the image and its mirror; then divided by the
+        temperature in eval mode)."""
         logits = self.head(self.features(pixel_values))
-        if self.training or self.tta == "none":
+        if self.training:
             return logits
-        mirrored = self.head(self.features(pixel_values.flip(-1)))
-        mean = (logits.float().softmax(1) + mirrored.float().softmax(1)) / 2
-        return mean.clamp_min(1e-12).log()
+        if self.tta != "none":
+            mirrored = self.head(self.features(pixel_values.flip(-1)))
+            mean = (logits.float().softmax(1) + mirrored.float().softmax(1)) / 2
+            logits = mean.clamp_min(1e-12).log()
+        # last, so that T is fitted on exactly what an uncalibrated forward returns
+        return logits / self.temperature if self.temperature != 1.0 else logits
 
     def set_tta(self, mode: str) -> "FERModel":
         """Choose the test-time augmentation (``"none"`` or ``"flip"``); returns the model."""
         if mode not in TTA_MODES:
             raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {mode!r}")
         self.tta = mode
+        return self
+
+    def set_temperature(self, temperature: float) -> "FERModel":
+        """Set the inference temperature (> 0; 1 leaves the logits as trained); returns the model."""
+        value = float(temperature)
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"temperature must be a finite number > 0, not {temperature!r}")
+        self.temperature = value
         return self
 
     def config(self) -> dict:
@@ -442,6 +461,8 @@ class FERModel(nn.Module):
         }
         if self.tta != "none":  # absent by default: configs (and cache keys) of other runs are unchanged
             config["tta"] = self.tta
+        if self.temperature != 1.0:
+            config["temperature"] = self.temperature
         return config
 
     def freeze_backbone(self, freeze: bool = True) -> None:
@@ -953,7 +974,7 @@ def model_from_config(config: dict) -> FERModel:
             f"{config['name']} now has {model.num_features}-d features, the config says {config['num_features']} "
             "(a different library version?)"
         )
-    return model.set_tta(config.get("tta", "none"))
+    return model.set_tta(config.get("tta", "none")).set_temperature(config.get("temperature", 1.0))
 
 
 def _param_count(name: str) -> tuple[int, int]:

@@ -317,12 +317,20 @@ class Recognizer:
     def classify(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, K)`` of aligned face crops.
 
-        ``crops`` are uint8 ``(S, S, 3)`` or ``(S, S, 1)`` arrays at the alignment's crop side
+        ``crops`` is a list or an ``(N, S, S, C)`` batch of uint8 ``(S, S, 3)`` or ``(S, S, 1)``
+        crops, or one such crop alone, at the alignment's crop side
         (other sides are resized); they are converted to the training cache's channels, then
         scaled, normalised and resized to the model's input as in training and evaluation
         (:meth:`~ferwild.preprocessing.Preprocessing.pixel_values`, numpy: the same numbers as
         ``BatchTransform`` to float32 rounding, and no torch for an ONNX model).
         """
+        if isinstance(crops, np.ndarray) and crops.ndim != 4:
+            # one array is one crop, (S, S) or (S, S, 1|3): iterating it would read its rows as crops
+            if crops.ndim == 2 or (crops.ndim == 3 and crops.shape[2] in (1, 3)):
+                crops = crops[None]
+            else:
+                raise RecognizerError(f"classify takes one crop (S, S), (S, S, 1) or (S, S, 3), a batch "
+                                      f"(N, S, S, 1|3) or a list of crops; got an array of shape {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         side, channels = self.face_alignment.crop_size, self.face_alignment.channels

@@ -16,6 +16,7 @@ Shipped runs are made from a finished ``ferwild train`` run by :func:`pack_run` 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -113,12 +114,13 @@ def cache_dir(run_dir: str | os.PathLike, kind: str) -> Path:
 
 
 def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[str, Any],
-             which: str = "best", half: bool = True, tta: str = "none") -> Path:
+             which: str = "best", half: bool = True, tta: str = "none", temperature: float = 1.0) -> Path:
     """Write ``run_dir``'s ``which`` checkpoint as a shipped run directory at ``dest``.
 
     The weights are stored in float16 when ``half`` (BatchNorm counters stay integers); the
     state keeps only what inference needs (no optimizer or RNG state), as JSON, with the
-    model's test-time augmentation set to ``tta``. ``card`` is written as ``card.json``; its
+    model's test-time augmentation set to ``tta`` and its calibration to ``temperature``
+    (:meth:`~ferwild.models.FERModel.set_temperature`). ``card`` is written as ``card.json``; its
     figures must be measured on the packed model.
     """
     from ferwild.models import TTA_MODES
@@ -145,9 +147,13 @@ def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[
     set_default_mode(tmp / "checkpoints" / "final" / "model.safetensors")
     keep = {k: state[k] for k in ("epoch", "history", "best_val_macro_f1", "model_config", "label_names",
                                   "face_alignment", "config") if k in state}
-    keep["model_config"] = {k: v for k, v in keep["model_config"].items() if k != "tta"}
+    keep["model_config"] = {k: v for k, v in keep["model_config"].items() if k not in ("tta", "temperature")}
     if tta != "none":
         keep["model_config"]["tta"] = tta
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number > 0, not {temperature!r}")
+    if temperature != 1.0:
+        keep["model_config"]["temperature"] = float(temperature)
     keep["source_checkpoint"] = src.name
     if (keep.get("config") or {}).get("data", {}).get("path"):
         # the folder's name says what it was trained on; the trainer's absolute path means nothing elsewhere

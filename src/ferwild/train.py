@@ -42,6 +42,7 @@ import torch.nn as nn
 from ferwild.config import ConfigError, RunConfig
 from ferwild.data.loader import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
 from ferwild.data.prepared import PreparedDataset
+from ferwild.data.votes import has_votes
 from ferwild.files import save_text_atomic, set_default_mode
 from ferwild.metrics import curves_figure, history_markdown
 from ferwild.runs import (
@@ -256,6 +257,10 @@ def train_one_epoch(model: nn.Module, loader, transform: BatchTransform, optimiz
                     batch_seed: Callable[[int], int] | None = None) -> EpochState:
     """Train over the loader's batches; one optimizer step every ``accum_steps`` micro-batches.
 
+    Batches are ``(images, labels)`` or ``(images, labels, votes)``; with votes the loss is taken
+    against the vote distributions (``nn.CrossEntropyLoss`` accepts class probabilities, with
+    its class weights and label smoothing), while the confusion counts use the hard labels.
+
     ``batch_seed(i)`` (i = the micro-batch's index in the epoch) re-seeds the augmentation
     generator per batch, so a resumed epoch augments its remaining batches exactly as an
     uninterrupted one would, on any rank, with no generator state to carry.
@@ -273,9 +278,11 @@ def train_one_epoch(model: nn.Module, loader, transform: BatchTransform, optimiz
     optimizer.zero_grad(set_to_none=True)
     micro = 0
     first_index = state.steps * accum_steps  # micro-batches already done (a resumed epoch)
-    for images, labels in loader:
+    for images, labels, *votes in loader:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
+        # the loss fits the crowd's vote distribution when the loader carries one, else the label
+        target = votes[0].to(device, non_blocking=True) if votes else labels
         if batch_seed is not None and transform.generator is not None:
             transform.generator.manual_seed(batch_seed(first_index + micro))
         inputs = transform(images)
@@ -284,7 +291,7 @@ def train_one_epoch(model: nn.Module, loader, transform: BatchTransform, optimiz
         with sync:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(inputs)
-                loss = loss_fn(logits.float(), labels)
+                loss = loss_fn(logits.float(), target)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at step {state.steps + 1}")
             (loss / accum_steps).backward()
@@ -314,26 +321,43 @@ def train_one_epoch(model: nn.Module, loader, transform: BatchTransform, optimiz
 def evaluate(model: nn.Module, loader, transform: BatchTransform, loss_fn: nn.Module | None,
              device: torch.device, *, num_classes: int, amp_dtype: torch.dtype | None = None,
              keep_outputs: bool = False) -> dict[str, Any]:
-    """Loss, confusion matrix and (optionally) per-sample probabilities over a loader."""
+    """Loss, confusion matrix and (optionally) per-sample probabilities over a loader.
+
+    With ``(images, labels, votes)`` batches it also sums the cross-entropy to the vote
+    distributions (``vote_ce_sum``) and the share of the crowd that voted for the predicted
+    class (``vote_agreement_sum``), and keeps the votes with the outputs.
+    """
     model.eval()
-    loss_sum, count = 0.0, 0
+    loss_sum, count, vote_ce_sum, agreement_sum, saw_votes = 0.0, 0, 0.0, 0.0, False
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    probs, labels_out = [], []
-    for images, labels in loader:
+    probs, labels_out, votes_out = [], [], []
+    for images, labels, *votes in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(transform(images)).float()
         if loss_fn is not None:
             loss_sum += float(loss_fn(logits, labels)) * len(labels)
         count += len(labels)
-        confusion += confusion_matrix_torch(labels.cpu(), logits.argmax(1).cpu(), num_classes)
+        predicted = logits.argmax(1)
+        confusion += confusion_matrix_torch(labels.cpu(), predicted.cpu(), num_classes)
+        if votes:
+            saw_votes = True
+            crowd = votes[0].to(device)
+            vote_ce_sum += float(-(crowd * torch.log_softmax(logits, 1)).sum())
+            agreement_sum += float(crowd.gather(1, predicted[:, None]).sum())
         if keep_outputs:
             probs.append(torch.softmax(logits, 1).cpu())
             labels_out.append(labels.cpu())
+            if votes:
+                votes_out.append(votes[0].cpu())
     out = {"loss_sum": loss_sum, "count": count, "confusion": confusion}
+    if saw_votes:
+        out.update(vote_ce_sum=vote_ce_sum, vote_agreement_sum=agreement_sum)
     if keep_outputs:
         out["probs"] = torch.cat(probs).numpy() if probs else np.zeros((0, num_classes), np.float32)
         out["labels"] = torch.cat(labels_out).numpy() if labels_out else np.zeros(0, np.int64)
+        if votes_out:
+            out["votes"] = torch.cat(votes_out).numpy()
     return out
 
 
@@ -445,9 +469,14 @@ def _load_training_data(config: RunConfig) -> _TrainingData:
     for split, rows in ((config.data.train_split, train_rows), (config.data.val_split, val_rows)):
         if rows.empty:
             raise RunError(f"split {split!r} of {config.data.path} is empty")
+    fit_votes = config.optim.targets == "votes"
+    if fit_votes and not has_votes(train_rows):
+        raise RunError(f"optim.targets is votes but {config.data.path}'s split {config.data.train_split!r} has no "
+                       "crowd votes (votes_* columns, e.g. FER+ prepared by `ferwild prepare`); use optim.targets=hard")
     try:
-        train_set = CachedFaceDataset(prepared.root, train_rows, prepared.label_names)
-        val_set = CachedFaceDataset(prepared.root, val_rows, prepared.label_names)
+        train_set = CachedFaceDataset(prepared.root, train_rows, prepared.label_names, votes=fit_votes)
+        # validation reports the crowd figures whenever the split has votes
+        val_set = CachedFaceDataset(prepared.root, val_rows, prepared.label_names, votes=has_votes(val_rows))
     except ValueError as exc:
         raise RunError(f"{config.data.path}: {exc}") from None
     return _TrainingData(prepared.label_names, prepared.face_alignment().to_dict(), train_set, val_set)
@@ -528,8 +557,9 @@ def _resume_from(ckpt: Path, trainer: _Trainer) -> tuple[int, list[dict[str, Any
 
 
 def _validate(model: nn.Module, val_set, t: _Trainer, config: RunConfig, ddp, device: torch.device,
-              num_classes: int) -> tuple[float, float, float, int]:
-    """Validation loss, accuracy, macro-F1 and row count, summed over every rank.
+              num_classes: int) -> tuple[float, float, float, int, dict[str, float]]:
+    """Validation loss, accuracy, macro-F1, row count and (with votes) the crowd figures
+    (cross-entropy to the votes, share of the crowd agreeing), summed over every rank.
 
     Each rank evaluates a disjoint slice of the validation rows (no padding), so the metrics
     are exact whatever the number of ranks.
@@ -540,9 +570,13 @@ def _validate(model: nn.Module, val_set, t: _Trainer, config: RunConfig, ddp, de
         sampler = EpochBatchSampler(len(val_set), config.train.eval_batch_size, shuffle=False)
     val = evaluate(model, make_loader(val_set, sampler), t.eval_tf, t.eval_loss_fn, device,
                    num_classes=num_classes, amp_dtype=t.amp)
-    sums = ddp.all_reduce(torch.tensor([val["loss_sum"], val["count"]], dtype=torch.float64))
+    sums = ddp.all_reduce(torch.tensor([val["loss_sum"], val["count"], val.get("vote_ce_sum", 0.0),
+                                        val.get("vote_agreement_sum", 0.0)], dtype=torch.float64))
     accuracy, macro_f1 = metrics_from_confusion(ddp.all_reduce(val["confusion"].clone()))
-    return float(sums[0] / max(sums[1], 1)), accuracy, macro_f1, int(sums[1])
+    n = max(float(sums[1]), 1.0)
+    crowd = ({"val_vote_ce": float(sums[2]) / n, "val_vote_agreement": float(sums[3]) / n}
+             if val_set.votes is not None else {})
+    return float(sums[0]) / n, accuracy, macro_f1, int(sums[1]), crowd
 
 
 def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
@@ -624,12 +658,13 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             train_cm = ddp.all_reduce(epoch_state.confusion.clone())
             train_acc, train_f1 = metrics_from_confusion(train_cm)
 
-            val_loss, val_acc, val_f1, val_count = _validate(model, val_set, t, config, ddp, device, num_classes)
+            val_loss, val_acc, val_f1, val_count, val_crowd = _validate(model, val_set, t, config, ddp, device,
+                                                                        num_classes)
 
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch + 1, "train_loss": float(sums[0] / max(sums[1], 1)), "train_acc": train_acc,
                    "train_macro_f1": train_f1, "val_loss": val_loss, "val_acc": val_acc,
-                   "val_macro_f1": val_f1, "lr": lr, "val_count": val_count,
+                   "val_macro_f1": val_f1, "lr": lr, "val_count": val_count, **val_crowd,
                    "train_img_per_s": float(sums[1]) / max(epoch_state.seconds, 1e-9) if epoch_state.seconds else 0.0}
             history.append(row)
             decayed = scheduler.step(val_f1)

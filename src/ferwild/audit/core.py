@@ -42,7 +42,7 @@ from ferwild.config import Settings, check_choice, check_int, check_number
 from ferwild.data.prepared import ATTR_PREFIX, COL, PreparedDataset
 from ferwild.files import save_json_atomic
 from ferwild.formatting import p_text, pct
-from ferwild.metrics import jsonable
+from ferwild.metrics import apply_temperature, fit_temperature, jsonable, wilson_interval
 from ferwild.runs import RunError
 
 AUDIT_JSON = "audit.json"
@@ -192,14 +192,7 @@ def detector_check(prepared: PreparedDataset, *, min_confidence: float, max_imag
     checked = len(images)
     return {"landmark_rows": int(len(rows)), "checked": checked, "unreadable": unreadable, "no_face": no_face,
             "rate": no_face / checked if checked else None,
-            "ci": list(_wilson(no_face, checked)) if checked else None, "min_confidence": float(min_confidence)}
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+            "ci": list(wilson_interval(no_face, checked)) if checked else None, "min_confidence": float(min_confidence)}
 
 
 def data_health(reference: PreparedDataset, production: PreparedDataset,
@@ -497,31 +490,6 @@ def caveat_label_shift(estimate: dict[str, Any], covariate: dict[str, Any]) -> d
     estimate["problems"] = problems
     estimate["reliable"] = not problems
     return estimate
-
-
-def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising the negative log-likelihood of ``softmax(log p / T)`` on
-    labelled rows (Guo et al. 2017); 1.0 means the probabilities were already calibrated."""
-    from scipy.optimize import minimize_scalar
-
-    logp = np.log(np.clip(probs, 1e-12, 1.0))
-    rows = np.arange(len(labels))
-
-    def nll(log_t: float) -> float:
-        z = logp / math.exp(log_t)
-        z = z - z.max(1, keepdims=True)
-        return float(-(z[rows, labels] - np.log(np.exp(z).sum(1))).mean())
-
-    res = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
-    return float(math.exp(res.x))
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities re-scaled by a temperature (``softmax(log p / T)``)."""
-    z = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def confidence_drift(ref: ModelOutputs, prod: ModelOutputs) -> dict[str, Any]:

@@ -20,17 +20,21 @@ import torch.nn.functional as F
 
 from ferwild.data.augment import AugmentConfig, augment_batch
 from ferwild.data.prepared import COL, SHARDS
+from ferwild.data.votes import soft_targets
 
 
 class CachedFaceDataset(torch.utils.data.Dataset):
     """Manifest rows of a prepared dataset, indexed by whole batches.
 
     ``dataset[[i, j, k]]`` returns ``(images, labels)``: a (N, C, H, W) uint8 tensor and a (N,)
-    int64 tensor. Use it with ``batch_size=None`` and a batch sampler (see ``make_loader``).
-    Shards are opened memory-mapped lazily in each process, so worker processes share pages.
+    int64 tensor; with ``votes=True`` also the (N, num_classes) float vote distributions
+    (``ferwild.data.votes.soft_targets``: the crowd's votes, or the one-hot label where a row has
+    none), ``(images, labels, votes)``. Use it with ``batch_size=None`` and a batch sampler (see
+    ``make_loader``). Shards are opened memory-mapped lazily in each process, so worker processes
+    share pages.
     """
 
-    def __init__(self, root: str | Path, rows: pd.DataFrame, label_names: Sequence[str]):
+    def __init__(self, root: str | Path, rows: pd.DataFrame, label_names: Sequence[str], *, votes: bool = False):
         if len(rows) == 0:
             raise ValueError("no rows to load (empty split?)")
         self.root = Path(root)
@@ -40,6 +44,7 @@ class CachedFaceDataset(torch.utils.data.Dataset):
         if unknown:
             raise ValueError(f"labels {unknown} are not in the label set {self.label_names}")
         self.labels = torch.from_numpy(rows[COL.label].map(index).to_numpy(np.int64).copy())
+        self.votes = torch.from_numpy(soft_targets(rows, self.label_names)) if votes else None
         codes, self.shard_names = pd.factorize(rows[COL.shard].astype(str))
         self.shard_codes = codes.astype(np.int64)
         self.shard_index = rows[COL.shard_index].to_numpy(np.int64)
@@ -58,7 +63,7 @@ class CachedFaceDataset(torch.utils.data.Dataset):
             self._shards[code] = np.load(self.root / SHARDS / f"{self.shard_names[code]}.npy", mmap_mode="r")
         return self._shards[code]
 
-    def __getitem__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, indices) -> tuple[torch.Tensor, ...]:
         idx = np.atleast_1d(np.asarray(indices, dtype=np.int64))
         codes, positions = self.shard_codes[idx], self.shard_index[idx]
         first = self._shard(int(codes[0]))
@@ -72,7 +77,10 @@ class CachedFaceDataset(torch.utils.data.Dataset):
             target = np.flatnonzero(sel)[order]
             out[target] = gathered
         images = torch.from_numpy(out).permute(0, 3, 1, 2)
-        return images, self.labels[torch.from_numpy(idx)]
+        rows = torch.from_numpy(idx)
+        if self.votes is not None:
+            return images, self.labels[rows], self.votes[rows]
+        return images, self.labels[rows]
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
@@ -162,14 +170,15 @@ class BatchTransform:
 
 
 def eval_loader(root: str | Path, rows: pd.DataFrame, label_names: Sequence[str], preprocessing,
-                batch_size: int = 256) -> tuple[torch.utils.data.DataLoader, BatchTransform]:
-    """``rows`` of a prepared dataset in their order, and the model's (non-augmenting) transform.
+                batch_size: int = 256, *, votes: bool = False) -> tuple[torch.utils.data.DataLoader, BatchTransform]:
+    """``rows`` of a prepared dataset in their order, and the model's (non-augmenting) transform;
+    ``votes``: batches carry the vote distributions too (see :class:`CachedFaceDataset`).
 
     What ``evaluate_run`` and the audit iterate; ``preprocessing`` is the model's
     :class:`~ferwild.preprocessing.Preprocessing` (input size, mean, std). Training's validation
     loader is built in ``fit`` instead: under DDP each rank reads its own slice.
     """
-    dataset = CachedFaceDataset(root, rows, label_names)
+    dataset = CachedFaceDataset(root, rows, label_names, votes=votes)
     loader = make_loader(dataset, EpochBatchSampler(len(dataset), batch_size, shuffle=False))
     pre = preprocessing
     return loader, BatchTransform(pre.input_size, pre.mean, pre.std)

@@ -2,8 +2,9 @@
 
 The steps, in order (each in its own module):
 
-1. **read** the source into rows (``sources``), normalise labels (``ferwild.labels``), reject
-   unknown labels and duplicate paths, exclude labels outside the chosen set;
+1. **read** the source into rows (``sources``), normalise labels (``ferwild.labels``; from crowd
+   votes by ``votes``' rule), reject unknown labels, bad votes and duplicate paths, exclude labels
+   outside the chosen set and faces the votes give no label;
 2. **decide the alignment** for the dataset: ``auto`` treats small, equal-size crops (FER2013's
    48x48) as pre-aligned (``none``), otherwise aligns per image (given landmarks, else MTCNN,
    else the fallback policy);
@@ -50,8 +51,9 @@ from ferwild.data.prepared import (
     USABLE_STATUSES,
     PreparedDataset,
 )
-from ferwild.data.sources import decode_fer2013_pixels, read_source
+from ferwild.data.sources import SOURCE_PROBLEM, decode_fer2013_pixels, read_source
 from ferwild.data.split import assign_splits
+from ferwild.data.votes import VOTE_RULES, hard_label, vote_class, vote_columns
 from ferwild.files import save_json_atomic, save_npy_atomic, save_parquet_atomic, save_text_atomic
 from ferwild.labels import UnknownLabelError, get_label_set, normalize_label
 from ferwild.parallel import in_worker, ray_session, run_jobs
@@ -93,9 +95,13 @@ class PrepareConfig(Settings):
     # as FER2013) instead of the margin template, and its cache channels (1: grey) when set.
     template: tuple[tuple[float, float], ...] | None = None
     channels: int | None = None
+    # Crowd votes (votes_* columns, FER+): the rule that turns them into a hard label
+    # (ferwild.data.votes): majority (ties, unknown and not-a-face majorities excluded) | strict.
+    vote_rule: str = "majority"
 
     def __post_init__(self):
         get_label_set(self.labels)
+        check_choice(self.vote_rule, "vote_rule", VOTE_RULES)
         check_choice(self.align, "align", ALIGN_MODES)
         check_choice(self.fallback, "fallback", FALLBACKS)
         check_choice(self.split, "split", SPLIT_MODES)
@@ -141,6 +147,8 @@ class PrepareConfig(Settings):
         keys = ("labels", "align", "fallback", "size", "margin", "min_confidence", "max_pixels",
                 "unlabelled")
         fields = {k: getattr(self, k) for k in keys}
+        if self.vote_rule != "majority":  # only when set: caches from before votes stay valid
+            fields["vote_rule"] = self.vote_rule
         # only when set, so that caches prepared before these options existed stay valid
         if self.template is not None:
             fields["template"] = [list(p) for p in self.template]
@@ -166,11 +174,18 @@ class PrepareError(RuntimeError):
 # 1. rows and labels
 
 
-def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False) -> pd.DataFrame:
+def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False,
+                vote_rule: str = "majority") -> pd.DataFrame:
     """Normalise labels; pre-assign ``rejected``/``excluded`` status to rows that need no decode.
 
+    A row with crowd votes and no label of its own takes the label ``vote_rule`` gives
+    (``ferwild.data.votes``); a face the rule gives none (a tie, an unknown or not-a-face
+    majority) is ``excluded`` with the rule's reason. A reader's ``source_problem`` (votes that
+    do not parse, a name listed twice) rejects its row with that reason.
     ``unlabelled``: every row is kept with label ""; any folder/label text becomes ``attr_folder``.
     """
+    problems = rows.pop(SOURCE_PROBLEM).fillna("").astype(str).tolist() if SOURCE_PROBLEM in rows else None
+    rows = _labels_from_votes(rows, vote_rule) if not unlabelled else rows
     if unlabelled:
         rows = rows.copy()
         raw = rows[COL.label_raw].fillna("").astype(str)
@@ -180,7 +195,14 @@ def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False) ->
         return rows
     names = set(get_label_set(label_set))
     labels, status, reason = [], [], []
-    for raw in rows[COL.label_raw]:
+    vote_reasons = rows.pop("vote_reason").tolist() if "vote_reason" in rows else [""] * len(rows)
+    for i, raw in enumerate(rows[COL.label_raw]):
+        if problems and problems[i]:
+            labels.append(""), status.append("rejected"), reason.append(problems[i])
+            continue
+        if vote_reasons[i]:
+            labels.append(""), status.append("excluded"), reason.append(f"votes: {vote_reasons[i]}")
+            continue
         if str(raw).strip() == "":
             labels.append(""), status.append("rejected"), reason.append("no label")
             continue
@@ -196,6 +218,24 @@ def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False) ->
             status.append("excluded"), reason.append(f"label {label!r} not in {label_set}")
     rows = rows.copy()
     rows[COL.label], rows[COL.status], rows[COL.reason] = labels, status, reason
+    return rows
+
+
+def _labels_from_votes(rows: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """Fill ``label_raw`` from the votes of rows that have votes and no label; the rows the rule
+    gives no label get a ``vote_reason`` column entry (consumed by :func:`_label_rows`)."""
+    columns = vote_columns(rows)
+    if not columns:
+        return rows
+    classes = [vote_class(c) for c in columns]
+    counts = rows[columns].to_numpy(dtype=np.float64)
+    raw = rows[COL.label_raw].fillna("").astype(str).to_numpy(dtype=object)
+    vote_reason = [""] * len(rows)
+    for i in np.flatnonzero((np.char.str_len(raw.astype(str)) == 0) & np.isfinite(counts).all(1)):
+        raw[i], vote_reason[i] = hard_label(counts[i], classes, rule)
+    rows = rows.copy()
+    rows[COL.label_raw] = raw
+    rows["vote_reason"] = vote_reason
     return rows
 
 
@@ -469,7 +509,7 @@ def _prepare(source: str | os.PathLike, out: Path, config: PrepareConfig, overwr
     t0 = time.perf_counter()
 
     rows = read_source(source).sort_values(COL.path, kind="stable").reset_index(drop=True)
-    rows = _label_rows(rows, config.labels, config.unlabelled)
+    rows = _label_rows(rows, config.labels, config.unlabelled, config.vote_rule)
     _reject_duplicate_paths(rows)
     rows.insert(0, COL.row_id, np.arange(len(rows), dtype=np.int64))
     timings["read"] = time.perf_counter() - t0
@@ -757,7 +797,8 @@ def _balance(manifest: pd.DataFrame, out: Path, config: PrepareConfig, workers: 
             old.unlink()  # pixels of an earlier, different balance plan
     if not plan:
         return pd.DataFrame()
-    attrs = [c for c in manifest.columns if c.startswith(ATTR_PREFIX)]
+    # augmented copies keep their original's attributes and crowd votes
+    attrs = [c for c in manifest.columns if c.startswith(ATTR_PREFIX)] + vote_columns(manifest)
     frame = pd.DataFrame({
         COL.path: [f"{p}#aug{c}" for p, (_, c) in zip(sources[COL.path], plan)],
         COL.label: sources[COL.label].to_numpy(), COL.split: "train", COL.status: sources[COL.status].to_numpy(),
@@ -784,8 +825,11 @@ class _ShardReader:
 
 
 def _reason_kind(reason: str) -> str:
-    # "unknown label 'banana'" and "truncated ...: detail" group by their stable head.
-    head = reason.split(":")[0].split(" (")[0]
+    # "unknown label 'banana'" and "truncated ...: detail" group by their stable head;
+    # "votes: vote tie (neutral, sadness)" by the rule's outcome ("votes: vote tie").
+    if reason.startswith("votes: "):
+        return "votes: " + _reason_kind(reason[len("votes: "):])
+    head = reason.split(":")[0].split(" (")[0].split(" [")[0]
     return head.split(" '")[0] if head.startswith("unknown label") else head
 
 
@@ -818,6 +862,7 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
         "augmented_rows": int((manifest[COL.augmented_from] != "").sum()),
         "image_quality": quality[0],
         "quality_warnings": quality[1],
+        "votes": _votes_summary(originals, config.vote_rule),
         "duplicates": {**dups.to_dict(), "threshold": config.near_dup_threshold,
                        "min_correlation": config.near_dup_min_corr,
                        "dropped_from_val_test": dropped_dups},
@@ -826,6 +871,27 @@ def _summary(source, config, layout, manifest, counts_before, split_mode, split_
                               "per_class": per_class},
         "timings_s": {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
         "elapsed_s": round(elapsed, 3),
+    }
+
+
+def _votes_summary(originals: pd.DataFrame, rule: str) -> dict[str, Any] | None:
+    """What the crowd votes did: the rule, the rows that had votes, the labels they gave, and
+    the faces they gave none (ties, unknown / not-a-face majorities, bad votes). None without votes."""
+    columns = vote_columns(originals)
+    if not columns:
+        return None
+    with_votes = originals[columns].notna().all(axis=1)
+    reasons = originals[COL.reason].astype(str)
+    return {
+        "rule": rule,
+        "columns": columns,
+        "rows_with_votes": int(with_votes.sum()),
+        "labelled": int((with_votes & (originals[COL.label] != "")).sum()),
+        "excluded": dict(Counter(_reason_kind(r) for r in reasons[reasons.str.startswith("votes: ")])),
+        "bad_votes": int(reasons.str.startswith("bad votes").sum()),
+        "listed_twice": sorted(originals.loc[reasons.str.startswith("name listed twice"), COL.path]
+                               .map(lambda p: Path(p).name)),
+        "total_votes_per_class": {c[len("votes_"):]: float(originals.loc[with_votes, c].sum()) for c in columns},
     }
 
 
