@@ -6,7 +6,11 @@ OUT ?= demo_out
 FER2013 ?= ../shared/data/fer2013
 MODEL_WORK ?= model_work
 
-.PHONY: install demo test bench model clean
+# `make model-ferplus`: the recipe of the default model, ferwild:ferplus_vgg (MODEL_CARD.md); resumable.
+FERPLUS ?= ../shared/data/ferplus
+WILD_DEV ?= ../shared/data/wild_dev
+
+.PHONY: install demo test bench model model-ferplus clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +32,15 @@ model: install
 	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
 	$(VENV)/bin/ferwild train recipes/fer2013.yaml --data $(MODEL_WORK)/fer2013_basic7 --out $(MODEL_WORK)/runs/fer2013 --resume
 	$(PY) recipes/ship_fer2013.py --run $(MODEL_WORK)/runs/fer2013 --data $(MODEL_WORK)/fer2013_basic7 --work $(MODEL_WORK)/eval
+
+model-ferplus: install
+	$(VENV)/bin/ferwild prepare $(FERPLUS) --out $(MODEL_WORK)/ferplus_basic7 --balance none
+	$(VENV)/bin/ferwild train recipes/ferplus.yaml --data $(MODEL_WORK)/ferplus_basic7 --out $(MODEL_WORK)/runs/ferplus --resume
+	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
+	$(VENV)/bin/ferwild prepare $(WILD_DEV)/labels.csv --out $(MODEL_WORK)/wild_dev_like_ferplus --like $(MODEL_WORK)/ferplus_basic7 \
+		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
+	$(PY) recipes/ship_ferplus.py --run $(MODEL_WORK)/runs/ferplus --data $(MODEL_WORK)/ferplus_basic7 \
+		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus
 
 bench: install
 	$(PY) bench/bench_prepare.py

@@ -118,7 +118,7 @@ def test_absent_class_has_support_zero_and_normalised_rows():
     m = classification_metrics(y_true, one_hot_probs(y_pred, 4, top=0.7),
                                NAMES3 + ["surprise"])
     assert m["per_class"]["surprise"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
-                                          "support": 0}
+                                          "support": 0, "recall_ci": None}
     assert len(m["confusion"]) == 4 and all(len(row) == 4 for row in m["confusion"])
     sums = np.asarray(m["confusion_normalized"]).sum(axis=1)
     assert np.allclose(sums, [1, 1, 1, 0])
@@ -382,3 +382,28 @@ def test_formatting_is_one_convention():
     assert number(1234.5, ",.0f") == "1,234" and number(float("nan")) == DASH
     assert first_line(ValueError("bad thing\ndetails")) == "ValueError: bad thing"
     assert first_line(KeyError()) == "KeyError" and first_line("  two\nlines") == "two"
+
+
+def test_risk_coverage_by_hand(tmp_path):
+    from ferwild.metrics import risk_coverage, risk_coverage_figure
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.45, 0.55], [0.3, 0.7], [0.6, 0.4]])
+    y = np.array([0, 1, 1, 0, 0])   # right, wrong, right, wrong, right
+    table = risk_coverage(probs, y, thresholds=(0.0, 0.6, 0.75, 0.95)).set_index("threshold")
+    assert table.loc[0.0, "coverage"] == 1.0 and table.loc[0.0, "accuracy"] == pytest.approx(3 / 5)
+    # >= 0.6 keeps rows 0, 1, 3, 4 (confidences 0.9, 0.8, 0.7, 0.6)
+    assert table.loc[0.6, "n_answered"] == 4 and table.loc[0.6, "accuracy"] == pytest.approx(2 / 4)
+    assert table.loc[0.75, "n_answered"] == 2 and table.loc[0.75, "accuracy"] == pytest.approx(1 / 2)
+    assert table.loc[0.95, "n_answered"] == 0 and np.isnan(table.loc[0.95, "accuracy"])
+    low, high = table.loc[0.0, "accuracy_ci"]
+    assert low < 0.6 < high
+    risk_coverage_figure({"model": (probs, y)}, tmp_path / "rc.png", title="t")
+    assert (tmp_path / "rc.png").stat().st_size > 1000
+
+
+def test_per_class_recall_has_a_wilson_interval():
+    probs = np.eye(3)[[0, 0, 1, 2, 2, 2]]
+    summary = classification_metrics(np.array([0, 1, 1, 2, 2, 2]), probs, ["a", "b", "c"])
+    low, high = summary["per_class"]["b"]["recall_ci"]   # 1 of 2
+    assert low < 0.5 < high and 0 <= low and high <= 1
+    assert summary["per_class"]["c"]["recall_ci"][1] == 1.0

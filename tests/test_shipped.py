@@ -81,6 +81,55 @@ def test_packed_flip_tta_reaches_torch_and_onnx_alike(tiny_run, tmp_path, monkey
         shipped.pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, tta="tencrop")
 
 
+def test_packed_temperature_calibrates_torch_and_onnx_alike(tiny_run, tmp_path, monkeypatch):
+    from ferwild.export import export_onnx
+    from ferwild.metrics import apply_temperature
+
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
+    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "plain", card={}, tta="flip")
+    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "calibrated", card={}, tta="flip", temperature=2.0)
+    assert load_run("ferwild:calibrated")[0].temperature == 2.0
+    crops = np.random.default_rng(1).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    plain = Recognizer.from_run("ferwild:plain", detector="none").classify(crops)
+    calibrated = Recognizer.from_run("ferwild:calibrated", detector="none").classify(crops)
+    np.testing.assert_allclose(calibrated, apply_temperature(plain, 2.0), atol=1e-5)
+    assert (calibrated.max(1) < plain.max(1)).all()          # T > 1 softens every answer
+    export_onnx("ferwild:calibrated", tmp_path / "calibrated.onnx")
+    onnx = Recognizer.from_onnx(tmp_path / "calibrated.onnx", detector="none").classify(crops)
+    np.testing.assert_allclose(onnx, calibrated, atol=1e-4)
+    with pytest.raises(ValueError, match="temperature"):
+        shipped.pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, temperature=0.0)
+
+
+def test_abstaining_labels_unsure_faces_uncertain_and_keeps_their_probabilities(packed, tmp_path):
+    from ferwild.recognizer import UNCERTAIN, RecognizerError
+
+    crops = np.random.default_rng(2).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    rec = Recognizer.from_run("ferwild:tiny", detector="none")
+    probs = rec.classify(crops)
+    threshold = float(np.median(probs.max(1)))
+    abstaining = Recognizer.from_run("ferwild:tiny", detector="none", abstain_below=threshold)
+    results = abstaining.analyze(list(crops))
+    for p, result in zip(probs, results):
+        face = result.faces[0]
+        assert face.label == (UNCERTAIN if p.max() < threshold else rec.label_names[int(p.argmax())])
+        assert face.confidence == pytest.approx(float(p.max()), abs=1e-6)
+        assert max(face.probabilities.values()) == pytest.approx(float(p.max()), abs=1e-6)
+    assert sum(r.faces[0].label == UNCERTAIN for r in results) == int((probs.max(1) < threshold).sum()) > 0
+    assert abstaining.info()["abstain_below"] == threshold
+    with pytest.raises(RecognizerError, match="abstain_below"):
+        Recognizer.from_run("ferwild:tiny", detector="none", abstain_below=1.5)
+    out = tmp_path / "preds"
+    for i, crop in enumerate(crops):
+        from PIL import Image
+        (tmp_path / "crops").mkdir(exist_ok=True)
+        Image.fromarray(crop).save(tmp_path / "crops" / f"{i}.png")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "crops"), "--out", str(out), "--run", "ferwild:tiny",
+                                      "--detector", "none", "--abstain-below", str(threshold)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert (pd.read_csv(out / "predictions.csv")["label"] == UNCERTAIN).sum() == (probs.max(1) < threshold).sum()
+
+
 def test_unknown_shipped_name_is_one_clear_error(packed):
     with pytest.raises(RunError, match="no shipped model ferwild:nope .*ferwild:tiny"):
         resolve_run_dir("ferwild:nope")

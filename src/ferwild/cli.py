@@ -488,7 +488,7 @@ def monitor(
 
 
 def _recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min_confidence: Optional[float],
-                max_faces: Optional[int], device: str, which: str = "best"):
+                max_faces: Optional[int], device: str, which: str = "best", abstain_below: Optional[float] = None):
     """A Recognizer from ``--run`` or ``--onnx`` (at most one; neither: the shipped default
     model), or a clean CLI error."""
     from ferwild.recognizer import Recognizer, RecognizerError
@@ -498,7 +498,8 @@ def _recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min
         _fail("give at most one of --run RUN_DIR or --onnx MODEL.onnx")
     if run is None and onnx is None:
         run = default_run()
-    kwargs = {"detector": detector, "min_confidence": min_confidence, "max_faces": max_faces}
+    kwargs = {"detector": detector, "min_confidence": min_confidence, "max_faces": max_faces,
+              "abstain_below": abstain_below}
     try:
         if run is not None:
             return Recognizer.from_run(run, which=which, device=device, **kwargs)
@@ -513,6 +514,9 @@ _RUN_OPTION = typer.Option(None, "--run", help="A run directory written by `ferw
 _ONNX_OPTION = typer.Option(None, "--onnx", help="An ONNX file written by `ferwild export` (instead of --run).")
 _DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face) | none (each image is "
                                 "already one face crop).")
+_ABSTAIN_OPTION = typer.Option(None, help="Label a face 'uncertain' when its top class is less probable than "
+                               "this (e.g. 0.5; the model card's risk-coverage table says what each value "
+                               "keeps); its probabilities are still written.")
 
 
 @app.command(**command_settings())
@@ -526,6 +530,7 @@ def predict(
     min_confidence: Optional[float] = typer.Option(None, help="Face detector threshold (default: the one "
                                                    "the training data was prepared with)."),
     max_faces: Optional[int] = typer.Option(None, help="At most this many faces per image, largest first."),
+    abstain_below: Optional[float] = _ABSTAIN_OPTION,
     fps: Optional[float] = typer.Option(None, help="Videos: sample about this many frames per second."),
     every_n_frames: int = typer.Option(1, help="Videos: every n-th frame (when --fps is not given)."),
     max_frames: Optional[int] = typer.Option(None, help="Videos: at most this many sampled frames each."),
@@ -549,7 +554,7 @@ def predict(
     except ValueError as exc:
         _fail(str(exc))
     recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
-                             device=device)
+                             device=device, abstain_below=abstain_below)
     columns = (TextColumn("files"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=err_console, transient=True) as bar:
@@ -606,6 +611,7 @@ def serve(
     detector: str = _DETECTOR_OPTION,
     min_confidence: Optional[float] = typer.Option(None, help="Face detector threshold."),
     max_faces: Optional[int] = typer.Option(None, help="At most this many faces per image."),
+    abstain_below: Optional[float] = _ABSTAIN_OPTION,
     max_upload_mb: float = typer.Option(20, help="Largest accepted image file (HTTP 413 above)."),
     max_files: int = typer.Option(16, help="Most images per request."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (with --run)."),
@@ -614,9 +620,9 @@ def serve(
     from ferwild.serve import serve as run_server
 
     recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
-                             device=device)
-    console.print(f"serving {recognizer.info()['model']} ({recognizer.backend}) on http://{host}:{port}/",
-                  highlight=False)
+                             device=device, abstain_below=abstain_below)
+    console.print(f"serving {recognizer.source or recognizer.info()['model']} ({recognizer.info()['model']}, "
+                  f"{recognizer.backend}) on http://{host}:{port}/", highlight=False)
     run_server(recognizer, host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files)
 
 

@@ -802,6 +802,52 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def risk_coverage(probs: np.ndarray, y_true: np.ndarray,
+                  thresholds: Sequence[float] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> pd.DataFrame:
+    """What abstaining below a confidence buys: one row per threshold ``t`` (a face is answered
+    when its top probability is >= t), with ``coverage`` (share answered), ``accuracy`` and
+    ``macro_f1`` on the answered faces, ``accuracy_ci`` (Wilson) and ``n_answered``.
+    """
+    from sklearn.metrics import f1_score
+
+    y = _as_labels(y_true, "y_true")
+    p = _as_probs(probs, n=len(y))
+    confidence, pred = p.max(1), p.argmax(1)
+    rows = []
+    for t in thresholds:
+        kept = confidence >= t
+        n = int(kept.sum())
+        correct = int((pred[kept] == y[kept]).sum())
+        rows.append({"threshold": float(t), "coverage": n / len(y), "n_answered": n,
+                     "accuracy": correct / n if n else float("nan"),
+                     "accuracy_ci": list(wilson_interval(correct, n)),
+                     "macro_f1": float(f1_score(y[kept], pred[kept], labels=list(range(p.shape[1])),
+                                                average="macro", zero_division=0)) if n else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def risk_coverage_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path, *, title: str = "") -> None:
+    """Accuracy of the answered faces against the share answered (sorted by confidence), one
+    line per ``name -> (probs, y_true)``: the selective-classification (risk-coverage) curve."""
+    from ferwild.plotting import save_figure, subplots
+
+    fig, ax = subplots(figsize=(6.4, 4.4), layout="constrained")
+    for name, (probs, y_true) in curves.items():
+        p, y = np.asarray(probs), np.asarray(y_true)
+        order = np.argsort(-p.max(1), kind="stable")
+        correct = (p.argmax(1) == y)[order]
+        answered = np.arange(1, len(y) + 1)
+        ax.plot(answered / len(y), 100 * np.cumsum(correct) / answered, label=name, linewidth=1.8)
+    ax.set_xlabel("coverage (share of faces answered, most confident first)")
+    ax.set_ylabel("accuracy of the answered faces (%)")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=11)
+    save_figure(fig, path)
+
+
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of a proportion ``k / n`` (95% for z = 1.96); ``(nan, nan)`` when n = 0."""
     if n <= 0:

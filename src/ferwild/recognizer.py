@@ -57,7 +57,9 @@ class Face:
     ``box`` is ``(x1, y1, x2, y2)`` in the image's pixels (MTCNN's box clipped to the image;
     the whole image for ``detector="none"``); ``landmarks`` the 5 MTCNN points (eyes, nose,
     mouth corners) or None; ``probabilities`` maps every class of the model to its probability;
-    ``label``/``confidence`` are the top class and its probability; ``method`` says how the
+    ``label``/``confidence`` are the top class and its probability (``label`` is
+    :data:`UNCERTAIN` when the recogniser abstains below its ``abstain_below`` confidence; the
+    probabilities are kept); ``method`` says how the
     crop was cut (``"mtcnn"`` aligned on landmarks, ``"whole-image"``); ``track`` numbers the
     person across the frames of a video (:class:`FaceTracker`), None for still images.
     """
@@ -186,6 +188,10 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
     return inter / (_area(a) + _area(b) - inter)
 
 
+#: The label of a face read with less confidence than the recogniser's ``abstain_below``.
+UNCERTAIN = "uncertain"
+
+
 class Recognizer:
     """Detect, align and classify faces with any :class:`~ferwild.backends.Classifier`.
 
@@ -213,13 +219,16 @@ class Recognizer:
                  preprocessing: Preprocessing, face_alignment: FaceAlignment, detector: str | FaceDetector = "mtcnn",
                  min_confidence: float | None = None, max_faces: int | None = None, batch_size: int = 64,
                  source: str = "", model_config: dict | None = None,
-                 detector_device: str = "cpu", description: str = "") -> None:
+                 detector_device: str = "cpu", description: str = "",
+                 abstain_below: float | None = None) -> None:
         if max_faces is not None and max_faces < 1:
             raise RecognizerError(f"max_faces must be >= 1, got {max_faces}")
         if batch_size < 1:
             raise RecognizerError(f"batch_size must be >= 1, got {batch_size}")
         if not label_names:
             raise RecognizerError("the model has no label names")
+        if abstain_below is not None and not 0.0 <= float(abstain_below) <= 1.0:
+            raise RecognizerError(f"abstain_below must be a probability in [0, 1], got {abstain_below}")
         if not isinstance(classifier, Classifier):
             raise RecognizerError(f"{type(classifier).__name__} is not a classifier: it needs a backend name and "
                                   "a call from pixel_values to logits (ferwild.backends.Classifier)")
@@ -228,6 +237,8 @@ class Recognizer:
         self.preprocessing = preprocessing
         self.face_alignment = face_alignment
         self.max_faces = max_faces
+        # below this top-class probability a face is labelled UNCERTAIN (None: never abstain)
+        self.abstain_below = None if abstain_below is None else float(abstain_below)
         self.batch_size = int(batch_size)
         self.backend = classifier.backend
         self.source = source
@@ -308,7 +319,7 @@ class Recognizer:
                 "preprocessing": self.preprocessing.to_dict(), "face_alignment": self.face_alignment.to_dict(),
                 "detector": "mtcnn" if self.detector is not None else "none",
                 "min_confidence": None if self.detector is None else self.detector.min_confidence,
-                "max_faces": self.max_faces}
+                "max_faces": self.max_faces, "abstain_below": self.abstain_below}
 
     # ---------------------------------------------------------------------------------------
     # classification of aligned crops
@@ -348,6 +359,14 @@ class Recognizer:
                 raise RecognizerError("the model returned non-finite logits")
             out.append(_softmax(logits).astype(np.float32))
         return np.concatenate(out)
+
+    def label_of(self, probabilities: np.ndarray) -> str:
+        """The label a face gets: its top class, or :data:`UNCERTAIN` when that class's
+        probability is under ``abstain_below``."""
+        k = int(np.argmax(probabilities))
+        if self.abstain_below is not None and float(probabilities[k]) < self.abstain_below:
+            return UNCERTAIN
+        return self.label_names[k]
 
     # ---------------------------------------------------------------------------------------
     # images
@@ -437,7 +456,7 @@ class Recognizer:
                 box=box,
                 landmarks=None if det is None else [[round(float(x), 2), round(float(y), 2)] for x, y in det.landmarks],
                 detection_confidence=None if det is None else float(det.confidence),
-                label=self.label_names[k], confidence=float(p[k]),
+                label=self.label_of(p), confidence=float(p[k]),
                 probabilities={name: float(v) for name, v in zip(self.label_names, p)},
                 method="whole-image" if det is None else "mtcnn"))
 

@@ -40,9 +40,10 @@ import pandas as pd
 from ferwild.audit.model_outputs import ModelOutputs, compute_outputs
 from ferwild.config import Settings, check_choice, check_int, check_number
 from ferwild.data.prepared import ATTR_PREFIX, COL, PreparedDataset
+from ferwild.data.votes import has_votes, soft_targets
 from ferwild.files import save_json_atomic
 from ferwild.formatting import p_text, pct
-from ferwild.metrics import apply_temperature, fit_temperature, jsonable, wilson_interval
+from ferwild.metrics import apply_temperature, crowd_metrics, fit_temperature, jsonable, wilson_interval
 from ferwild.runs import RunError
 
 AUDIT_JSON = "audit.json"
@@ -233,7 +234,8 @@ def data_health(reference: PreparedDataset, production: PreparedDataset,
 
 
 def performance(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfig) -> dict[str, Any] | None:
-    """Accuracy / macro-F1 / per-class metrics with bootstrap CIs on both sides, and the drop."""
+    """Accuracy / macro-F1 / per-class metrics with bootstrap CIs on both sides, and the drop;
+    a side with crowd votes (FER+) also gets ``crowd`` (:func:`ferwild.metrics.crowd_metrics`)."""
     from ferwild.audit.groups import bootstrap_metrics
     from ferwild.metrics import classification_metrics
 
@@ -256,6 +258,9 @@ def performance(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfig) -> d
             "confusion": full["confusion"],
             "ece": full["ece"],
         }
+        if has_votes(o.rows):  # crowd labels (FER+): the figures against the votes too
+            out[side]["crowd"] = crowd_metrics(o.probs, soft_targets(o.rows, o.label_names), o.labels,
+                                               o.label_names, n_bootstrap=config.n_bootstrap, seed=config.seed)
     drop = {}
     for metric in ("accuracy", "macro_f1"):
         a, b = out["reference"], out["production"]

@@ -249,6 +249,11 @@ def _section_data_health(doc: Document, audit: dict, ctx: _ReportInputs) -> None
                   note="; ".join(notes) + ".")
 
 
+def _triple(figure: dict) -> tuple[float, float, float]:
+    """``(value, low, high)`` of a ``{"value", "ci_low", "ci_high"}`` figure."""
+    return figure["value"], figure["ci_low"], figure["ci_high"]
+
+
 def _section_performance(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
     """The report's section "2. performance"."""
     figures, names, ref, prod, reference = ctx.figures, ctx.names, ctx.ref, ctx.prod, ctx.reference
@@ -274,6 +279,17 @@ def _section_performance(doc: Document, audit: dict, ctx: _ReportInputs) -> None
             "F1 change": pct(d["per_class_f1"][n], 1),
             "prod recall (%)": _ci(p["per_class"][n]["recall"], *p["per_class"][n]["recall_ci"]),
         } for n in names]), heading="Table 13: per class")
+        crowd_rows = [{"data": side, "n": perf[key]["crowd"]["n"],
+                       "plurality agreement (%)": _ci(*_triple(perf[key]["crowd"]["plurality_agreement"])),
+                       "crowd agreement (%)": _ci(*_triple(perf[key]["crowd"]["crowd_agreement"])),
+                       "cross-entropy to the votes (nats)": number(perf[key]["crowd"]["vote_cross_entropy"]["value"], ".3f")}
+                      for side, key in (("reference test", "reference"), ("production", "production"))
+                      if perf[key].get("crowd")]
+        if crowd_rows:
+            doc.table(pd.DataFrame(crowd_rows), heading="Against the crowd's votes (95% intervals)",
+                      note="Crowd agreement: the share of the crowd that voted for the predicted class (accuracy "
+                           "against one labeller drawn at random); plurality agreement: the prediction is one of "
+                           "the most-voted classes.")
         # one above the other: each figure holds two panels (counts, row-normalised), and four
         # panels side by side were illegible at 1280 px
         for side, o in (("reference test", ref), ("production", prod)):

@@ -5,8 +5,9 @@ Three kinds of source are understood:
 * an **image-folder tree**, one folder per class, optionally under split folders
   (``root/train/happy/x.jpg``, ``root/test/angry/PublicTest_1.jpg``; FER2013 is one);
 * a **CSV / Parquet manifest** with a ``path`` column (relative to the manifest's folder or
-  absolute), ``label``, and optionally ``split``, ``subject``, ``video``, ``landmarks`` and any
-  ``attr_*`` columns;
+  absolute), ``label``, and optionally ``split``, ``subject``, ``video``, ``landmarks``, any
+  ``attr_*`` columns and a ``labeller`` (or ``annotator``/``rater``) column, kept as
+  ``attr_labeller``;
 * the original **FER2013 ``fer2013.csv``** (``emotion``, ``pixels``, ``Usage`` columns), whose
   images live inside the CSV as 48x48 grey pixel strings;
 * **FER+** as Microsoft's FERPlus scripts lay it out (``FER2013Train|Valid|Test/`` with PNGs and
@@ -192,6 +193,10 @@ def read_manifest(path: Path) -> pd.DataFrame:
     for col in table.columns:
         if col.startswith("attr_"):
             frame[col] = table[col].tolist()
+    # who labelled each face is an attribute to audit by (per-labeller figures)
+    for col in ("labeller", "labeler", "annotator", "rater"):
+        if col in table.columns and "attr_labeller" not in frame.columns:
+            frame["attr_labeller"] = table[col].astype(str).tolist()
     if votes:
         counts, problems = parse_vote_columns(table, votes)
         for j, column in enumerate(votes):
