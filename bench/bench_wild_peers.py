@@ -77,19 +77,20 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def make_detector(args):
     """fer's FER object, with every thread pool it uses held to one thread."""
+    if args.mtcnn:
+        # torch / torchvision must be loaded BEFORE TensorFlow: the other way round (TF 2.21 then
+        # torchvision 0.29's C extension) segfaults at import.
+        import torch
+        import torchvision  # noqa: F401
+        import facenet_pytorch  # noqa: F401
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
     import cv2
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     cv2.setNumThreads(1)
-    if args.mtcnn:
-        import torch
-        torch.set_num_threads(1)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass
     try:
         from fer.fer import FER  # fer >= 25
     except ImportError:

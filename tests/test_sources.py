@@ -34,8 +34,9 @@ def test_manifest_csv_relative_paths_landmarks_attrs(tmp_path):
     _img(tmp_path / "imgs" / "a.jpg")
     pd.DataFrame({"path": ["imgs/a.jpg"], "label": ["Surprised"], "split": ["validation"],
                   "subject": ["s1"], "landmarks": ["1 2 3 4 5 6 7 8 9 10"],
-                  "attr_gender": ["female"]}).to_csv(tmp_path / "m.csv", index=False)
+                  "attr_gender": ["female"], "labeller": [302]}).to_csv(tmp_path / "m.csv", index=False)
     rows = read_source(tmp_path / "m.csv")
+    assert rows.loc[0, "attr_labeller"] == "302"   # who labelled a face: audited like any attribute
     assert rows.loc[0, "path"] == str((tmp_path / "imgs" / "a.jpg").absolute())
     assert rows.loc[0, "source_split"] == "val"
     assert rows.loc[0, "subject"] == "s1"

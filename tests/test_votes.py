@@ -349,3 +349,48 @@ def test_evaluate_scores_against_the_votes(ferplus_prepared, tmp_path):
     probs = predictions[[f"prob_{n}" for n in summary["label_names"]]].to_numpy()
     agreement = votes[np.arange(len(votes)), probs.argmax(1)].mean()
     assert crowd["crowd_agreement"]["value"] == pytest.approx(agreement, rel=1e-5)
+
+
+def test_audit_performance_scores_a_side_with_votes_against_the_crowd():
+    from ferwild.audit.core import AuditConfig, performance
+    from ferwild.audit.model_outputs import ModelOutputs
+
+    rng = np.random.default_rng(0)
+    names = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+    n = 60
+    labels = rng.integers(0, 7, n)
+    probs = rng.dirichlet(np.ones(7), n).astype(np.float32)
+    votes = np.zeros((n, len(VOTE_COLUMNS)))
+    order = [VOTE_CLASSES.index(c) for c in ("anger", "disgust", "fear", "happiness", "sadness", "surprise",
+                                             "neutral")]
+    votes[np.arange(n), np.array(order)[labels]] = 8
+    votes[:, VOTE_CLASSES.index("unknown")] = 2                       # left out of the distribution
+    with_votes = pd.DataFrame(votes, columns=list(VOTE_COLUMNS)).assign(label=[names[i] for i in labels])
+    without = pd.DataFrame({"label": [names[i] for i in labels]})
+    ref = ModelOutputs(with_votes, np.zeros((n, 4), np.float32), probs, labels, names)
+    prod = ModelOutputs(without, np.zeros((n, 4), np.float32), probs, labels, names)
+    perf = performance(ref, prod, AuditConfig(n_bootstrap=100))
+    crowd = perf["reference"]["crowd"]
+    assert "crowd" not in perf["production"]
+    # all of the crowd (unknown left out) chose the hard label: crowd agreement = accuracy
+    assert crowd["crowd_agreement"]["value"] == pytest.approx(perf["reference"]["accuracy"])
+    assert crowd["vote_cross_entropy"]["value"] == pytest.approx(-np.log(probs[np.arange(n), labels]).mean(), rel=1e-5)
+
+
+def test_study_report_shows_crowd_agreement_on_a_voted_dataset(ferplus_prepared, tmp_path):
+    import yaml
+
+    from ferwild.study import run_study
+
+    base = {"model.pretrained": "none", "model.image_size": 32, "train.batch_size": 8, "train.epochs": 1,
+            "model.name": "cnn_small", "optim.targets": "votes", "optim.class_weights": "none"}
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"data": str(ferplus_prepared.out_dir), "seeds": [0, 1], "base": base,
+                                    "experiments": [{"name": "main"}]}))
+    run_study(spec, tmp_path / "study", workers=1, log=lambda m: None)
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "test crowd agreement (%)" in report
+    trial = next((tmp_path / "study" / "trials").iterdir())
+    crowd = json.loads((trial / "eval-test" / "summary.json").read_text())["crowd"]
+    from ferwild.formatting import pct
+    assert pct(crowd["crowd_agreement"]["value"]) in report

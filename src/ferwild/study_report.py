@@ -890,8 +890,18 @@ def _section_model(doc: _Doc, study: _Study, name: str, number: int, title: str,
                          "test macro-F1 (%)": _pm(cell.get("test_macro_f1_mean"), cell.get("test_macro_f1_std")),
                          "test ECE (%)": _pm(eces.mean(), eces.std() if len(eces) > 1 else None)
                          if len(eces) else DASH})
-    doc.table(pd.DataFrame(per_seed), f"Table {t_test} · {title}: test accuracy and macro-F1",
-              note="One row per seed, then mean ± standard deviation over seeds.")
+    note = "One row per seed, then mean ± standard deviation over seeds."
+    crowd = [(s.get("crowd") or {}).get("crowd_agreement", {}).get("value") for s in seed_summaries]
+    if any(c is not None for c in crowd) and len(crowd) == len(cell_rows):
+        # crowd labels (FER+): the share of the crowd that agrees with each prediction, too
+        values = pd.Series(crowd, dtype=float)
+        for row, value in zip(per_seed, crowd):
+            row["test crowd agreement (%)"] = pct(value)
+        if len(per_seed) > len(crowd):
+            per_seed[-1]["test crowd agreement (%)"] = _pm(values.mean(), values.std() if len(values) > 1 else None)
+        note += (" Crowd agreement: the share of each face's crowd votes that went to the predicted class "
+                 "(accuracy against one labeller drawn at random).")
+    doc.table(pd.DataFrame(per_seed), f"Table {t_test} · {title}: test accuracy and macro-F1", note=note)
 
     summary = study.eval_summary(run)
     if summary:
