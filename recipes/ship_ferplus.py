@@ -220,6 +220,7 @@ def main() -> None:
         "train_wall_time_s": round(train_wall_time_s(args.run), 1),
         "train_img_per_s": float(history["train_img_per_s"].median()),
         "test": brief(ours["ferplus_test"]),  # what `ferwild models` and /info show
+        "test_name": "FER+ test (majority, 7 classes)",
         "results": {k: brief(v) for k, v in ours.items()},
         "baseline": baseline,
         "baseline_results": {k: brief(v) for k, v in base.items()},
@@ -301,7 +302,7 @@ def render_card(card: dict) -> str:
     if peer:
         lines += [
             f"fer {peer.get('fer_version', '')} on the same {peer.get('n_photos', '')} wild_dev photos, measured "
-            f"the same way (largest face of its own detector, `bench/bench_wild_peers.py`): accuracy "
+            f"the same way (the largest face MTCNN finds, `bench/bench_wild_peers.py --mtcnn`): accuracy "
             f"{_peer(peer, 'accuracy')}, macro-F1 {_peer(peer, 'macro_f1')} on the "
             f"{peer.get('n_with_face', '')} photos where it found a face.",
             "",
@@ -385,7 +386,8 @@ def render_card(card: dict) -> str:
 
 
 def _peer(peer: dict, metric: str) -> str:
-    value, ci = peer.get(metric), peer.get(f"{metric}_ci")
+    figures = peer.get("on_faces", peer)     # bench_wild_peers.py: figures on the photos with a face
+    value, ci = figures.get(metric), figures.get(f"{metric}_ci")
     if value is None:
         return "-"
     return f"{100 * value:.1f}%" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")

@@ -72,12 +72,17 @@ def model_card(spec: str | os.PathLike) -> dict[str, Any]:
 
 
 def list_shipped() -> list[dict[str, Any]]:
-    """One row per shipped model: name (``ferwild:<name>``), architecture, data and test figures."""
+    """One row per shipped model: name (``ferwild:<name>``), architecture, data, test figures
+    (``test``, on ``test_name``) and, where measured, real-photo figures (``wild_dev``)."""
     rows = []
     for name in shipped_names():
         card = model_card(name)
+        wild = (card.get("results") or {}).get("wild_all") or {}
         rows.append({"name": PREFIX + name, "model": card.get("architecture", ""),
                      "data": card.get("dataset", ""), "test": card.get("test", {}),
+                     # cards before test_name existed measured FER2013's PrivateTest
+                     "test_name": card.get("test_name", "FER2013 PrivateTest"),
+                     "wild_dev": {k: wild[k] for k in ("accuracy", "macro_f1") if k in wild},
                      "size_bytes": sum(f.stat().st_size for f in (WEIGHTS_DIR / name).rglob("*") if f.is_file())})
     return rows
 
