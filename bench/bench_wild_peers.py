@@ -80,9 +80,9 @@ def make_detector(args):
     if args.mtcnn:
         # torch / torchvision must be loaded BEFORE TensorFlow: the other way round (TF 2.21 then
         # torchvision 0.29's C extension) segfaults at import.
+        import facenet_pytorch  # noqa: F401
         import torch
         import torchvision  # noqa: F401
-        import facenet_pytorch  # noqa: F401
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
     import cv2
@@ -165,11 +165,10 @@ def run(args) -> list[dict]:
 
 
 def summarize(rows: list[dict], args, elapsed: float) -> dict:
-    import numpy as np
-    from sklearn.metrics import f1_score
-
     import fer
+    import numpy as np
     import tensorflow as tf
+    from sklearn.metrics import f1_score
 
     n = len(rows)
     found = [r for r in rows if r["pred"]]
