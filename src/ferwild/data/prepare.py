@@ -185,7 +185,6 @@ def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False,
     ``unlabelled``: every row is kept with label ""; any folder/label text becomes ``attr_folder``.
     """
     problems = rows.pop(SOURCE_PROBLEM).fillna("").astype(str).tolist() if SOURCE_PROBLEM in rows else None
-    rows = _labels_from_votes(rows, vote_rule) if not unlabelled else rows
     if unlabelled:
         rows = rows.copy()
         raw = rows[COL.label_raw].fillna("").astype(str)
@@ -195,7 +194,7 @@ def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False,
         return rows
     names = set(get_label_set(label_set))
     labels, status, reason = [], [], []
-    vote_reasons = rows.pop("vote_reason").tolist() if "vote_reason" in rows else [""] * len(rows)
+    rows, vote_reasons = _labels_from_votes(rows, vote_rule)
     for i, raw in enumerate(rows[COL.label_raw]):
         if problems and problems[i]:
             labels.append(""), status.append("rejected"), reason.append(problems[i])
@@ -221,22 +220,22 @@ def _label_rows(rows: pd.DataFrame, label_set: str, unlabelled: bool = False,
     return rows
 
 
-def _labels_from_votes(rows: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """Fill ``label_raw`` from the votes of rows that have votes and no label; the rows the rule
-    gives no label get a ``vote_reason`` column entry (consumed by :func:`_label_rows`)."""
+def _labels_from_votes(rows: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, list[str]]:
+    """Fill ``label_raw`` from the votes of rows that have votes and no label of their own.
+
+    Returns the rows and, per row, why the rule gave it no label ("" otherwise)."""
+    reasons = [""] * len(rows)
     columns = vote_columns(rows)
     if not columns:
-        return rows
+        return rows, reasons
     classes = [vote_class(c) for c in columns]
     counts = rows[columns].to_numpy(dtype=np.float64)
     raw = rows[COL.label_raw].fillna("").astype(str).to_numpy(dtype=object)
-    vote_reason = [""] * len(rows)
-    for i in np.flatnonzero((np.char.str_len(raw.astype(str)) == 0) & np.isfinite(counts).all(1)):
-        raw[i], vote_reason[i] = hard_label(counts[i], classes, rule)
+    for i in np.flatnonzero((raw == "") & np.isfinite(counts).all(axis=1)):
+        raw[i], reasons[i] = hard_label(counts[i], classes, rule)
     rows = rows.copy()
     rows[COL.label_raw] = raw
-    rows["vote_reason"] = vote_reason
-    return rows
+    return rows, reasons
 
 
 def _reject_duplicate_paths(rows: pd.DataFrame) -> None:
