@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= demo_out
-# `make model`: the recipe of the shipped FER2013 model (MODEL_CARD.md); resumable, rerun to continue.
+# `make model`: the recipe of the shipped FER2013 model (docs/model_card_fer2013_vgg.md); resumable.
 FER2013 ?= ../shared/data/fer2013
 MODEL_WORK ?= model_work
 

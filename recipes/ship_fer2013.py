@@ -72,9 +72,10 @@ def render_card(card: dict) -> str:
     lines = [
         "# Model card: `ferwild:fer2013_vgg`",
         "",
-        "The expression model that ships inside ferwild: `ferwild predict PHOTOS`, `ferwild serve` and "
-        "`Recognizer.default()` use it when no other model is given. It was trained by ferwild's own "
-        "commands on FER2013 and is measured here once, on FER2013's PrivateTest.",
+        "ferwild's FER2013 benchmark model, shipped inside the package (`--run ferwild:fer2013_vgg`). It was "
+        "the default model until `ferwild:ferplus_vgg` ([card](../MODEL_CARD.md)), which reads real photos far "
+        "better; it stays the model to compare on FER2013's own labels. It was trained by ferwild's own commands "
+        "on FER2013 and is measured here once, on FER2013's PrivateTest.",
         "",
         "## At a glance",
         "",
@@ -165,7 +166,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="The finished `ferwild train` run.")
     ap.add_argument("--data", type=Path, required=True, help="FER2013 prepared by `ferwild prepare` (basic7).")
     ap.add_argument("--dest", type=Path, default=REPO / "src" / "ferwild" / "weights" / "fer2013_vgg")
-    ap.add_argument("--card", type=Path, default=REPO / "MODEL_CARD.md")
+    ap.add_argument("--card", type=Path, default=REPO / "docs" / "model_card_fer2013_vgg.md")
     ap.add_argument("--photos-text", default="", help="The paragraph on real photos (from bench_framing).")
     ap.add_argument("--tta", choices=("auto", "none", "flip"), default="auto",
                     help="Test-time augmentation; auto: the better on PublicTest (val) macro-F1.")

@@ -183,16 +183,18 @@ def test_default_model_loads_offline_and_says_what_it_is(monkeypatch, tmp_path):
     assert rec.model_config["name"] == card["architecture"] == "fer_vgg"
     size = sum(f.stat().st_size for f in shipped.shipped_model_dir(shipped.DEFAULT_MODEL).rglob("*"))
     assert size < 16e6
+    assert 0 < rec.model_config.get("temperature", 1.0) and rec.abstain_below is None
     result = CliRunner().invoke(app, ["models"], terminal_width=200)
     assert result.exit_code == 0 and "ferwild:fer2013_vgg" in result.output
+    assert shipped.default_run() in result.output
 
 
 @pytest.mark.shared_data
-def test_card_accuracy_is_the_models_on_the_whole_private_test(shared_data):
-    """The figure in the model card, re-measured: all 3,589 PrivateTest faces, read from the
+def test_fer2013_card_accuracy_is_the_models_on_the_whole_private_test(shared_data):
+    """The FER2013 model's card figure, re-measured: all 3,589 PrivateTest faces, read from the
     JPEG files through the recogniser (pre-aligned crops: no detector), to 0.1 point."""
-    card = _card()
-    rec = Recognizer.default(device="cpu", detector="none")
+    card = shipped.model_card("fer2013_vgg")
+    rec = Recognizer.from_run("ferwild:fer2013_vgg", device="cpu", detector="none")
     paths = sorted((shared_data / "fer2013" / "test").glob("*/PrivateTest_*"))
     assert len(paths) == 3589
     truth = np.array([rec.label_names.index(normalize_label(p.parent.name)) for p in paths])
@@ -203,6 +205,33 @@ def test_card_accuracy_is_the_models_on_the_whole_private_test(shared_data):
     accuracy = float(np.mean(pred == truth))
     assert abs(100 * accuracy - 100 * card["test"]["accuracy"]) < 0.1, (accuracy, card["test"]["accuracy"])
     assert card["test"]["n"] == 3589
+
+
+@pytest.mark.shared_data
+def test_default_card_accuracy_is_the_models_on_ferplus_test(shared_data):
+    """The default model's card figure, re-measured from FER+'s files: every FER2013Test PNG
+    whose votes give a 7-class majority label, through the recogniser, to 0.1 point."""
+    from ferwild.data.images import load_image
+    from ferwild.data.sources import read_source
+    from ferwild.data.votes import VOTE_COLUMNS, hard_label, vote_class
+
+    root = shared_data / "ferplus"
+    if not root.is_dir():
+        pytest.skip(f"FER+ not present at {root}")
+    card = _card()
+    figures = card["results"]["ferplus_test"]
+    rec = Recognizer.default(device="cpu", detector="none")
+    rows = read_source(root)
+    rows = rows[(rows["source_split"] == "test") & (rows["source_problem"] == "")]
+    classes = [vote_class(c) for c in VOTE_COLUMNS]
+    labels = [hard_label(v, classes)[0] for v in rows[list(VOTE_COLUMNS)].to_numpy()]
+    keep = [label in rec.label_names for label in labels]
+    paths = rows["path"][keep].tolist()
+    truth = np.array([rec.label_names.index(label) for label, k in zip(labels, keep) if k])
+    assert len(paths) == figures["n"]
+    pred = rec.classify([load_image(p).array for p in paths]).argmax(1)
+    accuracy = float(np.mean(pred == truth))
+    assert abs(100 * accuracy - 100 * figures["accuracy"]) < 0.1, (accuracy, figures["accuracy"])
 
 
 @pytest.mark.shared_data

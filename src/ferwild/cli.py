@@ -515,7 +515,7 @@ def _recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min
 
 
 _RUN_OPTION = typer.Option(None, "--run", help="A run directory written by `ferwild train`, a study (its best "
-                           "run) or a shipped model (ferwild:fer2013_vgg, the default when neither --run nor "
+                           "run) or a shipped model (ferwild:ferplus_vgg, the default when neither --run nor "
                            "--onnx is given).")
 _ONNX_OPTION = typer.Option(None, "--onnx", help="An ONNX file written by `ferwild export` (instead of --run).")
 _DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face) | none (each image is "

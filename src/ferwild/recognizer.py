@@ -8,7 +8,7 @@ crop side, grayscale when the training cache was grey), applies the model's own 
 detected face::
 
     from ferwild.recognizer import Recognizer
-    rec = Recognizer.default()                       # the shipped FER2013 model (MODEL_CARD.md)
+    rec = Recognizer.default()                       # the default shipped model (MODEL_CARD.md)
     rec = Recognizer.from_run("runs/vit")            # or a run, or Recognizer.from_onnx("model.onnx")
     for result in rec.analyze(["group.jpg", "selfie.png"]):
         for face in result.faces:
@@ -290,7 +290,7 @@ class Recognizer:
 
     @classmethod
     def default(cls, **kwargs: Any) -> "Recognizer":
-        """The model shipped inside the package (``ferwild:fer2013_vgg``, see MODEL_CARD.md):
+        """The default model shipped inside the package (``ferwild:ferplus_vgg``, see MODEL_CARD.md):
         FER2013's seven expressions, read from grey faces framed like FER2013's crops. Offline,
         nothing downloaded. Keyword arguments as for :meth:`from_run`."""
         from ferwild.shipped import default_run

@@ -10,7 +10,9 @@ config, label names, face alignment). Everything that takes ``--run`` takes it b
     Recognizer.default()                                    # the Python API
 
 Shipped runs are made from a finished ``ferwild train`` run by :func:`pack_run` (see
-``recipes/``); MODEL_CARD.md in the repository says how the default one was trained and measured.
+``recipes/``). Two ship: ``ferplus_vgg``, the default (trained on FER+'s crowd votes, chosen
+and calibrated on real photos; MODEL_CARD.md in the repository), and ``fer2013_vgg`` (FER2013's
+own labels; docs/model_card_fer2013_vgg.md), the model to compare on FER2013's benchmark.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import yaml
 #: ``--run ferwild:<name>`` names a shipped model.
 PREFIX = "ferwild:"
 #: What ``predict``/``serve``/``Recognizer.default()`` use when no model is given.
-DEFAULT_MODEL = "fer2013_vgg"
+DEFAULT_MODEL = "ferplus_vgg"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARD_FILE = "card.json"
 
