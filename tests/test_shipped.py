@@ -101,6 +101,24 @@ def test_packed_temperature_calibrates_torch_and_onnx_alike(tiny_run, tmp_path, 
         shipped.pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, temperature=0.0)
 
 
+def test_audit_scores_the_model_as_deployed_with_its_tta_and_temperature(tiny_run, tmp_path, monkeypatch):
+    from ferwild.audit.model_outputs import forward_outputs
+    from ferwild.data.prepared import PreparedDataset
+    from ferwild.evaluate import evaluate_run
+
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setenv("FERWILD_CACHE", str(tmp_path / "cache"))
+    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "deployed", card={}, tta="flip", temperature=2.0)
+    model, _ = load_run("ferwild:deployed")
+    prepared = PreparedDataset(tiny_run[1])
+    rows = prepared.rows("test", include_augmented=False).reset_index(drop=True)
+    features, probs = forward_outputs(model, prepared, rows)
+    summary = evaluate_run("ferwild:deployed", tiny_run[1], "test", tmp_path / "eval")
+    expected = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")[[f"prob_{n}" for n in summary["label_names"]]]
+    np.testing.assert_allclose(probs, expected.to_numpy(), atol=1e-5)
+    assert features.shape == (len(rows), model.num_features)
+
+
 def test_abstaining_labels_unsure_faces_uncertain_and_keeps_their_probabilities(packed, tmp_path):
     from ferwild.recognizer import UNCERTAIN, RecognizerError
 

@@ -423,15 +423,22 @@ class FERModel(nn.Module):
         """Normalised ``(N, 3, S, S)`` floats -> logits ``(N, num_classes)`` (with ``tta="flip"``
         in eval mode: log mean probabilities of the image and its mirror; then divided by the
         temperature in eval mode)."""
-        logits = self.head(self.features(pixel_values))
+        return self.forward_with_features(pixel_values)[1]
+
+    def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, logits)`` of one pass: the embeddings of the images (not of their
+        mirrors) and exactly what :meth:`forward` returns (the audit needs both, and must score
+        the model as it is deployed: with its TTA and temperature)."""
+        features = self.features(pixel_values)
+        logits = self.head(features)
         if self.training:
-            return logits
+            return features, logits
         if self.tta != "none":
             mirrored = self.head(self.features(pixel_values.flip(-1)))
             mean = (logits.float().softmax(1) + mirrored.float().softmax(1)) / 2
             logits = mean.clamp_min(1e-12).log()
         # last, so that T is fitted on exactly what an uncalibrated forward returns
-        return logits / self.temperature if self.temperature != 1.0 else logits
+        return features, (logits / self.temperature if self.temperature != 1.0 else logits)
 
     def set_tta(self, mode: str) -> "FERModel":
         """Choose the test-time augmentation (``"none"`` or ``"flip"``); returns the model."""

@@ -227,7 +227,9 @@ def data_health(reference: PreparedDataset, production: PreparedDataset,
     return {
         "alignment_failure": {"reference": ref_fail["rate"], "production": prod_fail["rate"],
                               "reference_detail": ref_fail, "production_detail": prod_fail,
-                              "test": test, "per_class": per_class},
+                              "test": test, "per_class": per_class,
+                              # what became of a photo without a face: a centre crop, or nothing
+                              "production_fallback": (production.summary.get("config") or {}).get("fallback", "keep")},
         "detector_check": detector,
         "image_statistics": comparison,
     }
@@ -601,16 +603,18 @@ def _data_health_findings(health: dict[str, Any], config: AuditConfig, findings:
                           advice: list[str]) -> None:
     """Alignment failures, faces the deployed detector misses, and image statistics that moved."""
     af = health["alignment_failure"]
+    dropped = af.get("production_fallback") == "drop"
     if af["test"].get("p_value") is not None and af["test"]["p_value"] < config.alpha:
         findings.append(f"Alignment failures differ: {_pts(af['reference'])}% reference vs "
                         f"{_pts(af['production'])}% production ({_p(af['test']['p_value'])}).")
         advice.append("Check the face detector on production images (resolution, pose, occlusion) before "
-                      "trusting any metric on them; faces it misses are scored from a centre crop.")
+                      "trusting any metric on them; " + ("faces it misses are not scored."
+                                                          if dropped else "faces it misses are scored from a centre crop."))
     elif af["reference"] is None and af["production"]:
         detail = af["production_detail"]
         findings.append(f"{_pts(af['production'])}% of production images ({detail['failed']} of {detail['attempted']}) "
-                        "had no detectable face (kept as centre crops); the reference is pre-aligned, so there is "
-                        "no rate to compare with.")
+                        f"had no detectable face ({'dropped, not scored' if dropped else 'kept as centre crops'}); "
+                        "the reference is pre-aligned, so there is no rate to compare with.")
     det = (health.get("detector_check") or {}).get("production")
     if det and det["rate"] is not None and det["rate"] > 0.05:
         ref_det = (health.get("detector_check") or {}).get("reference")

@@ -26,7 +26,7 @@ from ferwild.runs import RunError, autocast_dtype, checkpoint_dir, resolve_devic
 from ferwild.shipped import cache_dir
 
 CACHE_DIR = "audit-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: probabilities with the model's TTA and temperature
 CHUNK_ROWS = 4096
 
 
@@ -114,8 +114,8 @@ def forward_outputs(model, prepared: PreparedDataset, rows: pd.DataFrame, *, bat
     model.eval()
     for images, _ in loader:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            f = model.features(transform(images.to(device)))
-            logits = model.head(f)
+            # the deployed model's probabilities (its TTA and temperature), and its embeddings
+            f, logits = model.forward_with_features(transform(images.to(device)))
         feats.append(f.float().cpu())
         probs.append(torch.softmax(logits.float(), 1).cpu())
         done += len(images)
