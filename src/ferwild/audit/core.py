@@ -553,7 +553,8 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
     moved = _shift_findings(cov, config, findings)
     _data_health_findings(audit["data_health"], config, findings, advice)
     _model_findings(audit, config, findings, advice)
-    rebalance_on = _subgroup_findings(audit, findings)
+    gaps = audit.get("subgroup_gaps") or {}
+    rebalance_on = [a for a in _subgroup_findings(audit, findings) if a in gaps.get("in_reference", [])]
     if cov["detected"] or rebalance_on:
         # what the model sees moving first, then where it fails, then what merely changed
         carrier = [c["attribute"] for c in (cov.get("shift_attribution") or [])[:1]
@@ -718,7 +719,10 @@ def _subgroup_sections(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfi
     out = {"subgroups": {a: v["groups"] for a, v in raw["attributes"].items()} if raw else {},
            "subgroup_gaps": {"side": side, "ranking": raw["ranking"] if raw else [],
                              "gaps": {a: v["gap"] for a, v in raw["attributes"].items()} if raw else {},
-                             "min_group_size": config.min_group_size}}
+                             "min_group_size": config.min_group_size,
+                             # rebalancing draws on the reference: only its attributes can be rebalanced
+                             "in_reference": [a for a in attrs if a in ref.rows.columns
+                                              and (ref.rows[a].astype(str) != "").any()]}}
     if prod.labelled and ref.labelled and attrs:
         ref_raw = subgroups(ref, config, _attribute_columns(config, ref.rows))
         out["subgroups_reference"] = {a: v["groups"] for a, v in ref_raw["attributes"].items()}
