@@ -62,7 +62,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 CLASSES = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
 FER_TO_WILD = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
                "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}
-DEFAULT_DATA = "/work/shared/data/wild_dev"
+# ../shared/data/wild_dev beside the repository, or under $FERWILD_SHARED_DATA (as the tests look)
+DEFAULT_DATA = str(Path(os.environ.get("FERWILD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+                   / "wild_dev")
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -66,6 +66,12 @@ def pct(x) -> str:
     return formatting.pct(x, 2, missing="-") + ("%" if x is not None else "")
 
 
+def reproduce_section(card: dict) -> list[str]:
+    """A card's "How it was trained" lines: the commands, then the recipe in words."""
+    return ["## How it was trained (reproduce)", "", "```bash", *card["commands"], "```", "",
+            f"Recipe `{card['recipe']}`: {card['recipe_text']}", ""]
+
+
 def render_card(card: dict) -> str:
     t, v, d = card["test"], card["val"], card["test_without_train_duplicates"]
     names = card["labels"]
@@ -125,14 +131,7 @@ def render_card(card: dict) -> str:
         f"PrivateTest). On the {d['n']} PrivateTest faces with no such copy in the training split the "
         f"model scores {pct(d['accuracy'])} accuracy and {pct(d['macro_f1'])} macro-F1.",
         "",
-        "## How it was trained (reproduce)",
-        "",
-        "```bash",
-        *card["commands"],
-        "```",
-        "",
-        f"Recipe `{card['recipe']}`: {card['recipe_text']}",
-        "",
+        *reproduce_section(card),
         "Selection used PublicTest only; PrivateTest was evaluated once, on the packed float16 weights. "
         f"{card['tta_text']}",
         "",

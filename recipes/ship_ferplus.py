@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "recipes"))
 
-from ship_fer2013 import ANCHORS, cpu_name, pct, train_wall_time_s  # noqa: E402 - after the path insert
+from ship_fer2013 import ANCHORS, cpu_name, pct, reproduce_section, train_wall_time_s  # noqa: E402 - after the path insert
 
 NAME = "ferplus_vgg"
 CHOICE, REPORT, ALL = "train+val", "test", "train+val+test"
@@ -441,14 +441,7 @@ def render_card(card: dict) -> str:
         "",
         f"![risk-coverage on wild_dev]({card['risk_coverage_figure']})",
         "",
-        "## How it was trained (reproduce)",
-        "",
-        "```bash",
-        *card["commands"],
-        "```",
-        "",
-        f"Recipe `{card['recipe']}`: {card['recipe_text']}",
-        "",
+        *reproduce_section(card),
         "## Known limits",
         "",
         "- **FER2013's faces, FER+'s crowd.** Web images found by emotion keywords; who is in them (age, skin "
