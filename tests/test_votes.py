@@ -394,3 +394,12 @@ def test_study_report_shows_crowd_agreement_on_a_voted_dataset(ferplus_prepared,
     crowd = json.loads((trial / "eval-test" / "summary.json").read_text())["crowd"]
     from ferwild.formatting import pct
     assert pct(crowd["crowd_agreement"]["value"]) in report
+
+
+def test_an_unreadable_fer2013new_csv_is_a_clear_error(tmp_path):
+    from ferwild.data.sources import SourceError, read_source
+
+    _write_ferplus(tmp_path, {"FER2013Test": [("fer0000001.png", _varied_votes(1), True)]})
+    (tmp_path / "fer2013new.csv").write_text("not,the,header\n1,2,3\n")
+    with pytest.raises(SourceError, match="fer2013new.csv"):
+        read_source(tmp_path)

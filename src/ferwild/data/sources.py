@@ -218,8 +218,10 @@ def ferplus_listed_twice(root: Path) -> set[str]:
         return set()
     try:
         names = pd.read_csv(full, usecols=["Image name"], dtype=str, keep_default_na=False)["Image name"]
-    except (ValueError, OSError, pd.errors.ParserError):
-        return set()
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        # silently skipping it would let rows whose votes belong to other pixels through
+        raise SourceError(f"cannot read {full} (needed to find the names it lists twice): {exc}; "
+                          f"repair it or move it out of {root}") from None
     names = names[names.str.strip() != ""]
     return set(names[names.duplicated(keep=False)])
 
