@@ -104,6 +104,40 @@ def test_study_end_to_end_and_resume(prepared, tmp_path):
         run_study(other, out, log=lambda m: None)
 
 
+def test_cells_repeated_across_experiments_train_once(prepared, tmp_path):
+    # the study's design repeats its main model as the epochs=1 and lr=1e-3 cells
+    spec = _write(tmp_path / "s.yaml", {"data": str(prepared), "seeds": [0], "base": {**BASE, "optim.lr": 1e-3},
+                                        "experiments": [{"name": "main"},
+                                                        {"name": "lr", "base": "main", "grid": {"optim.lr": [1e-2, 1e-3]}}]})
+    trials = expand_trials(StudySpec.load(spec))
+    repeat = next(t for t in trials if t.experiment == "lr" and t.params["optim.lr"] == 1e-3)
+    assert repeat.same_as == "main-s0"
+    assert [t.same_as for t in trials if t is not repeat] == [None, None]
+    logs: list[str] = []
+    out = tmp_path / "study"
+    results = run_study(spec, out, workers=1, log=logs.append, report=False)
+    assert "1 repeating another experiment's cell" in logs[0]
+    assert not (out / "trials" / repeat.id / "checkpoints").exists()       # not trained again
+    row = results.set_index("trial").loc[repeat.id]
+    main = results.set_index("trial").loc["main-s0"]
+    assert row["run_dir"] == main["run_dir"] == "trials/main-s0"
+    assert row["val_macro_f1"] == main["val_macro_f1"] and row["experiment"] == "lr"
+    assert json.loads((out / "trials" / repeat.id / "trial.json").read_text())["same_as"] == "main-s0"
+
+
+def test_study_cli_data_override(prepared, tmp_path):
+    from typer.testing import CliRunner
+
+    from ferwild.cli import app
+
+    spec = _write(tmp_path / "s.yaml", {"data": "not-there", "base": BASE, "experiments": [{"name": "main"}]})
+    result = CliRunner().invoke(app, ["study", str(spec), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "not a prepared dataset" in result.output
+    result = CliRunner().invoke(app, ["study", str(spec), "--out", str(tmp_path / "b"), "--data", str(prepared)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "b" / "study.yaml").read_text())["data"] == str(prepared.absolute())
+
+
 @pytest.mark.slow
 def test_study_resumes_after_kill9_without_redoing_trials(prepared, tmp_path):
     spec = _write(tmp_path / "s.yaml", {"data": str(prepared), "seeds": [0, 1, 2], "base": BASE,

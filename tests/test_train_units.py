@@ -94,3 +94,22 @@ def test_batch_transform_grey_to_rgb_resize_normalise():
     torch.testing.assert_close(aug(x), a)
     with pytest.raises(ValueError):
         aug(x.float())
+
+
+def test_stratified_subset_is_fixed_per_class_and_validated():
+    import pandas as pd
+
+    from ferwild.config import ConfigError, RunConfig
+    from ferwild.train import stratified_subset
+
+    rows = pd.DataFrame({"label": ["a"] * 100 + ["b"] * 10 + ["c"] * 1, "x": range(111)})
+    half = stratified_subset(rows, 0.5)
+    assert half["label"].value_counts().to_dict() == {"a": 50, "b": 5, "c": 1}   # every class kept
+    assert half.index.is_monotonic_increasing                                    # manifest order
+    assert half.equals(stratified_subset(rows, 0.5))                             # the same faces each run
+    assert not half.equals(stratified_subset(rows, 0.5, seed=1))
+    assert len(stratified_subset(rows, 1.0)) == 111
+    for bad in (0, 1.5, -0.1, "half"):
+        with pytest.raises(ConfigError, match="data.train_fraction"):
+            RunConfig.load(None, [f"data.train_fraction={bad}"])
+    assert RunConfig.load(None, ["data.train_fraction=0.25"]).data.train_fraction == 0.25

@@ -125,6 +125,35 @@ def prepare(
     print_prepare_summary(result.summary, result.out_dir)
 
 
+@app.command(**command_settings())
+def resplit(
+    prepared: Path = typer.Argument(..., help="A folder written by `ferwild prepare`."),
+    out: Path = typer.Option(..., "--out", "-o", help="The new prepared folder (shares the pixel cache)."),
+    group_by: str = typer.Option("auto", help="auto (subject, else video, as prepare does) | none (by class "
+                                               "only: the study's split, people cross splits) | a column."),
+    split_ratios: str = typer.Option("0.7,0.2,0.1", help="train,val,test ratios."),
+    seed: int = typer.Option(0, help="Seed of the split."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+) -> None:
+    """Split a prepared dataset again (grouped or not) without detecting faces again."""
+    from ferwild.data.resplit import ResplitError
+    from ferwild.data.resplit import resplit as run_resplit
+    from ferwild.data.split import parse_ratios
+
+    try:
+        result = run_resplit(prepared, out, group_by=group_by, ratios=parse_ratios(split_ratios), seed=seed,
+                             overwrite=overwrite)
+    except (ResplitError, ValueError) as exc:
+        _fail(str(exc))
+    table = Table(title=f"grouped by {result['group_by']}, seed {seed}")
+    table.add_column("split")
+    table.add_column("faces", justify="right")
+    for split in ("train", "val", "test"):
+        table.add_row(split, str(sum(result["counts"].get(split, {}).values())))
+    console.print(table)
+    console.print(f"people with photos in more than one split: {result['people_in_two_splits']}", highlight=False)
+
+
 def print_prepare_summary(summary: dict, out_dir: Path) -> None:
     """Print the prepare summary as rich tables."""
     names = summary["label_names"]
@@ -311,14 +340,18 @@ def study(
     ray_address: Optional[str] = typer.Option(None, help="Run trials on Ray: auto | ray://HOST:PORT | local."),
     mlflow: bool = typer.Option(False, help="Also log every trial to MLflow."),
     mlflow_uri: str = typer.Option("./mlruns", help="MLflow tracking URI (with --mlflow)."),
+    data: Optional[Path] = typer.Option(None, help="A prepared dataset to use instead of the file's `data:`."),
 ) -> None:
     """Run a study: experiments x grid x seeds, select on validation, write results and a report."""
     from ferwild.config import ConfigError
     from ferwild.runs import RunError
-    from ferwild.study import StudyError, run_study
+    from ferwild.study import StudyError, StudySpec, run_study
 
     try:
-        run_study(spec, out, workers=workers or None, ray_address=ray_address,
+        spec_to_run = StudySpec.load(spec)
+        if data is not None:
+            spec_to_run.data = str(data.absolute())
+        run_study(spec_to_run, out, workers=workers or None, ray_address=ray_address,
                   mlflow_uri=mlflow_uri if mlflow else None, log=lambda m: console.print(m, highlight=False))
     except (StudyError, ConfigError, RunError) as exc:
         _fail(str(exc))

@@ -197,9 +197,14 @@ class DataConfig(Settings):
     augment_options: dict = field(default_factory=dict)  # AugmentConfig fields to change, e.g.
                                         # {degrees: 15, translate: 0.1, erase_p: 0.5}
     num_workers: int = 0                # DataLoader workers; the cache is memory-mapped
+    train_fraction: float = 1.0         # train on this class-stratified share of the training rows,
+                                        # the same faces in every run (drawn with seed 0, not
+                                        # train.seed): fits a study grid into a CPU budget
 
     def __post_init__(self):
         self.num_workers = check_int(self.num_workers, "data.num_workers", 0)
+        self.train_fraction = check_number(self.train_fraction, "data.train_fraction", low=0.0, high=1.0,
+                                           low_open=True)
         self.augment_options = dict(self.augment_options or {})
         self.augment_config()  # fail now on an unknown or bad option, not at the first batch
 

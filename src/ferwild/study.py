@@ -163,6 +163,7 @@ class Trial:
     seed: int
     overrides: dict[str, Any]      # dotted key -> value, everything this trial sets
     params: dict[str, Any]         # the keys its experiment fixes or varies
+    same_as: str | None = None     # an earlier trial with the identical resolved config: reuse its run
 
 
 def _experiment_settings(spec: StudySpec, name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -199,6 +200,13 @@ def expand_trials(spec: StudySpec) -> list[Trial]:
     if len(set(ids)) != len(ids):  # only when values shorten to the same text
         for t in trials:
             t.id += "-" + hashlib.sha1(json.dumps(t.overrides, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    # The study's design repeats cells (its main model is also the epochs=3 cell and the
+    # adam/1e-3 cell): a trial whose resolved config equals an earlier one reuses that run.
+    first: dict[str, str] = {}
+    for t in trials:
+        key = json.dumps(trial_config(t).to_dict(), sort_keys=True, default=str)
+        t.same_as = first.get(key)
+        first.setdefault(key, t.id)
     return trials
 
 
@@ -226,6 +234,8 @@ def run_trial(trial: Trial, study_dir: str, threads: int | None = None) -> dict[
     done = run_dir / "trial.json"
     if done.exists():
         return json.loads(done.read_text())
+    if trial.same_as:
+        return _reuse_trial(trial, Path(study_dir))
     config = trial_config(trial)
     t0 = time.perf_counter()
     resume = (run_dir / "checkpoints" / "LAST").exists()
@@ -240,6 +250,15 @@ def run_trial(trial: Trial, study_dir: str, threads: int | None = None) -> dict[
            "test_acc": test["accuracy"], "test_macro_f1": test["macro_f1"],
            "run_dir": str(run_dir.relative_to(study_dir)), "seconds": round(time.perf_counter() - t0, 2)}
     save_json_atomic(done, row)
+    return row
+
+
+def _reuse_trial(trial: Trial, study_dir: Path) -> dict[str, Any]:
+    """The results row of a trial whose config an earlier trial already ran (its run_dir)."""
+    source = json.loads((study_dir / "trials" / trial.same_as / "trial.json").read_text())
+    row = {**source, "trial": trial.id, "experiment": trial.experiment, "seed": trial.seed,
+           "params": trial.params, "same_as": trial.same_as}
+    save_json_atomic(study_dir / "trials" / trial.id / "trial.json", row)
     return row
 
 
@@ -281,17 +300,19 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
     save_text_atomic(saved, yaml.safe_dump(spec.to_dict(), sort_keys=False))
 
     trials = expand_trials(spec)  # resolves every trial's config: a bad key fails before training
-    pending = [t for t in trials if not (out / "trials" / t.id / "trial.json").exists()]
+    done = [t for t in trials if (out / "trials" / t.id / "trial.json").exists()]
+    repeats = [t for t in trials if t.same_as and t not in done]
+    pending = [t for t in trials if not t.same_as and t not in done]
     cores = available_cpus()
     workers = workers or max(1, cores // 2)
     threads = max(1, cores // workers)
-    log(f"study: {len(trials)} trials ({len(trials) - len(pending)} already done), "
-        f"{workers} at a time x {threads} thread(s)" + (f" on Ray at {ray_address}" if ray_address else ""))
+    log(f"study: {len(trials)} trials ({len(done)} already done"
+        + (f", {len(repeats)} repeating another experiment's cell, run once" if repeats else "")
+        + f"), {workers} at a time x {threads} thread(s)" + (f" on Ray at {ray_address}" if ray_address else ""))
 
     rows: dict[str, dict[str, Any]] = {}
-    for t in trials:
-        if t not in pending:
-            rows[t.id] = json.loads((out / "trials" / t.id / "trial.json").read_text())
+    for t in done:
+        rows[t.id] = json.loads((out / "trials" / t.id / "trial.json").read_text())
     t0 = time.perf_counter()
     if ray_address:
         rows.update(_run_with_ray(pending, out, ray_address, threads, log))
@@ -309,6 +330,8 @@ def run_study(spec: StudySpec | str | os.PathLike, out_dir: str | os.PathLike, *
                 row = future.result()
                 rows[row["trial"]] = row
                 _log_trial(log, i, len(pending), row)
+    for t in repeats:
+        rows[t.id] = _reuse_trial(t, out)
     log(f"trials finished in {time.perf_counter() - t0:.0f}s")
     if mlflow_uri:
         logged = log_to_mlflow(out, trials, rows, mlflow_uri, experiment=out.absolute().name)

@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from ferwild.config import ConfigError, RunConfig
 from ferwild.data.loader import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
-from ferwild.data.prepared import PreparedDataset
+from ferwild.data.prepared import COL, PreparedDataset
 from ferwild.data.votes import has_votes
 from ferwild.files import save_text_atomic, set_default_mode
 from ferwild.metrics import curves_figure, history_markdown
@@ -456,6 +456,21 @@ class _TrainingData:
     val_set: CachedFaceDataset
 
 
+def stratified_subset(rows: pd.DataFrame, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """A fixed share of ``rows`` per class (at least one row of each), in manifest order.
+
+    Drawn with its own seed, not the run's: every run of a study trains on the same faces, so
+    seeds vary the training and nothing else.
+    """
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(rows), dtype=bool)
+    labels = rows[COL.label].astype(str).to_numpy()
+    for label in sorted(set(labels)):
+        where = np.flatnonzero(labels == label)
+        keep[rng.choice(where, size=max(1, round(fraction * len(where))), replace=False)] = True
+    return rows[keep]
+
+
 def _load_training_data(config: RunConfig) -> _TrainingData:
     """Open the prepared dataset and its train/val splits, or fail with a one-line error."""
     if not config.data.path:
@@ -465,6 +480,8 @@ def _load_training_data(config: RunConfig) -> _TrainingData:
     except FileNotFoundError as exc:
         raise RunError(str(exc)) from None
     train_rows = prepared.rows(config.data.train_split, include_augmented=config.data.use_augmented_rows)
+    if config.data.train_fraction < 1.0:
+        train_rows = stratified_subset(train_rows, config.data.train_fraction)
     val_rows = prepared.rows(config.data.val_split)
     for split, rows in ((config.data.train_split, train_rows), (config.data.val_split, val_rows)):
         if rows.empty:
