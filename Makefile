@@ -10,7 +10,7 @@ MODEL_WORK ?= model_work
 FERPLUS ?= ../shared/data/ferplus
 WILD_DEV ?= ../shared/data/wild_dev
 
-.PHONY: install demo test bench model model-ferplus clean
+.PHONY: install demo test bench model model-ferplus study-ferplus clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,19 @@ model-ferplus: install
 		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
 	$(PY) recipes/ship_ferplus.py --run $(MODEL_WORK)/runs/ferplus --data $(MODEL_WORK)/ferplus_basic7 \
 		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus
+
+# `make study-ferplus`: the study's Tasks 1-3 on FER+ and what its protocol gets wrong
+# (docs/real-study.md); about 1.5 hours on 2 CPU cores, resumable.
+study-ferplus: install
+	$(VENV)/bin/ferwild prepare $(FERPLUS) --out $(MODEL_WORK)/ferplus_basic7 --balance none
+	$(VENV)/bin/ferwild study recipes/study_ferplus.yaml --data $(MODEL_WORK)/ferplus_basic7 \
+		--out $(MODEL_WORK)/study_ferplus --workers 2
+	$(VENV)/bin/ferwild prepare $(WILD_DEV)/labels.csv --out $(MODEL_WORK)/wild_dev_like_ferplus --like $(MODEL_WORK)/ferplus_basic7 \
+		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
+	$(PY) recipes/leakage_wild_dev.py --data $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/leakage_wild_dev
+	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
+	$(PY) recipes/real_study_analysis.py --study $(MODEL_WORK)/study_ferplus --out $(MODEL_WORK)/real_study \
+		--fer2013 $(MODEL_WORK)/fer2013_basic7
 
 bench: install
 	$(PY) bench/bench_prepare.py

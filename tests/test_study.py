@@ -202,3 +202,33 @@ def test_retrain_winner_on_train_val(prepared, tmp_path):
     n_train = sum(counts["counts_after_balance"]["train"].values())
     assert summary["train_rows"] == n_train + n_val
     assert 0 <= retrained["test_macro_f1"] <= 1
+
+
+def test_real_study_recipe_parses_and_matches_the_published_page():
+    """recipes/study_ferplus.yaml expands to exactly the trials docs/real-study.md reports."""
+    import re
+
+    from conftest import REPO
+
+    spec = StudySpec.load(REPO / "recipes" / "study_ferplus.yaml")
+    trials = expand_trials(spec)
+    assert Path(spec.data).resolve() == (REPO / "model_work" / "ferplus_basic7").resolve()
+    page = (REPO / "docs" / "real-study.md").read_text()
+    # the page's design table: | experiment | cells | seeds | trials | trained |
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", page, flags=re.M)
+    assert rows, "docs/real-study.md has no design table"
+    reported = {name: tuple(map(int, numbers)) for name, *numbers in rows}
+    by_experiment: dict[str, list] = {}
+    for t in trials:
+        by_experiment.setdefault(t.experiment, []).append(t)
+    assert set(reported) == set(by_experiment)
+    for name, group in by_experiment.items():
+        cells = {json.dumps(t.params, sort_keys=True, default=str) for t in group}
+        trained = sum(1 for t in group if t.same_as is None)
+        assert reported[name] == (len(cells), len(spec.seeds), len(group), trained), name
+    total = re.search(r"(\d+) trials, (\d+) of them trained", page)
+    assert total and (int(total[1]), int(total[2])) == (len(trials), sum(t.same_as is None for t in trials))
+    assert len(spec.seeds) >= 3
+    # every trial the page's tables are built from exists in the recipe's grid
+    for trial_id in re.findall(r"`((?:main|baseline|epochs|optimizer_lr|fine_lr|schedule)-[\w.-]*s\d)`", page):
+        assert trial_id in {t.id for t in trials}, trial_id
