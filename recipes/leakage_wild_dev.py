@@ -26,7 +26,6 @@ Writes ``WORK/leakage.json``, ``WORK/leakage.md`` and ``WORK/leakage.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -147,11 +146,13 @@ def write_outputs(result: dict, work: Path) -> None:
              "|---|---|---|---|---|---|---|"]
     for r in result["per_run"]:
         lines.append(f"| {r['split']} | {r['seed']} | {r['test_photos']} | {r['test_people']} | "
-                     f"{r['test_photos_of_people_in_train']} | {100 * r['accuracy']:.1f}% | {100 * r['macro_f1']:.1f}% |")
+                     f"{r['test_photos_of_people_in_train']} | {100 * r['accuracy']:.1f}% | "
+                     f"{100 * r['macro_f1']:.1f}% |")
     g = result["gap_random_minus_by_person"]
     lines += ["", f"gap (random - by person), accuracy {100 * g['accuracy']:+.1f} points "
                   f"[{100 * g['accuracy_ci95'][0]:+.1f}, {100 * g['accuracy_ci95'][1]:+.1f}], macro-F1 "
-                  f"{100 * g['macro_f1']:+.1f} [{100 * g['macro_f1_ci95'][0]:+.1f}, {100 * g['macro_f1_ci95'][1]:+.1f}]"]
+                  f"{100 * g['macro_f1']:+.1f} [{100 * g['macro_f1_ci95'][0]:+.1f}, "
+                  f"{100 * g['macro_f1_ci95'][1]:+.1f}]"]
     s = result["seen_minus_unseen_in_random_test"]
     if s:
         lines.append(f"random split's test, people in train minus people not: accuracy {100 * s['accuracy']:+.1f} "

@@ -89,8 +89,9 @@ class Study:
 # 1. selection on test
 
 
-def selection_optimism(study: Study, n_halvings: int = 1000, seed: int = 0) -> dict:
-    grid = study.results[study.results["experiment"].isin(["epochs", "optimizer_lr", "fine_lr"])]
+def selection_optimism(study: Study, n_halvings: int = 1000, seed: int = 0,
+                       experiments: tuple[str, ...] = ("epochs", "optimizer_lr", "fine_lr")) -> dict:
+    grid = study.results[study.results["experiment"].isin(list(experiments))].reset_index(drop=True)
     trials = grid["trial"].tolist()
     first = study.predictions(trials[0])
     y = first["y_true"].to_numpy()
@@ -134,7 +135,8 @@ def selection_optimism(study: Study, n_halvings: int = 1000, seed: int = 0) -> d
             "optimism": summary("optimism"), "ferwild_rule_on_b": summary("val_pick_on_b"),
             "b_difference_study_minus_ferwild": summary("b_difference"),
             "share_halvings_study_pick_better_on_b": float((frame["b_difference"] > 0).mean()),
-            "full_test": {"study_pick": full_test["trial"], "study_pick_test_macro_f1": float(full_test["test_macro_f1"]),
+            "full_test": {"study_pick": full_test["trial"],
+                          "study_pick_test_macro_f1": float(full_test["test_macro_f1"]),
                           "ferwild_pick": trials[val_pick],
                           "ferwild_pick_test_macro_f1": float(grid.iloc[val_pick]["test_macro_f1"])},
             "_frame": frame}
@@ -311,6 +313,15 @@ def write_figures(result: dict, frame: pd.DataFrame, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "selection_on_test.png")
     plt.close(fig)
+    seed_spread_figure(result, out)
+
+
+def seed_spread_figure(result: dict, out: Path) -> None:
+    """Every cell of the study's tables, one dot per seed: what one seed would have read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     # every cell of the study's tables, one dot per seed: what one seed would have read
     tables = {k: v for k, v in result["single_seed"].items() if not k.startswith("_")}
@@ -325,7 +336,7 @@ def write_figures(result: dict, frame: pd.DataFrame, out: Path) -> None:
             ax.hlines(values.mean(), x - 0.3, x + 0.3, color="#1b9e77")
         ax.set_xticks(range(len(table["cells"])),
                       [c["cell"].replace("optimizer=", "").replace(", lr=", "\n").replace("lr=", "")
-                       .replace("epochs=", "").replace("scheduler=", "").replace(" (", "\n(")
+                       .replace("epochs=", "").replace("scheduler=", "").split(" (")[0]
                        for c in table["cells"]], fontsize=6.5, rotation=0)
         ax.set_title(name.split(" (")[0] if name.startswith("Table") else name.split(" (")[0], fontsize=8)
     np.atleast_1d(axes)[0].set_ylabel("test macro-F1 (%)")
@@ -348,6 +359,12 @@ def write_markdown(result: dict, out: Path) -> None:
               f"- study minus ferwild on B: {_pts(sel['b_difference_study_minus_ferwild']['mean'])} "
               f"[{_pts(sel['b_difference_study_minus_ferwild']['range95'][0])}, "
               f"{_pts(sel['b_difference_study_minus_ferwild']['range95'][1])}]", ""]
+    for name, one in sel.get("per_table", {}).items():
+        lines += [f"- {name}: reported {100 * one['study_rule_reported_on_a']['mean']:.1f}, on B "
+                  f"{100 * one['study_rule_on_b']['mean']:.1f}, optimism {_pts(one['optimism']['mean'])} "
+                  f"[{_pts(one['optimism']['range95'][0])}, {_pts(one['optimism']['range95'][1])}]; ferwild on B "
+                  f"{100 * one['ferwild_rule_on_b']['mean']:.1f} ({one['val_pick']}); picks {one['test_picks']}"]
+    lines.append("")
     lines += ["## Single seed", ""]
     for name, table in result["single_seed"].items():
         if name.startswith("_"):
@@ -374,13 +391,21 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--study", type=Path, default=REPO / "model_work/study_ferplus")
     ap.add_argument("--out", type=Path, default=REPO / "model_work/real_study")
-    ap.add_argument("--fer2013", type=Path, default=None, help="prepared FER2013 (basic7) for the shipped model's copies")
+    ap.add_argument("--fer2013", type=Path, default=None,
+                    help="prepared FER2013 (basic7) for the shipped model's copies")
     ap.add_argument("--halvings", type=int, default=1000)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     study = Study(args.study)
     selection = selection_optimism(study, args.halvings)
     frame = selection.pop("_frame")
+    # inside each of the study's ablation tables alone (it picked its winner from Table 10)
+    selection["per_table"] = {}
+    for name, (experiment, _) in TABLES.items():
+        if experiment in ("epochs", "optimizer_lr", "fine_lr"):
+            one = selection_optimism(study, args.halvings, experiments=(experiment,))
+            one.pop("_frame")
+            selection["per_table"][name] = one
     result = {"selection_on_test": selection, "single_seed": single_seed(study),
               "f1_drop_firings": schedule_firings(study), "copies": {"study_main_ferplus_test": study_copies(study)}}
     if args.fer2013:
