@@ -314,3 +314,17 @@ def test_serve_command_answers_over_http(tiny):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_api_docs_page_works_offline(client):
+    """/docs loads Swagger UI from files of a pip package, not from a CDN."""
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text and "/openapi.json" in page.text
+    assert "cdn." not in page.text and "https://" not in page.text.split("<body>")[0]
+    script = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert "javascript" in script.headers["content-type"]
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    assert client.get("/redoc").status_code == 404          # its script only comes from a CDN
+    assert client.get("/openapi.json").json()["info"]["title"] == "ferwild"

@@ -262,7 +262,11 @@ def create_app(
         summary="Facial expression recognition in the wild",
         version=_version(),
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: blank pages offline.
+        docs_url=None,
+        redoc_url=None,
     )
+    _add_offline_docs(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> Response:
@@ -453,6 +457,26 @@ def _static_response(name: str) -> Response:
     data = importlib.resources.files("ferwild").joinpath("static", name).read_bytes()
     return Response(content=data, media_type=_STATIC[name],
                     headers={**_PAGE_HEADERS, "Cache-Control": "no-cache"})
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) served from the ``swagger-ui-bundle`` package's files, so the API
+    page works without a network; ``/redoc`` is off (no pip package ships its script)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
 def _version() -> str:
