@@ -609,34 +609,94 @@ _PALETTE = [(230, 57, 70), (244, 162, 97), (106, 76, 147), (42, 157, 143), (69, 
             (233, 196, 106), (131, 56, 236), (29, 53, 87)]
 
 
+Box = tuple[float, float, float, float]
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_tags(boxes: Sequence[Box], sizes: Sequence[tuple[float, float]], width: float, height: float,
+               gap: float = 1.0) -> list[Box | None]:
+    """Where each face's label tag goes: a rectangle inside the image that covers no other
+    face's box and no tag placed before it, or None when no spot is free (the caller then
+    numbers the face and lists it in a legend).
+
+    Spots are tried in reading order of preference: above the box (left-aligned, then
+    right-aligned), below it, inside its top edge, to its right, to its left; each clamped into
+    the image. A tag may cover its own face's box (inside the top edge), never another's.
+    """
+    placed: list[Box] = []
+    out: list[Box | None] = []
+    for i, ((x1, y1, x2, y2), (w, h)) in enumerate(zip(boxes, sizes)):
+        others = [b for j, b in enumerate(boxes) if j != i]
+        candidates = [(x1, y1 - h - gap), (x2 - w, y1 - h - gap), (x1, y2 + gap), (x2 - w, y2 + gap),
+                      (x1, y1), (x2 + gap, y1), (x1 - w - gap, y1), (x2 + gap, y2 - h), (x1 - w - gap, y2 - h)]
+        spot = None
+        for cx, cy in candidates:
+            cx = min(max(0.0, cx), width - w)
+            cy = min(max(0.0, cy), height - h)
+            if cx < 0 or cy < 0:
+                continue  # the tag is larger than the image
+            rect = (cx, cy, cx + w, cy + h)
+            if not any(_overlaps(rect, b) for b in others) and not any(_overlaps(rect, t) for t in placed):
+                spot = rect
+                break
+        out.append(spot)
+        if spot is not None:
+            placed.append(spot)
+    return out
+
+
+def face_colour(index: int) -> tuple[int, int, int]:
+    """The colour of the ``index``-th face (or track) of an image: one per face, so a tag can be
+    matched to its box."""
+    return _PALETTE[index % len(_PALETTE)]
+
+
 def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str] | None = None) -> Image.Image:
     """The image with each face's box and ``label 87%`` drawn on it (a PIL RGB image); an image
     in which no face was found says so in its top-left corner.
 
-    Colours follow the class index in ``label_names`` (default: the order labels appear).
+    Each face has its own colour (:func:`face_colour`), shared by its box and its tag. Tags are
+    placed by :func:`place_tags`: never over another face's box or tag; a face whose tag fits
+    nowhere gets a number in its box and a line in a legend at the image's bottom-left.
+    ``label_names`` is accepted for compatibility (colours no longer follow the class).
     """
     from PIL import ImageDraw, ImageFont
 
     arr = load_image(image).array if isinstance(image, (str, os.PathLike)) else _to_rgb_array(image)
     canvas = Image.fromarray(arr).convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    names = list(label_names) if label_names else []
     width = max(2, round(max(canvas.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 45)))
-    for face in result.faces:
-        if face.label not in names:
-            names.append(face.label)
-        color = _PALETTE[names.index(face.label) % len(_PALETTE)]
-        x1, y1, x2, y2 = face.box
-        draw.rectangle([x1, y1, x2, y2], outline=color, width=width)
-        text = f"{face.label} {face.confidence:.0%}"
+
+    def measure(text: str) -> tuple[float, float, float, float]:
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tag_w, tag_h = (right - left) + 2 * width, (bottom - top) + 2 * width
-        # above the box when there is room, else below it; never past the image's right edge
-        ty = y1 - tag_h if y1 - tag_h >= 0 else min(y2 + width, canvas.height - tag_h)
-        tx = max(0.0, min(x1, canvas.width - tag_w))
-        draw.rectangle([tx, ty, tx + tag_w, ty + tag_h], fill=color)
-        draw.text((tx + width - left, ty + width - top), text, fill=(255, 255, 255), font=font)
+        return (right - left) + 2 * width, (bottom - top) + 2 * width, left, top
+
+    texts = [f"{face.label} {face.confidence:.0%}" for face in result.faces]
+    sizes = [measure(t)[:2] for t in texts]
+    boxes = [tuple(float(v) for v in face.box) for face in result.faces]
+    spots = place_tags(boxes, sizes, canvas.width, canvas.height, gap=width)
+    legend = []
+    for i, (box, text, spot) in enumerate(zip(boxes, texts, spots)):
+        color = face_colour(i)
+        draw.rectangle(list(box), outline=color, width=width)
+        if spot is None:
+            text = str(len(legend) + 1)
+            legend.append((color, f"{text} {texts[i]}"))
+            w, h, _, _ = measure(text)
+            spot = (box[0] + width, box[1] + width, box[0] + width + w, box[1] + width + h)
+        _, _, left, top = measure(text)
+        draw.rectangle(list(spot), fill=color)
+        draw.text((spot[0] + width - left, spot[1] + width - top), text, fill=(255, 255, 255), font=font)
+    y = canvas.height
+    for color, line in reversed(legend):
+        w, h, left, top = measure(line)
+        y -= h
+        draw.rectangle([0, y, w, y + h], fill=color)
+        draw.text((width - left, y + width - top), line, fill=(255, 255, 255), font=font)
     if not result.faces:
         text = "no face found"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
