@@ -419,3 +419,16 @@ def test_annotated_multi_face_photo_tags_cover_no_other_face(shared_data, tiny_r
             if i != j:
                 hits = int(np.all(inside == np.array(colour, np.uint8), axis=2).sum())
                 assert hits < 5, f"face {i}'s tag covers face {j}'s box ({hits} pixels)"
+
+
+def test_page_and_annotated_files_share_face_colours():
+    import re
+    from pathlib import Path
+
+    import ferwild
+    from ferwild.recognizer import face_colour
+
+    js = (Path(ferwild.__file__).parent / "static" / "app.js").read_text()
+    hexes = re.findall(r'"#([0-9a-f]{6})"', re.search(r"const COLORS = \[(.*?)\];", js).group(1))
+    assert len(hexes) >= 8
+    assert [tuple(int(h[k:k + 2], 16) for k in (0, 2, 4)) for h in hexes] == [face_colour(i) for i in range(len(hexes))]

@@ -605,8 +605,12 @@ def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-_PALETTE = [(230, 57, 70), (244, 162, 97), (106, 76, 147), (42, 157, 143), (69, 123, 157),
-            (233, 196, 106), (131, 56, 236), (29, 53, 87)]
+# The web page's colours (static/app.js COLORS), so a face has the same colour on the page and
+# in annotated files; chosen to stay distinguishable on photos and for common colour-vision
+# deficiencies. Tags carry dark text on them.
+_PALETTE = [(255, 122, 0), (0, 179, 255), (255, 61, 139), (61, 220, 132), (255, 212, 0), (179, 136, 255),
+            (0, 229, 208), (255, 82, 82)]
+_TAG_TEXT = (17, 17, 17)
 
 
 Box = tuple[float, float, float, float]
@@ -690,13 +694,13 @@ def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str
             spot = (box[0] + width, box[1] + width, box[0] + width + w, box[1] + width + h)
         _, _, left, top = measure(text)
         draw.rectangle(list(spot), fill=color)
-        draw.text((spot[0] + width - left, spot[1] + width - top), text, fill=(255, 255, 255), font=font)
+        draw.text((spot[0] + width - left, spot[1] + width - top), text, fill=_TAG_TEXT, font=font)
     y = canvas.height
     for color, line in reversed(legend):
         w, h, left, top = measure(line)
         y -= h
         draw.rectangle([0, y, w, y + h], fill=color)
-        draw.text((width - left, y + width - top), line, fill=(255, 255, 255), font=font)
+        draw.text((width - left, y + width - top), line, fill=_TAG_TEXT, font=font)
     if not result.faces:
         text = "no face found"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)

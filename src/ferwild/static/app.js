@@ -321,30 +321,44 @@
       ctx.strokeStyle = f.color;
       ctx.strokeRect(f.x, f.y, f.w, f.h);
     }
-    const placed = [];
+    // The placement rule of ferwild.recognizer.place_tags (annotated files use the same one):
+    // the first spot, in this order, that lies in the image and covers no other face's box
+    // and no tag already placed; a face whose tag fits nowhere gets a number and a legend line.
     const hits = (r, q) => r.x < q.x + q.w && q.x < r.x + r.w && r.y < q.y + q.h && q.y < r.y + r.h;
-    const overlaps = (r) => placed.some((q) => hits(r, q));
+    const padX = 5, tagH = font + 8, gap = lw / 2;
+    const placed = [];
+    const legend = [];
     for (const f of faces) {
       const tag = `${f.face.label} ${pct(f.face.confidence)}`;
-      const padX = 5, tagH = font + 8;
-      const tagW = ctx.measureText(tag).width + 2 * padX;
-      const tx = Math.max(0, Math.min(f.x - lw / 2, cssW - tagW));
-      // above the box, else below it, else inside its top or bottom edge: the first spot that
-      // fits in the image and covers neither a tag already drawn nor another face (in a group
-      // photo the faces are close: a tag over a neighbour hides the neighbour); failing that,
-      // the first that covers no tag; failing that, the first that fits
+      const w = ctx.measureText(tag).width + 2 * padX, h = tagH;
+      const x1 = f.x, y1 = f.y, x2 = f.x + f.w, y2 = f.y + f.h;
       const others = faces.filter((o) => o !== f);
-      const spots = [f.y - tagH - lw / 2, f.y + f.h + lw / 2, f.y + lw / 2, f.y + f.h - tagH - lw / 2]
-        .map((ty) => ({ x: tx, y: ty, w: tagW, h: tagH }))
-        .filter((r) => r.y >= 0 && r.y + r.h <= cssH);
-      const spot = spots.find((r) => !overlaps(r) && !others.some((o) => hits(r, o)))
-        ?? spots.find((r) => !overlaps(r)) ?? spots[0] ?? { x: tx, y: Math.max(0, f.y), w: tagW, h: tagH };
-      placed.push(spot);
-      ctx.fillStyle = f.color;
-      ctx.fillRect(spot.x, spot.y, spot.w, spot.h);
-      ctx.fillStyle = "#111";
-      ctx.fillText(tag, spot.x + padX, spot.y + tagH / 2 + 0.5);
+      const spot = [[x1, y1 - h - gap], [x2 - w, y1 - h - gap], [x1, y2 + gap], [x2 - w, y2 + gap], [x1, y1],
+        [x2 + gap, y1], [x1 - w - gap, y1], [x2 + gap, y2 - h], [x1 - w - gap, y2 - h]]
+        .map(([x, y]) => ({ x: Math.min(Math.max(0, x), cssW - w), y: Math.min(Math.max(0, y), cssH - h), w, h }))
+        .find((r) => r.x >= 0 && r.y >= 0 && !others.some((o) => hits(r, o)) && !placed.some((q) => hits(r, q)));
+      if (spot) {
+        placed.push(spot);
+        drawTag(ctx, tag, spot, f.color, padX);
+      } else {
+        const number = String(legend.length + 1);
+        legend.push({ text: `${number} ${tag}`, color: f.color });
+        const nw = ctx.measureText(number).width + 2 * padX;
+        drawTag(ctx, number, { x: x1 + gap, y: y1 + gap, w: nw, h }, f.color, padX);
+      }
     }
+    let y = cssH;
+    for (const line of legend.reverse()) {
+      y -= tagH;
+      drawTag(ctx, line.text, { x: 0, y, w: ctx.measureText(line.text).width + 2 * padX, h: tagH }, line.color, padX);
+    }
+  }
+
+  function drawTag(ctx, text, r, color, padX) {
+    ctx.fillStyle = color;
+    ctx.fillRect(r.x, r.y, r.w, r.h);
+    ctx.fillStyle = "#111";
+    ctx.fillText(text, r.x + padX, r.y + r.h / 2 + 0.5);
   }
 
   let resizeTimer = 0;
