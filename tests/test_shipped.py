@@ -274,3 +274,17 @@ def test_inference_never_imports_the_training_loop():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_models_listing_reads_at_80_columns():
+    """At 80 columns the shipped models are listed one block each: no name or word cut."""
+    from typer.testing import CliRunner
+
+    from ferwild.cli import app
+
+    result = CliRunner().invoke(app, ["models"], terminal_width=80)
+    assert result.exit_code == 0
+    for row in shipped.list_shipped():
+        assert f"\n{row['name']}\n" in result.output
+        assert f"trained on: {row['data']}" in result.output
+    assert "…" not in result.output.split("trained models shipped")[1]

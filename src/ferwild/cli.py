@@ -289,20 +289,31 @@ def models() -> None:
         table.add_row(entry["name"], str(entry["input_size"]), f"{entry['params'] / 1e6:.2f}M",
                       entry["pretrained_source"], entry["description"])
     console.print(table)
-    shipped = Table(title="trained models shipped with ferwild (use as --run NAME; "
-                          f"{PREFIX}{DEFAULT_MODEL} is the default of predict and serve)")
-    shipped.add_column("name", no_wrap=True)  # a name is what people copy: never folded or cut
-    for col in ("architecture", "trained on", "test set", "test acc / macro-F1",
-                "real photos (wild_dev) acc / macro-F1", "size"):
-        shipped.add_column(col, overflow="fold")
+    title = (f"trained models shipped with ferwild (use as --run NAME; {PREFIX}{DEFAULT_MODEL} is the default "
+             "of predict and serve)")
+    columns = ("architecture", "trained on", "test set", "test acc / macro-F1",
+               "real photos (wild_dev) acc / macro-F1", "size")
 
     def figures(values: dict) -> str:
         acc, f1 = values.get("accuracy"), values.get("macro_f1")
         return "-" if acc is None else f"{100 * acc:.1f}% / {100 * f1:.1f}%"
 
-    for row in list_shipped():
-        shipped.add_row(row["name"], row["model"], row["data"], row["test_name"], figures(row["test"]),
-                        figures(row["wild_dev"]), f"{row['size_bytes'] / 1e6:.1f} MB")
+    rows = [(row["name"], row["model"], row["data"], row["test_name"], figures(row["test"]),
+             figures(row["wild_dev"]), f"{row['size_bytes'] / 1e6:.1f} MB") for row in list_shipped()]
+    if console.width < 120:
+        # too narrow for seven columns without cutting words: one block per model
+        console.print(f"\n[b]{title}[/b]", highlight=False)
+        for name, *values in rows:
+            console.print(f"[b]{name}[/b]", highlight=False, soft_wrap=True)
+            for col, value in zip(columns, values):
+                console.print(f"  {col}: {value}", highlight=False)
+        return
+    shipped = Table(title=title)
+    shipped.add_column("name", no_wrap=True)  # a name is what people copy: never folded or cut
+    for col in columns:
+        shipped.add_column(col)
+    for values in rows:
+        shipped.add_row(*values)
     console.print(shipped)
 
 
