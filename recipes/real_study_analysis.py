@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import stats
 from sklearn.metrics import f1_score
 
@@ -63,7 +64,7 @@ class Study:
     def __init__(self, root: Path):
         self.root = root
         self.results = pd.read_csv(root / "results.csv")
-        self.spec = __import__("yaml").safe_load((root / "study.yaml").read_text())
+        self.spec = yaml.safe_load((root / "study.yaml").read_text())
         self._preds: dict[str, pd.DataFrame] = {}
 
     def predictions(self, trial: str) -> pd.DataFrame:
@@ -195,7 +196,7 @@ def schedule_firings(study: Study) -> dict:
     fired = {}
     rows = study.results[(study.results["experiment"] != "baseline")]
     for run_dir in sorted(set(rows["run_dir"])):
-        config = __import__("yaml").safe_load((study.root / run_dir / "config.yaml").read_text())
+        config = yaml.safe_load((study.root / run_dir / "config.yaml").read_text())
         if config["optim"]["scheduler"] != "f1_drop":
             continue
         metrics = pd.read_csv(study.root / run_dir / "metrics.csv")
