@@ -87,12 +87,13 @@ def _scores(frame: pd.DataFrame) -> tuple[float, float]:
     return float((y == p).mean()), float(f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0))
 
 
-def _cluster_resample(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """Resample people with replacement (each person's photos together)."""
-    groups = frame.groupby("subject").indices
-    keys = list(groups)
-    pick = rng.integers(0, len(keys), len(keys))
-    return frame.iloc[np.concatenate([groups[keys[k]] for k in pick])]
+def _cluster_resample(frame: pd.DataFrame, rng: np.random.Generator,
+                      groups: list[np.ndarray] | None = None) -> pd.DataFrame:
+    """Resample people with replacement (each person's photos together); ``groups`` are the
+    row positions per person, computed once by the caller when resampling many times."""
+    groups = groups if groups is not None else list(frame.groupby("subject").indices.values())
+    pick = rng.integers(0, len(groups), len(groups))
+    return frame.iloc[np.concatenate([groups[k] for k in pick])]
 
 
 def analyse(runs: list[pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -110,10 +111,12 @@ def analyse(runs: list[pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> dict
 
     def gap_stats(pairs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> dict:
         point = np.mean([np.subtract(_scores(a), _scores(b)) for a, b in pairs], axis=0)
+        people = [(list(a.groupby("subject").indices.values()), list(b.groupby("subject").indices.values()))
+                  for a, b in pairs]
         boots = np.empty((n_boot, 2))
         for i in range(n_boot):
-            boots[i] = np.mean([np.subtract(_scores(_cluster_resample(a, rng)), _scores(_cluster_resample(b, rng)))
-                                for a, b in pairs], axis=0)
+            boots[i] = np.mean([np.subtract(_scores(_cluster_resample(a, rng, ga)), _scores(_cluster_resample(b, rng, gb)))
+                                for (a, b), (ga, gb) in zip(pairs, people)], axis=0)
         lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
         return {"accuracy": float(point[0]), "accuracy_ci95": [float(lo[0]), float(hi[0])],
                 "macro_f1": float(point[1]), "macro_f1_ci95": [float(lo[1]), float(hi[1])]}
