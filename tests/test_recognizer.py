@@ -193,7 +193,7 @@ def test_tracker_keeps_each_person_s_number():
     assert tracks(tracker.update(_frame((3, 2, 23, 22)))) == [3]
     # a jump beyond the overlap threshold is a new person too
     assert tracks(tracker.update(_frame((60, 60, 80, 80)))) == [4]
-    with pytest.raises(RecognizerError):
+    with pytest.raises(ValueError):
         FaceTracker(min_iou=0)
 
 

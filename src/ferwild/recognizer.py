@@ -36,6 +36,7 @@ from ferwild.data.faces import FaceAlignment, FaceDetection, FaceDetector, align
 from ferwild.data.images import ImageRejected, load_image, pil_to_rgb
 from ferwild.formatting import first_line
 from ferwild.preprocessing import Preprocessing
+from ferwild.tracking import FaceTracker, face_descriptor  # noqa: F401 - FaceTracker re-exported
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -43,7 +44,10 @@ ImageLike = str | os.PathLike | np.ndarray | Image.Image
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"})
 #: File suffixes treated as still images.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-DETECTORS = ("mtcnn", "none")
+#: ``mtcnn``: facenet-pytorch MTCNN (photos, ``prepare``); ``fast``: BlazeFace short-range in ONNX
+#: Runtime (video and live, :mod:`ferwild.data.blazeface`); ``fast-tiled``: the same, also over
+#: overlapping tiles (groups: faces down to ~1/8 of the frame's height); ``none``: one face crop each.
+DETECTORS = ("mtcnn", "fast", "fast-tiled", "none")
 
 
 class RecognizerError(ValueError):
@@ -60,8 +64,12 @@ class Face:
     ``label``/``confidence`` are the top class and its probability (``label`` is
     :data:`UNCERTAIN` when the recogniser abstains below its ``abstain_below`` confidence; the
     probabilities are kept); ``method`` says how the
-    crop was cut (``"mtcnn"`` aligned on landmarks, ``"whole-image"``); ``track`` numbers the
-    person across the frames of a video (:class:`FaceTracker`), None for still images.
+    crop was cut (``"mtcnn"`` or ``"fast"``: aligned on the detector's landmarks,
+    ``"whole-image"``); ``track`` numbers the person across the frames of a video
+    (:class:`~ferwild.tracking.FaceTracker`), None for still images; ``smoothed`` /
+    ``smoothed_label`` are the track's reading smoothed over time
+    (:class:`~ferwild.tracking.ExpressionSmoother`), None when not smoothed. ``descriptor`` (the
+    face's look, for re-identification in one video) is not written out.
     """
 
     box: tuple[float, float, float, float]
@@ -72,6 +80,9 @@ class Face:
     probabilities: dict[str, float]
     method: str
     track: int | None = None
+    smoothed: dict[str, float] | None = None
+    smoothed_label: str | None = None
+    descriptor: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (plain floats, rounded to 6 digits)."""
@@ -81,7 +92,10 @@ class Face:
                 else round(float(self.detection_confidence), 6),
                 "label": self.label, "confidence": round(float(self.confidence), 6),
                 "probabilities": {k: round(float(v), 6) for k, v in self.probabilities.items()},
-                "method": self.method, "track": self.track}
+                "method": self.method, "track": self.track,
+                **({} if self.smoothed is None else {
+                    "smoothed_label": self.smoothed_label,
+                    "smoothed": {k: round(float(v), 6) for k, v in self.smoothed.items()}})}
 
 
 @dataclass
@@ -132,62 +146,6 @@ def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-class FaceTracker:
-    """Numbers the faces of consecutive video frames by person (IoU matching of boxes).
-
-    Each frame's faces are matched one-to-one to the live tracks by the Hungarian algorithm on
-    box overlap (intersection over union >= ``min_iou``); unmatched faces start new tracks, and a
-    track that finds no face for more than ``max_missed`` sampled frames ends (a person who
-    comes back later gets a new number). Overlap is measured against the track's last box, which
-    suits sampled frames of people who move less than a face width between two samples.
-    """
-
-    def __init__(self, min_iou: float = 0.3, max_missed: int = 3) -> None:
-        if not 0.0 < min_iou <= 1.0:
-            raise RecognizerError(f"min_iou must be in (0, 1], got {min_iou}")
-        if max_missed < 0:
-            raise RecognizerError(f"max_missed must be >= 0, got {max_missed}")
-        self.min_iou, self.max_missed = float(min_iou), int(max_missed)
-        self._tracks: dict[int, tuple[tuple[float, float, float, float], int]] = {}  # id -> (box, missed)
-        self._next = 0
-
-    def update(self, result: ImageResult) -> ImageResult:
-        """Set ``track`` on each face of the next frame (in place); returns the result."""
-        from scipy.optimize import linear_sum_assignment
-
-        ids = list(self._tracks)
-        faces = result.faces
-        matched: dict[int, int] = {}
-        if ids and faces:
-            overlap = np.array([[_iou(self._tracks[t][0], f.box) for f in faces] for t in ids])
-            rows, cols = linear_sum_assignment(-overlap)
-            matched = {int(c): ids[r] for r, c in zip(rows, cols) if overlap[r, c] >= self.min_iou}
-        for j, face in enumerate(faces):
-            if j not in matched:
-                matched[j] = self._next
-                self._next += 1
-            face.track = matched[j]
-            self._tracks[face.track] = (face.box, 0)
-        seen = set(matched.values())
-        for t in ids:
-            if t not in seen:
-                box, missed = self._tracks[t]
-                if missed + 1 > self.max_missed:
-                    del self._tracks[t]
-                else:
-                    self._tracks[t] = (box, missed + 1)
-        return result
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / (_area(a) + _area(b) - inter)
-
-
 #: The label of a face read with less confidence than the recogniser's ``abstain_below``.
 UNCERTAIN = "uncertain"
 
@@ -206,17 +164,21 @@ class Recognizer:
         label_names: the K class names, in logit order.
         preprocessing: the model's :class:`~ferwild.preprocessing.Preprocessing` (input size, mean, std).
         face_alignment: how the training faces were cut (margin, crop side, channels, threshold).
-        detector: ``"mtcnn"`` (faces are detected and aligned on their landmarks), ``"none"``
+        detector: ``"mtcnn"`` (faces are detected and aligned on their landmarks), ``"fast"``
+            (MediaPipe BlazeFace short-range, ~2.5 ms a frame: video and live, faces from ~40 px in
+            a 640 px frame; :mod:`ferwild.data.blazeface` says how it frames faces), ``"none"``
             (each image already is one face crop: it is only resized, as prepare does for
-            pre-aligned data) or a :class:`~ferwild.data.faces.FaceDetector`.
-        min_confidence: MTCNN face threshold (default: the one the training data was prepared with).
+            pre-aligned data) or a detector object (:class:`~ferwild.data.faces.FaceDetector`,
+            :class:`~ferwild.data.blazeface.BlazeFaceDetector`).
+        min_confidence: face threshold (MTCNN default: the one the training data was prepared
+            with; the fast detector's own scale defaults to MediaPipe's 0.5).
         max_faces: keep at most this many faces per image, the largest first (None: all).
         batch_size: faces per classifier call.
         detector_device: where MTCNN runs (``from_run`` puts it beside the model, e.g. ``cuda``).
     """
 
     def __init__(self, classifier: Classifier, *, label_names: Sequence[str],
-                 preprocessing: Preprocessing, face_alignment: FaceAlignment, detector: str | FaceDetector = "mtcnn",
+                 preprocessing: Preprocessing, face_alignment: FaceAlignment, detector: str | Any = "mtcnn",
                  min_confidence: float | None = None, max_faces: int | None = None, batch_size: int = 64,
                  source: str = "", model_config: dict | None = None,
                  detector_device: str = "cpu", description: str = "",
@@ -245,8 +207,17 @@ class Recognizer:
         self.description = description
         self.model_config = dict(model_config or {})
         threshold = face_alignment.min_confidence if min_confidence is None else float(min_confidence)
-        if isinstance(detector, FaceDetector):
-            self.detector: FaceDetector | None = detector
+        if not isinstance(detector, str) and callable(getattr(detector, "detect", None)):
+            self.detector: Any = detector
+        elif detector in ("fast", "fast-tiled"):
+            from ferwild.data.blazeface import BlazeFaceDetector
+
+            try:
+                self.detector = BlazeFaceDetector(tiles=detector == "fast-tiled",
+                                                  **({} if min_confidence is None
+                                                     else {"min_confidence": float(min_confidence)}))
+            except ValueError as exc:
+                raise RecognizerError(str(exc)) from None
         elif detector == "mtcnn":
             try:
                 self.detector = FaceDetector(min_confidence=threshold, device=detector_device)
@@ -299,12 +270,12 @@ class Recognizer:
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, *, providers: Sequence[str] | None = None,
-                  **kwargs: Any) -> "Recognizer":
+                  intra_op_threads: int | None = None, **kwargs: Any) -> "Recognizer":
         """A recogniser over an ONNX file written by ``ferwild export`` (ONNX Runtime, no PyTorch
         model code involved); label names, preprocessing and alignment come from its metadata.
         With ``detector="none"`` (crops in) nothing here imports torch; MTCNN itself needs it."""
         try:
-            onnx_model = OnnxClassifier(path, providers=providers)
+            onnx_model = OnnxClassifier(path, providers=providers, intra_op_threads=intra_op_threads)
         except (OSError, ValueError) as exc:
             raise RecognizerError(str(exc)) from None
         return cls(onnx_model, label_names=onnx_model.label_names, preprocessing=onnx_model.preprocessing,
@@ -312,12 +283,30 @@ class Recognizer:
                    source=str(path), model_config=onnx_model.model_config,
                    description=str(onnx_model.metadata.get("description") or ""), **kwargs)
 
+    def with_detector(self, detector: str | Any, *, min_confidence: float | None = None) -> "Recognizer":
+        """The same model (shared, not copied) behind another detector, e.g. ``"fast"`` for live video."""
+        return Recognizer(self.classifier, label_names=self.label_names, preprocessing=self.preprocessing,
+                          face_alignment=self.face_alignment, detector=detector, min_confidence=min_confidence,
+                          max_faces=self.max_faces, batch_size=self.batch_size, source=self.source,
+                          model_config=self.model_config, description=self.description,
+                          abstain_below=self.abstain_below)
+
+    @property
+    def detector_name(self) -> str:
+        """``"mtcnn"``, ``"fast"`` or ``"none"`` (a custom detector: its ``name`` or class name)."""
+        if self.detector is None:
+            return "none"
+        if isinstance(self.detector, FaceDetector):
+            return "mtcnn"
+        name = getattr(self.detector, "name", type(self.detector).__name__)
+        return {"blazeface": "fast", "blazeface-tiled": "fast-tiled"}.get(name, str(name))
+
     def info(self) -> dict[str, Any]:
         """What this recogniser is (backend, model, labels, preprocessing, alignment), JSON-ready."""
         return {"backend": self.backend, "source": self.source, "description": self.description,
                 "model": self.model_config.get("name", ""), "label_names": list(self.label_names),
                 "preprocessing": self.preprocessing.to_dict(), "face_alignment": self.face_alignment.to_dict(),
-                "detector": "mtcnn" if self.detector is not None else "none",
+                "detector": self.detector_name,
                 "min_confidence": None if self.detector is None else self.detector.min_confidence,
                 "max_faces": self.max_faces, "abstain_below": self.abstain_below}
 
@@ -406,10 +395,22 @@ class Recognizer:
         """:meth:`analyze` for one image."""
         return self.analyze([image], sources=None if source is None else [source])[0]
 
-    def _fill(self, results: list[ImageResult], arrays: dict[int, np.ndarray]) -> None:
-        """Detect faces in ``arrays`` (index -> RGB image), classify them, fill ``results``."""
+    def analyze_detected(self, image: np.ndarray, detections: list[FaceDetection] | Exception, *,
+                         source: str = "frame") -> ImageResult:
+        """Align and classify the faces ``detections`` found in ``image`` (an RGB array), e.g. when
+        detection ran in another thread (``ferwild live`` detects in its decoding thread)."""
+        arr = _to_rgb_array(image)
+        result = ImageResult(source, int(arr.shape[1]), int(arr.shape[0]))
+        self._fill([result], {0: arr}, found=[detections])
+        return result
+
+    def _fill(self, results: list[ImageResult], arrays: dict[int, np.ndarray],
+              found: list[list[FaceDetection] | Exception] | None = None) -> None:
+        """Detect faces in ``arrays`` (index -> RGB image; ``found``: detections already made),
+        classify them, fill ``results``."""
         order = list(arrays)
         crops: list[np.ndarray] = []
+        descriptors: list[np.ndarray | None] = []
         owners: list[tuple[int, tuple[float, float, float, float], FaceDetection | None]] = []
         if self.detector is None:
             for i in order:
@@ -419,9 +420,11 @@ class Recognizer:
                 except Exception as exc:  # noqa: BLE001
                     results[i].error = first_line(exc)
                     continue
+                descriptors.append(None)
                 owners.append((i, (0.0, 0.0, float(arr.shape[1]), float(arr.shape[0])), None))
         else:
-            found = self.detector.detect([arrays[i] for i in order])
+            if found is None:
+                found = self.detector.detect([arrays[i] for i in order])
             for i, dets in zip(order, found):
                 if isinstance(dets, Exception):
                     if _too_small_for_detector(arrays[i], self.detector):
@@ -440,17 +443,19 @@ class Recognizer:
                     except Exception:  # noqa: BLE001 - degenerate landmarks: this face is skipped
                         continue
                     crops.append(crop)
+                    descriptors.append(face_descriptor(crop))
                     x1, y1, x2, y2 = det.box
                     owners.append((i, (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)), det))
         if not crops:
             return
+        method = self.detector_name
         try:
             probs = self.classify(crops)
         except Exception as exc:  # noqa: BLE001 - the batch fails as a whole: say so per image
             for i, _, _ in owners:
                 results[i].error = f"classification failed: {first_line(exc)}"
             return
-        for (i, box, det), p in zip(owners, probs):
+        for (i, box, det), p, descriptor in zip(owners, probs, descriptors):
             k = int(np.argmax(p))
             results[i].faces.append(Face(
                 box=box,
@@ -458,7 +463,7 @@ class Recognizer:
                 detection_confidence=None if det is None else float(det.confidence),
                 label=self.label_of(p), confidence=float(p[k]),
                 probabilities={name: float(v) for name, v in zip(self.label_names, p)},
-                method="whole-image" if det is None else "mtcnn"))
+                method="whole-image" if det is None else method, descriptor=descriptor))
 
     # ---------------------------------------------------------------------------------------
     # videos
@@ -570,7 +575,7 @@ def _area(box: tuple[float, float, float, float]) -> float:
     return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
-def _too_small_for_detector(image: np.ndarray, detector: FaceDetector) -> bool:
+def _too_small_for_detector(image: np.ndarray, detector: Any) -> bool:
     """MTCNN raises on images whose shorter side is below its smallest face: no face there."""
     h, w = image.shape[:2]
     scale = min(1.0, detector.max_side / max(h, w))
@@ -658,11 +663,20 @@ def face_colour(index: int) -> tuple[int, int, int]:
     return _PALETTE[index % len(_PALETTE)]
 
 
+def _tag_text(face: Face) -> str:
+    """``label 87%``: the smoothed reading when the face has one (video), else this frame's."""
+    if face.smoothed_label is not None and face.smoothed:
+        p = face.smoothed.get(face.smoothed_label)
+        return face.smoothed_label if p is None else f"{face.smoothed_label} {p:.0%}"
+    return f"{face.label} {face.confidence:.0%}"
+
+
 def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str] | None = None) -> Image.Image:
     """The image with each face's box and ``label 87%`` drawn on it (a PIL RGB image); an image
     in which no face was found says so in its top-left corner.
 
-    Each face has its own colour (:func:`face_colour`), shared by its box and its tag. Tags are
+    Each face has its own colour (:func:`face_colour`; by track in a video), shared by its box
+    and its tag; a smoothed reading (video) is shown in place of the frame's own. Tags are
     placed by :func:`place_tags`: never over another face's box or tag; a face whose tag fits
     nowhere gets a number in its box and a line in a legend at the image's bottom-left.
     ``label_names`` is accepted for compatibility (colours no longer follow the class).
@@ -679,13 +693,14 @@ def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         return (right - left) + 2 * width, (bottom - top) + 2 * width, left, top
 
-    texts = [f"{face.label} {face.confidence:.0%}" for face in result.faces]
+    texts = [_tag_text(face) for face in result.faces]
     sizes = [measure(t)[:2] for t in texts]
     boxes = [tuple(float(v) for v in face.box) for face in result.faces]
     spots = place_tags(boxes, sizes, canvas.width, canvas.height, gap=width)
     legend = []
     for i, (box, text, spot) in enumerate(zip(boxes, texts, spots)):
-        color = face_colour(i)
+        track = result.faces[i].track
+        color = face_colour(i if track is None else track)  # a tracked person keeps their colour
         draw.rectangle(list(box), outline=color, width=width)
         if spot is None:
             text = str(len(legend) + 1)

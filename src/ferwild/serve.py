@@ -5,8 +5,9 @@ Endpoints (all JSON except ``/`` and ``/static/*``):
 * ``GET /`` -- the web page (``ferwild/static/index.html`` + ``app.js`` + ``style.css``; no
   external resources, so it works on a machine without internet).
 * ``GET /health`` -- ``{"status": "ok"}``.
-* ``GET /info`` -- ``recognizer.info()`` plus ``labels`` (the class names, in class-id order) and
-  ``limits`` (``max_files``, ``max_upload_mb``, ``max_upload_bytes``, ``max_pixels``).
+* ``GET /info`` -- ``recognizer.info()`` plus ``labels`` (the class names, in class-id order),
+  ``limits`` (``max_files``, ``max_upload_mb``, ``max_upload_bytes``, ``max_pixels``) and
+  ``live`` (the path of the live WebSocket, ``/ws/live``).
 * ``POST /predict`` -- ``multipart/form-data`` with one or more images in the field ``files``
   (a single ``file`` field is accepted too). Answers
   ``{"results": [ImageResult.to_dict(), ...], "elapsed_ms": float}``, one result per uploaded
@@ -14,6 +15,22 @@ Endpoints (all JSON except ``/`` and ``/static/*``):
   too many pixels) gets its own ``error`` while the others are analysed: the batch is still
   HTTP 200. Errors of the request itself: 400 (not multipart, no file, malformed multipart),
   413 (a file over ``max_upload_mb``, more than ``max_files`` files, or a body too large).
+* ``WebSocket /ws/live`` -- live video (the page's "Live" mode). The client sends each webcam
+  frame as one *binary* message, an encoded image (JPEG, PNG or WebP; at most ``max_upload_mb``
+  and ``max_pixels``); the server answers every message with one JSON *text* message, in order:
+  ``{"frame": n, "time_s": s, "width": w, "height": h, "faces": [Face.to_dict(), ...],
+  "server_ms": ms, "error": null}``. ``frame`` counts the binary messages of the connection from
+  0, ``time_s`` is the server's time since the connection's first frame. Faces are found with the
+  fast detector (BlazeFace; the recogniser as it is when its detector is ``none``), numbered by
+  person across frames (``track``) and their readings smoothed over time (``smoothed``,
+  ``smoothed_label``), per connection (:class:`ferwild.tracking.FaceTracker`,
+  :class:`ferwild.tracking.ExpressionSmoother`). A frame that cannot be used (not an image, too
+  many pixels) gets ``error`` set and no faces; the connection stays open (a message over
+  ``max_upload_mb`` closes it under :func:`serve`, code 1009, before it is read). The text
+  message ``{"reset": true}`` forgets the tracks (numbering restarts at 0) and is answered with
+  ``{"reset": true, "error": null}``; any other text message gets an ``error`` answer. A client
+  that waits for each answer before sending the next frame never builds a queue: a slow server
+  makes it skip camera frames instead of lagging behind.
 
 Safety:
 
@@ -26,8 +43,8 @@ Safety:
   exception), whose pixel-count check from the header, before decoding, is the guard against
   decompression bombs (``max_pixels``, never looser than PIL's own limit).
 * The model runs in one dedicated, long-lived thread (``ferwild-model``), one batch at a time:
-  concurrent requests queue for it without blocking the event loop or holding worker threads,
-  never run the model concurrently, and torch's per-thread state (its OpenMP/MKL thread teams)
+  concurrent requests and live frames queue for it without blocking the event loop or holding
+  worker threads, never run the model concurrently, and torch's per-thread state (its OpenMP/MKL thread teams)
   is not rebuilt whenever a short-lived pool thread comes and goes. Decoding runs in anyio
   worker threads, in parallel and outside the model thread.
 """
@@ -36,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import json
 import math
 import re
 import threading
@@ -47,15 +65,17 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ferwild.data.images import ImageRejected, load_image_bytes
+from ferwild.formatting import first_line
 from ferwild.recognizer import ImageResult
+from ferwild.tracking import ExpressionSmoother, FaceTracker
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FILE_FIELDS", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_PIXELS", "FILE_FIELDS", "LIVE_PATH", "create_app", "serve"]
 
 #: Images whose header declares more pixels than this are refused before decoding (50 MP: a
 #: modern phone photo fits, a decompression bomb does not; PIL's own limit is ~89 MP).
@@ -63,6 +83,9 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 #: Form fields that carry images. Files under any other field name are ignored.
 FILE_FIELDS = ("files", "file")
+
+#: The live video WebSocket (see the module docstring).
+LIVE_PATH = "/ws/live"
 
 # Web page assets served from the package (ferwild/static), with their media types.
 _STATIC = {
@@ -72,16 +95,20 @@ _STATIC = {
 }
 
 # The page loads nothing from elsewhere; the webcam preview is a MediaStream, the drawn image a
-# blob: URL / ImageBitmap.
+# blob: URL / ImageBitmap. connect-src is completed per request (see _page_headers): the live
+# mode's WebSocket goes back to the host the page came from.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob: mediastream:; connect-src {connect}; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 _PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-        "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'"
-    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# A Host header that can be written into a CSP host-source as it is: a DNS name or IPv4 address
+# and an optional port (CSP has no syntax for IPv6 literals).
+_CSP_HOST = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?")
 
 # Multipart overhead allowed on top of the files themselves: boundaries and part headers, and
 # the few small non-file fields a browser form may add.
@@ -221,6 +248,7 @@ def _service_info(recognizer: Any, *, max_upload_mb: float, max_upload_bytes: in
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,
     }
+    info["live"] = LIVE_PATH
     return info
 
 
@@ -251,6 +279,7 @@ def create_app(
     # other apps (or user code) sharing this recogniser.
     model_thread = _ModelThread()
     model_lock = threading.Lock()
+    live_model = _LiveModel(recognizer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -269,14 +298,14 @@ def create_app(
     _add_offline_docs(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> Response:
-        return _static_response("index.html")
+    def page(request: Request) -> Response:
+        return _static_response("index.html", request.headers.get("host"))
 
     @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
+    def static(name: str, request: Request) -> Response:
         if name not in _STATIC:
             raise HTTPException(status_code=404, detail="not found")
-        return _static_response(name)
+        return _static_response(name, request.headers.get("host"))
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -316,6 +345,60 @@ def create_app(
                for i in range(len(decoded))]
         return JSONResponse({"results": out, "elapsed_ms": (time.perf_counter() - t0) * 1000.0})
 
+    @app.websocket(LIVE_PATH)
+    async def live(websocket: WebSocket) -> None:
+        """Live video: one encoded frame in, one JSON answer out (see the module docstring)."""
+        await websocket.accept()
+        session = _LiveSession(recognizer)
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data, text = message.get("bytes"), message.get("text")
+                if data is not None:
+                    reply = await live_frame(session, data)
+                elif _is_reset(text):
+                    session.reset()
+                    reply = {"reset": True, "error": None}
+                else:
+                    reply = _live_reply(None, None, 0, 0, [], 0.0,
+                                        'send frames as binary messages (encoded images); the only text '
+                                        'message is {"reset": true}')
+                await websocket.send_text(json.dumps(reply))
+        except WebSocketDisconnect:
+            pass  # the client went away while its answer was being computed or sent
+
+    async def live_frame(session: _LiveSession, data: bytes) -> dict[str, Any]:
+        """Decode one frame (worker thread), then detect, classify, track and smooth it (model thread)."""
+        t0 = time.perf_counter()
+        n, time_s = session.next_frame()
+        name = f"live-frame-{n}"
+        if len(data) > max_file_bytes:
+            decoded: Any = f"frame larger than the {_mb(max_file_bytes)} limit per image"
+        else:
+            decoded = await anyio.to_thread.run_sync(_decode, data, name, max_pixels)
+        if isinstance(decoded, str):
+            return _live_reply(n, time_s, 0, 0, [], (time.perf_counter() - t0) * 1000.0, decoded)
+
+        def run_model() -> ImageResult:
+            fast = live_model.get()
+            with model_lock:
+                result = fast.analyze([decoded], sources=[name])[0]
+            result.frame, result.time_s = n, time_s
+            if result.error is None:  # tracking is per connection: outside the lock
+                session.tracker.update(result)
+                session.smoother.update(result)
+            return result
+
+        try:
+            result = await asyncio.wrap_future(model_thread.submit(run_model))
+        except Exception as exc:  # noqa: BLE001 - one failed frame is reported; the stream goes on
+            return _live_reply(n, time_s, 0, 0, [], (time.perf_counter() - t0) * 1000.0,
+                               f"analysis failed: {_short(first_line(exc), 200)}")
+        return _live_reply(n, time_s, result.width, result.height, [f.to_dict() for f in result.faces],
+                           (time.perf_counter() - t0) * 1000.0, result.error)
+
     return app
 
 
@@ -333,12 +416,15 @@ def serve(
     """Serve ``recognizer`` with uvicorn until interrupted (one process: the model is loaded once).
 
     Extra keyword arguments go to ``uvicorn.run`` (e.g. ``access_log=False``,
-    ``ssl_certfile=...``).
+    ``ssl_certfile=...``). A WebSocket message over ``max_upload_mb`` closes its connection
+    (code 1009, "message too big") before it is read: uvicorn's ``ws_max_size`` is set to it.
     """
     import uvicorn
 
     app = create_app(recognizer, max_upload_mb=max_upload_mb, max_files=max_files,
                      max_pixels=max_pixels)
+    # a live frame is held in memory whole: bound it by the same limit as an uploaded file
+    uvicorn_kw.setdefault("ws_max_size", max(1, int(max_upload_mb * 1024 * 1024)))
     uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_kw)
 
 
@@ -421,6 +507,83 @@ class _ModelThread:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+class _LiveModel:
+    """The app's recogniser behind the fast detector, for live frames; built once, on first use
+    (in the model thread: loading BlazeFace must not hold up the event loop).
+
+    The classifier is shared with ``/predict`` (:meth:`ferwild.recognizer.Recognizer.with_detector`),
+    so both run under the same model lock. A recogniser whose detector is ``none`` (its images are
+    face crops) or already ``fast``, or one that cannot change detector, is used as it is.
+    """
+
+    def __init__(self, recognizer: Any) -> None:
+        self._base = recognizer
+        self._model: Any = None
+        self._error: str | None = None
+        self._guard = threading.Lock()
+
+    def get(self) -> Any:
+        """The live recogniser; raises ``RuntimeError`` (every time) when it cannot be built."""
+        with self._guard:
+            if self._model is None and self._error is None:
+                detector = getattr(self._base, "detector_name", None)
+                if detector is None:
+                    detector = self._base.info().get("detector")
+                if detector in ("none", "fast") or not callable(getattr(self._base, "with_detector", None)):
+                    self._model = self._base
+                else:
+                    try:
+                        self._model = self._base.with_detector("fast")
+                    except Exception as exc:  # noqa: BLE001 - e.g. ONNX Runtime missing: said per frame
+                        self._error = f"the fast face detector is not available: {_short(first_line(exc), 200)}"
+            if self._error is not None:
+                raise RuntimeError(self._error)
+            return self._model
+
+
+class _LiveSession:
+    """One live connection's state: frame count, clock, face tracker and expression smoother."""
+
+    def __init__(self, recognizer: Any) -> None:
+        self._labels = list(recognizer.label_names)
+        self._abstain_below = getattr(recognizer, "abstain_below", None)
+        self.frames = 0
+        self._t0: float | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track (numbering restarts at 0) and every smoothed reading."""
+        # a face may vanish for half a second (a hand, a turn of the head) at any frame rate,
+        # and someone who steps out and back within 10 s gets their number back
+        self.tracker = FaceTracker(max_missed=15, max_lost_s=1.0, reentry_s=10.0)
+        self.smoother = ExpressionSmoother(self._labels, abstain_below=self._abstain_below)
+
+    def next_frame(self) -> tuple[int, float]:
+        """The next frame's number and its time: seconds since the connection's first frame,
+        on the server's monotonic clock (when it arrived: the browser's clock is not ours)."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        n, self.frames = self.frames, self.frames + 1
+        return n, now - self._t0
+
+
+def _is_reset(text: str | None) -> bool:
+    """Whether a text message is ``{"reset": true}``."""
+    try:
+        obj = json.loads(text or "")
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("reset") is True
+
+
+def _live_reply(frame: int | None, time_s: float | None, width: int, height: int, faces: list[dict],
+                server_ms: float, error: str | None) -> dict[str, Any]:
+    """One answer of ``/ws/live``."""
+    return {"frame": frame, "time_s": None if time_s is None else round(time_s, 4), "width": width,
+            "height": height, "faces": faces, "server_ms": round(server_ms, 3), "error": error}
+
+
 def _decode(data: bytes, name: str, max_pixels: int) -> Any:
     """The image as an (H, W, 3) uint8 RGB array, or the reason it is unusable (a ``str``)."""
     try:
@@ -453,10 +616,23 @@ def _mb(n_bytes: int) -> str:
     return f"{mb:.3g} MB" if mb < 10 else f"{math.floor(mb + 0.5)} MB"
 
 
-def _static_response(name: str) -> Response:
+def _page_headers(host: str | None) -> dict[str, str]:
+    """The page's security headers. The live mode's WebSocket goes to the page's own host: CSP
+    Level 3's ``'self'`` covers ``ws:``/``wss:`` to it, but older browsers (Safari before 15.4)
+    need the host spelt out, so the ``Host`` the browser sent is named when it is a plain host
+    (a name the browser itself typed: it can only narrow what this response allows). A Host CSP
+    cannot spell (IPv6) falls back to any WebSocket (``ws: wss:``), still nothing else."""
+    if host and _CSP_HOST.fullmatch(host):
+        connect = f"'self' ws://{host} wss://{host}"
+    else:
+        connect = "'self' ws: wss:"
+    return {"Content-Security-Policy": _CSP.format(connect=connect), **_PAGE_HEADERS}
+
+
+def _static_response(name: str, host: str | None) -> Response:
     data = importlib.resources.files("ferwild").joinpath("static", name).read_bytes()
     return Response(content=data, media_type=_STATIC[name],
-                    headers={**_PAGE_HEADERS, "Cache-Control": "no-cache"})
+                    headers={**_page_headers(host), "Cache-Control": "no-cache"})
 
 
 DOCS_ASSETS = "/docs-assets"

@@ -1,9 +1,46 @@
-// ferwild web page: upload images (or a webcam snapshot) to POST /predict and draw the results.
+// ferwild web page: upload images (or a webcam snapshot) to POST /predict and draw the results;
+// or stream the webcam to the /ws/live WebSocket and draw each answer over the video (Live).
 // No framework, no external resources. Every string that comes from the server or from a file
 // name is put into the page with textContent / canvas fillText, never parsed as HTML.
 "use strict";
 
-(() => {
+// Pure geometry, no DOM: also loaded by the tests under node (module.exports below).
+const ferwildOverlay = (() => {
+  const overlaps = (a, b) => a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+
+  // Where each face's label tag goes: ferwild.recognizer.place_tags, step for step, so that the
+  // page and the annotated files agree. boxes: [x1, y1, x2, y2]; sizes: [w, h]. Answers, per
+  // face, [x1, y1, x2, y2] inside the image covering no other face's box and no tag placed
+  // before it, or null when no spot is free (the caller numbers the face and adds a legend line).
+  // Spots: above the box (left-, then right-aligned), below it, inside its top edge, to its
+  // right, to its left; each clamped into the image.
+  function placeTags(boxes, sizes, width, height, gap = 1) {
+    const placed = [];
+    return boxes.map(([x1, y1, x2, y2], i) => {
+      const [w, h] = sizes[i];
+      const others = boxes.filter((_, j) => j !== i);
+      const candidates = [[x1, y1 - h - gap], [x2 - w, y1 - h - gap], [x1, y2 + gap], [x2 - w, y2 + gap],
+        [x1, y1], [x2 + gap, y1], [x1 - w - gap, y1], [x2 + gap, y2 - h], [x1 - w - gap, y2 - h]];
+      for (const [x, y] of candidates) {
+        const cx = Math.min(Math.max(0, x), width - w);
+        const cy = Math.min(Math.max(0, y), height - h);
+        if (cx < 0 || cy < 0) continue; // the tag is larger than the image
+        const rect = [cx, cy, cx + w, cy + h];
+        if (!others.some((b) => overlaps(rect, b)) && !placed.some((t) => overlaps(rect, t))) {
+          placed.push(rect);
+          return rect;
+        }
+      }
+      return null;
+    });
+  }
+
+  return { placeTags };
+})();
+
+if (typeof module !== "undefined" && module.exports) module.exports = ferwildOverlay;
+
+if (typeof document !== "undefined") (() => {
   const $ = (id) => document.getElementById(id);
   const els = {
     info: $("model-info"), hint: $("limits-hint"), drop: $("drop-zone"), pick: $("pick"),
@@ -11,6 +48,9 @@
     camera: $("camera"), camStart: $("camera-start"), camLive: $("camera-live"),
     video: $("camera-video"), camSnap: $("camera-snap"), camStop: $("camera-stop"),
     camError: $("camera-error"), template: $("result-template"),
+    liveToggle: $("live-toggle"), liveStage: $("live-stage"), liveVideo: $("live-video"),
+    liveOverlay: $("live-overlay"), liveStats: $("live-stats"), liveFaces: $("live-faces"),
+    liveError: $("live-error"),
   };
 
   // Box colours, chosen to stay distinguishable on photos and for common colour-vision deficiencies.
@@ -301,6 +341,26 @@
       ctx.fillText("preview not available in this browser", cssW / 2, cssH / 2);
       ctx.textAlign = "start";
     }
+    drawFaces(ctx, result, cssW, cssH, imgW, imgH);
+  }
+
+  // A face's colour: its track's when it has one (live video: a person keeps their colour from
+  // frame to frame), else its place in the image (photos: matches the card's list).
+  const faceColor = (face, i) => COLORS[(Number.isInteger(face.track) ? face.track : i) % COLORS.length];
+
+  // The tag text: the smoothed reading when there is one (live video), else the frame's own.
+  function tagText(face) {
+    const smoothed = face.smoothed && typeof face.smoothed === "object" ? face.smoothed : null;
+    if (smoothed && face.smoothed_label) {
+      const values = Object.values(smoothed).map(Number);
+      const p = face.smoothed_label in smoothed ? Number(smoothed[face.smoothed_label]) : Math.max(...values);
+      return `${face.smoothed_label} ${pct(p)}`;
+    }
+    return `${face.label} ${pct(face.confidence)}`;
+  }
+
+  // Boxes and tags of a result drawn over a cssW x cssH picture of an imgW x imgH image.
+  function drawFaces(ctx, result, cssW, cssH, imgW, imgH) {
     if (!result || result.error || !Array.isArray(result.faces)) return;
     // boxes are in the server's pixel coordinates of the (EXIF-rotated) image
     const sx = cssW / (result.width || imgW);
@@ -311,7 +371,7 @@
     const faces = result.faces.map((face, i) => {
       if (!Array.isArray(face.box) || face.box.length !== 4) return null;
       const [x1, y1, x2, y2] = face.box.map(Number);
-      return { face, color: COLORS[i % COLORS.length], x: x1 * sx, y: y1 * sy, w: (x2 - x1) * sx, h: (y2 - y1) * sy };
+      return { face, color: faceColor(face, i), x: x1 * sx, y: y1 * sy, w: (x2 - x1) * sx, h: (y2 - y1) * sy };
     }).filter(Boolean);
     const lw = Math.max(2, Math.min(4, cssW / 200));
     ctx.lineWidth = lw;
@@ -321,32 +381,24 @@
       ctx.strokeStyle = f.color;
       ctx.strokeRect(f.x, f.y, f.w, f.h);
     }
-    // The placement rule of ferwild.recognizer.place_tags (annotated files use the same one):
-    // the first spot, in this order, that lies in the image and covers no other face's box
-    // and no tag already placed; a face whose tag fits nowhere gets a number and a legend line.
-    const hits = (r, q) => r.x < q.x + q.w && q.x < r.x + r.w && r.y < q.y + q.h && q.y < r.y + r.h;
+    // The placement rule of ferwild.recognizer.place_tags (annotated files use the same one); a
+    // face whose tag fits nowhere gets a number and a legend line.
     const padX = 5, tagH = font + 8, gap = lw / 2;
-    const placed = [];
+    const tags = faces.map((f) => tagText(f.face));
+    const spots = ferwildOverlay.placeTags(faces.map((f) => [f.x, f.y, f.x + f.w, f.y + f.h]),
+      tags.map((t) => [ctx.measureText(t).width + 2 * padX, tagH]), cssW, cssH, gap);
     const legend = [];
-    for (const f of faces) {
-      const tag = `${f.face.label} ${pct(f.face.confidence)}`;
-      const w = ctx.measureText(tag).width + 2 * padX, h = tagH;
-      const x1 = f.x, y1 = f.y, x2 = f.x + f.w, y2 = f.y + f.h;
-      const others = faces.filter((o) => o !== f);
-      const spot = [[x1, y1 - h - gap], [x2 - w, y1 - h - gap], [x1, y2 + gap], [x2 - w, y2 + gap], [x1, y1],
-        [x2 + gap, y1], [x1 - w - gap, y1], [x2 + gap, y2 - h], [x1 - w - gap, y2 - h]]
-        .map(([x, y]) => ({ x: Math.min(Math.max(0, x), cssW - w), y: Math.min(Math.max(0, y), cssH - h), w, h }))
-        .find((r) => r.x >= 0 && r.y >= 0 && !others.some((o) => hits(r, o)) && !placed.some((q) => hits(r, q)));
+    faces.forEach((f, i) => {
+      const spot = spots[i];
       if (spot) {
-        placed.push(spot);
-        drawTag(ctx, tag, spot, f.color, padX);
+        drawTag(ctx, tags[i], { x: spot[0], y: spot[1], w: spot[2] - spot[0], h: spot[3] - spot[1] }, f.color, padX);
       } else {
         const number = String(legend.length + 1);
-        legend.push({ text: `${number} ${tag}`, color: f.color });
+        legend.push({ text: `${number} ${tags[i]}`, color: f.color });
         const nw = ctx.measureText(number).width + 2 * padX;
-        drawTag(ctx, number, { x: x1 + gap, y: y1 + gap, w: nw, h }, f.color, padX);
+        drawTag(ctx, number, { x: f.x + gap, y: f.y + gap, w: nw, h: tagH }, f.color, padX);
       }
-    }
+    });
     let y = cssH;
     for (const line of legend.reverse()) {
       y -= tagH;
@@ -386,6 +438,7 @@
 
   async function startCamera() {
     els.camError.hidden = true;
+    if (live.running) stopLive(null); // one user of the camera at a time
     try {
       cameraStream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 } }, audio: false });
       els.video.srcObject = cameraStream;
@@ -393,11 +446,24 @@
       els.camStart.hidden = true;
       els.camSnap.focus();
     } catch (err) {
-      els.camError.textContent = err && err.name === "NotAllowedError"
-        ? "Webcam access was denied."
-        : `No webcam available${err && err.message ? ` (${err.message})` : ""}.`;
+      els.camError.textContent = cameraErrorText(err);
       els.camError.hidden = false;
     }
+  }
+
+  // What went wrong with getUserMedia, in words a visitor can act on.
+  function cameraErrorText(err) {
+    const name = err && err.name;
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      return "Camera access was denied. Allow the camera for this page in the browser's site settings, then try again.";
+    }
+    if (name === "NotFoundError" || name === "DevicesNotFoundError" || name === "OverconstrainedError") {
+      return "No camera found. Connect a webcam, then try again.";
+    }
+    if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError") {
+      return "The camera could not be started: another application may be using it.";
+    }
+    return `The camera could not be started${err && err.message ? ` (${err.message})` : ""}.`;
   }
 
   function stopCamera() {
@@ -422,6 +488,222 @@
     }, "image/jpeg", 0.92);
   }
 
+  // ------------------------------------------------------------------ live video
+  // The webcam's frames go to /ws/live one at a time: a frame is captured and sent only when the
+  // answer to the previous one has arrived, so a slow server (or network) makes the page skip
+  // camera frames instead of queueing them and falling ever further behind. Each answer's boxes
+  // and tags are drawn over the video on a transparent canvas.
+  const LIVE_MAX_WIDTH = 640;   // frames are scaled down to this width before they are sent
+  const LIVE_JPEG_QUALITY = 0.7;
+  const LIVE_SLOW_MS = 5000;    // an answer this late is said to be late (the frame stays in flight)
+  const live = {
+    running: false, starting: false, ws: null, stream: null, opened: false,
+    inFlight: false, hasUnsent: false, sentAt: 0, skipped: 0, replies: [],
+    result: null, frameCallback: 0, raf: 0, lastVideoTime: -1, canvas: null,
+  };
+
+  function setupLive() {
+    els.liveToggle.addEventListener("click", () => (live.running ? stopLive(null) : startLive()));
+    window.addEventListener("resize", drawLive);
+    window.addEventListener("pagehide", () => stopLive(null));
+  }
+
+  function liveError(text) {
+    els.liveError.textContent = text;
+    els.liveError.hidden = !text;
+  }
+
+  async function startLive() {
+    if (live.starting) return;
+    liveError("");
+    if (!window.isSecureContext || !navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== "function") {
+      liveError("Live mode needs the camera, which browsers only allow on a secure page: open this page over " +
+        "https://, or as http://localhost on the machine that runs the server.");
+      return;
+    }
+    live.starting = true;
+    els.liveToggle.disabled = true;
+    stopCamera(); // the snapshot preview: one user of the camera at a time
+    try {
+      live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: LIVE_MAX_WIDTH } }, audio: false });
+    } catch (err) {
+      liveError(cameraErrorText(err));
+      live.starting = false;
+      els.liveToggle.disabled = false;
+      return;
+    }
+    const stream = live.stream;
+    // a camera that goes away (unplugged, taken by another application) ends its track
+    stream.getTracks().forEach((t) => t.addEventListener?.("ended", () => {
+      if (live.stream === stream) stopLive("The camera stopped (unplugged, or taken by another application).");
+    }));
+    els.liveVideo.srcObject = stream;
+    els.liveStage.hidden = false;
+    els.liveStats.hidden = false;
+    els.liveStats.textContent = "Connecting…";
+    Object.assign(live, { running: true, starting: false, opened: false, inFlight: false, hasUnsent: false,
+      skipped: 0, replies: [], result: null, lastVideoTime: -1 });
+    els.liveToggle.textContent = "Stop live";
+    els.liveToggle.setAttribute("aria-pressed", "true");
+    els.liveToggle.disabled = false;
+    openSocket();
+    watchCameraFrames();
+  }
+
+  function openSocket() {
+    const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/live`;
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      stopLive(`Could not open the live connection (${err.message}).`);
+      return;
+    }
+    live.ws = ws;
+    ws.addEventListener("open", () => {
+      if (live.ws !== ws) return;
+      live.opened = true;
+      els.liveStats.textContent = "Connected; waiting for the camera…";
+      if (live.hasUnsent) sendFrame();
+    });
+    ws.addEventListener("message", (ev) => { if (live.ws === ws) onLiveAnswer(ev.data); });
+    // "error" carries no reason; "close" always follows it, with a code
+    ws.addEventListener("close", (ev) => {
+      if (live.ws !== ws) return; // closed by stopLive: nothing to report
+      const why = ev.code === 1009 ? "the server refused a frame as too large" : "by the server or the network";
+      stopLive(live.opened
+        ? `The live connection was closed ${why} (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ""}). ` +
+          "Press Start live to reconnect."
+        : "Could not connect to the server's live endpoint (the WebSocket to /ws/live failed). " +
+          "Is the server running, and does a proxy in between pass WebSockets?");
+    });
+  }
+
+  // Counts the camera's frames: each one is sent if nothing is in flight, else it waits; a frame
+  // still waiting when the next one arrives is skipped.
+  function watchCameraFrames() {
+    const v = els.liveVideo;
+    if (typeof v.requestVideoFrameCallback === "function") {
+      const onFrame = () => {
+        if (!live.running) return;
+        onCameraFrame();
+        live.frameCallback = v.requestVideoFrameCallback(onFrame);
+      };
+      live.frameCallback = v.requestVideoFrameCallback(onFrame);
+    } else { // no per-frame callback (older Firefox): a new currentTime is a new frame
+      const poll = () => {
+        if (!live.running) return;
+        if (v.readyState >= 2 && v.currentTime !== live.lastVideoTime) {
+          live.lastVideoTime = v.currentTime;
+          onCameraFrame();
+        }
+        live.raf = requestAnimationFrame(poll);
+      };
+      live.raf = requestAnimationFrame(poll);
+    }
+  }
+
+  function onCameraFrame() {
+    if (live.hasUnsent && live.opened) live.skipped += 1; // not while connecting: nothing could go yet
+    live.hasUnsent = true;
+    if (!live.inFlight) {
+      sendFrame();
+    } else if (live.sentAt && performance.now() - live.sentAt > LIVE_SLOW_MS) {
+      els.liveStats.textContent = `Waiting for the server: no answer for ${Math.round((performance.now() - live.sentAt) / 1000)} s…`;
+    }
+  }
+
+  function sendFrame() {
+    const v = els.liveVideo, ws = live.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !v.videoWidth || !v.videoHeight) return;
+    live.inFlight = true;
+    live.hasUnsent = false;
+    const scale = Math.min(1, LIVE_MAX_WIDTH / v.videoWidth);
+    const c = live.canvas || (live.canvas = document.createElement("canvas"));
+    c.width = Math.max(1, Math.round(v.videoWidth * scale));
+    c.height = Math.max(1, Math.round(v.videoHeight * scale));
+    c.getContext("2d").drawImage(v, 0, 0, c.width, c.height);
+    c.toBlob((blob) => {
+      if (live.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+      if (!blob) { // could not encode this frame: try the next one
+        live.inFlight = false;
+        return;
+      }
+      live.sentAt = performance.now();
+      ws.send(blob);
+    }, "image/jpeg", LIVE_JPEG_QUALITY);
+  }
+
+  function onLiveAnswer(data) {
+    let answer = null;
+    try { answer = JSON.parse(data); } catch { /* reported below */ }
+    live.inFlight = false;
+    const now = performance.now();
+    live.replies.push(now);
+    while (now - live.replies[0] > 1000) live.replies.shift(); // round trips of the last second
+    const span = now - live.replies[0];
+    const fps = live.replies.length > 1 && span > 0 ? ((live.replies.length - 1) * 1000) / span : 0;
+    if (!answer || typeof answer !== "object") {
+      liveError("The server sent an answer this page cannot read.");
+    } else {
+      live.result = answer.error ? null : answer;
+      liveError(answer.error ? `Frame ${answer.frame ?? "?"} could not be analysed: ${answer.error}` : "");
+      const faces = live.result && Array.isArray(live.result.faces) ? live.result.faces : [];
+      els.liveFaces.hidden = false;
+      els.liveFaces.textContent = faces.length
+        ? faces.map((f, i) => `person ${Number.isInteger(f.track) ? f.track + 1 : i + 1}: ${tagText(f)}`).join(" · ")
+        : (answer.error ? "" : "No face in view.");
+      els.liveStats.textContent = [
+        `${fps.toFixed(1)} frames/s`,
+        `server ${Number(answer.server_ms || 0).toFixed(0)} ms`,
+        `round trip ${Math.round(now - live.sentAt)} ms`,
+        `${plural(live.skipped, "camera frame")} skipped`,
+      ].join(" · ");
+      drawLive();
+    }
+    if (live.hasUnsent) sendFrame(); // a newer camera frame is waiting: send it now
+  }
+
+  function drawLive() {
+    const canvas = els.liveOverlay, v = els.liveVideo;
+    const cssW = v.clientWidth, cssH = v.clientHeight;
+    if (!cssW || !cssH) return;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(cssW * dpr) || canvas.height !== Math.round(cssH * dpr)) {
+      canvas.width = Math.round(cssW * dpr);
+      canvas.height = Math.round(cssH * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, cssW, cssH);
+    if (live.result) drawFaces(ctx, live.result, cssW, cssH, v.videoWidth, v.videoHeight);
+  }
+
+  // Ends live mode (the camera, the connection, the overlay); `message` says why, when it was
+  // not the visitor who stopped it.
+  function stopLive(message) {
+    const v = els.liveVideo;
+    live.running = false;
+    if (live.frameCallback && typeof v.cancelVideoFrameCallback === "function") v.cancelVideoFrameCallback(live.frameCallback);
+    if (live.raf) cancelAnimationFrame(live.raf);
+    live.frameCallback = live.raf = 0;
+    const ws = live.ws;
+    live.ws = null; // first: its close event is then not reported as a failure
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, "stopped");
+    if (live.stream) live.stream.getTracks().forEach((t) => t.stop());
+    live.stream = null;
+    v.srcObject = null;
+    live.result = null;
+    live.inFlight = live.hasUnsent = false;
+    els.liveStage.hidden = true;
+    els.liveFaces.hidden = true;
+    if (!message) els.liveStats.hidden = true;
+    els.liveToggle.textContent = "Start live";
+    els.liveToggle.setAttribute("aria-pressed", "false");
+    liveError(message || "");
+  }
+
   setupCamera();
+  setupLive();
   loadInfo();
 })();
