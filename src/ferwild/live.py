@@ -482,21 +482,21 @@ def run_live(recognizer: Recognizer, source: str | int, config: LiveConfig | Non
     rss_samples: list[tuple[float, float]] = []
     started = time.monotonic()
     next_status = started + config.status_every_s
-    stop_flag = threading.Event()
-    previous_term = _on_sigterm(stop_flag)
+    stop_flag = _StopFlag()
+    previous_handlers = _on_signals(stop_flag)
     grabber.start()
     log(f"reading {src.name} with {recognizer.detector_name} detection "
         f"({'as it plays, dropping frames rather than lag' if drop else 'every frame'}); "
         f"stop with {'q in the window or ' if window else ''}Ctrl-C")
     try:
         while True:
-            if stop_flag.is_set():
-                stop_reason = "stopped (SIGTERM)"
-                break
             try:
-                item = grabber.take(config.stall_timeout_s)
+                item = _take(grabber, config.stall_timeout_s, stop_flag)
             except _Stalled:
                 stop_reason, error = "stalled", f"{src.name}: no frame for {config.stall_timeout_s:.0f} s (stalled)"
+                break
+            if stop_flag.is_set():
+                stop_reason = stop_flag.reason
                 break
             if item is None:
                 if grabber.error:
@@ -539,7 +539,7 @@ def run_live(recognizer: Recognizer, source: str | int, config: LiveConfig | Non
             if config.duration_s is not None and now - started >= config.duration_s:
                 stop_reason = "duration"
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread's handler
         stop_reason = "stopped (Ctrl-C)"
     finally:
         grabber.stop()
@@ -548,7 +548,7 @@ def run_live(recognizer: Recognizer, source: str | int, config: LiveConfig | Non
             window.close()
         if recorder is not None:
             recorder.close()
-        _restore_sigterm(previous_term)
+        _restore_signals(previous_handlers)
         grabber.join(timeout=2.0)
     summary = {
         "source": src.name, "kind": src.kind, "detector": recognizer.detector_name,
@@ -576,13 +576,40 @@ def _has_cv2() -> bool:
     return True
 
 
-def _on_sigterm(flag: threading.Event):
-    """SIGTERM stops the loop like Ctrl-C does, so outputs are closed properly (main thread only)."""
+class _StopFlag(threading.Event):
+    """Set by Ctrl-C / SIGTERM; says which."""
+
+    reason = ""
+
+    def stop(self, reason: str) -> None:
+        if self.is_set():  # a second Ctrl-C: the user insists, stop now
+            raise KeyboardInterrupt
+        self.reason = reason
+        self.set()
+
+
+def _take(grabber: FrameGrabber, stall_timeout_s: float, stop_flag: _StopFlag):
+    """The next frame, waiting at most ``stall_timeout_s`` in short slices so that a stop request
+    is seen at once; None at the end of the source or when asked to stop."""
+    deadline = time.monotonic() + stall_timeout_s
+    while not stop_flag.is_set():
+        try:
+            return grabber.take(min(0.2, max(0.0, deadline - time.monotonic())))
+        except _Stalled:
+            if time.monotonic() >= deadline:
+                raise
+    return None
+
+
+def _on_signals(flag: _StopFlag) -> dict:
+    """Ctrl-C and SIGTERM stop the loop *between* frames (a frame is read, recorded and written
+    whole, and the outputs are closed properly); main thread only."""
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, lambda *_: flag.set())
+        return {}
+    return {signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: flag.stop("stopped (Ctrl-C)")),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: flag.stop("stopped (SIGTERM)"))}
 
 
-def _restore_sigterm(previous) -> None:
-    if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
+def _restore_signals(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

@@ -8,13 +8,19 @@ Writes into ``OUT``:
   redone from its start.
 * ``predictions.csv``: one row per face (and one row with ``n_faces`` 0 or an ``error`` for an
   image without faces or unreadable), columns ``source, frame, time_s, face, track, n_faces,
-  x1, y1, x2, y2, detection_confidence, label, confidence, prob_<class>..., error`` (``track``
-  numbers a person across a video's frames).
+  x1, y1, x2, y2, detection_confidence, label, confidence, prob_<class>..., error, smoothed_label``
+  (``track`` numbers a person across a video's frames; ``smoothed_label`` is their reading
+  smoothed over time, :class:`~ferwild.tracking.ExpressionSmoother`, empty for photos).
 * ``summary.json``: counts, label mix, per video its label shares and per tracked person when
   they are on screen and their label shares, errors, the recogniser's info.
 * ``annotated/`` (with ``annotate``): the images with boxes and labels drawn, and each video
   re-encoded (H.264) with its sampled frames annotated.
-* ``timelines/``: per video, each tracked person's class probabilities over time (PNG).
+* ``timelines/``: per video, each tracked person's smoothed class probabilities over time (PNG)
+  and, beside it, the same as a table (CSV: ``frame, time_s, track, label, smoothed_label,
+  prob_<class>..., smoothed_<class>...``, raw and smoothed).
+* ``summary.json`` also gives, per video, the frames read per second (decoding in its own
+  thread, detection, alignment, classification, tracking) and its label flicker (label changes
+  per second of a track) before and after smoothing.
 
 On a Ray cluster (``ray_address``) actors write their finished tasks as ``parts/*.jsonl``, each
 folded into ``results.jsonl`` as it arrives; the other outputs are written as in a local run.
@@ -52,7 +58,9 @@ class PredictConfig(Settings):
 
     ``sample_fps`` samples videos at about that many frames per second of video time; else every
     ``every_n_frames``-th frame is used. ``max_frames`` caps the sampled frames per video.
-    ``batch_images`` images are analysed (and journalled) at a time.
+    ``batch_images`` images are analysed (and journalled) at a time. ``smooth_half_life_s`` is the
+    half-life of each tracked person's smoothed reading in videos (0: no smoothing; the raw
+    reading is always kept too).
     """
 
     sample_fps: float | None = None
@@ -60,6 +68,7 @@ class PredictConfig(Settings):
     max_frames: int | None = None
     annotate: bool = False
     batch_images: int = 32
+    smooth_half_life_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.sample_fps is not None:
@@ -68,6 +77,7 @@ class PredictConfig(Settings):
         if self.max_frames is not None:
             self.max_frames = check_int(self.max_frames, "max_frames", 1)
         self.batch_images = check_int(self.batch_images, "batch_images", 1)
+        self.smooth_half_life_s = check_number(self.smooth_half_life_s, "smooth_half_life_s", low=0)
 
 
 def _read_journal(path: Path) -> tuple[list[dict], str]:
@@ -185,6 +195,8 @@ def predict_files(recognizer: Recognizer, inputs: Sequence[str | os.PathLike], o
         figure = video_timeline_figure(frames, recognizer.label_names, out / "timelines" / rel.with_suffix(".png"),
                                        title=rel.as_posix())
         summary["videos"][source]["timeline"] = figure.relative_to(out).as_posix()
+        table = write_timeline_csv(frames, recognizer.label_names, figure.with_suffix(".csv"))
+        summary["videos"][source]["timeline_csv"] = table.relative_to(out).as_posix()
     save_json_atomic(out / SUMMARY, summary)
     return summary
 
@@ -339,15 +351,18 @@ def _video_frames(records: list[dict]) -> dict[str, list[dict]]:
 def video_timeline_figure(frames: list[dict], label_names: Sequence[str], path: Path, *, title: str = "",
                           max_tracks: int = 4) -> Path:
     """How each person's expression reads over a video: one panel per track (the ``max_tracks``
-    seen longest), class probabilities stacked over time. Written to ``path`` (PNG)."""
+    seen longest), class probabilities stacked over time (the smoothed ones when the frames have
+    them). Written to ``path`` (PNG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     tracks: dict[int, list[tuple[float, list[float]]]] = {}
+    smoothed = any(face.get("smoothed") for r in frames for face in r["faces"])
     for r in frames:
         for face in r["faces"]:
             t = r["time_s"] if r.get("time_s") is not None else float(r.get("frame") or 0)
-            tracks.setdefault(face.get("track", 0), []).append((t, [face["probabilities"][n] for n in label_names]))
+            probs = face.get("smoothed") or face["probabilities"]
+            tracks.setdefault(face.get("track", 0), []).append((t, [probs[n] for n in label_names]))
     shown = sorted(tracks, key=lambda k: -len(tracks[k]))[:max_tracks]
     fig = Figure(figsize=(9, 1.9 * max(1, len(shown)) + 0.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -368,7 +383,8 @@ def video_timeline_figure(frames: list[dict], label_names: Sequence[str], path: 
     else:
         axes[-1].set_xlabel("time (s)")
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
-    fig.suptitle(f"expression over time: {title}" if title else "expression over time", fontsize=10)
+    what = "expression over time" + (" (smoothed per person)" if smoothed else "")
+    fig.suptitle(f"{what}: {title}" if title else what, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
@@ -376,18 +392,48 @@ def video_timeline_figure(frames: list[dict], label_names: Sequence[str], path: 
     return path
 
 
+def write_timeline_csv(frames: list[dict], label_names: Sequence[str], path: Path) -> Path:
+    """The timeline as a table: one row per face and sampled frame, raw and smoothed probabilities."""
+    import pandas as pd
+
+    rows = []
+    for r in frames:
+        for face in r["faces"]:
+            smoothed = face.get("smoothed") or {}
+            rows.append({"frame": r.get("frame"), "time_s": r.get("time_s"), "track": face.get("track"),
+                         "label": face["label"], "smoothed_label": face.get("smoothed_label"),
+                         **{f"prob_{n}": face["probabilities"].get(n) for n in label_names},
+                         **{f"smoothed_{n}": smoothed.get(n) for n in label_names}})
+    columns = (["frame", "time_s", "track", "label", "smoothed_label"] + [f"prob_{n}" for n in label_names]
+               + [f"smoothed_{n}" for n in label_names])
+    table = pd.DataFrame(rows, columns=columns)
+    for column in ("frame", "track"):
+        table[column] = table[column].astype("Int64")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_text_atomic(path, table.to_csv(index=False))
+    return path
+
+
 def _predict_video(recognizer: Recognizer, path: Path, out: Path, rel: Path | None, config: PredictConfig,
                    write: Callable[[list[dict]], None], log: Callable[[str], None]) -> None:
     """Journal one video's sampled frames (and encode the annotated copy), then its done marker."""
+    from ferwild.tracking import ExpressionSmoother
+
     source = str(path)
     writer = None
     buffered: list[dict] = []
+    started, n_frames = time.perf_counter(), 0
+    smoother = (ExpressionSmoother(recognizer.label_names, half_life_s=config.smooth_half_life_s,
+                                   abstain_below=recognizer.abstain_below)
+                if config.smooth_half_life_s > 0 else None)
     try:
         frames = recognizer.analyze_video_frames(path, sample_fps=config.sample_fps,
-                                                 every_n_frames=config.every_n_frames, max_frames=config.max_frames)
+                                                 every_n_frames=config.every_n_frames, max_frames=config.max_frames,
+                                                 smoother=smoother)
         for result, rgb in frames:
             record = {**result.to_dict(), "source": source, "is_video": True}
             buffered.append(record)
+            n_frames += result.error is None
             if config.annotate and rgb is not None:
                 writer = writer or _VideoWriter(_annotated_path(out, rel, ".mp4"),
                                                 fps=config.sample_fps or _video_rate(path, config.every_n_frames))
@@ -400,8 +446,10 @@ def _predict_video(recognizer: Recognizer, path: Path, out: Path, rel: Path | No
     finally:
         if writer is not None:
             writer.close()
-    write(buffered + [{"source": source, "is_video": True, "video_done": True}])
-    log(f"{path}: done")
+    seconds = time.perf_counter() - started
+    write(buffered + [{"source": source, "is_video": True, "video_done": True, "frames_read": n_frames,
+                       "seconds": round(seconds, 3), "detector": recognizer.detector_name}])
+    log(f"{path}: done, {n_frames} frames at {n_frames / max(seconds, 1e-9):.1f} frames/s")
 
 
 def _video_rate(path: Path, every_n_frames: int) -> float:
@@ -470,9 +518,9 @@ def write_predictions_csv(records: list[dict], label_names: Sequence[str], path:
                          "detection_confidence": face["detection_confidence"], "label": face["label"],
                          "confidence": face["confidence"],
                          **{f"prob_{name}": face["probabilities"].get(name) for name in label_names},
-                         "error": ""})
+                         "error": "", "smoothed_label": face.get("smoothed_label")})
     columns = (["source", "frame", "time_s", "face", "track", "n_faces", "x1", "y1", "x2", "y2", "detection_confidence",
-                "label", "confidence"] + [f"prob_{name}" for name in label_names] + ["error"])
+                "label", "confidence"] + [f"prob_{name}" for name in label_names] + ["error", "smoothed_label"])
     frame = pd.DataFrame(rows, columns=columns)
     frame["face"] = frame["face"].astype("Int64")
     frame["track"] = frame["track"].astype("Int64")
@@ -480,8 +528,33 @@ def write_predictions_csv(records: list[dict], label_names: Sequence[str], path:
     save_text_atomic(path, frame.to_csv(index=False))
 
 
+def _overall_rate(markers) -> float | None:
+    """Frames read per second over all videos (total frames / total seconds), None without videos."""
+    markers = [m for m in markers if m.get("seconds")]
+    seconds = sum(m["seconds"] for m in markers)
+    return round(sum(m.get("frames_read", 0) for m in markers) / seconds, 2) if seconds > 0 else None
+
+
+def _video_speed_and_flicker(marker: dict | None, frames: list[dict], label_flicker: Callable) -> dict[str, Any]:
+    """A video's frames read per second (from its done marker) and its label flicker, raw and smoothed."""
+    rows = [{"track": f.get("track"), "time_s": r.get("time_s"), "label": f["label"],
+             "smoothed_label": f.get("smoothed_label")} for r in frames for f in r.get("faces", [])]
+    raw = label_flicker(rows)
+    smoothed = label_flicker(rows, label_key="smoothed_label")
+    out: dict[str, Any] = {"flicker": {"changes_per_s_raw": raw["changes_per_s"],
+                                       "changes_per_s_smoothed": smoothed["changes_per_s"] if smoothed["tracks"]
+                                       else None, "track_seconds": raw["track_seconds"]}}
+    if marker and marker.get("seconds"):
+        out.update(frames_per_s=round(marker.get("frames_read", 0) / marker["seconds"], 2),
+                   seconds=marker["seconds"], detector=marker.get("detector"))
+    return out
+
+
 def _summarise(records: list[dict], recognizer: Recognizer, n_files: int, seconds: float) -> dict[str, Any]:
+    from ferwild.tracking import label_flicker
+
     results = [r for r in records if not r.get("video_done")]
+    done_markers = {r["source"]: r for r in records if r.get("video_done")}
     labels = Counter(f["label"] for r in results for f in r.get("faces", []))
     errors = [{"source": r["source"], "frame": r.get("frame"), "error": r["error"]} for r in results if r.get("error")]
     videos: dict[str, dict] = {}
@@ -508,7 +581,9 @@ def _summarise(records: list[dict], recognizer: Recognizer, n_files: int, second
                      # per person: when they are on screen and how their expression reads over time
                      "tracks": {str(k): {"frames": t["frames"], "first_s": t["first_s"], "last_s": t["last_s"],
                                          "label_share": shares(t["labels"], t["frames"])}
-                                for k, t in v["tracks"].items()}}
+                                for k, t in v["tracks"].items()},
+                     **_video_speed_and_flicker(done_markers.get(s), [r for r in results if r["source"] == s],
+                                                label_flicker)}
                  for s, v in videos.items()}
     images = [r for r in results if not r.get("is_video")]
     return {"n_files": n_files, "n_images": len(images),
@@ -518,4 +593,5 @@ def _summarise(records: list[dict], recognizer: Recognizer, n_files: int, second
             "n_without_face": sum(1 for r in results if not r.get("faces") and not r.get("error")),
             "n_errors": len(errors), "labels": dict(labels.most_common()), "videos": per_video,
             "errors": errors[:1000], "seconds_this_session": round(seconds, 3),
+            "video_frames_per_s": _overall_rate(done_markers.values()),
             "recognizer": recognizer.info()}

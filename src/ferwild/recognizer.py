@@ -480,12 +480,17 @@ class Recognizer:
 
     def analyze_video_frames(self, path: str | os.PathLike, *, sample_fps: float | None = None,
                              every_n_frames: int = 1, max_frames: int | None = None, frames_per_batch: int = 16,
-                             tracker: FaceTracker | None = None) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
+                             tracker: FaceTracker | None = None, smoother: Any = None,
+                             ) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
         """Yield ``(result, frame RGB array)`` per sampled frame of a video (the array is None for
         the error result of a stream that broke), e.g. to draw the results on the frames.
 
         Faces carry a ``track`` number per person across frames (``tracker``, default a
-        :class:`FaceTracker` with its defaults).
+        :class:`FaceTracker` that keeps a person through a second's occlusion and recognises
+        them by look when they come back within 10 s); with ``smoother`` (an
+        :class:`~ferwild.tracking.ExpressionSmoother`) also a smoothed reading.
+
+        Frames are decoded in a thread of their own, a few frames ahead of the model.
 
         Frames are sampled every ``every_n_frames`` decoded frames, or at about ``sample_fps``
         frames per second of video time when given (by presentation timestamps, so variable
@@ -503,16 +508,19 @@ class Recognizer:
         name = os.fspath(path)
         pending: list[tuple[int, float | None, np.ndarray]] = []
 
-        tracker = tracker or FaceTracker()
+        tracker = tracker or FaceTracker(max_lost_s=1.0, reentry_s=10.0)
 
         def flush() -> list[tuple[ImageResult, np.ndarray | None]]:
             results = [ImageResult(name, int(a.shape[1]), int(a.shape[0]), frame=f, time_s=t) for f, t, a in pending]
             self._fill(results, {j: a for j, (_, _, a) in enumerate(pending)})
             out = [(tracker.update(r), a) for r, (_, _, a) in zip(results, pending)]
+            if smoother is not None:
+                for r, _ in out:
+                    smoother.update(r)
             pending.clear()
             return out
 
-        frames = iter_video_frames(path)
+        frames = prefetch(iter_video_frames(path))
         next_time = 0.0
         kept = 0
         while True:
@@ -541,6 +549,55 @@ class Recognizer:
                 break
         frames.close()
         yield from flush()
+
+
+def prefetch(iterator: Iterator[Any], depth: int = 8) -> Iterator[Any]:
+    """``iterator``'s items, produced in a thread of their own up to ``depth`` ahead (decoding
+    overlaps the model on a second core). An exception of the iterator is raised where it
+    happened in the sequence; closing the generator stops the thread."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            items.put((False, exc))
+            return
+        finally:
+            close = getattr(iterator, "close", None)
+            if stop.is_set() and close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+        items.put((True, end))
+
+    thread = threading.Thread(target=work, name="ferwild-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = items.get()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
 
 
 def iter_video_frames(path: str | os.PathLike) -> Iterator[tuple[int, float | None, np.ndarray]]:

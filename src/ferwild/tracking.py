@@ -118,6 +118,10 @@ class FaceTracker:
 
         now = getattr(result, "time_s", None)
         faces = list(result.faces)
+        # a track gone longer than the patience by this frame's time ends before matching, so that
+        # the gap that counts is the one up to the face's return, not up to the last empty frame
+        for t in [t for t, tr in self._tracks.items() if not self._may_continue(tr, now)]:
+            self._end(t)
         ids = list(self._tracks)
         matched: dict[int, int] = {}
         if ids and faces:
@@ -138,14 +142,16 @@ class FaceTracker:
         for t in ids:
             if t in seen:
                 continue
-            track = self._tracks[t]
-            track.missed += 1
-            if not self._may_continue(track, now):
-                del self._tracks[t]
-                if self.reentry_s > 0 and track.descriptor is not None:
-                    self._ended[t] = track
+            self._tracks[t].missed += 1
+            if not self._may_continue(self._tracks[t], now):
+                self._end(t)
         self._frames += 1
         return result
+
+    def _end(self, number: int) -> None:
+        track = self._tracks.pop(number)
+        if self.reentry_s > 0 and track.descriptor is not None:
+            self._ended[number] = track
 
     def _may_continue(self, track: _Track, now: float | None) -> bool:
         if track.missed <= self.max_missed:
