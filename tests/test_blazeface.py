@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import re
 from pathlib import Path
 
@@ -97,12 +98,25 @@ def test_square_tiles_cover_the_image_with_the_overlap_asked(height, width, over
     starts = sorted(x if width >= height else y for x, y, _ in tiles)
     assert starts[0] == 0 and starts[-1] == long - side
     # neighbours overlap by at least what was asked (to a pixel of rounding) ...
-    assert all(b - a <= side * (1 - overlap) + 1 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= side * (1 - overlap) + 1 for a, b in itertools.pairwise(starts))
     # ... with as few tiles as that takes
     if len(tiles) > 2:
         assert (long - side) / (len(tiles) - 2) > side * (1 - overlap)
     if height == width:
         assert tiles == [(0, 0, side)]
+
+
+def test_a_long_strip_is_not_cut_into_hundreds_of_tiles():
+    """1x900 would need 1,200 tiles (one detection each): beyond max_tiles the image is searched whole."""
+    calls = []
+    detector = BlazeFaceDetector(tiles=True)
+    original = detector._raw_one
+    detector._raw_one = lambda img, floor: calls.append(img.shape) or original(img, floor)
+    assert detector.detect([np.zeros((1, 900, 3), np.uint8), np.zeros((20, 2000, 3), np.uint8)]) == [[], []]
+    assert len(calls) == 2
+    calls.clear()
+    detector.detect([np.zeros((720, 1280, 3), np.uint8)])
+    assert len(calls) == 4  # the whole frame and its 3 tiles
 
 
 def test_square_tiles_of_a_16_9_frame():
@@ -194,6 +208,22 @@ def test_letterbox_is_undone_exactly_when_the_model_sees_the_same_input(shared_d
 
 
 @pytest.mark.shared_data
+@pytest.mark.parametrize("size", [(128, 128), (128, 96), (96, 128)])
+def test_pixel_centre_landmarks_scale_exactly_with_the_image(shared_data, detector, size):
+    """An image of 128 px and its k-fold pixel-repeated copy give the model the same input (the
+    copy is box-reduced by k): boxes (continuous coordinates) scale by k, and landmarks (pixel
+    centres: x_k = k x + (k - 1) / 2) too, to float precision (square and letterboxed inputs)."""
+    small = np.asarray(Image.open(shared_data / "face_photos/pyfeat/single_face.jpg").convert("RGB").resize(size))
+    base, = detector.detect([small])[0]
+    for k in (2, 3):
+        big = np.repeat(np.repeat(small, k, axis=0), k, axis=1)
+        det, = detector.detect([big])[0]
+        np.testing.assert_allclose(det.box, k * np.array(base.box), atol=1e-6)
+        np.testing.assert_allclose(det.landmarks, k * base.landmarks + (k - 1) / 2, atol=1e-6)
+        assert det.confidence == pytest.approx(base.confidence, abs=1e-6)
+
+
+@pytest.mark.shared_data
 @pytest.mark.parametrize("height,width,offsets", [
     (900, 900, [(0, 0), (300, 200), (497, 451)]),
     (600, 1100, [(0, 0), (650, 150), (333, 77)]),    # landscape: letterboxed top and bottom
@@ -261,10 +291,15 @@ def test_tiles_find_five_people_side_by_side(shared_data, detector, tiled):
         x1, y1, x2, y2 = d.box
         assert ((d.landmarks >= [x1, y1]) & (d.landmarks <= [x2, y2])).all()
         assert d.landmarks[0, 0] < d.landmarks[1, 0]
-    for w in whole:   # a face the whole frame finds is the same face in the tiled result
-        match = max(found, key=lambda d: iou(d.box, w.box))
-        assert iou(match.box, w.box) > 0.5
-        assert np.linalg.norm(match.landmarks - w.landmarks, axis=1).max() < 0.25 * _inter_ocular(w.landmarks)
+    # each face's landmarks are where the detector puts them in that portrait alone, moved
+    # to the portrait's place in the frame (eyes and nose within a quarter inter-ocular distance)
+    for d, is_inside in zip(found, inside):
+        i = int(np.argmax(is_inside))
+        portrait = np.ascontiguousarray(canvas[232:488, i * 256:(i + 1) * 256])
+        alone, = detector.detect([portrait])[0]
+        expected = alone.landmarks + [i * 256, 232]
+        error = np.linalg.norm(d.landmarks[:3] - expected[:3], axis=1).mean() / _inter_ocular(expected)
+        assert error < 0.25, (i, error)
     assert tiled.name == "blazeface-tiled" and detector.name == "blazeface"
 
 

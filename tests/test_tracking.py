@@ -6,7 +6,6 @@ re-identification and real-video tests use the recogniser's own faces from real 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +159,55 @@ def test_faces_that_do_not_overlap_enough_start_new_tracks():
     assert tracker.update(FakeFrame([FakeFace(_box(300))], time_s=0.2)).faces[0].track == 1
 
 
+def test_two_look_alikes_never_share_a_number():
+    """Two new faces that both resemble the same ended track: one takes its number, the other
+    the next-best ended track's (or a new number), never the same one twice in a frame."""
+    rng = np.random.default_rng(3)
+    a, b = (v / np.linalg.norm(v) for v in rng.normal(size=(2, 256)))
+    near_a = a + 0.2 * b
+    near_a /= np.linalg.norm(near_a)
+    assert float(near_a @ a) > 0.95 and abs(float(a @ b)) < 0.2
+    tracker = FaceTracker(max_missed=0, reentry_s=5.0, min_similarity=0.85)
+    tracker.update(FakeFrame([FakeFace(_box(0), descriptor=a), FakeFace(_box(300), descriptor=b)], time_s=0.0))
+    tracker.update(FakeFrame([], time_s=0.1))
+    faces = tracker.update(FakeFrame([FakeFace(_box(600), descriptor=a), FakeFace(_box(900), descriptor=near_a)],
+                                     time_s=0.2)).faces
+    assert faces[0].track == 0 and faces[1].track not in (0, 1)   # b's number is not taken by a look-alike of a
+    assert faces[1].track == 2
+
+
+def test_the_best_look_alike_takes_the_number_back_whatever_the_face_order():
+    """Re-identification pairs new faces with ended tracks as a whole (Hungarian on similarity):
+    a weaker look-alike listed first does not take the number of the face's own return."""
+    rng = np.random.default_rng(5)
+    a, noise = (v / np.linalg.norm(v) for v in rng.normal(size=(2, 256)))
+    weak = a + 0.55 * noise
+    weak /= np.linalg.norm(weak)
+    assert 0.8 < float(weak @ a) < 0.95
+    tracker = FaceTracker(max_missed=0, reentry_s=5.0, min_similarity=0.65)
+    tracker.update(FakeFrame([FakeFace(_box(0), descriptor=a)], time_s=0.0))
+    tracker.update(FakeFrame([], time_s=0.1))
+    faces = tracker.update(FakeFrame([FakeFace(_box(300), descriptor=weak), FakeFace(_box(600), descriptor=a)],
+                                     time_s=0.2)).faces
+    assert [f.track for f in faces] == [1, 0]
+
+
+def test_ended_tracks_are_forgotten_without_frame_times_too():
+    """Frames without times: ``reentry_s`` counts at 30 frames/s, so the memory stays bounded."""
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=256)
+    a /= np.linalg.norm(a)
+    tracker = FaceTracker(max_missed=0, reentry_s=1.0)
+    tracker.update(FakeFrame([FakeFace(_box(0), descriptor=a)]))
+    for _ in range(20):
+        tracker.update(FakeFrame([]))
+    assert tracker.update(FakeFrame([FakeFace(_box(300), descriptor=a)])).faces[0].track == 0  # within 30 frames
+    for _ in range(40):
+        tracker.update(FakeFrame([]))
+    assert tracker.update(FakeFrame([FakeFace(_box(300), descriptor=a)])).faces[0].track == 1
+    assert not tracker._ended or all(t != 0 for t in tracker._ended)
+
+
 @pytest.fixture(scope="module")
 def rec_fast():
     from ferwild.recognizer import Recognizer
@@ -219,7 +267,8 @@ def test_a_person_who_comes_back_gets_their_number_back(video_results, strangers
         x1, y1, x2, y2 = seen.box
         elsewhere = (x1 + 400, y1, x2 + 400, y2)   # no overlap with the old box
         assert iou(elsewhere, seen.box) == 0
-        return tracker.update(FakeFrame([FakeFace(elsewhere, descriptor=returning.descriptor)], time_s=when)).faces[0].track
+        frame = FakeFrame([FakeFace(elsewhere, descriptor=returning.descriptor)], time_s=when)
+        return tracker.update(frame).faces[0].track
 
     assert run(later, when=1.0) == 0
     assert run(strangers[0], when=1.0) == 1
@@ -290,7 +339,7 @@ def test_smoothing_does_not_depend_on_the_frame_rate():
     def smoothed_at(fps: int, until: float) -> float:
         smoother = ExpressionSmoother(LABELS, half_life_s=half_life)
         value = None
-        for i in range(int(round(until * fps)) + 1):
+        for i in range(round(until * fps) + 1):
             t = i / fps
             probs = _probs(happy=0.9, sad=0.1) if t < 1.0 - 1e-9 else _probs(happy=0.1, sad=0.9)
             value = smoother.update(FakeFrame([_face(probs)], time_s=t)).faces[0].smoothed["sad"]

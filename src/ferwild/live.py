@@ -531,6 +531,8 @@ def run_live(recognizer: Recognizer, source: str | int, config: LiveConfig | Non
             if now >= next_status:
                 next_status = now + config.status_every_s
                 rss_samples.append((round(now - started, 1), round(_rss_mb(), 1)))
+                if len(rss_samples) > 400:  # a long run keeps its whole curve, thinned: memory stays flat
+                    rss_samples = rss_samples[::2]
                 log(f"  {processed} frames, {fps_now:.1f} frames/s, {grabber.dropped} dropped, "
                     f"{len(result.faces)} face(s) now")
             if config.max_frames is not None and processed >= config.max_frames:
@@ -558,7 +560,7 @@ def run_live(recognizer: Recognizer, source: str | int, config: LiveConfig | Non
         "fps_processed": round(processed / seconds, 2) if seconds > 0 else 0.0,
         "fps_source": grabber.rate, "paced": pace, "stop_reason": stop_reason, "error": error,
         "flicker": flicker.summary(), "tracks": len(flicker.last),
-        "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(_rss_mb(), 1), "rss_mb_samples": rss_samples[-200:],
+        "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(_rss_mb(), 1), "rss_mb_samples": rss_samples,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
     if config.out is not None:

@@ -64,7 +64,7 @@ class Face:
     ``label``/``confidence`` are the top class and its probability (``label`` is
     :data:`UNCERTAIN` when the recogniser abstains below its ``abstain_below`` confidence; the
     probabilities are kept); ``method`` says how the
-    crop was cut (``"mtcnn"`` or ``"fast"``: aligned on the detector's landmarks,
+    crop was cut (``"mtcnn"``, ``"fast"`` or ``"fast-tiled"``: aligned on the detector's landmarks,
     ``"whole-image"``); ``track`` numbers the person across the frames of a video
     (:class:`~ferwild.tracking.FaceTracker`), None for still images; ``smoothed`` /
     ``smoothed_label`` are the track's reading smoothed over time
@@ -206,6 +206,7 @@ class Recognizer:
         self.source = source
         self.description = description
         self.model_config = dict(model_config or {})
+        self.detector_device = detector_device
         threshold = face_alignment.min_confidence if min_confidence is None else float(min_confidence)
         if not isinstance(detector, str) and callable(getattr(detector, "detect", None)):
             self.detector: Any = detector
@@ -289,7 +290,7 @@ class Recognizer:
                           face_alignment=self.face_alignment, detector=detector, min_confidence=min_confidence,
                           max_faces=self.max_faces, batch_size=self.batch_size, source=self.source,
                           model_config=self.model_config, description=self.description,
-                          abstain_below=self.abstain_below)
+                          abstain_below=self.abstain_below, detector_device=self.detector_device)
 
     @property
     def detector_name(self) -> str:

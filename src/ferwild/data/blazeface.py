@@ -116,6 +116,8 @@ class BlazeFaceDetector:
             1.8x larger. Costs one detection per tile more (``--detector fast-tiled``).
         tile_overlap: how much neighbouring tiles overlap (a face cut by one tile's edge is
             whole in its neighbour when it is narrower than the overlap).
+        max_tiles: an image needing more tiles than this (a strip, e.g. 20x2000) is searched
+            whole only: its tiles would be too small to hold a face, and each costs a detection.
     """
 
     name = "blazeface"
@@ -126,7 +128,8 @@ class BlazeFaceDetector:
     max_side = 1 << 30
 
     def __init__(self, min_confidence: float = 0.5, nms_iou: float = 0.3, threads: int = 1,
-                 model_path: str | os.PathLike | None = None, tiles: bool = False, tile_overlap: float = 0.25) -> None:
+                 model_path: str | os.PathLike | None = None, tiles: bool = False, tile_overlap: float = 0.25,
+                 max_tiles: int = 6) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if not 0.0 < nms_iou <= 1.0:
@@ -137,7 +140,7 @@ class BlazeFaceDetector:
             raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
         self.min_confidence = float(min_confidence)
         self.nms_iou = float(nms_iou)
-        self.tiles, self.tile_overlap = bool(tiles), float(tile_overlap)
+        self.tiles, self.tile_overlap, self.max_tiles = bool(tiles), float(tile_overlap), int(max_tiles)
         if self.tiles:
             self.name = "blazeface-tiled"
         options = ort.SessionOptions()
@@ -181,9 +184,10 @@ class BlazeFaceDetector:
             pil = pil.reduce(factor)
         small = np.asarray(pil.resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.float32)
         pad_x, pad_y = (_INPUT - nw) // 2, (_INPUT - nh) // 2
-        canvas = np.zeros((_INPUT, _INPUT, 3), dtype=np.float32)
+        canvas = np.full((_INPUT, _INPUT, 3), -1.0, dtype=np.float32)
         canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = small / 127.5 - 1.0
-        # black padding is 0 in MediaPipe's [-1, 1] tensor too (BORDER_ZERO after normalisation)
+        # black padding, -1 in the [-1, 1] tensor: MediaPipe warps the uint8 frame with a zero
+        # border first and only then normalises (image_to_tensor_converter_opencv.cc)
         return canvas.transpose(2, 0, 1)[None], (nw / w, nh / h), float(pad_x), float(pad_y)
 
     def raw_keypoints(self, images: Sequence[np.ndarray]) -> list[list[tuple[np.ndarray, np.ndarray]] | Exception]:
@@ -201,7 +205,7 @@ class BlazeFaceDetector:
         img = _as_uint8_image(image, rgb=True)
         found = self._raw_one(img, floor)
         regions = square_tiles(*img.shape[:2], self.tile_overlap) if self.tiles else []
-        if len(regions) < 2:
+        if len(regions) < 2 or len(regions) > self.max_tiles:  # a long strip: no face is big enough to matter
             return found
         for x, y, side in regions:
             found += [(box + np.array([x, y, x, y]), kps + np.array([x, y]), score)
