@@ -64,3 +64,34 @@ def tiny_run(tmp_path_factory, make_prepared):
                                    "model.image_size=32", "train.batch_size=32", "train.epochs=2"])
     fit(config, run, log=lambda message: None)
     return run, prep, prep.parent / "raw"
+
+
+def start_ferwild_serve(*args: str, timeout: float = 60.0):
+    """Start ``ferwild serve ARGS...`` on a free localhost port and wait for ``/health``.
+
+    Returns ``(process, "127.0.0.1:PORT")``; the caller terminates the process.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ferwild.cli", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://{base}/health", timeout=1).json() == {"status": "ok"}:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"the server did not come up: {proc.communicate()[0][-2000:]}")
+        time.sleep(0.2)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import start_ferwild_serve
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -280,27 +281,9 @@ def test_real_photos_with_mtcnn(shared_data, tiny):
 
 def test_serve_command_answers_over_http(tiny):
     """`ferwild serve` end to end: a real uvicorn process on a free port, the page, /predict."""
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "ferwild.cli", "serve", "--run", str(tiny["run"]),
-                             "--detector", "none", "--port", str(port), "--max-files", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    proc, host = start_ferwild_serve("--run", str(tiny["run"]), "--detector", "none", "--max-files", "2")
+    base = f"http://{host}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).json() == {"status": "ok"}:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, "the server did not come up"
-            time.sleep(0.2)
         page = httpx.get(base + "/")
         assert page.status_code == 200 and "<title>" in page.text and "ferwild" in page.text
         files = [("files", (p.name, _png(p), "image/png")) for p in tiny["images"][:2]]

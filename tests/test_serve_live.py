@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_ferwild_serve
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -252,31 +253,12 @@ def test_live_and_predict_never_run_the_model_at_once(crops, tiny):
 
 def test_live_through_ferwild_serve(tiny):
     """`ferwild serve` end to end: real uvicorn with WebSocket support, a real client, the limit."""
-    import socket
-    import sys
-    import time
-
     import httpx
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "ferwild.cli", "serve", "--run", str(tiny["run"]),
-                             "--detector", "none", "--port", str(port), "--max-upload-mb", "0.05"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"127.0.0.1:{port}"
+    proc, base = start_ferwild_serve("--run", str(tiny["run"]), "--detector", "none", "--max-upload-mb", "0.05")
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"http://{base}/health", timeout=1).json() == {"status": "ok"}:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, "the server did not come up"
-            time.sleep(0.2)
         csp = httpx.get(f"http://{base}/").headers["content-security-policy"]
         assert f"connect-src 'self' ws://{base} wss://{base};" in csp
         face = _encode(tiny["images"][0])
