@@ -463,6 +463,8 @@ def run_live(recognizer: Recognizer, source: str | int, config: LiveConfig | Non
                         "give --out DIR to record the annotated video and the per-frame CSV")
     pace = src.kind == "file" and (config.pace is None or config.pace)
     drop = src.kind != "file" or pace  # a camera does not wait; an unpaced file hands over every frame
+    # two stages on two cores: decode and detect in the grabber's thread; align, classify, track,
+    # smooth, draw and record here
     detector = recognizer.detector
     grabber = FrameGrabber(src, drop=drop, pace=pace, loop=config.loop, open_timeout_s=config.open_timeout_s,
                            read_timeout_s=config.stall_timeout_s,
