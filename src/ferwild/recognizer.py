@@ -147,7 +147,7 @@ def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
 
 
 @dataclass
-class CutFrame:
+class _CutFrame:
     """Faces detected and aligned, not yet classified (the first half of ``Recognizer._fill``)."""
 
     results: list[ImageResult]
@@ -304,7 +304,7 @@ class Recognizer:
 
     @property
     def detector_name(self) -> str:
-        """``"mtcnn"``, ``"fast"`` or ``"none"`` (a custom detector: its ``name`` or class name)."""
+        """``"mtcnn"``, ``"fast"``, ``"fast-tiled"`` or ``"none"`` (a custom detector: its ``name`` or class name)."""
         if self.detector is None:
             return "none"
         if isinstance(self.detector, FaceDetector):
@@ -423,10 +423,10 @@ class Recognizer:
         self._read(self._cut(results, arrays, found))
 
     def _cut(self, results: list[ImageResult], arrays: dict[int, np.ndarray],
-             found: list[list[FaceDetection] | Exception] | None) -> "CutFrame":
+             found: list[list[FaceDetection] | Exception] | None) -> "_CutFrame":
         """Detect and align: the crops to classify and whose faces they are (errors go to ``results``)."""
         order = list(arrays)
-        cut = CutFrame(results)
+        cut = _CutFrame(results)
         if self.detector is None:
             for i in order:
                 arr = arrays[i]
@@ -463,7 +463,7 @@ class Recognizer:
                 cut.owners.append((i, (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)), det))
         return cut
 
-    def _read(self, cut: "CutFrame") -> None:
+    def _read(self, cut: "_CutFrame") -> None:
         """Classify a cut's crops and add the faces to its results."""
         results = cut.results
         if not cut.crops:
