@@ -95,3 +95,29 @@ def start_ferwild_serve(*args: str, timeout: float = 60.0):
             proc.kill()
             raise AssertionError(f"the server did not come up: {proc.communicate()[0][-2000:]}")
         time.sleep(0.2)
+
+
+class WatchedRecognizer:
+    """Wraps a recogniser and records how its ``analyze`` is called: the most calls running at
+    once (``peak``), how many (``calls``) and from which threads (``threads``)."""
+
+    def __init__(self, inner):
+        import threading
+
+        self.inner, self.active, self.peak, self.calls, self.threads = inner, 0, 0, 0, set()
+        self.label_names, self.info = inner.label_names, inner.info
+        self._guard = threading.Lock()
+
+    def analyze(self, images, *, sources=None):
+        import threading
+
+        with self._guard:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.calls += 1
+            self.threads.add(threading.current_thread().name)
+        try:
+            return self.inner.analyze(images, sources=sources)
+        finally:
+            with self._guard:
+                self.active -= 1

@@ -6,14 +6,13 @@ import asyncio
 import io
 import json
 import re
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import start_ferwild_serve
+from conftest import WatchedRecognizer, start_ferwild_serve
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -205,25 +204,7 @@ def test_limits(recognizer, tiny):
 def test_concurrent_requests_run_the_model_one_at_a_time(recognizer, tiny):
     """Concurrent requests all get their own right answer and never overlap inside the model."""
 
-    class Watched:
-        def __init__(self, inner):
-            self.inner, self.active, self.peak, self.calls, self.threads = inner, 0, 0, 0, set()
-            self.label_names, self.info = inner.label_names, inner.info
-            self._guard = threading.Lock()
-
-        def analyze(self, images, *, sources=None):
-            with self._guard:
-                self.active += 1
-                self.peak = max(self.peak, self.active)
-                self.calls += 1
-                self.threads.add(threading.current_thread().name)
-            try:
-                return self.inner.analyze(images, sources=sources)
-            finally:
-                with self._guard:
-                    self.active -= 1
-
-    watched = Watched(recognizer)
+    watched = WatchedRecognizer(recognizer)
     app = create_app(watched)
     payloads = [_png(p) for p in tiny["images"]]
     expected = [r.faces[0].label for r in recognizer.analyze(tiny["images"])]

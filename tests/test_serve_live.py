@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import start_ferwild_serve
+from conftest import WatchedRecognizer, start_ferwild_serve
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -203,25 +203,7 @@ def test_live_without_a_fast_detector_says_so_per_frame(crops, tiny):
 def test_live_and_predict_never_run_the_model_at_once(crops, tiny):
     """Live frames and /predict share the one model thread: never two model calls at a time."""
 
-    class Watched:
-        def __init__(self, inner):
-            self.inner, self.active, self.peak, self.calls, self.threads = inner, 0, 0, 0, set()
-            self.label_names, self.info = inner.label_names, inner.info
-            self._guard = threading.Lock()
-
-        def analyze(self, images, *, sources=None):
-            with self._guard:
-                self.active += 1
-                self.peak = max(self.peak, self.active)
-                self.calls += 1
-                self.threads.add(threading.current_thread().name)
-            try:
-                return self.inner.analyze(images, sources=sources)
-            finally:
-                with self._guard:
-                    self.active -= 1
-
-    watched = Watched(crops)
+    watched = WatchedRecognizer(crops)
     face = _encode(tiny["images"][0], "PNG")
     errors: list[BaseException] = []
     with TestClient(create_app(watched)) as c:
