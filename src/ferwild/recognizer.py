@@ -146,16 +146,6 @@ def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-@dataclass
-class _CutFrame:
-    """Faces detected and aligned, not yet classified (the first half of ``Recognizer._fill``)."""
-
-    results: list[ImageResult]
-    crops: list[np.ndarray] = field(default_factory=list)
-    descriptors: list[np.ndarray | None] = field(default_factory=list)
-    owners: list[tuple[int, tuple[float, float, float, float], FaceDetection | None]] = field(default_factory=list)
-
-
 #: The label of a face read with less confidence than the recogniser's ``abstain_below``.
 UNCERTAIN = "uncertain"
 
@@ -420,62 +410,54 @@ class Recognizer:
               found: list[list[FaceDetection] | Exception] | None = None) -> None:
         """Detect faces in ``arrays`` (index -> RGB image; ``found``: detections already made),
         classify them, fill ``results``."""
-        self._read(self._cut(results, arrays, found))
-
-    def _cut(self, results: list[ImageResult], arrays: dict[int, np.ndarray],
-             found: list[list[FaceDetection] | Exception] | None) -> "_CutFrame":
-        """Detect and align: the crops to classify and whose faces they are (errors go to ``results``)."""
         order = list(arrays)
-        cut = _CutFrame(results)
+        crops: list[np.ndarray] = []
+        descriptors: list[np.ndarray | None] = []
+        owners: list[tuple[int, tuple[float, float, float, float], FaceDetection | None]] = []
         if self.detector is None:
             for i in order:
                 arr = arrays[i]
                 try:
-                    cut.crops.append(resize_image(arr, self.face_alignment.crop_size))
+                    crops.append(resize_image(arr, self.face_alignment.crop_size))
                 except Exception as exc:  # noqa: BLE001
                     results[i].error = first_line(exc)
                     continue
-                cut.descriptors.append(None)
-                cut.owners.append((i, (0.0, 0.0, float(arr.shape[1]), float(arr.shape[0])), None))
-            return cut
-        if found is None:
-            found = self.detector.detect([arrays[i] for i in order])
-        for i, dets in zip(order, found):
-            if isinstance(dets, Exception):
-                if _too_small_for_detector(arrays[i], self.detector):
-                    continue  # an image smaller than the smallest face: no face, not an error
-                results[i].error = f"face detection failed: {first_line(dets)}"
-                continue
-            arr = arrays[i]
-            h, w = arr.shape[:2]
-            dets = sorted(dets, key=lambda d: -_area(d.box))
-            if self.max_faces is not None:
-                dets = dets[: self.max_faces]
-            for det in dets:
-                try:
-                    crop = align_face(arr, det.landmarks, self.face_alignment.crop_size,
-                                      self.face_alignment.margin, template=self.face_alignment.template)
-                except Exception:  # noqa: BLE001 - degenerate landmarks: this face is skipped
+                descriptors.append(None)
+                owners.append((i, (0.0, 0.0, float(arr.shape[1]), float(arr.shape[0])), None))
+        else:
+            if found is None:
+                found = self.detector.detect([arrays[i] for i in order])
+            for i, dets in zip(order, found):
+                if isinstance(dets, Exception):
+                    if _too_small_for_detector(arrays[i], self.detector):
+                        continue  # an image smaller than the smallest face: no face, not an error
+                    results[i].error = f"face detection failed: {first_line(dets)}"
                     continue
-                cut.crops.append(crop)
-                cut.descriptors.append(face_descriptor(crop))
-                x1, y1, x2, y2 = det.box
-                cut.owners.append((i, (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)), det))
-        return cut
-
-    def _read(self, cut: "_CutFrame") -> None:
-        """Classify a cut's crops and add the faces to its results."""
-        results = cut.results
-        if not cut.crops:
+                arr = arrays[i]
+                h, w = arr.shape[:2]
+                dets = sorted(dets, key=lambda d: -_area(d.box))
+                if self.max_faces is not None:
+                    dets = dets[: self.max_faces]
+                for det in dets:
+                    try:
+                        crop = align_face(arr, det.landmarks, self.face_alignment.crop_size,
+                                          self.face_alignment.margin, template=self.face_alignment.template)
+                    except Exception:  # noqa: BLE001 - degenerate landmarks: this face is skipped
+                        continue
+                    crops.append(crop)
+                    descriptors.append(face_descriptor(crop))
+                    x1, y1, x2, y2 = det.box
+                    owners.append((i, (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)), det))
+        if not crops:
             return
         method = self.detector_name
         try:
-            probs = self.classify(cut.crops)
+            probs = self.classify(crops)
         except Exception as exc:  # noqa: BLE001 - the batch fails as a whole: say so per image
-            for i, _, _ in cut.owners:
+            for i, _, _ in owners:
                 results[i].error = f"classification failed: {first_line(exc)}"
             return
-        for (i, box, det), p, descriptor in zip(cut.owners, probs, cut.descriptors):
+        for (i, box, det), p, descriptor in zip(owners, probs, descriptors):
             k = int(np.argmax(p))
             results[i].faces.append(Face(
                 box=box,
