@@ -33,7 +33,7 @@ import yaml
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULERS = ("f1_drop", "cosine", "constant")
-TARGETS = ("hard", "votes")
+TARGETS = ("hard", "votes", "teacher")
 CLASS_WEIGHTS = ("balanced", "sqrt", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -255,12 +255,21 @@ class OptimConfig(Settings):
     f1_drop_factor: float = 0.8
     class_weights: str = "balanced"     # n / (C * n_c) over the rows trained on | sqrt (its square root) | none
     # What the training cross-entropy fits: hard (each face's label) | votes (the crowd's vote
-    # distribution, e.g. FER+; faces without votes fall back to their label). Class weights and
-    # label smoothing apply to either. Hard labels still drive stratification and selection.
+    # distribution, e.g. FER+; faces without votes fall back to their label) | teacher
+    # (distillation: a trained model's probabilities, `teacher`, mixed with the crowd's
+    # distribution or the label as teacher_weight : 1 - teacher_weight). Class weights and
+    # label smoothing apply to each. Hard labels still drive stratification and selection.
     targets: str = "hard"
+    teacher: str = ""                   # targets teacher: a predictions.parquet written by `ferwild evaluate`
+                                        # on the training split (row_id + prob_<label> columns)
+    teacher_weight: float = 0.5         # share of the teacher in the targets (the rest: votes or label)
 
     def __post_init__(self):
         check_choice(self.targets, "optim.targets", TARGETS)
+        self.teacher_weight = check_number(self.teacher_weight, "optim.teacher_weight", low=0, high=1)
+        if (self.targets == "teacher") != bool(self.teacher):
+            raise ConfigError("optim.targets teacher needs optim.teacher (a predictions.parquet of the teacher on the "
+                              "training split), and optim.teacher needs optim.targets teacher")
         self.lr = check_number(self.lr, "optim.lr", low=0, low_open=True)
         self.momentum = check_number(self.momentum, "optim.momentum", low=0)
         self.weight_decay = check_number(self.weight_decay, "optim.weight_decay", low=0)

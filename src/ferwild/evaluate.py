@@ -52,7 +52,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, split:
                       keep_outputs=True)
     out = Path(out_dir) if out_dir is not None else cache_dir(run_dir, f"eval-{split}")
     out.mkdir(parents=True, exist_ok=True)
-    keep = [c for c in rows.columns if c in (COL.path, COL.split, COL.subject, COL.video, COL.source_split)
+    keep = [c for c in rows.columns if c in (COL.row_id, COL.path, COL.split, COL.subject, COL.video, COL.source_split)
             or c.startswith("attr_")]
     extra = {"run_dir": str(run_dir), "checkpoint": which, "epoch": state.get("epoch"),
              "data": str(data_dir), "split": split, "model": state["model_config"].get("name"),

@@ -15,6 +15,7 @@ Built-in names (:data:`MODEL_REGISTRY`)::
     cnn_small  a ~100k-parameter CNN for 48-64 px CPU runs; random init or a local checkpoint
     fer_vgg    a VGG-style CNN for 48 px faces (~2.5M parameters), the architecture of the shipped model
     fer_vgg_tiny  the same at demo size (~0.43M parameters): the demo's main model
+    fer_vgg_half  fer_vgg at half width (~0.78M parameters, a quarter of the cost): the live model's architecture
 
 and ``timm:<model_name>`` for any timm model. New names are added with :func:`register_model`.
 
@@ -62,6 +63,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "IncompatibleWeightsError",
     "FERModel",
+    "FEREnsemble",
     "create_model",
     "model_from_config",
     "list_models",
@@ -349,6 +351,13 @@ def _fer_vgg_builder(*, image_size: int) -> nn.Module:
     return FERVGG(image_size=image_size)
 
 
+def _fer_vgg_half_builder(*, image_size: int) -> nn.Module:
+    # the live model: every stage at half the channels (a quarter of the multiply-adds), same
+    # depth and the same 256-wide neck, so a student can start from the full net's strongest
+    # channels (ferwild.distill.slim_fer_vgg) instead of from scratch
+    return FERVGG(image_size=image_size, widths=(16, 32, 64, 128))
+
+
 def _fer_vgg_tiny_builder(*, image_size: int) -> nn.Module:
     # a sixth of the shipped net's cost: half the widths, one conv fewer in each stage but the
     # last two. On ~1,000 synthetic faces it reaches val macro-F1 ~0.7 in 3-4 epochs at ~800
@@ -490,6 +499,76 @@ class FERModel(nn.Module):
         if self._backbone_frozen:
             self.backbone.train(False)
         return self
+
+
+class FEREnsemble(FERModel):
+    """Several trained :class:`FERModel` of one architecture and label set, read as one model.
+
+    An eval-mode forward averages the members' class probabilities (each member's on the image
+    and, with ``tta="flip"``, on its mirror too) and returns their log, divided by the
+    ensemble's ``temperature``: exactly what a single :class:`FERModel` returns, so evaluation,
+    calibration, the recogniser and ONNX export take an ensemble unchanged. ``features`` are
+    the members' embeddings side by side (``num_features`` = members x D). Members are trained
+    one by one (``ferwild train``) and combined by :func:`ferwild.ensemble.combine_runs`; an
+    ensemble is never trained as a whole (a training-mode forward raises).
+
+    Its :meth:`config` is the members' config plus ``"ensemble": <number of members>``;
+    :func:`model_from_config` rebuilds it, and its weights are the members' under
+    ``members.<i>.``.
+    """
+
+    def __init__(self, members: list[FERModel]) -> None:
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs two or more members, got {len(members)}")
+        first = members[0]
+        for m in members[1:]:
+            if (m.name, m.num_classes, m.id2label, m.preprocessing.to_dict()) != (
+                    first.name, first.num_classes, first.id2label, first.preprocessing.to_dict()):
+                raise ValueError("ensemble members must share architecture, labels and preprocessing")
+        nn.Module.__init__(self)
+        self.name = first.name
+        self.num_classes = first.num_classes
+        self.member_features = first.num_features
+        self.num_features = first.num_features * len(members)
+        self.preprocessing = first.preprocessing
+        self.id2label = dict(first.id2label)
+        self.members = nn.ModuleList(m.set_tta("none").set_temperature(1.0) for m in members)
+        self.pretrained_report = None
+        self._backbone_frozen = False
+        self.tta = "none"
+        self.temperature = 1.0
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The members' embeddings side by side, ``(N, members x D)``."""
+        self._check_input(pixel_values)
+        return torch.cat([m.backbone(pixel_values) for m in self.members], dim=1)
+
+    def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training:
+            raise RuntimeError("an ensemble is not trained as a whole: train its members (ferwild train) and "
+                               "combine them with ferwild.ensemble.combine_runs")
+        self._check_input(pixel_values)
+        views = [pixel_values, pixel_values.flip(-1)] if self.tta != "none" else [pixel_values]
+        features, probs = [], None
+        for member in self.members:
+            for i, view in enumerate(views):
+                emb = member.backbone(view)
+                if i == 0:
+                    features.append(emb)
+                p = member.head(emb).float().softmax(1)
+                probs = p if probs is None else probs + p
+        logits = (probs / (len(self.members) * len(views))).clamp_min(1e-12).log()
+        logits = logits / self.temperature if self.temperature != 1.0 else logits
+        return torch.cat(features, dim=1), logits
+
+    def config(self) -> dict:
+        config = super().config()
+        config["num_features"] = self.member_features
+        config["ensemble"] = len(self.members)
+        return config
+
+    def freeze_backbone(self, freeze: bool = True) -> None:
+        raise RuntimeError("an ensemble is not trained as a whole; freeze its members' backbones one by one")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -962,7 +1041,13 @@ def _create_timm(name: str, num_classes: int, spec: str | Path, image_size: int 
 
 
 def model_from_config(config: dict) -> FERModel:
-    """Rebuild (random init) the architecture described by :meth:`FERModel.config`."""
+    """Rebuild (random init) the architecture described by :meth:`FERModel.config`
+    (a :class:`FEREnsemble` when it says ``"ensemble": <members>``)."""
+    if config.get("ensemble"):
+        members = int(config["ensemble"])
+        member = {k: v for k, v in config.items() if k not in ("ensemble", "tta", "temperature")}
+        model = FEREnsemble([model_from_config(member) for _ in range(members)])
+        return model.set_tta(config.get("tta", "none")).set_temperature(config.get("temperature", 1.0))
     missing = [k for k in ("name", "num_classes", "image_size") if k not in config]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}: {config}")
@@ -1042,6 +1127,11 @@ register_model(
     ModelEntry("fer_vgg", "VGG-style CNN for 48 px faces (~2.5M parameters); the shipped FER2013 model's architecture",
                48, HALF, HALF, "none"),
     _fer_vgg_builder,
+)
+register_model(
+    ModelEntry("fer_vgg_half", "fer_vgg at half width (16-128 channels, same depth, ~0.78M parameters): the live "
+               "model's architecture, a quarter of fer_vgg's cost", 48, HALF, HALF, "none"),
+    _fer_vgg_half_builder,
 )
 register_model(
     ModelEntry("fer_vgg_tiny", "fer_vgg at demo size (16-128 channels, ~0.43M parameters): learns in minutes on a CPU",

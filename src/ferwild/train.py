@@ -42,7 +42,7 @@ import torch.nn as nn
 from ferwild.config import ConfigError, RunConfig
 from ferwild.data.loader import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
 from ferwild.data.prepared import COL, PreparedDataset
-from ferwild.data.votes import has_votes
+from ferwild.data.votes import has_votes, soft_targets
 from ferwild.files import save_text_atomic, set_default_mode
 from ferwild.metrics import curves_figure, history_markdown
 from ferwild.runs import (
@@ -471,6 +471,37 @@ def stratified_subset(rows: pd.DataFrame, fraction: float, seed: int = 0) -> pd.
     return rows[keep]
 
 
+def teacher_targets(teacher: str | os.PathLike, rows: pd.DataFrame, label_names: list[str],
+                    weight: float) -> np.ndarray:
+    """Distillation targets for ``rows``: ``weight`` x the teacher's probabilities + (1 - ``weight``)
+    x the crowd's vote distribution (the one-hot label where a row has no votes).
+
+    ``teacher`` is the ``predictions.parquet`` that ``ferwild evaluate TEACHER --split train``
+    writes (``row_id`` and ``prob_<label>`` columns), so the teacher is any model ferwild can
+    evaluate (an ensemble too) with its own TTA. Raises :class:`RunError` when the file is
+    missing, has other labels, or lacks a training row.
+    """
+    path = Path(teacher)
+    if not path.is_file():
+        raise RunError(f"optim.teacher: no file {path} (write it with `ferwild evaluate TEACHER --data DATA "
+                       "--split train --out DIR`: DIR/predictions.parquet)")
+    frame = pd.read_parquet(path)
+    columns = [f"prob_{n}" for n in label_names]
+    missing = [c for c in [COL.row_id, *columns] if c not in frame.columns]
+    if missing:
+        raise RunError(f"optim.teacher {path} lacks columns {missing} (a predictions.parquet of a model with the "
+                       f"labels {label_names}?)")
+    probs = frame.set_index(COL.row_id)[columns].reindex(rows[COL.row_id].to_numpy())
+    absent = int(probs.isna().any(axis=1).sum())
+    if absent:
+        raise RunError(f"optim.teacher {path} has no prediction for {absent} of the {len(rows)} training rows "
+                       "(evaluated on another split or dataset? augmented rows have none: data.use_augmented_rows=false)")
+    teacher_p = probs.to_numpy(np.float64, copy=True)
+    teacher_p /= teacher_p.sum(1, keepdims=True)
+    crowd = soft_targets(rows, label_names).astype(np.float64)
+    return (weight * teacher_p + (1 - weight) * crowd).astype(np.float32)
+
+
 def _load_training_data(config: RunConfig) -> _TrainingData:
     """Open the prepared dataset and its train/val splits, or fail with a one-line error."""
     if not config.data.path:
@@ -490,8 +521,11 @@ def _load_training_data(config: RunConfig) -> _TrainingData:
     if fit_votes and not has_votes(train_rows):
         raise RunError(f"optim.targets is votes but {config.data.path}'s split {config.data.train_split!r} has no "
                        "crowd votes (votes_* columns, e.g. FER+ prepared by `ferwild prepare`); use optim.targets=hard")
+    targets = (teacher_targets(config.optim.teacher, train_rows, prepared.label_names, config.optim.teacher_weight)
+               if config.optim.targets == "teacher" else None)
     try:
-        train_set = CachedFaceDataset(prepared.root, train_rows, prepared.label_names, votes=fit_votes)
+        train_set = CachedFaceDataset(prepared.root, train_rows, prepared.label_names, votes=fit_votes,
+                                      targets=targets)
         # validation reports the crowd figures whenever the split has votes
         val_set = CachedFaceDataset(prepared.root, val_rows, prepared.label_names, votes=has_votes(val_rows))
     except ValueError as exc:

@@ -29,12 +29,14 @@ class CachedFaceDataset(torch.utils.data.Dataset):
     ``dataset[[i, j, k]]`` returns ``(images, labels)``: a (N, C, H, W) uint8 tensor and a (N,)
     int64 tensor; with ``votes=True`` also the (N, num_classes) float vote distributions
     (``ferwild.data.votes.soft_targets``: the crowd's votes, or the one-hot label where a row has
-    none), ``(images, labels, votes)``. Use it with ``batch_size=None`` and a batch sampler (see
+    none), ``(images, labels, votes)``; ``targets`` (N, num_classes) gives those distributions
+    instead (a teacher's, for distillation). Use it with ``batch_size=None`` and a batch sampler (see
     ``make_loader``). Shards are opened memory-mapped lazily in each process, so worker processes
     share pages.
     """
 
-    def __init__(self, root: str | Path, rows: pd.DataFrame, label_names: Sequence[str], *, votes: bool = False):
+    def __init__(self, root: str | Path, rows: pd.DataFrame, label_names: Sequence[str], *, votes: bool = False,
+                 targets: np.ndarray | None = None):
         if len(rows) == 0:
             raise ValueError("no rows to load (empty split?)")
         self.root = Path(root)
@@ -45,6 +47,10 @@ class CachedFaceDataset(torch.utils.data.Dataset):
             raise ValueError(f"labels {unknown} are not in the label set {self.label_names}")
         self.labels = torch.from_numpy(rows[COL.label].map(index).to_numpy(np.int64).copy())
         self.votes = torch.from_numpy(soft_targets(rows, self.label_names)) if votes else None
+        if targets is not None:  # given target distributions (distillation) take the votes' place
+            if targets.shape != (len(rows), len(self.label_names)):
+                raise ValueError(f"targets of shape {targets.shape} for {len(rows)} rows and {len(self.label_names)} classes")
+            self.votes = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
         codes, self.shard_names = pd.factorize(rows[COL.shard].astype(str))
         self.shard_codes = codes.astype(np.int64)
         self.shard_index = rows[COL.shard_index].to_numpy(np.int64)

@@ -1,0 +1,142 @@
+"""Combine trained runs into one ensemble run: members checked, the diverged left out and said so.
+
+An ensemble is trained member by member (``ferwild train``, one run each: e.g. several seeds of
+``recipes/ferplus_member.yaml``), then :func:`combine_runs` writes one run directory whose model
+is a :class:`~ferwild.models.FEREnsemble` of the members' best checkpoints. Every command that
+takes ``--run`` takes it (evaluate, export, predict, serve, ``pack_run``)::
+
+    report = combine_runs(["runs/member1", "runs/member2", "runs/member3"], "runs/ensemble")
+    print(report["members"], report["excluded"])
+
+A member that diverged is not averaged in silently: a member is **left out**, with its reason in
+the report (``ensemble.json`` in the run), when its weights hold a NaN or infinity, its last
+epoch's training or validation loss is not finite, it stopped before its planned epochs (a NaN
+loss stops ``ferwild train``), or its best validation accuracy falls more
+than ``max_val_drop`` below the best member's (a diverged net sits near chance, tens of points
+below). Members must share architecture, labels, preprocessing and face alignment. At least two
+must remain.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ferwild.files import save_text_atomic
+from ferwild.runs import RunError, checkpoint_dir, load_checkpoint_state, resolve_run_dir
+
+__all__ = ["ENSEMBLE_REPORT", "combine_runs", "check_member"]
+
+#: The file in an ensemble run that lists its members and the ones left out.
+ENSEMBLE_REPORT = "ensemble.json"
+
+
+def _history(run_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
+    if (run_dir / "metrics.csv").is_file():
+        return pd.read_csv(run_dir / "metrics.csv").to_dict("records")
+    return list(state.get("history") or [])
+
+
+def check_member(run_dir: str | os.PathLike, which: str = "best") -> dict[str, Any]:
+    """What :func:`combine_runs` needs to know of one member: its checkpoint, best validation
+    accuracy and macro-F1, and ``problem`` (why it cannot be used, or ``None``)."""
+    from safetensors.torch import load_file
+
+    run = resolve_run_dir(run_dir)
+    path = checkpoint_dir(run, which)
+    state = load_checkpoint_state(path)
+    history = _history(run, state)
+    epoch = int(state.get("epoch") or len(history))
+    row = next((h for h in history if int(h.get("epoch", -1)) == epoch), history[-1] if history else {})
+    info = {"run": str(run), "checkpoint": path.name, "epoch": epoch,
+            "val_acc": float(row.get("val_acc", float("nan"))),
+            "val_macro_f1": float(row.get("val_macro_f1", float("nan"))), "problem": None}
+    last = history[-1] if history else {}
+    planned = int(((state.get("config") or {}).get("train") or {}).get("epochs") or 0)
+    weights = load_file(path / "model.safetensors")
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        info["problem"] = f"non-finite weights ({len(bad)} tensors, e.g. {bad[0]})"
+    elif any(not math.isfinite(float(last.get(k, 0.0))) for k in ("train_loss", "val_loss")):
+        info["problem"] = f"non-finite loss at epoch {last.get('epoch')}"
+    elif not math.isfinite(info["val_acc"]):
+        info["problem"] = "no validation accuracy recorded"
+    elif planned and len(history) < planned:
+        # a NaN loss stops `ferwild train` (TrainingDiverged) with the last good checkpoint kept
+        info["problem"] = f"unfinished: {len(history)} of {planned} epochs (diverged, or stopped: resume it)"
+    return info
+
+
+def combine_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, *, which: str = "best",
+                 max_val_drop: float = 0.05) -> dict[str, Any]:
+    """Write a run directory at ``out_dir`` whose model averages the probabilities of the usable
+    members among ``run_dirs`` (their ``which`` checkpoints). Returns the report (also written as
+    ``ensemble.json``): ``members`` (used), ``excluded`` (each with its ``problem``).
+
+    Raises:
+        RunError: fewer than two usable members, or members that do not fit together.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from ferwild.files import set_default_mode
+
+    if not (0 < max_val_drop < 1):
+        raise ValueError(f"max_val_drop must be in (0, 1), not {max_val_drop!r}")
+    checked = [check_member(r, which) for r in run_dirs]
+    best = max((c["val_acc"] for c in checked if c["problem"] is None), default=float("nan"))
+    for c in checked:
+        if c["problem"] is None and c["val_acc"] < best - max_val_drop:
+            c["problem"] = (f"diverged or undertrained: best validation accuracy {100 * c['val_acc']:.1f}% is "
+                            f"more than {100 * max_val_drop:.0f} points below the best member's {100 * best:.1f}%")
+    used = [c for c in checked if c["problem"] is None]
+    if len(used) < 2:
+        raise RunError(f"an ensemble needs two usable members, {len(used)} of {len(checked)} are: "
+                       + "; ".join(f"{c['run']}: {c['problem']}" for c in checked if c["problem"]))
+    states = [load_checkpoint_state(Path(c["run"]) / "checkpoints" / c["checkpoint"]) for c in used]
+    _check_compatible(used, states)
+
+    weights: dict[str, Any] = {}
+    for i, c in enumerate(used):
+        member = load_file(Path(c["run"]) / "checkpoints" / c["checkpoint"] / "model.safetensors")
+        weights.update({f"members.{i}.{k}": v for k, v in member.items()})
+    model_config = {k: v for k, v in states[0]["model_config"].items() if k not in ("tta", "temperature")}
+    model_config["ensemble"] = len(used)
+    report = {"members": used, "excluded": [c for c in checked if c["problem"]], "max_val_drop": max_val_drop}
+    state = {"epoch": max(c["epoch"] for c in used), "model_config": model_config,
+             "label_names": list(states[0]["label_names"]), "face_alignment": states[0].get("face_alignment"),
+             "config": states[0].get("config"), "best_val_macro_f1": None, "history": [], "ensemble": report}
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "checkpoints" / "final").mkdir(parents=True)
+    save_file(weights, tmp / "checkpoints" / "final" / "model.safetensors", metadata={"format": "pt", "ferwild": "1"})
+    set_default_mode(tmp / "checkpoints" / "final" / "model.safetensors")
+    (tmp / "checkpoints" / "final" / "state.json").write_text(json.dumps(state, indent=1, default=str) + "\n")
+    for pointer in ("BEST", "LAST"):
+        (tmp / "checkpoints" / pointer).write_text("final\n")
+    if state["config"]:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(state["config"], sort_keys=False))
+    save_text_atomic(tmp / ENSEMBLE_REPORT, json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return report
+
+
+def _check_compatible(used: list[dict[str, Any]], states: list[dict[str, Any]]) -> None:
+    def key(s: dict[str, Any]) -> tuple:
+        mc = {k: v for k, v in s["model_config"].items() if k not in ("tta", "temperature")}
+        return json.dumps(mc, sort_keys=True), list(s["label_names"]), json.dumps(s.get("face_alignment"), sort_keys=True)
+
+    first = key(states[0])
+    for c, s in zip(used[1:], states[1:]):
+        if key(s) != first:
+            raise RunError(f"{c['run']} does not fit {used[0]['run']}: members need the same architecture, labels, "
+                           "preprocessing and face alignment")
