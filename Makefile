@@ -10,7 +10,7 @@ MODEL_WORK ?= model_work
 FERPLUS ?= ../shared/data/ferplus
 WILD_DEV ?= ../shared/data/wild_dev
 
-.PHONY: install demo test bench model model-ferplus study-ferplus clean
+.PHONY: install demo test bench model model-ferplus model-ferplus-ensemble model-ferplus-live study-ferplus clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,29 @@ model-ferplus: install
 		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
 	$(PY) recipes/ship_ferplus.py --run $(MODEL_WORK)/runs/ferplus --data $(MODEL_WORK)/ferplus_basic7 \
 		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus
+
+# `make model-ferplus-ensemble`: the accurate model, ferwild:ferplus_ensemble (docs/model_card_ferplus_ensemble.md):
+# the default plus MEMBERS restarted members; resumable. Also writes the teacher's probabilities for the live model.
+MEMBERS ?= 1 2 3
+model-ferplus-ensemble: install
+	$(VENV)/bin/ferwild prepare $(FERPLUS) --out $(MODEL_WORK)/ferplus_basic7 --balance none
+	for s in $(MEMBERS); do $(VENV)/bin/ferwild train recipes/ferplus_member.yaml --data $(MODEL_WORK)/ferplus_basic7 \
+		--out $(MODEL_WORK)/runs/member$$s --seed $$s --resume || exit 1; done
+	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
+	$(VENV)/bin/ferwild prepare $(WILD_DEV)/labels.csv --out $(MODEL_WORK)/wild_dev_like_ferplus --like $(MODEL_WORK)/ferplus_basic7 \
+		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
+	$(PY) recipes/ship_ferplus_models.py ensemble --members ferwild:ferplus_vgg $(addprefix $(MODEL_WORK)/runs/member,$(MEMBERS)) \
+		--data $(MODEL_WORK)/ferplus_basic7 --fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus \
+		--teacher-out $(MODEL_WORK)/teacher_train --work $(MODEL_WORK)/eval_ferplus_models
+
+# `make model-ferplus-live`: the live model, ferwild:ferplus_live (docs/model_card_ferplus_live.md), distilled from
+# the ensemble's probabilities (make model-ferplus-ensemble first); resumable.
+model-ferplus-live: install
+	$(PY) -c "from ferwild.distill import slim_fer_vgg; slim_fer_vgg('ferwild:ferplus_vgg', 'fer_vgg_half', '$(MODEL_WORK)/student_init.safetensors')"
+	$(VENV)/bin/ferwild train recipes/ferplus_student.yaml --data $(MODEL_WORK)/ferplus_basic7 --out $(MODEL_WORK)/runs/ferplus_live \
+		--resume model.pretrained=$(MODEL_WORK)/student_init.safetensors optim.teacher=$(MODEL_WORK)/teacher_train/predictions.parquet
+	$(PY) recipes/ship_ferplus_models.py live --run $(MODEL_WORK)/runs/ferplus_live --data $(MODEL_WORK)/ferplus_basic7 \
+		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus_models
 
 # `make study-ferplus`: the study's Tasks 1-3 on FER+ and what its protocol gets wrong
 # (docs/real-study.md); about 1.5 hours on 2 CPU cores, resumable.

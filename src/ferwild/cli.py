@@ -605,6 +605,10 @@ def predict(
                                annotate=annotate, batch_images=batch_images)
     except ValueError as exc:
         _fail(str(exc))
+    if run is None and onnx is None and detector in ("fast", "fast-tiled"):
+        from ferwild.shipped import live_run
+
+        run = Path(live_run())  # the fast path's model: the live student, as in `ferwild live`
     recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
                              device=device, abstain_below=abstain_below)
     columns = (TextColumn("files"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -701,22 +705,23 @@ def _live_recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str
     from ferwild.export import ExportError, cached_onnx
     from ferwild.recognizer import Recognizer, RecognizerError
     from ferwild.runs import RunError
-    from ferwild.shipped import default_run
+    from ferwild.shipped import live_run, shipped_onnx
 
     if run is not None and onnx is not None:
         _fail("give at most one of --run RUN_DIR or --onnx MODEL.onnx")
     if backend == "torch" and onnx is None:
-        recognizer = _recognizer(run, None, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
+        recognizer = _recognizer(run if run is not None else Path(live_run()), None, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
                                  device=device, abstain_below=abstain_below)
         if tta is not None and hasattr(recognizer.classifier, "model"):
             recognizer.classifier.model.set_tta(tta)
         return recognizer
     kwargs = {"detector": detector, "min_confidence": min_confidence, "max_faces": max_faces,
               "abstain_below": abstain_below}
-    source = run if run is not None else default_run()
+    source = run if run is not None else live_run()
+    ready = shipped_onnx(source) if onnx is None and tta in (None, "none") else None
     try:
-        path = onnx if onnx is not None else cached_onnx(source, tta=tta,
-                                                         log=lambda m: err_console.print(m, highlight=False))
+        path = onnx if onnx is not None else ready or cached_onnx(source, tta=tta,
+                                                                  log=lambda m: err_console.print(m, highlight=False))
         recognizer = Recognizer.from_onnx(path, intra_op_threads=1, **kwargs)
     except (RecognizerError, RunError, ExportError, OSError) as exc:
         _fail(str(exc))
@@ -733,11 +738,16 @@ def export(
     which: str = typer.Option("best", help="Checkpoint: best | last."),
     opset: int = typer.Option(18, help="ONNX opset."),
     check: bool = typer.Option(True, help="Compare ONNX Runtime with PyTorch on random batches."),
+    int8: bool = typer.Option(False, "--int8/--no-int8", help="Also write an int8 twin beside it (<stem>.int8.onnx)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="A prepared dataset (`ferwild prepare`) "
+                                               "whose train crops (up to 512) calibrate --int8; without it: dynamic."),
 ) -> None:
     """Export a run to one self-contained ONNX file (labels, preprocessing, face alignment inside)."""
-    from ferwild.export import export_onnx
+    from ferwild.export import export_int8_twin, export_onnx
     from ferwild.runs import RunError
 
+    if calibration is not None and not int8:
+        _fail("--calibration calibrates the int8 twin; add --int8")
     try:
         report = export_onnx(run, out, which=which, opset=opset, check=check)
     except (RunError, ValueError, OSError) as exc:
@@ -747,6 +757,20 @@ def export(
     console.print(f"wrote {out} ({size:.1f} MB, opset {report.get('opset')}, {report.get('exporter')} exporter)"
                   + (f"; ONNX Runtime vs PyTorch: max |dp| = {parity:.2e}" if parity is not None else ""),
                   highlight=False)
+    if int8:
+        if calibration is None:
+            console.print("no --calibration given: dynamic int8 quantisation (weights only; usually slower than "
+                          "fp32 on CPU)", highlight=False)
+        try:
+            twin = export_int8_twin(out, calibration_dir=calibration)
+        except (ValueError, OSError) as exc:
+            _fail(str(exc))
+        agree, method = twin["agreement"], twin["method"]
+        console.print(f"wrote {twin['path']} ({twin['size_bytes'] / 1e6:.1f} MB, {twin['mode']} int8"
+                      + (f", {method} calibration on {twin['calibration_size']} crops" if method else "")
+                      + f"); vs fp32 on {agree['faces']} {agree['inputs']}: labels agree "
+                      f"{agree['argmax_agreement']:.1%}, max |dp| = {agree['max_abs_diff_probabilities']:.2e}",
+                      highlight=False)
 
 
 @app.command(**command_settings())
@@ -768,9 +792,16 @@ def serve(
 
     recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
                              device=device, abstain_below=abstain_below)
+    live_recognizer = None
+    if run is None and onnx is None:  # the page's Live mode reads with the live model, as `ferwild live` does
+        live_recognizer = _live_recognizer(None, None, detector="fast", min_confidence=min_confidence,
+                                           max_faces=max_faces, abstain_below=abstain_below, backend="onnx",
+                                           device=device, tta=None)
     console.print(f"serving {recognizer.source or recognizer.info()['model']} ({recognizer.info()['model']}, "
-                  f"{recognizer.backend}) on http://{host}:{port}/", highlight=False)
-    run_server(recognizer, host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files)
+                  f"{recognizer.backend}) on http://{host}:{port}/"
+                  + (f"; live mode: {live_recognizer.source}" if live_recognizer is not None else ""), highlight=False)
+    run_server(recognizer, host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files,
+               live_recognizer=live_recognizer)
 
 
 @app.command(**command_settings())

@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -36,6 +37,8 @@ __all__ = ["ENSEMBLE_REPORT", "combine_runs", "check_member"]
 
 #: The file in an ensemble run that lists its members and the ones left out.
 ENSEMBLE_REPORT = "ensemble.json"
+#: How far (a fraction of the crop side) members' landmark templates may differ.
+TEMPLATE_TOLERANCE = 0.01
 
 
 def _history(run_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -131,12 +134,20 @@ def combine_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
 
 
 def _check_compatible(used: list[dict[str, Any]], states: list[dict[str, Any]]) -> None:
+    """Members must share architecture, labels and preprocessing exactly, and the face alignment
+    up to :data:`TEMPLATE_TOLERANCE` (the landmark template is learned from the prepared crops,
+    and two prepares of the same faces learn it a few thousandths apart): the first member's is used."""
     def key(s: dict[str, Any]) -> tuple:
         mc = {k: v for k, v in s["model_config"].items() if k not in ("tta", "temperature")}
-        return json.dumps(mc, sort_keys=True), list(s["label_names"]), json.dumps(s.get("face_alignment"), sort_keys=True)
+        align = {k: v for k, v in (s.get("face_alignment") or {}).items() if k != "template"}
+        return json.dumps(mc, sort_keys=True), list(s["label_names"]), json.dumps(align, sort_keys=True)
+
+    def template(s: dict[str, Any]) -> np.ndarray:
+        return np.asarray((s.get("face_alignment") or {}).get("template") or [], dtype=float)
 
     first = key(states[0])
     for c, s in zip(used[1:], states[1:]):
-        if key(s) != first:
+        a, b = template(states[0]), template(s)
+        if key(s) != first or a.shape != b.shape or (a.size and np.abs(a - b).max() > TEMPLATE_TOLERANCE):
             raise RunError(f"{c['run']} does not fit {used[0]['run']}: members need the same architecture, labels, "
                            "preprocessing and face alignment")

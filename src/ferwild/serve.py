@@ -258,6 +258,7 @@ def create_app(
     max_upload_mb: float = 20,
     max_files: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    live_recognizer: Any = None,
 ) -> FastAPI:
     """Build the FastAPI app serving ``recognizer`` (a :class:`ferwild.recognizer.Recognizer`).
 
@@ -268,6 +269,9 @@ def create_app(
         max_files: most images per ``/predict`` request (413 above it).
         max_pixels: images whose header declares more pixels are refused before decoding
             (that file's ``error``; PIL's own ``Image.MAX_IMAGE_PIXELS`` is never loosened).
+        live_recognizer: the recogniser of ``/ws/live`` (``ferwild serve`` gives the live model,
+            ``ferwild:ferplus_live``, when no model is chosen); default: ``recognizer`` behind the
+            fast detector. ``/info``'s ``live_model`` names it.
     """
     _check_limits(max_upload_mb, max_files, max_pixels)
     max_file_bytes = max(1, int(max_upload_mb * 1024 * 1024))
@@ -279,7 +283,8 @@ def create_app(
     # other apps (or user code) sharing this recogniser.
     model_thread = _ModelThread()
     model_lock = threading.Lock()
-    live_model = _LiveModel(recognizer)
+    live_model = _LiveModel(recognizer, live_recognizer)
+    info["live_model"] = _model_name(live_recognizer if live_recognizer is not None else recognizer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -410,6 +415,7 @@ def serve(
     max_upload_mb: float = 20,
     max_files: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    live_recognizer: Any = None,
     log_level: str = "info",
     **uvicorn_kw: Any,
 ) -> None:
@@ -422,7 +428,7 @@ def serve(
     import uvicorn
 
     app = create_app(recognizer, max_upload_mb=max_upload_mb, max_files=max_files,
-                     max_pixels=max_pixels)
+                     max_pixels=max_pixels, live_recognizer=live_recognizer)
     # a live frame is held in memory whole: bound it by the same limit as an uploaded file
     uvicorn_kw.setdefault("ws_max_size", max(1, int(max_upload_mb * 1024 * 1024)))
     uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_kw)
@@ -507,17 +513,24 @@ class _ModelThread:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _model_name(recognizer: Any) -> str:
+    """What a recogniser reads with, for people: its source (``ferwild:<name>``, a run, a file)."""
+    info = recognizer.info() if callable(getattr(recognizer, "info", None)) else {}
+    return str(getattr(recognizer, "source", None) or info.get("source") or info.get("model") or "model")
+
+
 class _LiveModel:
-    """The app's recogniser behind the fast detector, for live frames; built once, on first use
-    (in the model thread: loading BlazeFace must not hold up the event loop).
+    """The live recogniser (the app's, or the one given for live frames) behind the fast
+    detector; built once, on first use (in the model thread: loading BlazeFace must not hold up
+    the event loop).
 
     The classifier is shared with ``/predict`` (:meth:`ferwild.recognizer.Recognizer.with_detector`),
     so both run under the same model lock. A recogniser whose detector is ``none`` (its images are
     face crops) or already ``fast``, or one that cannot change detector, is used as it is.
     """
 
-    def __init__(self, recognizer: Any) -> None:
-        self._base = recognizer
+    def __init__(self, recognizer: Any, live_recognizer: Any = None) -> None:
+        self._base = recognizer if live_recognizer is None else live_recognizer
         self._model: Any = None
         self._error: str | None = None
         self._guard = threading.Lock()

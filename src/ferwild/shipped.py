@@ -30,6 +30,11 @@ import yaml
 PREFIX = "ferwild:"
 #: What ``predict``/``serve``/``Recognizer.default()`` use when no model is given.
 DEFAULT_MODEL = "ferplus_vgg"
+#: What the live paths use when no model is given: ``ferwild live``, the web page's Live mode and
+#: ``predict --detector fast`` (a student distilled for speed; see docs/model_card_ferplus_live.md).
+LIVE_MODEL = "ferplus_live"
+#: The ONNX file inside a shipped model folder that the live paths run (no export, no torch).
+LIVE_ONNX = "model.onnx"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARD_FILE = "card.json"
 
@@ -66,6 +71,23 @@ def shipped_model_dir(spec: str | os.PathLike) -> Path:
 def default_run() -> str:
     """``ferwild:<DEFAULT_MODEL>``, the model used when a command is given none."""
     return PREFIX + DEFAULT_MODEL
+
+
+def live_run() -> str:
+    """``ferwild:<LIVE_MODEL>`` when this installation ships it, else :func:`default_run`."""
+    return PREFIX + LIVE_MODEL if LIVE_MODEL in shipped_names() else default_run()
+
+
+def shipped_onnx(spec: str | os.PathLike) -> Path | None:
+    """The ready ONNX file (:data:`LIVE_ONNX`) inside shipped model ``spec``'s folder, or ``None``
+    when ``spec`` is not a shipped model or ships none."""
+    if not is_shipped(spec):
+        return None
+    try:
+        path = shipped_model_dir(spec) / LIVE_ONNX
+    except ShippedModelError:
+        return None
+    return path if path.is_file() else None
 
 
 def model_card(spec: str | os.PathLike) -> dict[str, Any]:

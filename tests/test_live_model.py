@@ -1,0 +1,115 @@
+"""The shipped live model (ferwild:ferplus_live) and the accurate one (ferwild:ferplus_ensemble):
+they load from the package with nothing downloaded, the live model's ONNX files (fp32 and int8)
+agree with its PyTorch weights on real faces, and the live paths are the ones that load it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferwild.shipped import LIVE_MODEL, LIVE_ONNX, live_run, model_card, shipped_names, shipped_onnx
+
+pytestmark = pytest.mark.skipif(LIVE_MODEL not in shipped_names(), reason="ferwild:ferplus_live is not shipped here")
+
+#: int8 vs fp32 on real crops: the same label for at least this share of faces, and a mean absolute
+#: probability difference under this (int8 rounding moves probabilities by about a percent; a broken
+#: quantisation - wrong scales, a dropped normalisation - moves labels on a large share of faces).
+INT8_SAME_LABEL = 0.95
+INT8_MEAN_ABS_DIFF = 0.02
+#: fp32 ONNX vs PyTorch: the same arithmetic up to float32 rounding.
+FP32_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def ferplus_crops(shared_data):
+    """300 FER+ test faces (48x48 grey PNGs), as the models' float input."""
+    folder = shared_data / "ferplus" / "FER2013Test"
+    if not folder.is_dir():
+        pytest.skip(f"FER+ not present at {folder}")
+    files = sorted(folder.glob("*.png"))[:300]
+    return np.stack([np.asarray(Image.open(f).convert("L"))[..., None] for f in files])
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_live_model_files_load_offline_and_agree_with_pytorch(ferplus_crops):
+    import torch
+
+    from ferwild.backends import OnnxClassifier
+    from ferwild.runs import load_run
+
+    fp32_path = shipped_onnx(live_run())
+    assert live_run() == f"ferwild:{LIVE_MODEL}" and fp32_path is not None and fp32_path.name == LIVE_ONNX
+    fp32 = OnnxClassifier(fp32_path)
+    int8 = OnnxClassifier(fp32_path.with_name("model.int8.onnx"))
+    assert fp32.label_names == int8.label_names == model_card(LIVE_MODEL)["labels"]
+    x = fp32.preprocessing.pixel_values(ferplus_crops)
+    model, _ = load_run(live_run())
+    with torch.no_grad():
+        reference = _probs(model(torch.from_numpy(x)).numpy())
+    p32, p8 = _probs(fp32(x)), _probs(int8(x))
+    np.testing.assert_allclose(p32, reference, atol=FP32_ATOL)
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= INT8_SAME_LABEL
+    assert np.abs(p8 - p32).mean() < INT8_MEAN_ABS_DIFF
+    assert int8.path.stat().st_size < fp32.path.stat().st_size
+
+
+def test_the_live_paths_load_the_live_model(tmp_path):
+    from ferwild.cli import _live_recognizer
+
+    rec = _live_recognizer(None, None, detector="fast", min_confidence=None, max_faces=None, abstain_below=None,
+                           backend="onnx", device="cpu", tta="none")
+    assert rec.source == live_run() and rec.backend == "onnx"
+    assert rec.info()["model"] == model_card(LIVE_MODEL)["architecture"]
+    # a chosen model still wins
+    rec = _live_recognizer(None, shipped_onnx(live_run()), detector="fast", min_confidence=None, max_faces=None,
+                           abstain_below=None, backend="onnx", device="cpu", tta="none")
+    assert rec.source != "ferwild:ferplus_vgg"
+
+
+def test_predict_with_the_fast_detector_uses_the_live_model(tmp_path, shared_data):
+    photo = shared_data / "face_photos" / "multi_face.jpg"
+    out = subprocess.run([sys.executable, "-m", "ferwild.cli", "predict", str(photo), "--out", str(tmp_path / "p"),
+                          "--detector", "fast"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    job = json.loads((tmp_path / "p" / "job.json").read_text())  # the model and options of the job
+    assert job["recognizer"]["source"] == live_run() and job["recognizer"]["detector"] == "fast"
+
+
+def test_serve_names_the_live_model_in_info():
+    import httpx
+
+    from conftest import start_ferwild_serve
+
+    proc, base = start_ferwild_serve("--detector", "fast", timeout=120)
+    try:
+        info = httpx.get(f"http://{base}/info", timeout=10).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert info["live_model"] == live_run()
+    assert info["source"] == "ferwild:ferplus_vgg"  # /predict keeps the default
+
+
+@pytest.mark.skipif("ferplus_ensemble" not in shipped_names(), reason="ferwild:ferplus_ensemble is not shipped here")
+def test_the_ensemble_loads_from_the_package_and_averages_its_members():
+    import torch
+
+    from ferwild.models import FEREnsemble
+    from ferwild.runs import load_run
+
+    model, state = load_run("ferwild:ferplus_ensemble")
+    assert isinstance(model, FEREnsemble) and len(model.members) == len(model_card("ferplus_ensemble")["members"])
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        views = [x, x.flip(-1)] if model.tta == "flip" else [x]
+        mean = sum(m.head(m.backbone(v)).softmax(1) for m in model.members for v in views) / (len(model.members) * len(views))
+        torch.testing.assert_close(model(x), mean.log() / model.temperature, atol=1e-5, rtol=1e-4)
