@@ -126,3 +126,132 @@ def test_models_lists_the_registry():
     for name in ("vit_b16", "resnet50", "resnet18", "vit_tiny", "cnn_small", "timm:<name>"):
         assert name in out.stdout
     assert "224" in out.stdout and "M" in out.stdout  # input size and parameter count
+
+
+def test_version_prints_the_package_version():
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    import ferwild
+    from ferwild.cli import app
+
+    out = CliRunner().invoke(app, ["--version"])
+    assert out.exit_code == 0, out.output
+    assert out.output == f"ferwild {ferwild.__version__}\n" == f"ferwild {version('ferwild')}\n"
+
+
+def test_counts_and_the_live_summary_agree_in_number():
+    from ferwild.cli import live_summary_lines
+    from ferwild.cli_format import count
+
+    assert [count(n, "person", "people") for n in (0, 1, 2)] == ["0 people", "1 person", "2 people"]
+    assert [count(n, "face") for n in (0, 1, 12)] == ["0 faces", "1 face", "12 faces"]
+    one = {"frames_processed": 1, "fps_processed": 2.0, "frames_dropped": 0, "faces": 1, "tracks": 1,
+           "stop_reason": "end of source"}
+    assert live_summary_lines(one) == ["1 frame read at 2.0 frames/s (0 dropped)", "1 face, 1 person",
+                                       "stopped: end of source"]
+    many = {"frames_processed": 41964, "fps_processed": 23.3, "frames_dropped": 123456, "faces": 1234567,
+            "tracks": 345, "stop_reason": "stopped (Ctrl-C)"}
+    lines = live_summary_lines(many)
+    assert lines[1] == "1234567 faces, 345 people" and "41964 frames read at 23.3 frames/s" in lines[0]
+    assert max(map(len, lines)) < 60  # short phrases: nothing wraps mid-phrase at 80 columns
+
+
+def test_output_to_a_pipe_is_never_wrapped_or_cut(capsys):
+    from ferwild import cli
+    from ferwild.cli_format import output_console
+
+    # capsys: stdout is not a terminal
+    console = output_console()
+    assert console.width > 10_000 and output_console(width=80).width == 80
+    console.print("word " * 40, highlight=False)
+    assert capsys.readouterr().out.strip() == ("word " * 40).strip()  # one line
+    saved = cli.console
+    cli.console = console
+    try:
+        cli._section("study")  # a heading rule stays 80 columns, not 100,000
+    finally:
+        cli.console = saved
+    rule = capsys.readouterr().out.rstrip("\n")
+    assert "study" in rule and len(rule) == 80
+
+
+def test_models_without_a_terminal_prints_whole_names():
+    from typer.testing import CliRunner
+
+    from ferwild.cli import app
+    from ferwild.models import list_models
+    from ferwild.shipped import list_shipped
+
+    out = CliRunner().invoke(app, ["models"])  # no terminal_width: output to a pipe
+    assert out.exit_code == 0, out.output
+    assert "hf:google/vit-base-patch16-224-in21k" in out.output and "…" not in out.output
+    for entry in list_models():
+        assert entry["pretrained_source"] in out.output and entry["description"] in out.output
+    for row in list_shipped():
+        assert row["name"] in out.output
+
+
+def test_serve_help_lists_every_endpoint():
+    from typer.testing import CliRunner
+
+    from ferwild.cli import app
+
+    out = CliRunner().invoke(app, ["serve", "--help"], prog_name="ferwild", terminal_width=80).output
+    for endpoint in ("GET /  ", "POST /predict", "WebSocket /ws/live", "GET /info", "GET /health", "GET /docs"):
+        assert endpoint in out, endpoint
+    assert "live mode" in out and "interactive docs" in out
+
+
+def _not_a_video(tmp_path):
+    bad = tmp_path / "x.mp4"
+    bad.write_text("this is a text file, not a video\n" * 20)
+    return bad
+
+
+def test_live_on_a_text_file_named_mp4_says_it_is_not_a_video(tmp_path):
+    from typer.testing import CliRunner
+
+    from ferwild.cli import app
+
+    bad = _not_a_video(tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(app, ["live", str(bad), "--out", str(tmp_path / "o")])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2, said  # not a crash (1) and not a success: a usage error
+    assert f"{bad}: cannot open as a video: not a video file (could not decode)" in said
+    assert "Errno" not in said and "InvalidDataError" not in said and "Traceback" not in said
+    verbose = runner.invoke(app, ["live", str(bad), "--out", str(tmp_path / "o"), "--verbose"])
+    said = " ".join(verbose.output.split())
+    assert verbose.exit_code == 2 and "not a video file (could not decode)" in said
+    assert "InvalidDataError" in said and "1094995529" in said  # the raw detail, on request
+
+
+def test_predict_reports_and_skips_a_text_file_named_mp4(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from ferwild.cli import app
+
+    bad = _not_a_video(tmp_path)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(tmp_path / f"face{i}.png")
+    inputs = [str(tmp_path / "face0.png"), str(bad), str(tmp_path / "face1.png")]
+    runner = CliRunner()
+    out = runner.invoke(app, ["predict", *inputs, "--out", str(tmp_path / "o"), "--detector", "none"])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0, said  # a bad input among many: reported and skipped, the job goes on
+    assert f"skipped {bad}: cannot open as a video: not a video file (could not decode)" in said
+    assert "Errno" not in said and "InvalidDataError" not in said
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["n_images"] == 2 and summary["n_faces"] == 2 and summary["n_errors"] == 1
+    assert summary["errors"][0]["source"] == str(bad)
+    assert "not a video file (could not decode)" in summary["errors"][0]["error"]
+    frame = pd.read_csv(tmp_path / "o" / "predictions.csv")
+    assert set(frame["source"]) == set(inputs)  # nothing lost: the good ones read, the bad one listed
+    verbose = runner.invoke(app, ["predict", *inputs, "--out", str(tmp_path / "v"), "--detector", "none",
+                                  "--verbose"])
+    assert verbose.exit_code == 0 and "InvalidDataError" in verbose.output

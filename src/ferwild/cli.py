@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from rich.rule import Rule
 from rich.table import Table
 
-from ferwild.cli_format import CONTEXT_SETTINGS, command_settings
+from ferwild.cli_format import CONTEXT_SETTINGS, UNLIMITED_WIDTH, command_settings, count, output_console
 
 app = typer.Typer(
     help="ferwild: facial expression recognition in the wild - prepare, train, study, audit, ship.",
@@ -24,14 +24,42 @@ app = typer.Typer(
     rich_markup_mode=None,  # classic click help (see ferwild.cli_format)
     context_settings=CONTEXT_SETTINGS,
 )
-console = Console()
-err_console = Console(stderr=True)
+# set again for each invocation (see _root): wrapped at a terminal's width, never when piped
+console = output_console()
+err_console = output_console(stderr=True)
+
+
+def _package_version() -> str:
+    """The installed distribution's version (its metadata), else ``ferwild.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ferwild")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that is not installed
+        import ferwild
+
+        return ferwild.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ferwild {_package_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, expose_value=False,
+                                 help="Print ferwild's version and exit."),
+) -> None:
     """ferwild: facial expression recognition in the wild - prepare, train, study, audit, ship."""
     from ferwild.system import limit_threads_to_available_cpus
+
+    global console, err_console
+    # for this invocation's streams: a terminal's width there, no wrapping or cutting in a file or pipe
+    console = output_console(width=ctx.terminal_width)
+    err_console = output_console(stderr=True, width=ctx.terminal_width)
 
     # before torch is imported: its thread pools otherwise size themselves from the host's
     # CPU count, not from the quota/affinity this process runs under
@@ -41,6 +69,33 @@ def _root() -> None:
 def _show_command(command: str) -> None:
     """Print a command to rerun by hand on one line, never wrapped (a wrapped one breaks when pasted)."""
     console.print(command, soft_wrap=True, highlight=False, markup=False)
+
+
+def _section(title: str) -> None:
+    """A heading rule: the terminal's width, or 80 columns in a file or pipe (not a 100k-column line)."""
+    console.print(Rule(title), width=80 if console.width >= UNLIMITED_WIDTH else None)
+
+
+def _verbose_detail(verbose: bool) -> None:
+    """With ``--verbose``, show on stderr the raw detail the library logs at DEBUG (PyAV's own
+    error text for an undecodable video, ...); without it, only the plain message."""
+    import logging
+
+    logger = logging.getLogger("ferwild")
+    for handler in [h for h in logger.handlers if getattr(h, "ferwild_cli", False)]:
+        logger.removeHandler(handler)  # one per process, whatever an earlier invocation left
+    logger.setLevel(logging.NOTSET)
+    if not verbose:
+        return
+
+    class _ToStderr(logging.Handler):
+        ferwild_cli = True
+
+        def emit(self, record: logging.LogRecord) -> None:
+            err_console.print(f"detail: {record.getMessage()}", highlight=False, markup=False)
+
+    logger.addHandler(_ToStderr(logging.DEBUG))
+    logger.setLevel(logging.DEBUG)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -566,6 +621,8 @@ _DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face)
                                 "short-range: ~10x faster, for video; faces from ~40 px in a 640 px frame) | "
                                 "fast-tiled (the same, also over tiles: groups) | none (each image is already one "
                                 "face crop).")
+_VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Also print the raw detail behind a message "
+                               "(e.g. the decoder's own error for a file that is not a video).")
 _ABSTAIN_OPTION = typer.Option(None, help="Label a face 'uncertain' when its top class is less probable than "
                                "this (e.g. 0.5; the model card's risk-coverage table says what each value "
                                "keeps); its probabilities are still written.")
@@ -592,6 +649,7 @@ def predict(
     overwrite: bool = typer.Option(False, help="Start afresh instead of resuming what OUT holds."),
     ray_address: Optional[str] = typer.Option(None, help="Spread the files over Ray actors: local | auto | "
                                               "ray://HOST:10001 (OUT on storage every node sees)."),
+    verbose: bool = _VERBOSE_OPTION,
 ) -> None:
     """Recognise expressions in photos and videos; resumable, bad files reported and skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -600,6 +658,7 @@ def predict(
     from ferwild.predict import PredictConfig, predict_files
     from ferwild.recognizer import RecognizerError
 
+    _verbose_detail(verbose)
     try:
         config = PredictConfig(sample_fps=fps, every_n_frames=every_n_frames, max_frames=max_frames,
                                annotate=annotate, batch_images=batch_images)
@@ -627,7 +686,8 @@ def predict(
     if summary["labels"]:
         console.print("labels: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()), highlight=False)
     for e in summary["errors"][:10]:
-        console.print(f"[yellow]skipped[/] {e['source']}: {e['error']}", highlight=False)
+        error = str(e["error"]).removeprefix(f"{e['source']}: ")  # the file is named once
+        console.print(f"[yellow]skipped[/] {e['source']}: {error}", highlight=False)
     if summary["n_errors"] > 10:
         console.print(f"... {summary['n_errors'] - 10} more in {out / 'summary.json'}", highlight=False)
     console.print(f"written to {out}/ (predictions.csv, results.jsonl, summary.json"
@@ -663,6 +723,7 @@ def live(
                             "doubles a face's cost; smoothing over frames does its work) | flip | model (as "
                             "trained)."),
     device: str = typer.Option("cpu", help="With --backend torch: cpu | cuda | auto."),
+    verbose: bool = _VERBOSE_OPTION,
 ) -> None:
     """Read every face of a camera, stream or video as it plays: boxes, labels, per-person bars.
 
@@ -671,6 +732,7 @@ def live(
     """
     from ferwild.live import LiveConfig, LiveError, run_live
 
+    _verbose_detail(verbose)
     if backend not in ("onnx", "torch"):
         _fail(f"unknown backend {backend!r}; expected onnx or torch")
     if tta not in ("none", "flip", "model"):
@@ -687,14 +749,22 @@ def live(
         summary = run_live(recognizer, source, config, log=lambda m: err_console.print(m, highlight=False))
     except LiveError as exc:
         _fail(str(exc))
-    console.print(f"{summary['frames_processed']} frames read at {summary['fps_processed']:.1f} frames/s "
-                  f"({summary['frames_dropped']} dropped, {summary['faces']} faces, {summary['tracks']} people); "
-                  f"stopped: {summary['stop_reason']}", highlight=False)
+    for line in live_summary_lines(summary):
+        console.print(line, highlight=False)
     if out is not None:
         console.print(f"written to {out}/ (frames.csv, summary.json{', live.mp4' if record else ''})", highlight=False)
     if summary["error"]:
         err_console.print(f"[red]error[/]: {summary['error']} (what was read before it is kept)", highlight=False)
         raise typer.Exit(1)
+
+
+def live_summary_lines(summary: dict) -> list[str]:
+    """The closing lines of ``ferwild live``: one short phrase each (none wraps mid-phrase at 80
+    columns), numbers and nouns agreeing ("1 face, 1 person", "3 faces, 2 people")."""
+    return [f"{count(summary['frames_processed'], 'frame')} read at {summary['fps_processed']:.1f} frames/s "
+            f"({summary['frames_dropped']} dropped)",
+            f"{count(summary['faces'], 'face')}, {count(summary['tracks'], 'person', 'people')}",
+            f"stopped: {summary['stop_reason']}"]
 
 
 def _live_recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min_confidence: Optional[float],
@@ -787,7 +857,16 @@ def serve(
     max_files: int = typer.Option(16, help="Most images per request."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (with --run)."),
 ) -> None:
-    """Serve the model over HTTP: a web page at /, POST /predict, GET /info, GET /health."""
+    """Serve the model over HTTP: a web page, a JSON API and the API's docs.
+
+    \b
+    GET /               the web page: photos, a webcam snapshot or live video
+    POST /predict       photos in (multipart `files`), faces and labels out (JSON)
+    WebSocket /ws/live  the page's live mode: webcam frames in, faces out
+    GET /info           the model, its labels and the limits
+    GET /health         {"status": "ok"}
+    GET /docs           the API's interactive docs (Swagger UI)
+    """
     from ferwild.serve import serve as run_server
 
     recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
@@ -824,8 +903,8 @@ def demo(
 
     result = run_demo(out, n=n, size=size, seed=seed, seeds=seeds, workers=workers or None, quick=quick,
                       log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
-                      section=console.rule, command=_show_command, prepared=print_prepare_summary)
-    console.rule("done")
+                      section=_section, command=_show_command, prepared=print_prepare_summary)
+    _section("done")
     console.print(f"study report: {result.study_dir / 'report.html'}; audit report: {result.audit_dir / 'report.html'}; "
                   f"selected run: {result.run_dir}; prepared data: {out / 'prepared'}; model: {result.onnx_path}; "
                   f"predictions: {result.predictions_dir}; serve it: ferwild serve --onnx {result.onnx_path}",

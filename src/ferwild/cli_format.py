@@ -13,15 +13,20 @@ prints the classic two-column help that git, pip and click print instead::
                                 Also write images and videos with boxes ...
 
 and, when several required options are missing, names them all in one error instead of
-one per attempt.
+one per attempt. It also holds what the commands' output shares: :func:`count` ("1 person",
+"3 people") and :func:`output_console`, a rich console that wraps at the terminal's width in a
+terminal and never wraps or cuts when the output goes to a file or a pipe.
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from typer.core import TyperCommand
 
 try:  # typer >= 0.20 vendors click; its exceptions are the ones typer's main loop catches
@@ -29,7 +34,8 @@ try:  # typer >= 0.20 vendors click; its exceptions are the ones typer's main lo
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as _errors
 
-__all__ = ["Command", "CONTEXT_SETTINGS", "command_settings"]
+__all__ = ["Command", "CONTEXT_SETTINGS", "command_settings", "count", "default_text", "metavar",
+           "output_console", "UNLIMITED_WIDTH"]
 
 #: Use up to 100 columns when the terminal has them (click's default stops at 80).
 CONTEXT_SETTINGS = {"max_content_width": 100}
@@ -39,7 +45,7 @@ def _is_argument(param: Any) -> bool:
     return param.param_type_name == "argument"
 
 
-def _metavar(param: Any, ctx: Any) -> str:
+def metavar(param: Any, ctx: Any) -> str:
     """What an option's value looks like: PATH, INT, FLOAT, TEXT, a|b (nothing for a flag)."""
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
         return ""
@@ -51,7 +57,7 @@ def _metavar(param: Any, ctx: Any) -> str:
     return {"STR": "TEXT"}.get(text, text)
 
 
-def _default_text(param: Any) -> str | None:
+def default_text(param: Any) -> str | None:
     """The ``[default: ...]`` text of an option, or None when there is nothing worth showing."""
     if param.show_default is False or param.required:
         return None
@@ -109,13 +115,13 @@ class Command(TyperCommand):
             names = ", ".join(sorted(param.opts, key=lambda o: o.startswith("--")))
             if param.secondary_opts:
                 names += " / " + ", ".join(param.secondary_opts)
-            metavar = _metavar(param, ctx)
-            default = _default_text(param)
+            shown = metavar(param, ctx)
+            default = default_text(param)
             if default is not None and param.name != "help":
                 extra.append(f"default: {default}")
             if param.required:
                 extra.append("required")
-            options.append((f"{names} {metavar}".rstrip(), _join(help_text, extra)))
+            options.append((f"{names} {shown}".rstrip(), _join(help_text, extra)))
         if arguments:
             with formatter.section("Arguments"):
                 formatter.write_dl(arguments)
@@ -150,3 +156,33 @@ def _join(text: str, extra: list[str]) -> str:
 def command_settings(**extra: Any) -> dict[str, Any]:
     """``@app.command(**command_settings())``: the class and context settings of every command."""
     return {"cls": Command, "context_settings": {**CONTEXT_SETTINGS, **extra}}
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """``n`` and the noun in the right number: ``count(1, "person", "people")`` -> "1 person",
+    ``count(3, "face")`` -> "3 faces", ``count(0, "face")`` -> "0 faces"."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+#: The width of a console writing to a file or a pipe: in practice, no limit.
+UNLIMITED_WIDTH = 100_000
+
+
+def output_console(*, stderr: bool = False, width: int | None = None) -> Console:
+    """A rich console for a command's output.
+
+    ``width`` (a forced width, e.g. a test's ``terminal_width``) wins; in a terminal, rich
+    wraps at the terminal's width; writing to a file or a pipe (no terminal, no ``COLUMNS``),
+    nothing is wrapped or cut: a line stays one line and a table keeps its natural width, so
+    names (``hf:google/vit-base-patch16-224-in21k``) come out whole for ``grep`` and scripts.
+    """
+    if width is not None:
+        return Console(stderr=stderr, width=width)
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        terminal = False
+    if terminal or os.environ.get("COLUMNS", "").isdigit():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=UNLIMITED_WIDTH, soft_wrap=True)

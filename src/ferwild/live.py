@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ferwild.formatting import first_line
-from ferwild.recognizer import ImageResult, Recognizer, draw_result, face_colour
+from ferwild.recognizer import ImageResult, Recognizer, draw_result, face_colour, video_open_error
 from ferwild.tracking import ExpressionSmoother, FaceTracker
 
 __all__ = ["LiveConfig", "LiveError", "FrameGrabber", "describe_source", "draw_live", "run_live"]
@@ -140,7 +140,7 @@ def _open(source: Source, open_timeout_s: float, read_timeout_s: float):
             raise LiveError(f"{source.name}: permission denied (on Linux: add yourself to the 'video' group)") from None
         if source.kind == "camera" and code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
             raise LiveError(f"{source.name} not found: no such camera on this machine") from None
-        raise LiveError(f"{source.name}: cannot open as a video ({first_line(exc)})") from None
+        raise LiveError(video_open_error(source.name, exc)) from None
     if not container.streams.video:
         container.close()
         raise LiveError(f"{source.name}: has no video stream")

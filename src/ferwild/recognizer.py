@@ -602,6 +602,19 @@ def prefetch(iterator: Iterator[Any], depth: int = 8) -> Iterator[Any]:
         thread.join(timeout=5.0)
 
 
+def video_open_error(name: str, exc: BaseException) -> str:
+    """Why ``av.open(name)`` failed, in words: a file FFmpeg cannot decode (a text file renamed
+    ``.mp4``) is "not a video file"; PyAV's raw text is logged at DEBUG (``ferwild ... --verbose``)."""
+    import logging
+
+    import av
+
+    logging.getLogger(__name__).debug("%s: %s", name, first_line(exc))
+    if isinstance(exc, av.error.InvalidDataError) and Path(name).is_file():
+        return f"{name}: cannot open as a video: not a video file (could not decode)"
+    return f"{name}: cannot open as a video ({first_line(exc)})"
+
+
 def iter_video_frames(path: str | os.PathLike) -> Iterator[tuple[int, float | None, np.ndarray]]:
     """Decode a video with PyAV: ``(frame index, time in seconds or None, (H, W, 3) uint8 RGB)``.
 
@@ -617,7 +630,7 @@ def iter_video_frames(path: str | os.PathLike) -> Iterator[tuple[int, float | No
     try:
         container = av.open(name)
     except Exception as exc:  # noqa: BLE001 - av raises many types for a non-video
-        raise RecognizerError(f"{name}: cannot open as a video ({first_line(exc)})") from None
+        raise RecognizerError(video_open_error(name, exc)) from None
     try:
         if not container.streams.video:
             raise RecognizerError(f"{name}: has no video stream")
