@@ -1,8 +1,9 @@
 """The live mode of ``ferwild serve``: the ``/ws/live`` WebSocket and the page's Live mode.
 
 The server side runs on the shared tiny run (conftest): with ``detector="none"`` (synthetic
-crops: every frame is one face) everywhere, and behind the fast detector on frames of a real
-video when ../shared/data is present. The page's JavaScript runs under node where node exists:
+crops: every frame is one face) everywhere, and behind real detectors on frames of a real video
+and on a group photo when ../shared/data is present. The live frames go through the server's
+own detector (the one ``/predict`` uses) unless ``live_detector`` names another. The page's JavaScript runs under node where node exists:
 its tag placement against Python's ``place_tags``, and its live loop against a fake browser.
 """
 
@@ -171,8 +172,8 @@ def test_reset_restarts_track_numbering(client, tiny):
 
 
 def test_live_without_a_fast_detector_says_so_per_frame(crops, tiny):
-    """A recogniser that cannot switch to the fast detector: every live frame gets the reason,
-    the connection stays usable, and /predict is unaffected."""
+    """Live frames asked to go through a detector the recogniser cannot switch to: every live
+    frame gets the reason, the connection stays usable, and /predict is unaffected."""
     from ferwild.recognizer import RecognizerError
 
     class NoFastDetector:
@@ -188,16 +189,65 @@ def test_live_without_a_fast_detector_says_so_per_frame(crops, tiny):
             return self.inner.analyze(images, sources=sources)
 
     face = _encode(tiny["images"][0], "PNG")
-    with TestClient(create_app(NoFastDetector(crops))) as c:
+    with TestClient(create_app(NoFastDetector(crops), live_detector="fast")) as c:
+        assert c.get("/info").json()["live_detector"] == "fast"
         with c.websocket_connect(LIVE_PATH) as ws:
             for n in range(2):
                 answer = _frame(ws, face)
                 assert answer["frame"] == n and answer["faces"] == []
                 assert answer["error"].startswith("analysis failed") and "no fast detector" in answer["error"]
+                assert "the fast face detector is not available" in answer["error"]
             ws.send_text(json.dumps({"reset": True}))
             assert ws.receive_json() == {"reset": True, "error": None}
         r = c.post("/predict", files={"files": ("a.png", face, "image/png")})
         assert r.status_code == 200 and len(r.json()["results"][0]["faces"]) == 1
+
+
+class _DetectorProbe:
+    """A recogniser stand-in that records how it is put behind another detector."""
+
+    def __init__(self, inner, detector: str, min_confidence=None, *, calls=None):
+        self.inner, self.detector_name, self.min_confidence = inner, detector, min_confidence
+        self.label_names = inner.label_names
+        self.calls = [] if calls is None else calls
+
+    def info(self) -> dict:
+        return {**self.inner.info(), "detector": self.detector_name, "min_confidence": self.min_confidence}
+
+    def with_detector(self, detector, **kw):
+        self.calls.append((detector, kw))
+        return _DetectorProbe(self.inner, detector, kw.get("min_confidence"), calls=self.calls)
+
+    def analyze(self, images, *, sources=None):
+        results = self.inner.analyze(images, sources=sources)
+        for r in results:
+            for f in r.faces:
+                f.method = self.detector_name
+        return results
+
+
+@pytest.mark.parametrize("server, live, given, want, switched", [
+    # `ferwild serve --detector mtcnn`: the live model (built behind "fast") is put behind MTCNN,
+    # with the server's threshold; what the page's header says is what live mode uses
+    ("mtcnn", "fast", None, "mtcnn", [("mtcnn", {"min_confidence": 0.8})]),
+    ("fast-tiled", "fast", None, "fast-tiled", [("fast-tiled", {"min_confidence": 0.8})]),
+    ("fast", "fast", None, "fast", []),                       # already there: used as it is
+    ("mtcnn", None, None, "mtcnn", []),                       # the app's own recogniser, as it is
+    ("none", None, None, "none", []),                         # crops in: every frame is one face
+    ("mtcnn", None, "fast-tiled", "fast-tiled", [("fast-tiled", {})]),  # told otherwise
+])
+def test_live_frames_use_the_servers_detector(crops, tiny, server, live, given, want, switched):
+    app_rec = _DetectorProbe(crops, server, 0.8)
+    live_rec = None if live is None else _DetectorProbe(crops, live)
+    probe = live_rec or app_rec
+    with TestClient(create_app(app_rec, live_recognizer=live_rec, live_detector=given)) as c:
+        assert c.get("/info").json()["live_detector"] == want
+        assert c.get("/info").json()["detector"] == server
+        with c.websocket_connect(LIVE_PATH) as ws:
+            for _ in range(2):  # built once, on the first frame
+                [face] = _frame(ws, _encode(tiny["images"][0], "PNG"))["faces"]
+                assert face["method"] == want
+    assert probe.calls == switched
 
 
 def test_live_and_predict_never_run_the_model_at_once(crops, tiny):
@@ -318,12 +368,14 @@ def video_frames(shared_data) -> list[np.ndarray]:
 
 @pytest.mark.shared_data
 def test_real_video_frames_behind_the_fast_detector(tiny, video_frames):
-    """The app's recogniser uses MTCNN; live frames go through the fast detector, share its model."""
+    """The app's recogniser uses MTCNN; live frames told to use the fast detector go through it,
+    sharing the model."""
     rec = Recognizer.from_run(tiny["run"], detector="mtcnn", device="cpu")
     fast = rec.with_detector("fast")
     jpegs = [_encode(f) for f in video_frames[:5]]
-    with TestClient(create_app(rec)) as c:
+    with TestClient(create_app(rec, live_detector="fast")) as c:
         assert c.get("/info").json()["detector"] == "mtcnn"
+        assert c.get("/info").json()["live_detector"] == "fast"
         with c.websocket_connect(LIVE_PATH) as ws:
             answers = [_frame(ws, data) for data in jpegs]
     tracks = set()
@@ -341,6 +393,30 @@ def test_real_video_frames_behind_the_fast_detector(tiny, video_frames):
         for name in tiny["labels"]:
             assert face["probabilities"][name] == pytest.approx(want.probabilities[name], abs=1e-5)
     assert tracks == {0}  # one person, one number, over every frame
+
+
+@pytest.fixture(scope="module")
+def group_frame(shared_data) -> bytes:
+    """The five people of face_photos/pyfeat/multi_face.jpg as the page sends them: 640 px wide, JPEG."""
+    photo = Image.open(shared_data / "face_photos" / "pyfeat" / "multi_face.jpg").convert("RGB")
+    return _encode(np.asarray(photo.resize((640, round(photo.height * 640 / photo.width)))))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("detector, five", [("fast", False), ("fast-tiled", True), ("mtcnn", True)])
+def test_live_group_photo_finds_the_servers_faces(tiny, group_frame, detector, five):
+    """A group photo in live mode: the server's detector decides what is found. The untiled fast
+    detector (what live mode used whatever the server said) finds 1 or 2 of the 5 people at
+    640 px; fast-tiled and MTCNN find all five, as /predict does with them."""
+    rec = Recognizer.from_run(tiny["run"], detector=detector, device="cpu")
+    with TestClient(create_app(rec, live_recognizer=rec.with_detector("fast"))) as c:
+        assert c.get("/info").json()["live_detector"] == detector
+        with c.websocket_connect(LIVE_PATH) as ws:
+            answer = _frame(ws, group_frame)
+    faces = len(answer["faces"])
+    assert answer["error"] is None and (faces == 5 if five else 0 < faces < 5), faces
+    assert {f["method"] for f in answer["faces"]} == {detector}
+    assert sorted(f["track"] for f in answer["faces"]) == list(range(faces))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -517,7 +593,9 @@ _LIVE_SCENARIO = r"""
                                               server_ms: 12.3, error: null }) });
   out.sentAfterAnswer = ws.sent.length;               // the waiting frame goes at once
   out.stats = el("live-stats").textContent;
+  out.statsTitle = el("live-stats").attrs.title;
   out.faces = el("live-faces").textContent;
+  out.faceCount = el("live-faces").attrs["data-faces"];
   out.drawn = drawn.slice();
   ws.fire("message", { data: JSON.stringify({ frame: 1, width: 0, height: 0, faces: [], server_ms: 1,
                                               error: "not an image" }) });
@@ -573,14 +651,16 @@ def test_page_live_loop_keeps_one_frame_in_flight():
     # the newest waits and goes as soon as the answer is in
     assert out["sentBeforeAnswer"] == 1 and out["blob"] == {"type": "image/jpeg", "quality": 0.7}
     assert out["sentAfterAnswer"] == 2
-    assert "server 12 ms" in out["stats"] and "3 camera frames skipped" in out["stats"]
-    assert "frames/s" in out["stats"]
-    assert out["faces"] == "person 4: happiness 75%"
+    # rates of the last second side by side; the totals since the start are said as such
+    assert "server 12 ms" in out["stats"] and re.search(r"analysed [\d.]+ of [\d.]+ camera frames/s", out["stats"])
+    assert "skipped" not in out["stats"]
+    assert "Since Start live: 1 frame analysed, 3 camera frames skipped" in out["statsTitle"]
+    assert out["faces"] == "1 face: person #4 happiness 75%" and out["faceCount"] == "1"
     # the answer is for the 640x360 frame that was sent, the 1280x720 video shows at 960x540: the
     # box is drawn where it was found, in the colour of its track (COLORS[3]); the tag reads the
-    # smoothed label, not the frame's own
+    # smoothed label, not the frame's own, after the person's number
     assert ["box", "#3ddc84", 480, 135, 240, 270] in out["drawn"]
-    assert ["text", "happiness 75%"] in out["drawn"] and ["text", "anger 50%"] not in out["drawn"]
+    assert ["text", "#4 happiness 75%"] in out["drawn"] and not any("anger" in str(d) for d in out["drawn"])
     assert out["sentAfterError"] == 2 and "could not be analysed: not an image" in out["frameError"]
     assert out["sentAfterNextFrame"] == 3
     assert "closed" in out["closedError"] and "1011" in out["closedError"]
@@ -591,3 +671,22 @@ def test_page_live_loop_keeps_one_frame_in_flight():
     assert "camera stopped" in out["endedError"] and out["closedByPage"] == 1000
     assert out["sockets"] == 3  # no connection without a camera
     assert "secure page" in out["insecureError"]
+
+
+@needs_node
+def test_js_numbers_photo_faces_left_to_right_and_live_faces_by_person():
+    script = """
+const { readingOrder, faceNumbers } = require(process.argv[1]);
+const photo = [{ box: [500, 10, 560, 70] }, { box: [20, 200, 80, 260] }, { box: [300, 50, 340, 90] },
+               { label: "no box" }, { box: [20, 20, 80, 80] }];
+const live = [{ box: [500, 10, 560, 70], track: 3 }, { box: [20, 200, 80, 260], track: 0 }];
+const mixed = [{ box: [500, 10, 560, 70], track: 3 }, { box: [20, 200, 80, 260] }];
+process.stdout.write(JSON.stringify({ order: readingOrder(photo), photo: faceNumbers(photo),
+  live: faceNumbers(live), mixed: faceNumbers(mixed), none: faceNumbers([]) }));
+"""
+    out = json.loads(_node(script))
+    # left to right by the box's centre (then top to bottom); a face without a box last
+    assert out["order"] == [4, 1, 2, 0, 3]
+    assert out["photo"] == [4, 2, 3, 5, 1]
+    assert out["live"] == [4, 1]          # a person's number is their track + 1, frame after frame
+    assert out["mixed"] == [2, 1] and out["none"] == []

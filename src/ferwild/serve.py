@@ -6,8 +6,13 @@ Endpoints (all JSON except ``/`` and ``/static/*``):
   external resources, so it works on a machine without internet).
 * ``GET /health`` -- ``{"status": "ok"}``.
 * ``GET /info`` -- ``recognizer.info()`` plus ``labels`` (the class names, in class-id order),
-  ``limits`` (``max_files``, ``max_upload_mb``, ``max_upload_bytes``, ``max_pixels``) and
-  ``live`` (the path of the live WebSocket, ``/ws/live``).
+  ``limits`` (``max_files``, ``max_upload_mb``, ``max_upload_bytes``, ``max_pixels``),
+  ``live`` (the path of the live WebSocket, ``/ws/live``), ``live_model`` (what reads the live
+  frames) and ``live_detector`` (the face detector of the live frames).
+* ``GET /docs`` (Swagger UI), ``GET /redoc`` (ReDoc), ``GET /openapi.json`` -- the API's own
+  pages, their scripts served from the ``fastapi-offline`` package's files (``/docs-assets/*``):
+  no CDN, they work offline. (The WebSocket is not part of OpenAPI: its protocol is in the
+  description at the top of both pages.)
 * ``POST /predict`` -- ``multipart/form-data`` with one or more images in the field ``files``
   (a single ``file`` field is accepted too). Answers
   ``{"results": [ImageResult.to_dict(), ...], "elapsed_ms": float}``, one result per uploaded
@@ -21,8 +26,9 @@ Endpoints (all JSON except ``/`` and ``/static/*``):
   ``{"frame": n, "time_s": s, "width": w, "height": h, "faces": [Face.to_dict(), ...],
   "server_ms": ms, "error": null}``. ``frame`` counts the binary messages of the connection from
   0, ``time_s`` is the server's time since the connection's first frame. Faces are found with the
-  fast detector (BlazeFace; the recogniser as it is when its detector is ``none``), numbered by
-  person across frames (``track``) and their readings smoothed over time (``smoothed``,
+  server's own detector (the one ``/predict`` uses, ``/info``'s ``detector``: ``ferwild serve
+  --detector``), unless :func:`create_app`'s ``live_detector`` names another (``/info``'s
+  ``live_detector`` says which is in use), numbered by person across frames (``track``) and their readings smoothed over time (``smoothed``,
   ``smoothed_label``), per connection (:class:`ferwild.tracking.FaceTracker`,
   :class:`ferwild.tracking.ExpressionSmoother`). A frame that cannot be used (not an image, too
   many pixels) gets ``error`` set and no faces; the connection stays open (a message over
@@ -259,6 +265,7 @@ def create_app(
     max_files: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     live_recognizer: Any = None,
+    live_detector: str | None = None,
 ) -> FastAPI:
     """Build the FastAPI app serving ``recognizer`` (a :class:`ferwild.recognizer.Recognizer`).
 
@@ -270,8 +277,12 @@ def create_app(
         max_pixels: images whose header declares more pixels are refused before decoding
             (that file's ``error``; PIL's own ``Image.MAX_IMAGE_PIXELS`` is never loosened).
         live_recognizer: the recogniser of ``/ws/live`` (``ferwild serve`` gives the live model,
-            ``ferwild:ferplus_live``, when no model is chosen); default: ``recognizer`` behind the
-            fast detector. ``/info``'s ``live_model`` names it.
+            ``ferwild:ferplus_live``, when no model is chosen); default: ``recognizer``.
+            ``/info``'s ``live_model`` names it.
+        live_detector: the face detector of ``/ws/live`` (``"mtcnn"``, ``"fast"``,
+            ``"fast-tiled"``, ``"none"``); default: ``recognizer``'s own, so that the live mode
+            finds the faces ``/predict`` finds. The live recogniser is put behind it (sharing its
+            model) when its own detector differs. ``/info``'s ``live_detector`` names it.
     """
     _check_limits(max_upload_mb, max_files, max_pixels)
     max_file_bytes = max(1, int(max_upload_mb * 1024 * 1024))
@@ -283,8 +294,9 @@ def create_app(
     # other apps (or user code) sharing this recogniser.
     model_thread = _ModelThread()
     model_lock = threading.Lock()
-    live_model = _LiveModel(recognizer, live_recognizer)
+    live_model = _LiveModel(recognizer, live_recognizer, detector=live_detector)
     info["live_model"] = _model_name(live_recognizer if live_recognizer is not None else recognizer)
+    info["live_detector"] = live_model.detector
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -294,9 +306,12 @@ def create_app(
     app = FastAPI(
         title="ferwild",
         summary="Facial expression recognition in the wild",
+        description=_API_DESCRIPTION.format(live=LIVE_PATH, max_files=max_files, max_mb=_mb(max_file_bytes),
+                                            detector=live_model.detector),
         version=_version(),
         lifespan=lifespan,
-        # FastAPI's own /docs and /redoc load their scripts from a CDN: blank pages offline.
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: blank pages offline
+        # (_add_offline_docs serves them from a package's files instead).
         docs_url=None,
         redoc_url=None,
     )
@@ -416,6 +431,7 @@ def serve(
     max_files: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     live_recognizer: Any = None,
+    live_detector: str | None = None,
     log_level: str = "info",
     **uvicorn_kw: Any,
 ) -> None:
@@ -428,7 +444,7 @@ def serve(
     import uvicorn
 
     app = create_app(recognizer, max_upload_mb=max_upload_mb, max_files=max_files,
-                     max_pixels=max_pixels, live_recognizer=live_recognizer)
+                     max_pixels=max_pixels, live_recognizer=live_recognizer, live_detector=live_detector)
     # a live frame is held in memory whole: bound it by the same limit as an uploaded file
     uvicorn_kw.setdefault("ws_max_size", max(1, int(max_upload_mb * 1024 * 1024)))
     uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_kw)
@@ -520,17 +536,30 @@ def _model_name(recognizer: Any) -> str:
 
 
 class _LiveModel:
-    """The live recogniser (the app's, or the one given for live frames) behind the fast
-    detector; built once, on first use (in the model thread: loading BlazeFace must not hold up
-    the event loop).
+    """The live recogniser (the app's, or the one given for live frames) behind the live
+    detector (the app recogniser's own unless told otherwise); built once, on first use (in the
+    model thread: loading a detector must not hold up the event loop).
 
-    The classifier is shared with ``/predict`` (:meth:`ferwild.recognizer.Recognizer.with_detector`),
-    so both run under the same model lock. A recogniser whose detector is ``none`` (its images are
-    face crops) or already ``fast``, or one that cannot change detector, is used as it is.
+    A recogniser already behind that detector, or one that cannot change detector, is used as it
+    is; else :meth:`ferwild.recognizer.Recognizer.with_detector` puts it behind it, sharing its
+    classifier (with ``/predict``: both run under the same model lock) and, when the app's
+    recogniser has that detector, its threshold (``--min-confidence``).
     """
 
-    def __init__(self, recognizer: Any, live_recognizer: Any = None) -> None:
+    def __init__(self, recognizer: Any, live_recognizer: Any = None, *, detector: str | None = None) -> None:
         self._base = recognizer if live_recognizer is None else live_recognizer
+        app_detector = _detector_of(recognizer)
+        base_detector = _detector_of(self._base)
+        want = detector if detector is not None else app_detector
+        if want is None or not callable(getattr(self._base, "with_detector", None)):
+            want = base_detector
+        #: the detector the live frames go through (``/info``'s ``live_detector``)
+        self.detector: str | None = want
+        self._switch = want is not None and want != base_detector
+        self._min_confidence = None
+        if self._switch and want == app_detector:
+            info = recognizer.info() if callable(getattr(recognizer, "info", None)) else {}
+            self._min_confidence = info.get("min_confidence")
         self._model: Any = None
         self._error: str | None = None
         self._guard = threading.Lock()
@@ -539,19 +568,26 @@ class _LiveModel:
         """The live recogniser; raises ``RuntimeError`` (every time) when it cannot be built."""
         with self._guard:
             if self._model is None and self._error is None:
-                detector = getattr(self._base, "detector_name", None)
-                if detector is None:
-                    detector = self._base.info().get("detector")
-                if detector in ("none", "fast") or not callable(getattr(self._base, "with_detector", None)):
+                if not self._switch:
                     self._model = self._base
                 else:
+                    kw = {} if self._min_confidence is None else {"min_confidence": self._min_confidence}
                     try:
-                        self._model = self._base.with_detector("fast")
+                        self._model = self._base.with_detector(self.detector, **kw)
                     except Exception as exc:  # noqa: BLE001 - e.g. ONNX Runtime missing: said per frame
-                        self._error = f"the fast face detector is not available: {_short(first_line(exc), 200)}"
+                        self._error = (f"the {self.detector} face detector is not available: "
+                                       f"{_short(first_line(exc), 200)}")
             if self._error is not None:
                 raise RuntimeError(self._error)
             return self._model
+
+
+def _detector_of(recognizer: Any) -> str | None:
+    """A recogniser's detector name (``detector_name``, else ``info()["detector"]``), or None."""
+    name = getattr(recognizer, "detector_name", None)
+    if name is None and callable(getattr(recognizer, "info", None)):
+        name = recognizer.info().get("detector")
+    return None if name is None else str(name)
 
 
 class _LiveSession:
@@ -650,22 +686,63 @@ def _static_response(name: str, host: str | None) -> Response:
 
 DOCS_ASSETS = "/docs-assets"
 
+# The top of /docs and /redoc (Markdown): what OpenAPI cannot describe (the page, the WebSocket).
+_API_DESCRIPTION = """\
+Detect the faces in images and read their expressions. The web page is at [`/`](/); this API's
+pages: [Swagger UI](/docs), [ReDoc](/redoc), [OpenAPI schema](/openapi.json).
+
+* `POST /predict`: up to {max_files} images of at most {max_mb} each, as `multipart/form-data`
+  in the field `files`; one result per file, in upload order.
+* `WebSocket {live}` (not in OpenAPI, which has no WebSockets): live video, as the page's Live
+  mode uses it. Send each frame as one *binary* message (an encoded JPEG, PNG or WebP image); each
+  is answered, in order, by one JSON text message `{{"frame", "time_s", "width", "height",
+  "faces", "server_ms", "error"}}`, its faces numbered by person across frames (`track`) with a
+  smoothed reading (`smoothed`, `smoothed_label`). Face detector: `{detector}`. The text message
+  `{{"reset": true}}` restarts the numbering.
+"""
+
+
+# /docs and /redoc load nothing from elsewhere either (ReDoc's footer would fetch its maker's logo
+# from their CDN): their own inline start-up script and styles, this host's files, data:/blob:.
+_DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+             "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+             "base-uri 'none'; frame-ancestors 'none'")
+
+
+def _docs_page(page: HTMLResponse) -> HTMLResponse:
+    page.headers.update({"Content-Security-Policy": _DOCS_CSP, **_PAGE_HEADERS})
+    return page
+
+
+def _docs_assets_dir() -> Any:
+    """The folder of Swagger UI 5 and ReDoc 2 scripts shipped by the ``fastapi-offline`` package
+    (both read the OpenAPI 3.1 document FastAPI writes; Swagger UI 4 cannot)."""
+    return importlib.resources.files("fastapi_offline").joinpath("static")
+
 
 def _add_offline_docs(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI) served from the ``swagger-ui-bundle`` package's files, so the API
-    page works without a network; ``/redoc`` is off (no pip package ships its script)."""
-    from fastapi.openapi.docs import get_swagger_ui_html
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) served from the ``fastapi-offline``
+    package's files, so the API pages work without a network."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
     from starlette.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
 
-    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(_docs_assets_dir())), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
-                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+        # no validator badge: it would send the schema's address to an online validator
+        return _docs_page(get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} API",
+                                              swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                              swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                              swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                                              swagger_ui_parameters={"validatorUrl": None}))
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return _docs_page(get_redoc_html(openapi_url=openapi_url, title=f"{app.title} API",
+                                         redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                                         redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png", with_google_fonts=False))
 
 
 def _version() -> str:

@@ -35,7 +35,29 @@ const ferwildOverlay = (() => {
     });
   }
 
-  return { placeTags };
+  // The order faces are numbered in on a photo: left to right by the centre of their box (then
+  // top to bottom); faces without a box come last, in the server's order. Answers the indices of
+  // `faces` in that order.
+  function readingOrder(faces) {
+    const key = (f) => (Array.isArray(f && f.box) && f.box.length === 4
+      ? [(Number(f.box[0]) + Number(f.box[2])) / 2, (Number(f.box[1]) + Number(f.box[3])) / 2] : null);
+    return faces.map((f, i) => ({ i, k: key(f) })).sort((a, b) => {
+      if (!a.k || !b.k) return (a.k ? 0 : 1) - (b.k ? 0 : 1) || a.i - b.i;
+      return a.k[0] - b.k[0] || a.k[1] - b.k[1] || a.i - b.i;
+    }).map((e) => e.i);
+  }
+
+  // Each face's number, as shown in the list and on its tag: a person's track + 1 when every face
+  // has a track (live video: a person keeps their number from frame to frame), else the place of
+  // the face in readingOrder (photos: 1 is the left-most face).
+  function faceNumbers(faces) {
+    if (faces.length && faces.every((f) => f && Number.isInteger(f.track))) return faces.map((f) => f.track + 1);
+    const numbers = new Array(faces.length);
+    readingOrder(faces).forEach((i, rank) => { numbers[i] = rank + 1; });
+    return numbers;
+  }
+
+  return { placeTags, readingOrder, faceNumbers };
 })();
 
 if (typeof module !== "undefined" && module.exports) module.exports = ferwildOverlay;
@@ -50,7 +72,7 @@ if (typeof document !== "undefined") (() => {
     camError: $("camera-error"), template: $("result-template"),
     liveToggle: $("live-toggle"), liveStage: $("live-stage"), liveVideo: $("live-video"),
     liveOverlay: $("live-overlay"), liveStats: $("live-stats"), liveFaces: $("live-faces"),
-    liveError: $("live-error"),
+    liveError: $("live-error"), live: $("live"), liveHead: $("live-head"), liveDetector: $("live-detector"),
   };
 
   // Box colours, chosen to stay distinguishable on photos and for common colour-vision deficiencies.
@@ -92,6 +114,14 @@ if (typeof document !== "undefined") (() => {
       if (info.detector) parts.push(`detector ${info.detector}`);
       if (labels.length) parts.push(`${labels.length} expressions: ${labels.join(", ")}`);
       els.info.textContent = parts.join(" · ");
+      // the live mode's own reader: its detector decides which faces the video shows
+      if (info.live_detector || info.live_model) {
+        const live = [];
+        if (info.live_detector) live.push(`face detector ${info.live_detector}`);
+        if (info.live_model) live.push(`model ${info.live_model}`);
+        els.liveDetector.textContent = `Live mode reads with: ${live.join(" · ")}`;
+        els.liveDetector.setAttribute("data-detector", String(info.live_detector ?? ""));
+      }
       if (info.description) {
         // what the model is and what it was trained on: a reader must know what reads their photos
         const line = document.createElement("span");
@@ -254,9 +284,13 @@ if (typeof document !== "undefined") (() => {
     const meta = [`${result.width} × ${result.height}`, plural(faces.length, "face")];
     if (typeof result.frame === "number") meta.push(`frame ${result.frame}`);
     card.node.querySelector(".card-meta").textContent = meta.join(" · ");
-    const summary = faces.map((f, i) => `face ${i + 1} ${f.label} ${pct(f.confidence)}`).join(", ");
+    // faces are numbered left to right (ferwildOverlay.readingOrder); the list follows that order
+    // and each tag on the photo carries the same number
+    const numbers = ferwildOverlay.faceNumbers(faces);
+    const order = ferwildOverlay.readingOrder(faces);
+    const summary = order.map((i) => `face ${numbers[i]} ${faces[i].label} ${pct(faces[i].confidence)}`).join(", ");
     card.canvas.setAttribute("aria-label",
-      `${card.name}: ${faces.length ? summary : "no face found"}`);
+      `${card.name}: ${faces.length ? `${summary} (numbered from left to right)` : "no face found"}`);
 
     const list = card.node.querySelector(".faces");
     list.replaceChildren();
@@ -265,18 +299,19 @@ if (typeof document !== "undefined") (() => {
       note.textContent = "No face found in this image.";
       note.hidden = false;
     }
-    faces.forEach((face, i) => list.append(faceItem(face, i)));
+    order.forEach((i) => list.append(faceItem(faces[i], numbers[i])));
     draw(card);
   }
 
-  function faceItem(face, i) {
-    const color = COLORS[i % COLORS.length];
+  function faceItem(face, n) {
+    const color = numberColor(n);
     const item = el("li", "face");
+    item.setAttribute("data-face", String(n));
     const head = el("div", "face-head");
     const swatch = el("span", "swatch");
     swatch.style.backgroundColor = color;
     swatch.setAttribute("aria-hidden", "true");
-    head.append(swatch, el("span", "face-title", `Face ${i + 1}`),
+    head.append(swatch, el("span", "face-title", `Face #${n}`),
       el("strong", "face-label", `${face.label} ${pct(face.confidence)}`));
     const details = [];
     if (typeof face.detection_confidence === "number") details.push(`detection ${pct1(face.detection_confidence)}`);
@@ -289,7 +324,7 @@ if (typeof document !== "undefined") (() => {
     for (const n of Object.keys(probs)) if (!names.includes(n)) names.push(n);
     const top = names.reduce((best, n) => (best === null || probs[n] > probs[best] ? n : best), null);
     const chart = el("ul", "bars");
-    chart.setAttribute("aria-label", `Face ${i + 1} probabilities`);
+    chart.setAttribute("aria-label", `Face ${n} probabilities`);
     for (const n of names) {
       const p = Math.min(1, Math.max(0, Number(probs[n]) || 0));
       const row = el("li", n === top ? "bar-row is-top" : "bar-row");
@@ -344,9 +379,9 @@ if (typeof document !== "undefined") (() => {
     drawFaces(ctx, result, cssW, cssH, imgW, imgH);
   }
 
-  // A face's colour: its track's when it has one (live video: a person keeps their colour from
-  // frame to frame), else its place in the image (photos: matches the card's list).
-  const faceColor = (face, i) => COLORS[(Number.isInteger(face.track) ? face.track : i) % COLORS.length];
+  // A face's colour follows its number (ferwildOverlay.faceNumbers): a person keeps their colour
+  // from frame to frame in live video; on a photo the box, its tag and its row in the list match.
+  const numberColor = (n) => COLORS[(Math.max(1, n) - 1) % COLORS.length];
 
   // The tag text: the smoothed reading when there is one (live video), else the frame's own.
   function tagText(face) {
@@ -368,10 +403,12 @@ if (typeof document !== "undefined") (() => {
     const font = Math.round(Math.min(16, Math.max(11, cssW / 40)));
     ctx.font = `600 ${font}px system-ui, -apple-system, "Segoe UI", sans-serif`;
     ctx.textBaseline = "middle";
+    const numbers = ferwildOverlay.faceNumbers(result.faces);
     const faces = result.faces.map((face, i) => {
       if (!Array.isArray(face.box) || face.box.length !== 4) return null;
       const [x1, y1, x2, y2] = face.box.map(Number);
-      return { face, color: faceColor(face, i), x: x1 * sx, y: y1 * sy, w: (x2 - x1) * sx, h: (y2 - y1) * sy };
+      const n = numbers[i];
+      return { face, n, color: numberColor(n), x: x1 * sx, y: y1 * sy, w: (x2 - x1) * sx, h: (y2 - y1) * sy };
     }).filter(Boolean);
     const lw = Math.max(2, Math.min(4, cssW / 200));
     ctx.lineWidth = lw;
@@ -382,9 +419,10 @@ if (typeof document !== "undefined") (() => {
       ctx.strokeRect(f.x, f.y, f.w, f.h);
     }
     // The placement rule of ferwild.recognizer.place_tags (annotated files use the same one); a
-    // face whose tag fits nowhere gets a number and a legend line.
+    // face whose tag fits nowhere gets its number alone and a legend line. Every tag starts with
+    // the face's number: the one of its row in the list (photos) or of its person (live).
     const padX = 5, tagH = font + 8, gap = lw / 2;
-    const tags = faces.map((f) => tagText(f.face));
+    const tags = faces.map((f) => `#${f.n} ${tagText(f.face)}`);
     const spots = ferwildOverlay.placeTags(faces.map((f) => [f.x, f.y, f.x + f.w, f.y + f.h]),
       tags.map((t) => [ctx.measureText(t).width + 2 * padX, tagH]), cssW, cssH, gap);
     const legend = [];
@@ -393,14 +431,14 @@ if (typeof document !== "undefined") (() => {
       if (spot) {
         drawTag(ctx, tags[i], { x: spot[0], y: spot[1], w: spot[2] - spot[0], h: spot[3] - spot[1] }, f.color, padX);
       } else {
-        const number = String(legend.length + 1);
-        legend.push({ text: `${number} ${tags[i]}`, color: f.color });
+        const number = `#${f.n}`;
+        legend.push({ text: tags[i], color: f.color });
         const nw = ctx.measureText(number).width + 2 * padX;
         drawTag(ctx, number, { x: f.x + gap, y: f.y + gap, w: nw, h: tagH }, f.color, padX);
       }
     });
     let y = cssH;
-    for (const line of legend.reverse()) {
+    for (const line of legend.sort((a, b) => b.text.localeCompare(a.text, undefined, { numeric: true }))) {
       y -= tagH;
       drawTag(ctx, line.text, { x: 0, y, w: ctx.measureText(line.text).width + 2 * padX, h: tagH }, line.color, padX);
     }
@@ -498,13 +536,24 @@ if (typeof document !== "undefined") (() => {
   const LIVE_SLOW_MS = 5000;    // an answer this late is said to be late (the frame stays in flight)
   const live = {
     running: false, starting: false, ws: null, stream: null, opened: false,
-    inFlight: false, hasUnsent: false, sentAt: 0, skipped: 0, replies: [],
-    result: null, frameCallback: 0, raf: 0, lastVideoTime: -1, canvas: null,
+    inFlight: false, hasUnsent: false, sentAt: 0, skipped: 0, analysed: 0, replies: [], cameraFrames: [],
+    result: null, frameCallback: 0, raf: 0, lastVideoTime: -1, canvas: null, placed: false,
+  };
+  // Keeps the timestamps of the last second in `list` (for a rate per second).
+  const lastSecond = (list, now) => {
+    list.push(now);
+    while (now - list[0] > 1000) list.shift();
+    const span = now - list[0];
+    return list.length > 1 && span > 0 ? ((list.length - 1) * 1000) / span : 0;
   };
 
   function setupLive() {
     els.liveToggle.addEventListener("click", () => (live.running ? stopLive(null) : startLive()));
-    window.addEventListener("resize", drawLive);
+    window.addEventListener("resize", () => { fitLive(); drawLive(); });
+    els.liveVideo.addEventListener("loadedmetadata", () => {
+      fitLive();
+      if (!live.placed) { live.placed = true; showLive(); }
+    });
     window.addEventListener("pagehide", () => stopLive(null));
   }
 
@@ -541,13 +590,40 @@ if (typeof document !== "undefined") (() => {
     els.liveStage.hidden = false;
     els.liveStats.hidden = false;
     els.liveStats.textContent = "Connecting…";
+    els.liveStats.removeAttribute?.("title");
     Object.assign(live, { running: true, starting: false, opened: false, inFlight: false, hasUnsent: false,
-      skipped: 0, replies: [], result: null, lastVideoTime: -1 });
+      skipped: 0, analysed: 0, replies: [], cameraFrames: [], result: null, lastVideoTime: -1, placed: false });
+    fitLive();
     els.liveToggle.textContent = "Stop live";
     els.liveToggle.setAttribute("aria-pressed", "true");
     els.liveToggle.disabled = false;
     openSocket();
     watchCameraFrames();
+  }
+
+  // The video is sized so that the Live heading (with its Stop button), the video and the line of
+  // figures under it fit in the window together (at most 640 px wide, the width of the frames).
+  function fitLive() {
+    if (els.liveStage.hidden) return;
+    const v = els.liveVideo;
+    const aspect = v.videoWidth && v.videoHeight ? v.videoWidth / v.videoHeight : 4 / 3;
+    const width = els.live.clientWidth || LIVE_MAX_WIDTH;
+    const head = els.liveHead.getBoundingClientRect().height || 0;
+    const rem = (typeof getComputedStyle === "function"
+      && parseFloat(getComputedStyle(document.documentElement).fontSize)) || 16;
+    const below = Math.max(els.liveStats.getBoundingClientRect().height || 0, 2.9 * rem) + 2 * rem;
+    const room = (window.innerHeight || 800) - head - below;
+    els.liveStage.style.width = `${Math.floor(Math.max(160, Math.min(LIVE_MAX_WIDTH, width, room * aspect)))}px`;
+  }
+
+  // Brings the Live heading, the video and its figures into view (once per start: the visitor may
+  // scroll away after that).
+  function showLive() {
+    const top = els.live.getBoundingClientRect().top;
+    const bottom = els.liveStats.getBoundingClientRect().bottom;
+    if (top < 0 || bottom > window.innerHeight) {
+      window.scrollTo({ top: Math.max(0, window.scrollY + top - 8), behavior: "instant" });
+    }
   }
 
   function openSocket() {
@@ -604,6 +680,7 @@ if (typeof document !== "undefined") (() => {
   }
 
   function onCameraFrame() {
+    live.cameraRate = lastSecond(live.cameraFrames, performance.now());
     if (live.hasUnsent && live.opened) live.skipped += 1; // not while connecting: nothing could go yet
     live.hasUnsent = true;
     if (!live.inFlight) {
@@ -639,26 +716,32 @@ if (typeof document !== "undefined") (() => {
     try { answer = JSON.parse(data); } catch { /* reported below */ }
     live.inFlight = false;
     const now = performance.now();
-    live.replies.push(now);
-    while (now - live.replies[0] > 1000) live.replies.shift(); // round trips of the last second
-    const span = now - live.replies[0];
-    const fps = live.replies.length > 1 && span > 0 ? ((live.replies.length - 1) * 1000) / span : 0;
+    const fps = lastSecond(live.replies, now); // answers of the last second
     if (!answer || typeof answer !== "object") {
       liveError("The server sent an answer this page cannot read.");
     } else {
       live.result = answer.error ? null : answer;
       liveError(answer.error ? `Frame ${answer.frame ?? "?"} could not be analysed: ${answer.error}` : "");
       const faces = live.result && Array.isArray(live.result.faces) ? live.result.faces : [];
+      const numbers = ferwildOverlay.faceNumbers(faces);
+      const order = faces.map((_, i) => i).sort((a, b) => numbers[a] - numbers[b]);
       els.liveFaces.hidden = false;
+      els.liveFaces.setAttribute("data-faces", String(faces.length));
       els.liveFaces.textContent = faces.length
-        ? faces.map((f, i) => `person ${Number.isInteger(f.track) ? f.track + 1 : i + 1}: ${tagText(f)}`).join(" · ")
+        ? `${plural(faces.length, "face")}: ` + order.map((i) => `person #${numbers[i]} ${tagText(faces[i])}`).join(" · ")
         : (answer.error ? "" : "No face in view.");
+      live.analysed += 1;
+      // rates of the last second: frames analysed out of the camera's frames (the others are
+      // skipped: the page sends a frame only when the answer to the one before is back)
+      const camera = Math.max(live.cameraRate || 0, fps);
       els.liveStats.textContent = [
-        `${fps.toFixed(1)} frames/s`,
+        `analysed ${fps.toFixed(1)} of ${camera.toFixed(1)} camera frames/s`,
         `server ${Number(answer.server_ms || 0).toFixed(0)} ms`,
         `round trip ${Math.round(now - live.sentAt)} ms`,
-        `${plural(live.skipped, "camera frame")} skipped`,
       ].join(" · ");
+      els.liveStats.setAttribute("title", `Since Start live: ${plural(live.analysed, "frame")} analysed, ` +
+        `${plural(live.skipped, "camera frame")} skipped (a frame is sent only when the answer to the one ` +
+        "before is back, so a slow server skips frames rather than lag behind)");
       drawLive();
     }
     if (live.hasUnsent) sendFrame(); // a newer camera frame is waiting: send it now
