@@ -117,9 +117,10 @@ if (typeof document !== "undefined") (() => {
       // the live mode's own reader: its detector decides which faces the video shows
       if (info.live_detector || info.live_model) {
         const live = [];
-        if (info.live_detector) live.push(`face detector ${info.live_detector}`);
-        if (info.live_model) live.push(`model ${info.live_model}`);
-        els.liveDetector.textContent = `Live mode reads with: ${live.join(" · ")}`;
+        if (info.live_detector) live.push(["face detector ", String(info.live_detector)]);
+        if (info.live_model) live.push(["model ", String(info.live_model)]);
+        els.liveDetector.replaceChildren("Live mode reads with: ");
+        live.forEach(([what, name], i) => els.liveDetector.append(i ? " · " : "", what, el("span", "nowrap", name)));
         els.liveDetector.setAttribute("data-detector", String(info.live_detector ?? ""));
       }
       if (info.description) {
@@ -601,6 +602,10 @@ if (typeof document !== "undefined") (() => {
     watchCameraFrames();
   }
 
+  // The height of one line of the live figures, in CSS pixels.
+  const statsLine = () => (typeof getComputedStyle === "function"
+    && parseFloat(getComputedStyle(els.liveStats).lineHeight)) || 20;
+
   // The video is sized so that the Live heading (with its Stop button), the video and the line of
   // figures under it fit in the window together (at most 640 px wide, the width of the frames).
   function fitLive() {
@@ -609,19 +614,17 @@ if (typeof document !== "undefined") (() => {
     const aspect = v.videoWidth && v.videoHeight ? v.videoWidth / v.videoHeight : 4 / 3;
     const width = els.live.clientWidth || LIVE_MAX_WIDTH;
     const head = els.liveHead.getBoundingClientRect().height || 0;
-    const rem = (typeof getComputedStyle === "function"
-      && parseFloat(getComputedStyle(document.documentElement).fontSize)) || 16;
-    const below = Math.max(els.liveStats.getBoundingClientRect().height || 0, 2.9 * rem) + 2 * rem;
+    const below = 3 * statsLine() + 24; // the figures (up to three lines on a phone) and the gaps
     const room = (window.innerHeight || 800) - head - below;
     els.liveStage.style.width = `${Math.floor(Math.max(160, Math.min(LIVE_MAX_WIDTH, width, room * aspect)))}px`;
   }
 
   // Brings the Live heading, the video and its figures into view (once per start: the visitor may
-  // scroll away after that).
+  // scroll away after that), with room for the figures to grow to three lines.
   function showLive() {
     const top = els.live.getBoundingClientRect().top;
-    const bottom = els.liveStats.getBoundingClientRect().bottom;
-    if (top < 0 || bottom > window.innerHeight) {
+    const statsTop = els.liveStats.getBoundingClientRect().top;
+    if (top < 0 || statsTop + 3 * statsLine() > window.innerHeight) {
       window.scrollTo({ top: Math.max(0, window.scrollY + top - 8), behavior: "instant" });
     }
   }
