@@ -179,7 +179,8 @@ def main() -> None:
     from ferwild.metrics import classification_metrics
     from ferwild.models import count_parameters, model_from_config
     from ferwild.runs import checkpoint_dir, load_checkpoint_state
-    from ferwild.shipped import CARD_FILE, pack_run
+    from ferwild.runs import pack_run
+    from ferwild.shipped import CARD_FILE
 
     state = load_checkpoint_state(checkpoint_dir(args.run, "best"))
     config = RunConfig.load(args.run / "config.yaml")

@@ -197,7 +197,8 @@ def main() -> None:
     from ferwild.metrics import fit_temperature, risk_coverage_figure
     from ferwild.models import count_parameters, model_from_config
     from ferwild.runs import checkpoint_dir, load_checkpoint_state
-    from ferwild.shipped import CARD_FILE, default_run, pack_run
+    from ferwild.runs import pack_run
+    from ferwild.shipped import CARD_FILE, default_run
 
     work = args.work
     state = load_checkpoint_state(checkpoint_dir(args.run, "best"))

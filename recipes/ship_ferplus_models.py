@@ -143,7 +143,7 @@ def neutral_reading(confusion: list[list[int]], names: list[str]) -> dict:
 
 
 def _choose_tta(run_dir: Path, args, work: Path) -> tuple[str, dict]:
-    from ferwild.shipped import pack_run
+    from ferwild.runs import pack_run
 
     by_tta = {}
     for tta in ("none", "flip"):
@@ -158,7 +158,7 @@ def _calibrate_and_measure(run_dir: Path, args, work: Path, tta: str, by_tta_val
     """Temperature on FER+ validation (majority labels) with ``tta``, then the packed trial measured
     once on everything, and the default measured the same way."""
     from ferwild.metrics import fit_temperature
-    from ferwild.shipped import pack_run
+    from ferwild.runs import pack_run
 
     val_dir = by_tta_val_dir or work / "calibration-val"
     if by_tta_val_dir is None:
@@ -217,7 +217,7 @@ def _common_card(name: str, packed: Path, tta: str, temperature: float, ours: di
 
 def ship_ensemble(args) -> None:
     from ferwild.ensemble import combine_runs
-    from ferwild.shipped import pack_run
+    from ferwild.runs import pack_run
 
     name, work = "ferplus_ensemble", args.work / "ferplus_ensemble"
     report = combine_runs(args.members, work / "run", max_val_drop=args.max_val_drop)
@@ -246,7 +246,7 @@ def ship_ensemble(args) -> None:
 
 def ship_live(args) -> None:
     from ferwild.export import quantize_onnx
-    from ferwild.shipped import pack_run
+    from ferwild.runs import pack_run
 
     name, work = "ferplus_live", args.work / "ferplus_live"
     tta = "none"  # one view per face: the live model's job is speed

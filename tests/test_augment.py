@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ferwild.data.augment import AugmentConfig, augment_batch, augment_uint8
+from ferwild.config import AugmentConfig
+from ferwild.data.augment import augment_batch, augment_uint8
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -84,7 +84,7 @@ def test_check_int_refuses_bools_fractions_and_small_values():
 def _every_settings():
     from ferwild.audit import AuditConfig, MonitorConfig, RebalanceConfig
     from ferwild.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-    from ferwild.data.augment import AugmentConfig
+    from ferwild.config import AugmentConfig
     from ferwild.data.prepare import PrepareConfig
     from ferwild.predict import PredictConfig
 
@@ -109,7 +109,7 @@ def test_every_settings_class_round_trips_through_a_plain_dict(settings):
 
 def _bad_settings():
     from ferwild.audit import AuditConfig, MonitorConfig, RebalanceConfig
-    from ferwild.data.augment import AugmentConfig
+    from ferwild.config import AugmentConfig
     from ferwild.data.prepare import PrepareConfig
     from ferwild.predict import PredictConfig
 
@@ -152,3 +152,21 @@ def test_numbers_written_as_text_are_parsed_in_one_place():
     for bad in (True, "2.5", 0, "-3", "most"):
         with pytest.raises(ConfigError, match="t "):
             check_count_or_choice(bad, "t", ("max",))
+
+
+def test_validating_a_config_does_not_import_torch(tmp_path):
+    """Settings validation (augmentation options included) is pure Python: a bad recipe fails
+    in a fresh process before torch is ever imported."""
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  augment: true\n  augment_options: {degrees: 15, erase_p: 0.4}\n")
+    code = ("import sys\nfrom ferwild.config import RunConfig, ConfigError\n"
+            f"RunConfig.load({str(recipe)!r})\n"
+            "try:\n    RunConfig.from_dict({'data': {'augment_options': {'erase_p': 2}}})\n"
+            "except ConfigError as e:\n    print('rejected', 'erase_p' in str(e))\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["rejected", "True", "False"]

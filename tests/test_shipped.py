@@ -16,7 +16,7 @@ from ferwild import shipped
 from ferwild.cli import app
 from ferwild.labels import normalize_label
 from ferwild.recognizer import Recognizer
-from ferwild.runs import RunError, checkpoint_dir, load_run, resolve_run_dir
+from ferwild.runs import RunError, checkpoint_dir, load_run, pack_run, resolve_run_dir
 
 # ----------------------------------------------------------------------------- packing (any run)
 
@@ -28,7 +28,7 @@ def packed(tiny_run, tmp_path, monkeypatch):
     weights = tmp_path / "weights"
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights)
     monkeypatch.setenv("FERWILD_CACHE", str(tmp_path / "cache"))
-    shipped.pack_run(run_dir, weights / "tiny", card={"architecture": "cnn_small", "dataset": "synthetic",
+    pack_run(run_dir, weights / "tiny", card={"architecture": "cnn_small", "dataset": "synthetic",
                                                         "test": {"accuracy": 0.5, "macro_f1": 0.4}})
     return run_dir, weights / "tiny"
 
@@ -66,7 +66,7 @@ def test_packed_flip_tta_reaches_torch_and_onnx_alike(tiny_run, tmp_path, monkey
     from ferwild.export import export_onnx
 
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
-    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "tta", card={}, tta="flip")
+    pack_run(tiny_run[0], tmp_path / "weights" / "tta", card={}, tta="flip")
     model, _ = load_run("ferwild:tta")
     assert model.tta == "flip"
     report = export_onnx("ferwild:tta", tmp_path / "tta.onnx")  # parity-checked against PyTorch
@@ -78,7 +78,7 @@ def test_packed_flip_tta_reaches_torch_and_onnx_alike(tiny_run, tmp_path, monkey
     p, p_mirror = rec.classify([crop, crop[:, ::-1]])
     np.testing.assert_allclose(p, p_mirror, atol=1e-5)  # the file averages a face with its mirror
     with pytest.raises(ValueError, match="tta"):
-        shipped.pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, tta="tencrop")
+        pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, tta="tencrop")
 
 
 def test_packed_temperature_calibrates_torch_and_onnx_alike(tiny_run, tmp_path, monkeypatch):
@@ -86,8 +86,8 @@ def test_packed_temperature_calibrates_torch_and_onnx_alike(tiny_run, tmp_path, 
     from ferwild.metrics import apply_temperature
 
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
-    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "plain", card={}, tta="flip")
-    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "calibrated", card={}, tta="flip", temperature=2.0)
+    pack_run(tiny_run[0], tmp_path / "weights" / "plain", card={}, tta="flip")
+    pack_run(tiny_run[0], tmp_path / "weights" / "calibrated", card={}, tta="flip", temperature=2.0)
     assert load_run("ferwild:calibrated")[0].temperature == 2.0
     crops = np.random.default_rng(1).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
     plain = Recognizer.from_run("ferwild:plain", detector="none").classify(crops)
@@ -98,7 +98,7 @@ def test_packed_temperature_calibrates_torch_and_onnx_alike(tiny_run, tmp_path, 
     onnx = Recognizer.from_onnx(tmp_path / "calibrated.onnx", detector="none").classify(crops)
     np.testing.assert_allclose(onnx, calibrated, atol=1e-4)
     with pytest.raises(ValueError, match="temperature"):
-        shipped.pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, temperature=0.0)
+        pack_run(tiny_run[0], tmp_path / "weights" / "bad", card={}, temperature=0.0)
 
 
 def test_audit_scores_the_model_as_deployed_with_its_tta_and_temperature(tiny_run, tmp_path, monkeypatch):
@@ -108,7 +108,7 @@ def test_audit_scores_the_model_as_deployed_with_its_tta_and_temperature(tiny_ru
 
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
     monkeypatch.setenv("FERWILD_CACHE", str(tmp_path / "cache"))
-    shipped.pack_run(tiny_run[0], tmp_path / "weights" / "deployed", card={}, tta="flip", temperature=2.0)
+    pack_run(tiny_run[0], tmp_path / "weights" / "deployed", card={}, tta="flip", temperature=2.0)
     model, _ = load_run("ferwild:deployed")
     prepared = PreparedDataset(tiny_run[1])
     rows = prepared.rows("test", include_augmented=False).reset_index(drop=True)

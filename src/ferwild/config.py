@@ -1,7 +1,7 @@
 """Configuration: one typed dataclass per concern, one convention for every command.
 
 Every command's settings (``RunConfig``'s sections here; ``PrepareConfig``, ``AuditConfig``,
-``RebalanceConfig``, ``MonitorConfig``, ``PredictConfig``, ``AugmentConfig`` beside the code
+``RebalanceConfig``, ``MonitorConfig``, ``PredictConfig`` beside the code
 that uses them) is a :class:`Settings` dataclass:
 
 - validated in ``__post_init__`` with the checks below (``check_int``, ``check_number``,
@@ -183,6 +183,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class AugmentConfig(Settings):
+    """Ranges of ``ferwild.data.augment.augment_batch``'s random operations (defaults: mild, face-preserving).
+
+    Lives with the settings so that validating a config never imports torch."""
+
+    flip_p: float = 0.5
+    degrees: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.05          # fraction of the image side
+    brightness: float = 0.3          # factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.3
+    saturation: float = 0.2
+    blur_p: float = 0.3
+    blur_sigma: tuple[float, float] = (0.1, 1.2)
+    erase_p: float = 0.3             # occlusion patch (hand/object stand-in)
+    erase_area: tuple[float, float] = (0.02, 0.12)
+    erase_ratio: tuple[float, float] = (0.5, 2.0)
+
+    def __post_init__(self):
+        for name in ("flip_p", "blur_p", "erase_p"):
+            check_number(getattr(self, name), f"{name} (a probability)", low=0, high=1)
+        for name in ("degrees", "translate", "brightness", "contrast", "saturation"):
+            check_number(getattr(self, name), name, low=0)
+        for name in ("scale", "blur_sigma", "erase_area", "erase_ratio"):
+            low, high = (check_number(v, name, low=0) for v in getattr(self, name))
+            if (name == "scale" and low == 0) or low > high:
+                raise ConfigError(f"{name} must be an increasing pair of positive numbers, not {getattr(self, name)!r}")
+
+
 @dataclass
 class DataConfig(Settings):
     """Which prepared dataset, which splits, and how batches are fed."""
@@ -210,8 +240,6 @@ class DataConfig(Settings):
 
     def augment_config(self):
         """The on-the-fly augmentation: :class:`AugmentConfig` defaults with ``augment_options`` applied."""
-        from ferwild.data.augment import AugmentConfig
-
         known = {f.name for f in dataclasses.fields(AugmentConfig)}
         bad = sorted(set(self.augment_options) - known)
         if bad:

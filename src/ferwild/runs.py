@@ -11,18 +11,24 @@ model's name (``ferwild:fer2013_vgg``): :func:`resolve_run_dir`.
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+import yaml
 
 from ferwild.config import ConfigError
 from ferwild.data.prepared import PreparedDataset
+from ferwild.files import save_text_atomic, set_default_mode
+from ferwild.shipped import CARD_FILE, ShippedModelError, is_shipped, shipped_model_dir
 
 __all__ = ["RunError", "resolve_device", "autocast_dtype", "resolve_run_dir", "checkpoint_dir",
-           "load_checkpoint_state", "load_weights", "unwrap_model", "load_run", "training_face_alignment"]
+           "load_checkpoint_state", "load_weights", "unwrap_model", "load_run", "training_face_alignment",
+           "pack_run"]
 
 
 class RunError(ValueError):
@@ -56,8 +62,6 @@ def resolve_run_dir(path: str | Path) -> Path:
     Raises:
         RunError: ``ferwild:<name>`` names no shipped model.
     """
-    from ferwild.shipped import ShippedModelError, is_shipped, shipped_model_dir
-
     if is_shipped(path):
         try:
             return shipped_model_dir(path)
@@ -146,3 +150,58 @@ def training_face_alignment(state: dict[str, Any]):
         except FileNotFoundError:
             pass
     return FaceAlignment(), "defaults"
+
+
+def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[str, Any],
+             which: str = "best", half: bool = True, tta: str = "none", temperature: float = 1.0) -> Path:
+    """Write ``run_dir``'s ``which`` checkpoint as a shipped run directory at ``dest``.
+
+    The weights are stored in float16 when ``half`` (BatchNorm counters stay integers); the
+    state keeps only what inference needs (no optimizer or RNG state), as JSON, with the
+    model's test-time augmentation set to ``tta`` and its calibration to ``temperature``
+    (:meth:`~ferwild.models.FERModel.set_temperature`). ``card`` is written as ``card.json``; its
+    figures must be measured on the packed model.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from ferwild.models import TTA_MODES
+
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+    run_dir = resolve_run_dir(run_dir)
+    src = checkpoint_dir(run_dir, which)
+    state = load_checkpoint_state(src)
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "checkpoints" / "final").mkdir(parents=True)
+    weights = load_file(src / "model.safetensors")
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(weights, tmp / "checkpoints" / "final" / "model.safetensors",
+              metadata={"format": "pt", "ferwild": "1", "dtype": "float16" if half else "float32"})
+    set_default_mode(tmp / "checkpoints" / "final" / "model.safetensors")
+    keep = {k: state[k] for k in ("epoch", "history", "best_val_macro_f1", "model_config", "label_names",
+                                  "face_alignment", "config") if k in state}
+    keep["model_config"] = {k: v for k, v in keep["model_config"].items() if k not in ("tta", "temperature")}
+    if tta != "none":
+        keep["model_config"]["tta"] = tta
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number > 0, not {temperature!r}")
+    if temperature != 1.0:
+        keep["model_config"]["temperature"] = float(temperature)
+    keep["source_checkpoint"] = src.name
+    if (keep.get("config") or {}).get("data", {}).get("path"):
+        # the folder's name says what it was trained on; the trainer's absolute path means nothing elsewhere
+        keep["config"]["data"]["path"] = Path(keep["config"]["data"]["path"]).name
+    (tmp / "checkpoints" / "final" / "state.json").write_text(json.dumps(keep, indent=1) + "\n")
+    for pointer in ("BEST", "LAST"):
+        (tmp / "checkpoints" / pointer).write_text("final\n")
+    if (run_dir / "metrics.csv").is_file():
+        shutil.copyfile(run_dir / "metrics.csv", tmp / "metrics.csv")
+    if keep.get("config"):
+        (tmp / "config.yaml").write_text(yaml.safe_dump(keep["config"], sort_keys=False))
+    save_text_atomic(tmp / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest

@@ -11,40 +11,10 @@ The same function serves class balancing in ``prepare`` and on-the-fly training 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from ferwild.config import ConfigError, Settings, check_number
-
-
-@dataclass(frozen=True)
-class AugmentConfig(Settings):
-    """Ranges of the random operations (defaults: mild, face-preserving)."""
-
-    flip_p: float = 0.5
-    degrees: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = 0.05          # fraction of the image side
-    brightness: float = 0.3          # factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.3
-    saturation: float = 0.2
-    blur_p: float = 0.3
-    blur_sigma: tuple[float, float] = (0.1, 1.2)
-    erase_p: float = 0.3             # occlusion patch (hand/object stand-in)
-    erase_area: tuple[float, float] = (0.02, 0.12)
-    erase_ratio: tuple[float, float] = (0.5, 2.0)
-
-    def __post_init__(self):
-        for name in ("flip_p", "blur_p", "erase_p"):
-            check_number(getattr(self, name), f"{name} (a probability)", low=0, high=1)
-        for name in ("degrees", "translate", "brightness", "contrast", "saturation"):
-            check_number(getattr(self, name), name, low=0)
-        for name in ("scale", "blur_sigma", "erase_area", "erase_ratio"):
-            low, high = (check_number(v, name, low=0) for v in getattr(self, name))
-            if (name == "scale" and low == 0) or low > high:
-                raise ConfigError(f"{name} must be an increasing pair of positive numbers, not {getattr(self, name)!r}")
+from ferwild.config import AugmentConfig
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:

@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ferwild.data.faces import ARCFACE_TEMPLATE_112, FaceDetection, _as_uint8_image, similarity_transform
+from ferwild.data.faces import ARCFACE_TEMPLATE_112, FaceDetection, as_uint8_image, similarity_transform
 
 __all__ = ["BLAZEFACE_MODEL", "KEYPOINTS_IN_TEMPLATE", "BlazeFaceDetector", "blazeface_anchors", "five_points",
            "square_tiles"]
@@ -202,7 +202,7 @@ class BlazeFaceDetector:
         return out
 
     def _raw(self, image: np.ndarray, floor: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        img = _as_uint8_image(image, rgb=True)
+        img = as_uint8_image(image, rgb=True)
         regions = square_tiles(*img.shape[:2], self.tile_overlap) if self.tiles else []
         if len(regions) < 2 or len(regions) > self.max_tiles:  # a long strip: no face is big enough to matter
             return self._raw_one(img, floor)

@@ -221,7 +221,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def _as_uint8_image(image: np.ndarray, *, rgb: bool) -> np.ndarray:
+def as_uint8_image(image: np.ndarray, *, rgb: bool) -> np.ndarray:
     """Validate an image array; with ``rgb`` also turn grayscale into 3-channel RGB."""
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
@@ -270,7 +270,7 @@ def align_face(
     warp shrinks the face by more than 2x, the image is first box-reduced by an integer factor
     so that the bilinear warp does not alias (plain bilinear only looks at 4 source pixels).
     """
-    img = _as_uint8_image(image, rgb=True)
+    img = as_uint8_image(image, rgb=True)
     lm = _landmarks_array(landmarks)
     dst = template_points(size, margin) if template is None else _landmarks_array(template) * float(size)
     m = similarity_transform(lm, dst)
@@ -488,7 +488,7 @@ class FaceDetector:
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
         """RGB-check and downscale one image; return it and the (x, y) factors back."""
-        img = _as_uint8_image(image, rgb=True)
+        img = as_uint8_image(image, rgb=True)
         h, w = img.shape[:2]
         longest = max(h, w)
         if longest <= self.max_side:
@@ -596,7 +596,7 @@ def _fallback(image: np.ndarray, reason: str, fallback: str, size: int, **info) 
     base.update(info)
     if fallback == "keep":
         try:
-            crop = center_crop(_as_uint8_image(image, rgb=True), size)
+            crop = center_crop(as_uint8_image(image, rgb=True), size)
             return AlignResult(crop=crop, status="unaligned", method="center", reason=reason,
                                **base)
         except Exception as exc:  # noqa: BLE001 - an unusable image cannot be kept
@@ -754,7 +754,7 @@ def estimate_template(crops: Sequence[np.ndarray], detector: FaceDetector | None
     detector = detector or _default_detector()
     arrays, sides = [], []
     for crop in crops:
-        arr = _as_uint8_image(crop, rgb=True)
+        arr = as_uint8_image(crop, rgb=True)
         # MTCNN's P-net needs faces of >= 20 px: tiny crops are upscaled so their face is found
         # (FER2013's 48 px faces are found as they are: 80% of its sharp crops, in 0.8 s per 300).
         if min(arr.shape[:2]) < 40:

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ferwild.data.augment import AugmentConfig, augment_batch
+from ferwild.config import AugmentConfig
+from ferwild.data.augment import augment_batch
 from ferwild.data.prepared import COL, SHARDS
 from ferwild.data.votes import soft_targets
 
