@@ -866,8 +866,9 @@ def serve(
     GET /info           the model, its labels and the limits
     GET /health         {"status": "ok"}
     GET /docs           the API's interactive docs (Swagger UI)
+    GET /redoc          the same API docs, as ReDoc (both work offline)
     """
-    from ferwild.serve import serve as run_server
+    from ferwild.serve import live_detector_for, serve as run_server
 
     recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
                              device=device, abstain_below=abstain_below)
@@ -878,7 +879,8 @@ def serve(
                                            device=device, tta=None)
     console.print(f"serving {recognizer.source or recognizer.info()['model']} ({recognizer.info()['model']}, "
                   f"{recognizer.backend}) on http://{host}:{port}/"
-                  + (f"; live mode: {live_recognizer.source}" if live_recognizer is not None else ""), highlight=False)
+                  + (f"; live mode: {live_recognizer.source}" if live_recognizer is not None else "")
+                  + f"; live detector: {live_detector_for(recognizer.detector_name)}", highlight=False)
     run_server(recognizer, host=host, port=port, max_upload_mb=max_upload_mb, max_files=max_files,
                live_recognizer=live_recognizer)
 
