@@ -1,6 +1,9 @@
 """Render the cards of ``ferwild:ferplus_ensemble`` and ``ferwild:ferplus_live`` from their ``card.json``.
 
-    python recipes/render_model_cards.py      # rewrites docs/model_card_<name>.md for each shipped card that has one
+    python recipes/render_model_cards.py      # rewrites docs/model_card_<name>.md for each card that exists
+
+A card is the shipped model's (``ferwild/weights/<name>/card.json``) or, for a model measured
+and kept out of the package (``"shipped": false``), ``docs/experiments/<name>.card.json``.
 
 Every figure on these pages comes from the model's ``card.json``, written by
 ``recipes/ship_ferplus_models.py`` when it measured the packed model; this script only
@@ -22,12 +25,13 @@ from ship_fer2013 import pct, reproduce_section  # noqa: E402 - after the path i
 
 RENDERED = ("ferplus_ensemble", "ferplus_live")
 TITLES = {
-    "ferplus_ensemble": ("the accurate model", "ferwild's most accurate FER+ model: several fer_vgg read together. "
+    "ferplus_ensemble": ("the accurate model", "several fer_vgg read together. "
                          "Use it where accuracy matters more than speed (`ferwild predict photos/ --run "
                          "ferwild:ferplus_ensemble`)."),
     "ferplus_live": ("the live model", "the model of ferwild's live paths (`ferwild live`, the web page's Live mode, "
                      "`ferwild predict --detector fast`): a narrower network distilled from "
-                     "`ferwild:ferplus_ensemble`, for many faces per frame on a CPU."),
+                     "an ensemble of three fer_vgg ([its card](model_card_ferplus_ensemble.md)), for many faces per "
+                     "frame on a CPU."),
 }
 ROWS = (("ferplus_test", "FER+ test, majority, 7 classes"), ("fer2013_privatetest", "FER2013 PrivateTest, its own labels"),
         ("wild_report", "wild_dev report people (no choice saw them)"), ("wild_all", "wild_dev all photos"))
@@ -148,7 +152,8 @@ def _int8(card: dict) -> list[str]:
             f"| FER+ test ({q['ferplus_test']['n']:,} faces) | {pct(q['ferplus_test_fp32']['accuracy'])} | "
             f"{pct(q['ferplus_test']['accuracy'])} | {pct(q['ferplus_test']['same_label'])} | "
             f"{q['ferplus_test']['max_abs_prob_diff']:.3f} |",
-            f"| wild_dev report people ({q['wild_report']['n']:,} photos) | | {pct(q['wild_report']['accuracy'])} | "
+            f"| wild_dev report people ({q['wild_report']['n']:,} photos) | "
+            f"{pct(q['wild_report_fp32']['accuracy']) if 'wild_report_fp32' in q else ''} | {pct(q['wild_report']['accuracy'])} | "
             f"{pct(q['wild_report']['same_label'])} | {q['wild_report']['max_abs_prob_diff']:.3f} |", ""]
 
 
@@ -164,9 +169,44 @@ def _abstain(card: dict, doc: Path) -> list[str]:
     return lines + ["", f"![risk-coverage on wild_dev]({figure})", ""]
 
 
+def _not_shipped(card: dict) -> str:
+    """Why a measured model stays out of the package, in its own figures against the default's."""
+    ours, base = card["results"], card["baseline_results"]
+    fig = lambda r, k: f"{pct(r[k]['accuracy'])} / {pct(r[k]['macro_f1'])}"  # noqa: E731
+    speeds = card["speed"]
+    ratio = speeds["ferplus_vgg"]["faces_per_s_batch1"] / speeds[card["name"]]["faces_per_s_batch1"]
+    return (f"**Not shipped.** Chosen on FER+ validation and wild_dev's choice people, it then read the faces no "
+            f"choice saw no better than the default: FER+ test {fig(ours, 'ferplus_test')} (accuracy / macro-F1) "
+            f"against {fig(base, 'ferplus_test')}, wild_dev report people {fig(ours, 'wild_report')} against "
+            f"{fig(base, 'wild_report')}, at {ratio:.1f}x the default's CPU time per face. Its members restart from "
+            "the default's backbone, so their errors are too alike for averaging to pay. The figures stay here "
+            "(`docs/experiments/ferplus_ensemble.card.json`) as the teacher of `ferwild:ferplus_live`; "
+            "`make model-ferplus-ensemble` rebuilds it.")
+
+
+def _not_live_default(card: dict) -> str:
+    """A distilled model that missed the live paths' bar: what it is, and what it costs."""
+    from ferwild.shipped import LIVE_BAR
+
+    gap = card["live_gap_points"]
+    speeds = card["speed"]
+    ratio = speeds[card["name"]]["faces_per_s_batch1"] / speeds["ferplus_vgg"]["faces_per_s_batch1"]
+    return (f"A narrower network distilled from an ensemble of three fer_vgg ([its card](model_card_ferplus_ensemble.md)) "
+            f"for many faces per frame on a CPU: its classifier reads {ratio:.1f}x the default's faces per second. "
+            f"**It is not the live paths' default**: it reads FER+ test {gap['ferplus_test']:.1f} points and wild_dev's "
+            f"report people {gap['wild_report']:.1f} points below the default, and the live paths switch to a faster "
+            f"model only within {100 * LIVE_BAR:.1f} points. Choose it where speed matters more: "
+            "`ferwild live --run ferwild:ferplus_live`, `ferwild predict --run ferwild:ferplus_live`, or its ONNX "
+            "files (`model.onnx`, `model.int8.onnx`) with `--onnx`.")
+
+
 def render_extra_card(card: dict, doc: Path) -> str:
     """The Markdown page of ``card`` (a ``card.json`` of ``ferplus_ensemble`` or ``ferplus_live``)."""
     what, intro = TITLES[card["name"]]
+    if card.get("shipped") is False:
+        what, intro = what + ", not shipped", _not_shipped(card)
+    elif card.get("live_default") is False:
+        what, intro = "a fast model", _not_live_default(card)
     lines = [f"# Model card: `ferwild:{card['name']}` ({what})", "", intro,
              "Figures below were measured by `recipes/ship_ferplus_models.py` on the packed model and are rendered "
              "from its `card.json`; the default's card is [MODEL_CARD.md](" + os.path.relpath(REPO / "MODEL_CARD.md", doc.parent)
@@ -187,6 +227,8 @@ def main() -> None:
 
     for name in RENDERED:
         card_file = WEIGHTS_DIR / name / "card.json"
+        if not card_file.is_file():  # a measured model kept out of the package
+            card_file = REPO / "docs" / "experiments" / f"{name}.card.json"
         if card_file.is_file():
             doc = REPO / "docs" / f"model_card_{name}.md"
             doc.write_text(render_extra_card(json.loads(card_file.read_text()), doc))

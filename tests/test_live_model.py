@@ -1,5 +1,4 @@
-"""The shipped live model (ferwild:ferplus_live) and the accurate one (ferwild:ferplus_ensemble):
-they load from the package with nothing downloaded, the live model's ONNX files (fp32 and int8)
+"""The shipped live model (ferwild:ferplus_live): it loads from the package with nothing downloaded, the live model's ONNX files (fp32 and int8)
 agree with its PyTorch weights on real faces, and the live paths are the ones that load it."""
 
 from __future__ import annotations
@@ -97,19 +96,3 @@ def test_serve_names_the_live_model_in_info():
         proc.wait(timeout=30)
     assert info["live_model"] == live_run()
     assert info["source"] == "ferwild:ferplus_vgg"  # /predict keeps the default
-
-
-@pytest.mark.skipif("ferplus_ensemble" not in shipped_names(), reason="ferwild:ferplus_ensemble is not shipped here")
-def test_the_ensemble_loads_from_the_package_and_averages_its_members():
-    import torch
-
-    from ferwild.models import FEREnsemble
-    from ferwild.runs import load_run
-
-    model, state = load_run("ferwild:ferplus_ensemble")
-    assert isinstance(model, FEREnsemble) and len(model.members) == len(model_card("ferplus_ensemble")["members"])
-    x = torch.randn(2, 3, 48, 48)
-    with torch.no_grad():
-        views = [x, x.flip(-1)] if model.tta == "flip" else [x]
-        mean = sum(m.head(m.backbone(v)).softmax(1) for m in model.members for v in views) / (len(model.members) * len(views))
-        torch.testing.assert_close(model(x), mean.log() / model.temperature, atol=1e-5, rtol=1e-4)

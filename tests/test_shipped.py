@@ -288,3 +288,15 @@ def test_models_listing_reads_at_80_columns():
         assert f"\n{row['name']}\n" in result.output
         assert f"trained on: {row['data']}" in result.output
     assert "…" not in result.output.split("trained models shipped")[1]
+
+
+@pytest.mark.parametrize("earned", [True, False, None])
+def test_the_live_paths_take_the_live_model_only_when_its_card_says_it_earned_it(tiny_run, tmp_path, monkeypatch,
+                                                                                 earned):
+    weights = tmp_path / "weights"
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights)
+    assert shipped.live_run() == shipped.default_run()  # nothing shipped: the default's name
+    card = {} if earned is None else {"live_default": earned}
+    pack_run(tiny_run[0], weights / shipped.LIVE_MODEL, card=card)
+    expected = shipped.PREFIX + shipped.LIVE_MODEL if earned else shipped.default_run()
+    assert shipped.live_run() == expected
