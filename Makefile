@@ -63,12 +63,7 @@ model-ferplus-live: install
 	$(PY) -c "from ferwild.distill import slim_fer_vgg; slim_fer_vgg('ferwild:ferplus_vgg', 'fer_vgg_half', '$(MODEL_WORK)/student_init.safetensors')"
 	$(VENV)/bin/ferwild train recipes/ferplus_student.yaml --data $(MODEL_WORK)/ferplus_basic7 --out $(MODEL_WORK)/runs/ferplus_live \
 		--resume model.pretrained=$(MODEL_WORK)/student_init.safetensors optim.teacher=$(MODEL_WORK)/teacher_train/predictions.parquet
-	# stage 2: from stage 1's weights at a lower rate (stage 1 ended still rising)
-	$(VENV)/bin/ferwild train recipes/ferplus_student.yaml --data $(MODEL_WORK)/ferplus_basic7 --out $(MODEL_WORK)/runs/ferplus_live2 \
-		--resume model.pretrained=$(MODEL_WORK)/runs/ferplus_live/checkpoints/epoch-012/model.safetensors \
-		optim.teacher=$(MODEL_WORK)/teacher_train/predictions.parquet optim.lr=0.005 train.epochs=10
-	$(PY) recipes/ship_ferplus_models.py live --previous $(MODEL_WORK)/runs/ferplus_live --run $(MODEL_WORK)/runs/ferplus_live2 \
-		--data $(MODEL_WORK)/ferplus_basic7 \
+	$(PY) recipes/ship_ferplus_models.py live --run $(MODEL_WORK)/runs/ferplus_live --data $(MODEL_WORK)/ferplus_basic7 \
 		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus_models
 
 # `make study-ferplus`: the study's Tasks 1-3 on FER+ and what its protocol gets wrong
