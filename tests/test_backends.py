@@ -105,3 +105,52 @@ def test_numpy_and_torch_normalisation_agree():
         pre.pixel_values(np.zeros((1, 8, 8, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="uint8"):
         pre.pixel_values(np.zeros((1, 8, 8, 2), dtype=np.uint8))
+
+
+class _OneBadImageDetector:
+    """A custom detector (the recogniser accepts any object with ``detect``): it reports an
+    exception for images wider than 60 px and one centred face elsewhere."""
+
+    name = "custom"
+    min_confidence = 0.5
+
+    def detect(self, images):
+        from ferwild.data.faces import FaceDetection
+
+        out = []
+        for img in images:
+            h, w = img.shape[:2]
+            if w > 60:
+                out.append(RuntimeError("boom: this image broke the detector"))
+                continue
+            eyes_y, mouth_y = 0.4 * h, 0.7 * h
+            marks = np.array([[0.35 * w, eyes_y], [0.65 * w, eyes_y], [0.5 * w, 0.55 * h],
+                              [0.38 * w, mouth_y], [0.62 * w, mouth_y]], dtype=np.float32)
+            out.append([FaceDetection(box=(0.1 * w, 0.1 * h, 0.9 * w, 0.9 * h), landmarks=marks, confidence=0.99)])
+        return out
+
+
+def test_a_custom_detectors_error_is_that_images_error(tiny_onnx):
+    """A custom detector has no MTCNN size rule: its exception for one image becomes that
+    image's error (it used to raise AttributeError on ``max_side`` for the whole batch)."""
+    rec = Recognizer.from_onnx(tiny_onnx, detector="none").with_detector(_OneBadImageDetector())
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)]
+    good, bad = rec.analyze(images)
+    assert good.error is None and len(good.faces) == 1
+    assert bad.faces == [] and "boom" in bad.error
+    assert rec.detector_name == "custom"
+
+
+def test_with_detector_carries_every_other_setting(tiny_onnx):
+    rec = Recognizer.from_onnx(tiny_onnx, detector="none", max_faces=2, abstain_below=0.4)
+    rec.batch_size, rec.description, rec.source = 7, "a description", "a source"
+    rec.some_new_setting = "kept"  # stands for a constructor argument added later
+    other = rec.with_detector(_OneBadImageDetector())
+    assert isinstance(other.detector, _OneBadImageDetector) and rec.detector is None
+    assert {k: v for k, v in vars(other).items() if k != "detector"} == \
+        {k: v for k, v in vars(rec).items() if k != "detector"}
+    assert other.classifier is rec.classifier  # the model is shared, not copied
+    assert rec.with_detector("none").detector is None
+    with pytest.raises(RecognizerError, match="unknown detector"):
+        rec.with_detector("nope")

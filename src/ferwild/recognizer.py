@@ -21,6 +21,7 @@ One bad image never raises: its result carries ``error`` and the others go on.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -207,27 +208,7 @@ class Recognizer:
         self.description = description
         self.model_config = dict(model_config or {})
         self.detector_device = detector_device
-        threshold = face_alignment.min_confidence if min_confidence is None else float(min_confidence)
-        if not isinstance(detector, str) and callable(getattr(detector, "detect", None)):
-            self.detector: Any = detector
-        elif detector in ("fast", "fast-tiled"):
-            from ferwild.data.blazeface import BlazeFaceDetector
-
-            try:
-                self.detector = BlazeFaceDetector(tiles=detector == "fast-tiled",
-                                                  **({} if min_confidence is None
-                                                     else {"min_confidence": float(min_confidence)}))
-            except ValueError as exc:
-                raise RecognizerError(str(exc)) from None
-        elif detector == "mtcnn":
-            try:
-                self.detector = FaceDetector(min_confidence=threshold, device=detector_device)
-            except ValueError as exc:
-                raise RecognizerError(str(exc)) from None
-        elif detector == "none":
-            self.detector = None
-        else:
-            raise RecognizerError(f"unknown detector {detector!r}; expected one of {DETECTORS}")
+        self.detector: Any = self._build_detector(detector, min_confidence)
 
     # ---------------------------------------------------------------------------------------
     # construction
@@ -285,12 +266,35 @@ class Recognizer:
                    description=str(onnx_model.metadata.get("description") or ""), **kwargs)
 
     def with_detector(self, detector: str | Any, *, min_confidence: float | None = None) -> "Recognizer":
-        """The same model (shared, not copied) behind another detector, e.g. ``"fast"`` for live video."""
-        return Recognizer(self.classifier, label_names=self.label_names, preprocessing=self.preprocessing,
-                          face_alignment=self.face_alignment, detector=detector, min_confidence=min_confidence,
-                          max_faces=self.max_faces, batch_size=self.batch_size, source=self.source,
-                          model_config=self.model_config, description=self.description,
-                          abstain_below=self.abstain_below, detector_device=self.detector_device)
+        """The same model (shared, not copied) behind another detector, e.g. ``"fast"`` for live video.
+
+        Every other setting is carried over as it is (a shallow copy), so a setting added to
+        the constructor cannot be dropped here."""
+        other = copy.copy(self)
+        other.detector = self._build_detector(detector, min_confidence)
+        return other
+
+    def _build_detector(self, detector: str | Any, min_confidence: float | None) -> Any:
+        """A detector object from a name (``DETECTORS``) or an object with ``detect`` (kept as is)."""
+        threshold = self.face_alignment.min_confidence if min_confidence is None else float(min_confidence)
+        if not isinstance(detector, str) and callable(getattr(detector, "detect", None)):
+            return detector
+        if detector in ("fast", "fast-tiled"):
+            from ferwild.data.blazeface import BlazeFaceDetector
+
+            try:
+                return BlazeFaceDetector(tiles=detector == "fast-tiled",
+                                         **({} if min_confidence is None else {"min_confidence": float(min_confidence)}))
+            except ValueError as exc:
+                raise RecognizerError(str(exc)) from None
+        if detector == "mtcnn":
+            try:
+                return FaceDetector(min_confidence=threshold, device=self.detector_device)
+            except ValueError as exc:
+                raise RecognizerError(str(exc)) from None
+        if detector == "none":
+            return None
+        raise RecognizerError(f"unknown detector {detector!r}; expected one of {DETECTORS}")
 
     @property
     def detector_name(self) -> str:
@@ -648,10 +652,14 @@ def _area(box: tuple[float, float, float, float]) -> float:
 
 
 def _too_small_for_detector(image: np.ndarray, detector: Any) -> bool:
-    """MTCNN raises on images whose shorter side is below its smallest face: no face there."""
+    """MTCNN raises on images whose shorter side is below its smallest face: no face there. A
+    detector without MTCNN's ``max_side``/``min_face_size`` (a custom one) has no such rule."""
+    max_side, min_face_size = getattr(detector, "max_side", None), getattr(detector, "min_face_size", None)
+    if max_side is None or min_face_size is None:
+        return False
     h, w = image.shape[:2]
-    scale = min(1.0, detector.max_side / max(h, w))
-    return min(h, w) * scale < detector.min_face_size
+    scale = min(1.0, max_side / max(h, w))
+    return min(h, w) * scale < min_face_size
 
 
 def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
