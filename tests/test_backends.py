@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -154,3 +155,31 @@ def test_with_detector_carries_every_other_setting(tiny_onnx):
     assert rec.with_detector("none").detector is None
     with pytest.raises(RecognizerError, match="unknown detector"):
         rec.with_detector("nope")
+
+
+def test_the_live_and_onnx_commands_never_import_torch(tiny_run, tiny_onnx, tmp_path, shared_data):
+    """`ferwild live --help`, a live run on a file whose ONNX export is already cached, and
+    `predict --onnx --detector fast` run in processes that never import torch (~650 MB less
+    before a frame)."""
+    from ferwild.export import cached_onnx
+
+    cache = tmp_path / "cache"
+    cached_onnx(tiny_run[0], cache_dir=cache / "onnx", tta="none")  # primed here, with torch
+    video = shared_data / "face_videos" / "single_face.mp4"
+    photo = shared_data / "face_photos" / "pyfeat" / "single_face.jpg"
+    commands = [
+        ["live", "--help"],
+        ["live", str(video), "--run", str(tiny_run[0]), "--out", str(tmp_path / "live"), "--duration", "1",
+         "--no-record"],
+        # MTCNN is a torch network, so predict's photo path is torch-free with the fast detector
+        ["predict", str(photo), "--onnx", str(tiny_onnx), "--detector", "fast", "--out", str(tmp_path / "pred")],
+    ]
+    for args in commands:
+        code = ("import sys\nfrom typer.testing import CliRunner\nfrom ferwild.cli import app\n"
+                f"r = CliRunner().invoke(app, {args!r})\n"
+                "assert r.exit_code == 0, r.output\n"
+                "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "FERWILD_CACHE": str(cache)})
+        assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-2000:])
+        assert out.stdout.strip().splitlines()[-1] == "[]", args

@@ -45,13 +45,14 @@ def test_live_model_files_load_offline_and_agree_with_pytorch(ferplus_crops):
     from ferwild.backends import OnnxClassifier
     from ferwild.runs import load_run
 
-    fp32_path = shipped_onnx(live_run())
-    assert live_run() == f"ferwild:{LIVE_MODEL}" and fp32_path is not None and fp32_path.name == LIVE_ONNX
+    live = f"ferwild:{LIVE_MODEL}"
+    fp32_path = shipped_onnx(live)
+    assert fp32_path is not None and fp32_path.name == LIVE_ONNX
     fp32 = OnnxClassifier(fp32_path)
     int8 = OnnxClassifier(fp32_path.with_name("model.int8.onnx"))
     assert fp32.label_names == int8.label_names == model_card(LIVE_MODEL)["labels"]
     x = fp32.preprocessing.pixel_values(ferplus_crops)
-    model, _ = load_run(live_run())
+    model, _ = load_run(live)
     with torch.no_grad():
         reference = _probs(model(torch.from_numpy(x)).numpy())
     p32, p8 = _probs(fp32(x)), _probs(int8(x))
@@ -61,21 +62,27 @@ def test_live_model_files_load_offline_and_agree_with_pytorch(ferplus_crops):
     assert int8.path.stat().st_size < fp32.path.stat().st_size
 
 
-def test_the_live_paths_load_the_live_model(tmp_path):
+def test_live_run_follows_the_live_models_card():
+    # the live paths take the live model only when its card says it earned the place
+    earned = model_card(LIVE_MODEL).get("live_default") is True
+    assert live_run() == (f"ferwild:{LIVE_MODEL}" if earned else "ferwild:ferplus_vgg")
+
+
+def test_the_live_paths_load_the_live_run(tmp_path):
     from ferwild.cli import _live_recognizer
 
     rec = _live_recognizer(None, None, detector="fast", min_confidence=None, max_faces=None, abstain_below=None,
                            backend="onnx", device="cpu", tta="none")
     assert rec.source == live_run() and rec.backend == "onnx"
-    assert rec.info()["model"] == model_card(LIVE_MODEL)["architecture"]
-    # a chosen model still wins
-    rec = _live_recognizer(None, shipped_onnx(live_run()), detector="fast", min_confidence=None, max_faces=None,
-                           abstain_below=None, backend="onnx", device="cpu", tta="none")
-    assert rec.source != "ferwild:ferplus_vgg"
+    assert rec.info()["model"] == model_card(live_run())["architecture"]
+    # a chosen model still wins: the live model's own ONNX file
+    rec = _live_recognizer(None, shipped_onnx(f"ferwild:{LIVE_MODEL}"), detector="fast", min_confidence=None,
+                           max_faces=None, abstain_below=None, backend="onnx", device="cpu", tta="none")
+    assert rec.source != live_run() and rec.info()["model"] == model_card(LIVE_MODEL)["architecture"]
 
 
-def test_predict_with_the_fast_detector_uses_the_live_model(tmp_path, shared_data):
-    photo = shared_data / "face_photos" / "multi_face.jpg"
+def test_predict_with_the_fast_detector_uses_the_live_run(tmp_path, shared_data):
+    photo = shared_data / "face_photos" / "pyfeat" / "multi_face.jpg"
     out = subprocess.run([sys.executable, "-m", "ferwild.cli", "predict", str(photo), "--out", str(tmp_path / "p"),
                           "--detector", "fast"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -15,16 +15,18 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
 import yaml
 
 from ferwild.config import ConfigError
 from ferwild.data.prepared import PreparedDataset
 from ferwild.files import save_text_atomic, set_default_mode
 from ferwild.shipped import CARD_FILE, ShippedModelError, is_shipped, shipped_model_dir
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: resolving a run or a shipped
+    import torch  # model's folder (the ONNX and live paths) must not load it
+    import torch.nn as nn
 
 __all__ = ["RunError", "resolve_device", "autocast_dtype", "resolve_run_dir", "checkpoint_dir",
            "load_checkpoint_state", "load_weights", "unwrap_model", "load_run", "training_face_alignment",
@@ -37,6 +39,8 @@ class RunError(ValueError):
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """``auto`` -> the local CUDA device when there is one (per LOCAL_RANK under torchrun), else CPU."""
+    import torch
+
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -49,6 +53,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast on GPU by default; fp32 (no autocast) on CPU unless asked."""
+    import torch
+
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
@@ -95,6 +101,8 @@ def load_checkpoint_state(path: Path) -> dict[str, Any]:
             return json.loads((path / "state.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RunError(f"cannot read checkpoint state {path / 'state.json'}: {exc}") from None
+    import torch
+
     try:
         return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt/foreign files get one clear line
