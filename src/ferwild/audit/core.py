@@ -526,6 +526,21 @@ def subgroups(outputs: ModelOutputs, config: AuditConfig, attrs: list[str]) -> d
                           n_bootstrap=config.n_bootstrap, seed=config.seed)
 
 
+def attribute_gaps(outputs: ModelOutputs, config: AuditConfig, attrs: list[str]) -> dict[str, Any]:
+    """Per attribute, the raw gap next to the class-mix-standardised one, per-class gaps,
+    prediction bias and calibration by group, people as the units
+    (``ferwild.audit.fairness.attribute_comparison``)."""
+    from ferwild.audit.fairness import attribute_comparison
+
+    frame = outputs.rows[attrs].copy()
+    frame[COL.label_id], frame["pred_id"] = outputs.labels, outputs.preds
+    clusters = cluster_ids(outputs.rows)
+    return {a: attribute_comparison(frame, outputs.label_names, a, probs=outputs.probs, clusters=clusters,
+                                    min_group_size=config.min_group_size, n_bootstrap=config.n_bootstrap,
+                                    n_permutations=config.n_permutations, seed=config.seed)
+            for a in attrs}
+
+
 # --------------------------------------------------------------------------------------------
 # verdict
 
@@ -673,7 +688,6 @@ def _subgroup_findings(audit: dict[str, Any], findings: list[str]) -> list[str]:
         gap = gaps["gaps"][attr]
         if not gap or not gap.get("significant"):
             continue
-        rebalance_on.append(attr)
         worst = sub[attr][gap["worst"]]
         line = (f"On {side} data, `{attr}` = '{gap['worst']}' faces lose {_pts(gap['macro_f1_gap'])} macro-F1 points "
                 f"against '{gap['best']}' ({_pts(worst['macro_f1']['value'])}% vs "
@@ -682,7 +696,20 @@ def _subgroup_findings(audit: dict[str, Any], findings: list[str]) -> list[str]:
         if absorb:
             line += (f" Their errors go to {absorb[0]['class']} ({_pts(absorb[0]['share'])}% of errors vs "
                      f"{_pts(absorb[0]['share_other_groups'])}% for other groups).")
+        comparison = (audit.get("attribute_gaps") or {}).get(attr) or {}
+        standardised = (comparison.get("gaps") or {}).get("accuracy_standardised")
+        if standardised is not None:
+            line += " " + comparison["summary"]
         findings.append(line)
+        # a gap the class mix explains is not fixed by rebalancing the attribute
+        if standardised is None or standardised["excludes_zero"]:
+            rebalance_on.append(attr)
+    reported = set(gaps.get("ranking") or [])
+    for attr, comparison in (audit.get("attribute_gaps") or {}).items():
+        # a class mix can also hide a gap: a standardised gap is news even when the raw one is not
+        standardised = (comparison.get("gaps") or {}).get("accuracy_standardised")
+        if standardised and standardised["excludes_zero"] and (attr not in reported or attr not in rebalance_on):
+            findings.append(f"On {side} data, with the class mix taken out: {comparison['summary']}")
     return rebalance_on
 
 
@@ -723,6 +750,7 @@ def _subgroup_sections(ref: ModelOutputs, prod: ModelOutputs, config: AuditConfi
                              # rebalancing draws on the reference: only its attributes can be rebalanced
                              "in_reference": [a for a in attrs if a in ref.rows.columns
                                               and (ref.rows[a].astype(str) != "").any()]}}
+    out["attribute_gaps"] = attribute_gaps(side_outputs, config, attrs) if attrs else {}
     if prod.labelled and ref.labelled and attrs:
         ref_raw = subgroups(ref, config, _attribute_columns(config, ref.rows))
         out["subgroups_reference"] = {a: v["groups"] for a, v in ref_raw["attributes"].items()}

@@ -306,7 +306,7 @@ def subgroup_audit(frame: pd.DataFrame, label_names: list[str], *,
         attributes: columns to audit; default all ``attr_*`` columns (``source``/``split`` and
             other columns only when named here).
         min_group_size: groups with fewer rows get their metrics but are flagged ``too_small``
-            and never chosen as best/worst.
+            and never chosen as best/worst; nor is ``"unknown"`` (the value was not recorded).
         n_bootstrap, seed: bootstrap resamples and seed (each (attribute, group) draws from its
             own stream derived from ``seed``, so results do not depend on column order).
 
@@ -381,8 +381,9 @@ def subgroup_audit(frame: pd.DataFrame, label_names: list[str], *,
 
 
 def _gap(per_group: dict[str, dict], draws: dict[str, np.ndarray]) -> dict | None:
+    # "unknown" means "not recorded": reported with its size, never ranked as a group
     rankable = [g for g, m in per_group.items()
-                if not m["too_small"] and m["macro_f1"]["value"] is not None]
+                if g != UNKNOWN and not m["too_small"] and m["macro_f1"]["value"] is not None]
     if len(rankable) < 2:
         return None
     best = max(rankable, key=lambda g: per_group[g]["macro_f1"]["value"])

@@ -434,6 +434,58 @@ def _section_subgroups(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
                                                      f"{pct(absorb[0]['share_other_groups'], 1)}%)") if absorb else DASH,
                               "note": "too small to judge" if m.get("too_small") else ""})
             doc.table(pd.DataFrame(table), heading=f"`{a}`", small=True)
+    for attr, comparison in (audit.get("attribute_gaps") or {}).items():
+        _attribute_gap_block(doc, attr, comparison, figures)
+
+
+def _attribute_gap_block(doc: Document, attr: str, comparison: dict, figures: Path) -> None:
+    """One attribute's raw vs class-mix-standardised gaps, per-class gaps and calibration."""
+    from ferwild.audit.fairness import attribute_gap_figure
+
+    doc.heading(3, f"`{attr}` with the class mix taken out")
+    missing = comparison.get("not_recorded") or {}
+    lines = [comparison.get("summary", "")]
+    if missing.get("n"):
+        lines.append(f"{missing['n']} faces ({missing['people']} people) have no recorded value: counted, "
+                     "not compared.")
+    lines += comparison.get("notes") or []
+    doc.para(" ".join(x for x in lines if x))
+    groups = comparison.get("groups") or {}
+    if not groups:
+        return
+    doc.table(pd.DataFrame([{
+        "group": g, "faces": m["n"], "people": m["people"],
+        "accuracy (%)": _ci(m["accuracy"]["value"], m["accuracy"]["ci_low"], m["accuracy"]["ci_high"]),
+        "accuracy at pooled mix (%)": _ci(m["accuracy_standardised"]["value"], m["accuracy_standardised"]["ci_low"],
+                                          m["accuracy_standardised"]["ci_high"]),
+        "macro-F1 (%)": _ci(m["macro_f1"]["value"], m["macro_f1"]["ci_low"], m["macro_f1"]["ci_high"]),
+        "macro-F1 at pooled mix (%)": _ci(m["macro_f1_standardised"]["value"], m["macro_f1_standardised"]["ci_low"],
+                                          m["macro_f1_standardised"]["ci_high"]),
+        "ECE (%)": _ci(m["ece"]["value"], m["ece"]["ci_low"], m["ece"]["ci_high"]) if "ece" in m else DASH,
+    } for g, m in groups.items()]), heading="Per group (95% intervals, people resampled)", small=True)
+    if not comparison.get("gaps"):
+        return
+    fig = figures / f"attribute_gaps_{attr}.png"
+    attribute_gap_figure(comparison, fig)
+    doc.figure(fig, f"`{attr}`: gaps with 95% intervals, and per-class recall by group")
+    a, b = comparison["compared"]
+    per_class = []
+    for c in groups[a]["per_class"]:
+        row = {"class": c}
+        for g in (a, b):
+            m = groups[g]["per_class"][c]
+            row[f"{g}: faces"] = m["support"]
+            row[f"{g}: recall (%)"] = _ci(m["recall"]["value"], m["recall"]["ci_low"], m["recall"]["ci_high"])
+            row[f"{g}: precision (%)"] = _ci(m["precision"]["value"], m["precision"]["ci_low"], m["precision"]["ci_high"])
+        per_class.append(row)
+    doc.table(pd.DataFrame(per_class), heading="Per class and group", small=True)
+    cells = (comparison.get("prediction_bias") or {}).get("cells") or []
+    if cells:
+        doc.table(pd.DataFrame([{
+            "true": r["true"], "read as": r["pred"], f"{a} (%)": pct(r["rate_a"], 1), f"{b} (%)": pct(r["rate_b"], 1),
+            "difference (points)": _ci(r["difference"]["value"], r["difference"]["ci_low"], r["difference"]["ci_high"]),
+            "p (people permuted)": p_value(r["p_value"])} for r in cells[:6]]),
+            heading="Prediction bias: the same true label read differently (largest first)", small=True)
 
 
 def _section_method(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
