@@ -512,6 +512,43 @@ def audit(
 
 
 @app.command(**command_settings())
+def occlusion(
+    run: str = typer.Option("ferwild:ferplus_vgg", "--run", help="A run directory, a study or a shipped model."),
+    data: Path = typer.Option(..., "--data", help="A prepared dataset (labelled or --unlabelled) whose faces are "
+                              "occluded."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: occlusion.json, occlusion.md, occlusion.png."),
+    split: Optional[str] = typer.Option(None, help="Only this split's faces (default: every usable face)."),
+    max_faces: Optional[int] = typer.Option(None, help="A seeded sample of at most this many faces."),
+    detectors: str = typer.Option("mtcnn,fast", help="Detectors run on occluded photos (comma-separated; "
+                                  "empty to skip)."),
+    detector_photos: int = typer.Option(100, help="Occluded photos per detector and occluder."),
+    bootstrap: int = typer.Option(1000, help="People-bootstrap resamples for the intervals."),
+    seed: int = typer.Option(0, help="Seed of the sample, the random patches and the bootstrap."),
+    batch_size: int = typer.Option(256, help="Inference batch size."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Occlusion probes: sunglasses, a mask, half a face, a hand and random patches drawn by the
+    landmarks on every face's photo; accuracy drop (or label flips, unlabelled) with intervals."""
+    from ferwild.audit.occlusion import occlusion_probe, write_occlusion_report
+    from ferwild.runs import RunError
+
+    try:
+        result = occlusion_probe(run, data, split=split, max_faces=max_faces,
+                                 detectors=_split_list(detectors) or (), detector_photos=detector_photos,
+                                 n_bootstrap=bootstrap, batch_size=batch_size, seed=seed, device=device,
+                                 progress=lambda m: err_console.print(f"  {m}", highlight=False))
+        write_occlusion_report(result, out)
+    except (RunError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for name, probe in result["probes"].items():
+        drop = probe.get("accuracy", {}).get("drop")
+        figure = (f"accuracy -{100 * drop['value']:.1f} points" if drop and drop["value"] is not None
+                  else f"{100 * probe['flip_rate']['value']:.1f}% of labels flipped")
+        console.print(f"- {name}: {figure}", highlight=False)
+    console.print(f"written to {out}/ (occlusion.json, occlusion.md, occlusion.png)", highlight=False)
+
+
+@app.command(**command_settings())
 def rebalance(
     data: Path = typer.Option(..., "--data", help="Prepared dataset to rebalance (its train split)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: a prepared dataset for `ferwild train`."),

@@ -1,0 +1,513 @@
+"""Occlusion probes on real faces: what sunglasses, a mask, a hand or a patch do to a model.
+
+The study blamed part of its production drop on occlusion (glasses, hands) without testing it.
+FER robustness papers test it with controlled occluders placed by facial landmarks on real
+photos; :func:`occlusion_probe` does that on any prepared set:
+
+* Each usable face is taken from its original photo with the five landmarks ``prepare`` found
+  (pre-aligned sets such as FER+ carry none: their crops are used with the set's learned landmark
+  template), an occluder is drawn *on the photo*, and the face is cut exactly as ``prepare`` cut
+  it (same landmarks, template, margin and crop side), so the only change the model sees is the
+  occluder. A paired design: every face is read with and without each occluder.
+* Occluders (:data:`OCCLUDERS`), placed in the face's own frame (eye line = x axis, units of the
+  eye distance, so they follow roll and scale): the eye band (sunglasses), mouth and chin (a
+  mask), one half of the face, a skin-toned hand-sized patch over the lower face, and random
+  grey squares of growing side. ``outside`` is the control: the mask occluder copied into the
+  photo's corners, where they miss the region the crop is cut from; it must change nothing
+  (photos whose crop covers them whole, tight film stills, have no such place and are left out
+  of the control).
+* Per occluder: accuracy and macro-F1 and their drop, with intervals from a people bootstrap
+  (paired: the same people resampled for both readings), per-class recall drop, the share of
+  faces whose label flips and which classes flip to which. Unlabelled sets get the flip figures
+  only. A sample of occluded photos also goes through the detectors (MTCNN, the fast one): does
+  the face get found at all?
+
+Notes, not crashes: rows without landmarks and without a template, unreadable photos, and
+groups too small to support an interval are counted and reported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from ferwild.data.faces import align_face, resize_image
+from ferwild.data.prepared import COL, PreparedDataset
+
+__all__ = ["OCCLUDERS", "PATCH_SIDES", "FacePoints", "occluder_polygon", "occlude", "occlusion_probe"]
+
+#: Fixed occluders (name -> what it stands for). Random patches are added as ``patch_<side>``.
+OCCLUDERS = {
+    "eyes": "an opaque band over both eyes (sunglasses)",
+    "mouth": "mouth, chin and lower cheeks covered (a face mask)",
+    "half": "the half of the face on the photo's left (a profile, hair, a raised arm)",
+    "hand": "a skin-toned patch over the mouth and chin (a hand)",
+}
+#: Sides of the random grey squares, in eye distances (the eye distance is ~40% of a face's width).
+PATCH_SIDES = (0.5, 1.0, 1.5, 2.0)
+#: The control: the mask occluder moved outside the part of the photo the crop is cut from.
+CONTROL = "outside"
+CONFIDENCE = 0.95
+#: Fill values (grey levels): sunglasses dark, a surgical mask light, patches mid grey.
+_DARK, _LIGHT, _GREY = 20, 215, 128
+
+
+@dataclass
+class FacePoints:
+    """The five landmarks of one face (left eye, right eye, nose, left and right mouth corner, as
+    seen on the photo) in the pixel coordinates of the image they belong to."""
+
+    points: np.ndarray  # (5, 2)
+
+    @property
+    def eye_distance(self) -> float:
+        return float(np.linalg.norm(self.points[1] - self.points[0]))
+
+    def frame(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Origin (eye centre), x axis (along the eyes), y axis (down the face), unit (eye distance)."""
+        left, right = self.points[0], self.points[1]
+        d = max(self.eye_distance, 1e-6)
+        x = (right - left) / d
+        y = np.array([-x[1], x[0]])
+        if y[1] < 0:  # "down the face" points down the image for any upright-ish face
+            y = -y
+        return (left + right) / 2, x, y, d
+
+    def to_face(self, p: np.ndarray) -> np.ndarray:
+        o, x, y, d = self.frame()
+        rel = (np.asarray(p, dtype=np.float64) - o) / d
+        return np.stack([rel @ x, rel @ y], axis=-1)
+
+    def to_image(self, q: np.ndarray) -> np.ndarray:
+        o, x, y, d = self.frame()
+        q = np.asarray(q, dtype=np.float64)
+        return o + d * (q[..., :1] * x + q[..., 1:] * y)
+
+
+def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 24) -> np.ndarray:
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+
+
+def occluder_polygon(name: str, face: FacePoints, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The occluder ``name`` as a polygon in the photo's pixel coordinates.
+
+    Face-frame geometry (units of the eye distance, origin between the eyes, y down the face):
+    the eye band spans x in [-1, 1] and y in [-0.35, 0.35]; the mask runs from halfway between
+    nose and mouth to 0.9 below the mouth; the half covers everything left of the nose; the hand
+    is an ellipse 1.4 x 1.0 over the mouth; ``patch_<s>`` is an ``s`` x ``s`` square centred at a
+    random point of the face (x in [-0.8, 0.8], y in [-0.4, 1.4]).
+    """
+    rel = face.to_face(face.points)
+    nose_y, nose_x = rel[2, 1], rel[2, 0]
+    mouth_y, mouth_x = rel[3:, 1].mean(), rel[3:, 0].mean()
+    if name == "eyes":
+        poly = _rect(-1.0, -0.35, 1.0, 0.35)
+    elif name in ("mouth", CONTROL):
+        poly = _rect(-1.1, (nose_y + mouth_y) / 2, 1.1, mouth_y + 0.9)
+    elif name == "half":
+        poly = _rect(nose_x - 4.0, -4.0, nose_x, 4.0)
+    elif name == "hand":
+        poly = _ellipse(mouth_x, mouth_y + 0.1, 0.7, 0.5)
+    elif name.startswith("patch_"):
+        side = float(name.removeprefix("patch_"))
+        rng = rng if rng is not None else np.random.default_rng(0)
+        cx, cy = rng.uniform(-0.8, 0.8), rng.uniform(-0.4, 1.4)
+        poly = _rect(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    else:
+        raise ValueError(f"unknown occluder {name!r}: choose from {probe_names()}")
+    return face.to_image(poly)
+
+
+def probe_names() -> list[str]:
+    """Every probe :func:`occlusion_probe` runs, in report order."""
+    return list(OCCLUDERS) + [f"patch_{s:g}" for s in PATCH_SIDES] + [CONTROL]
+
+
+def _fill(name: str, image: np.ndarray, face: FacePoints) -> tuple[int, ...]:
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if name == "hand":  # the face's own skin: the median of a cheek-height band under the eyes
+        band = _mask(image.shape[:2], face.to_image(_rect(-0.6, 0.35, 0.6, 0.6)))
+        pixels = image[band] if band.any() else image.reshape(-1, channels)
+        value = np.median(pixels.reshape(-1, channels), axis=0)
+        return tuple(int(v) for v in np.atleast_1d(value))
+    level = {"eyes": _DARK, "mouth": _LIGHT, CONTROL: _LIGHT}.get(name, _GREY)
+    return (level,) * channels
+
+
+def _mask(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
+    canvas = Image.new("L", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in polygon.tolist()], fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def occlude(image: np.ndarray, polygon: np.ndarray, fill: Sequence[int]) -> np.ndarray:
+    """A copy of ``image`` (uint8 ``(H, W)`` or ``(H, W, C)``) with ``polygon`` filled."""
+    out = image.copy()
+    out[_mask(image.shape[:2], polygon)] = np.asarray(fill, dtype=np.uint8)[: 1 if image.ndim == 2 else None]
+    return out
+
+
+def _crop_footprint(face: FacePoints, alignment: Any, shape: tuple[int, int], aligned: bool) -> np.ndarray:
+    """Where the crop comes from, as a mask of the photo (the whole photo for resized crops),
+    grown by a few photo pixels: the warp's interpolation and anti-aliasing read a little beyond
+    the crop's edge."""
+    if not aligned:
+        return np.ones(shape, dtype=bool)
+    from ferwild.data.faces import similarity_transform
+
+    side = alignment.crop_size
+    m = similarity_transform(face.points, alignment.points(side))  # photo -> crop, (2, 3)
+    a, t = m[:, :2], m[:, 2]
+    photo_per_crop_pixel = 1.0 / math.sqrt(abs(np.linalg.det(a)))
+    grow = max(4.0, 3.0 * photo_per_crop_pixel)
+    corners = _rect(-grow / photo_per_crop_pixel, -grow / photo_per_crop_pixel,
+                    side + grow / photo_per_crop_pixel, side + grow / photo_per_crop_pixel)
+    return _mask(shape, (corners - t) @ np.linalg.inv(a).T)
+
+
+def _outside_mask(face: FacePoints, footprint: np.ndarray) -> np.ndarray | None:
+    """The mask occluder copied into the photo's four corners, wherever it misses the crop's
+    footprint (None when no pixel of the photo is both)."""
+    poly = occluder_polygon(CONTROL, face)
+    h, w = footprint.shape
+    lo, size = poly.min(0), poly.max(0) - poly.min(0)
+    painted = np.zeros((h, w), dtype=bool)
+    for corner in ((0, 0), (w - size[0], 0), (0, h - size[1]), (w - size[0], h - size[1])):
+        painted |= _mask((h, w), poly - lo + np.asarray(corner, dtype=np.float64))
+    painted &= ~footprint
+    return painted if painted.any() else None
+
+
+# --------------------------------------------------------------------------------------------
+# per-face sources
+
+
+@dataclass
+class _Source:
+    image: np.ndarray        # uint8 photo (RGB) or pre-aligned crop
+    face: FacePoints
+    aligned: bool            # True: cut with the landmarks; False: resized whole (pre-aligned)
+
+
+def _source_of(row: pd.Series, alignment: Any) -> _Source | str:
+    """The photo and landmarks of a manifest row, or the reason it cannot be probed."""
+    from ferwild.data.images import load_image
+
+    try:
+        image = load_image(str(row[COL.path])).array
+    except Exception as exc:  # noqa: BLE001 - a moved or broken original is counted, not fatal
+        return f"unreadable ({str(exc).splitlines()[0][:80]})"
+    method = str(row.get(COL.align_method, ""))
+    marks = row.get("landmarks")
+    if method in ("mtcnn", "landmarks") and marks is not None and len(marks) == 10:
+        return _Source(image, FacePoints(np.asarray(marks, dtype=np.float64).reshape(5, 2)), True)
+    if alignment.template is None:
+        return "no landmarks and no landmark template"
+    side = alignment.crop_size
+    image = resize_image(image, side)
+    return _Source(image, FacePoints(np.asarray(alignment.template, dtype=np.float64) * side), False)
+
+
+def _cut(src: _Source, image: np.ndarray, alignment: Any) -> np.ndarray:
+    if src.aligned:
+        return align_face(image, src.face.points, alignment.crop_size, alignment.margin,
+                          template=None if alignment.template is None else np.asarray(alignment.template))
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+
+
+def _ci(value: float | None, draws: np.ndarray) -> dict[str, float | None]:
+    finite = np.asarray(draws, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if value is None or not np.isfinite(value) or finite.size == 0:
+        return {"value": None if value is None or not np.isfinite(value) else float(value),
+                "ci_low": None, "ci_high": None}
+    lo, hi = np.quantile(finite, [(1 - CONFIDENCE) / 2, 1 - (1 - CONFIDENCE) / 2])
+    return {"value": float(value), "ci_low": float(lo), "ci_high": float(hi)}
+
+
+def _scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """accuracy, macro-F1 (classes present), per-class recall of (a stack of) confusion matrices."""
+    cm = cm.astype(np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support, predicted = cm.sum(-1), cm.sum(-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+        present = support > 0
+        macro = np.where(present, f1, 0.0).sum(-1) / present.sum(-1)
+        acc = tp.sum(-1) / support.sum(-1)
+    return acc, macro, recall
+
+
+def _paired_effect(true: np.ndarray | None, clean: np.ndarray, occluded: np.ndarray, people: np.ndarray,
+                   names: list[str], n_bootstrap: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Drop (clean - occluded) of accuracy, macro-F1 and per-class recall, flips; people bootstrap."""
+    k = len(names)
+    codes, uniq = pd.factorize(pd.Series(people, dtype=object))
+    weights = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_bootstrap)
+    flipped = (clean != occluded).astype(np.float64)
+    per_person_flips = np.bincount(codes, weights=flipped, minlength=len(uniq))
+    per_person_n = np.bincount(codes, minlength=len(uniq)).astype(np.float64)
+    flip_draws = (weights @ per_person_flips) / np.maximum(weights @ per_person_n, 1)
+    transitions = pd.crosstab(pd.Series(clean, name="from"), pd.Series(occluded, name="to"))
+    moves = [{"from": names[a], "to": names[b], "faces": int(transitions.loc[a, b])}
+             for a in transitions.index for b in transitions.columns if a != b and transitions.loc[a, b] > 0]
+    moves.sort(key=lambda m: -m["faces"])
+    out: dict[str, Any] = {"faces": int(len(clean)), "people": int(len(uniq)),
+                           "flip_rate": _ci(flipped.mean(), flip_draws), "top_flips": moves[:5]}
+    if true is None:
+        return out
+    counts = {}
+    for tag, pred in (("clean", clean), ("occluded", occluded)):
+        c = np.zeros((len(uniq), k * k))
+        np.add.at(c, (codes, true * k + pred), 1.0)
+        counts[tag] = c
+    point = {t: _scores(c.sum(0).reshape(k, k)) for t, c in counts.items()}
+    boot = {t: _scores((weights @ c).reshape(n_bootstrap, k, k)) for t, c in counts.items()}
+    for i, metric in enumerate(("accuracy", "macro_f1")):
+        out[metric] = {"clean": float(point["clean"][i]), "occluded": float(point["occluded"][i]),
+                       "drop": _ci(point["clean"][i] - point["occluded"][i], boot["clean"][i] - boot["occluded"][i])}
+    out["recall_drop"] = {names[c]: {**_ci(point["clean"][2][c] - point["occluded"][2][c],
+                                           boot["clean"][2][:, c] - boot["occluded"][2][:, c]),
+                                     "clean": None if np.isnan(point["clean"][2][c]) else float(point["clean"][2][c]),
+                                     "support": int(counts["clean"].sum(0).reshape(k, k)[c].sum())}
+                          for c in range(k)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the probe
+
+
+def _detector_check(recognizer: Any, sources: list[_Source], detectors: Sequence[str], probes: list[str],
+                    rng: np.random.Generator) -> dict[str, Any]:
+    """Share of occluded photos in which each detector still finds a face near the true one."""
+    out: dict[str, Any] = {}
+    photos = [s for s in sources if s.aligned]
+    if not photos:
+        return {"note": "pre-aligned crops: no photos to run a detector on"}
+    for name in detectors:
+        try:
+            detector = recognizer.with_detector(name).detector
+        except Exception as exc:  # noqa: BLE001 - a detector that cannot load is reported
+            out[name] = {"error": str(exc).splitlines()[0]}
+            continue
+        found = {}
+        for probe in ["none"] + [p for p in probes if p != CONTROL]:
+            images = []
+            for s in photos:
+                if probe == "none":
+                    images.append(s.image)
+                else:
+                    images.append(occlude(s.image, occluder_polygon(probe, s.face, rng), _fill(probe, s.image, s.face)))
+            results = detector.detect(images)
+            hits = 0
+            for s, dets in zip(photos, results):
+                if isinstance(dets, Exception):
+                    continue
+                centre = s.face.points.mean(0)
+                hits += any(d.box[0] <= centre[0] <= d.box[2] and d.box[1] <= centre[1] <= d.box[3] for d in dets)
+            found[probe] = {"photos": len(photos), "found": hits, "rate": hits / len(photos)}
+        out[name] = found
+    return out
+
+
+def occlusion_probe(run: str | os.PathLike, data: str | os.PathLike, *, split: str | None = None,
+                    max_faces: int | None = None, detectors: Sequence[str] = ("mtcnn", "fast"),
+                    detector_photos: int = 100, n_bootstrap: int = 1000, batch_size: int = 256, seed: int = 0,
+                    device: str = "auto", progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Run every occluder of :func:`probe_names` over a prepared set's faces and measure the effect.
+
+    Args:
+        run: a run folder or a shipped model (``ferwild:ferplus_vgg``).
+        data: a prepared dataset (labelled or ``--unlabelled``).
+        split: only this split's rows (default: every usable row).
+        max_faces: a seeded sample of at most this many faces (default: all).
+        detectors: detectors run on ``detector_photos`` occluded photos (``()`` to skip).
+        n_bootstrap, seed: people bootstrap size and seed (also the random patches' positions).
+
+    Returns:
+        ``{"run", "data", "split", "labelled", "faces", "people", "skipped": {reason: count},
+        "probes": {name: {"description", "faces", "people", "flip_rate", "top_flips",
+        ["accuracy", "macro_f1", "recall_drop"]}}, "clean": {...}, "detectors": {...}, "notes"}``;
+        drops are clean minus occluded with 95% people-bootstrap intervals.
+    """
+    from ferwild.recognizer import Recognizer
+
+    say = progress or (lambda _m: None)
+    prepared = PreparedDataset(data)
+    alignment = prepared.face_alignment()
+    names = prepared.label_names
+    m = prepared.manifest
+    rows = m[(m[COL.status].astype(str) == "aligned") & (m[COL.augmented_from].astype(str) == "")]
+    if split is not None:
+        rows = rows[rows[COL.split].astype(str) == split]
+    if rows.empty:
+        raise ValueError(f"{data}: no usable faces{'' if split is None else f' in split {split!r}'}")
+    if max_faces is not None and len(rows) > max_faces:
+        rows = rows.sample(n=max_faces, random_state=seed)
+    recognizer = Recognizer.from_run(run, detector="none", device=device, batch_size=batch_size)
+    if list(recognizer.label_names) != list(names):
+        raise ValueError(f"the model reads {recognizer.label_names}, the data is labelled {names}: "
+                         "prepare the data like the model's training set (--like)")
+    say(f"loading {len(rows)} faces")
+    sources, kept, skipped = [], [], {}
+    for _, row in rows.iterrows():
+        src = _source_of(row, alignment)
+        if isinstance(src, str):
+            skipped[src] = skipped.get(src, 0) + 1
+            continue
+        sources.append(src)
+        kept.append(row)
+    if not sources:
+        raise ValueError(f"{data}: no face could be probed ({skipped})")
+    kept = pd.DataFrame(kept)
+    labelled = COL.label_id in kept and (kept[COL.label_id] >= 0).all()
+    true = kept[COL.label_id].to_numpy(dtype=np.int64) if labelled else None
+    people = (kept[COL.subject].astype(str).to_numpy(dtype=object)
+              if COL.subject in kept and (kept[COL.subject].astype(str) != "").all()
+              else np.arange(len(kept)).astype(str).astype(object))
+
+    def read(images: list[np.ndarray]) -> np.ndarray:
+        return recognizer.classify([_cut(s, img, alignment) for s, img in zip(sources, images)]).argmax(1)
+
+    say("clean faces")
+    clean = read([s.image for s in sources])
+    notes: list[str] = []
+    if skipped:
+        notes.append("skipped: " + ", ".join(f"{n} {reason}" for reason, n in skipped.items()))
+    if not all(s.aligned for s in sources):
+        notes.append("pre-aligned crops: occluders placed by the set's landmark template, not per face")
+    probes: dict[str, Any] = {}
+    for probe in probe_names():
+        say(f"occluder {probe}")
+        rng = np.random.default_rng([seed, sum(map(ord, probe))])
+        images, use = [], np.ones(len(sources), dtype=bool)
+        for i, s in enumerate(sources):
+            if probe == CONTROL:
+                outside = _outside_mask(s.face, _crop_footprint(s.face, alignment, s.image.shape[:2], s.aligned))
+                use[i] = outside is not None
+                image = s.image.copy()
+                if outside is not None:
+                    image[outside] = np.asarray(_fill(probe, s.image, s.face), dtype=np.uint8)[: image.shape[2]
+                                                                                             if image.ndim == 3 else 1]
+                images.append(image)
+                continue
+            images.append(occlude(s.image, occluder_polygon(probe, s.face, rng), _fill(probe, s.image, s.face)))
+        if not use.any():
+            notes.append(f"{probe}: no photo had room outside the crop for the control occluder")
+            continue
+        pred = read(images)
+        effect = _paired_effect(None if true is None else true[use], clean[use], pred[use], people[use], names,
+                                n_bootstrap, np.random.default_rng([seed, 1]))
+        description = OCCLUDERS.get(probe) or ("the mask occluder outside the cropped region (control: must change "
+                                               "nothing)" if probe == CONTROL else
+                                               f"a grey square {probe.removeprefix('patch_')} eye distances wide at a "
+                                               "random place on the face")
+        probes[probe] = {"description": description, **effect}
+    result: dict[str, Any] = {
+        "run": str(run), "data": str(data), "split": split, "labelled": bool(labelled),
+        "faces": len(sources), "people": int(pd.Series(people).nunique()), "skipped": skipped,
+        "label_names": names, "probes": probes, "notes": notes,
+        "geometry": "units of the eye distance in the face's frame; see ferwild.audit.occlusion.occluder_polygon",
+    }
+    if labelled:
+        acc, macro, recall = _scores(np.bincount(true * len(names) + clean, minlength=len(names) ** 2)
+                                     .reshape(len(names), len(names)))
+        result["clean"] = {"accuracy": float(acc), "macro_f1": float(macro),
+                           "recall": {n: None if np.isnan(r) else float(r) for n, r in zip(names, recall)}}
+    if detectors and detector_photos:
+        say("detectors on occluded photos")
+        order = np.random.default_rng(seed).permutation(len(sources))[:detector_photos]
+        result["detectors"] = _detector_check(recognizer, [sources[i] for i in order], detectors, probe_names(),
+                                              np.random.default_rng([seed, 2]))
+    return result
+
+
+def write_occlusion_report(result: dict[str, Any], out: str | os.PathLike) -> Path:
+    """``occlusion.json``, ``occlusion.md`` and ``occlusion.png`` (drop by occluder) under ``out``."""
+    from ferwild.files import save_json_atomic, save_text_atomic
+    from ferwild.metrics import jsonable
+    from ferwild.plotting import save_figure, subplots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json_atomic(out / "occlusion.json", jsonable(result, digits=6, nan_to_none=True))
+    probes = result["probes"]
+    key = "accuracy" if result["labelled"] else None
+    lines = [f"# Occlusion probes: `{result['run']}` on `{result['data']}`", "",
+             f"{result['faces']} faces of {result['people']} people; every face read with and without each "
+             "occluder (paired); intervals: 95%, people resampled.", ""]
+    if key:
+        lines += [f"Clean: accuracy {100 * result['clean']['accuracy']:.1f}%, macro-F1 "
+                  f"{100 * result['clean']['macro_f1']:.1f}%.", "",
+                  "| occluder | accuracy drop (points) | macro-F1 drop (points) | labels flipped | most common flip |",
+                  "|---|---|---|---|---|"]
+    else:
+        lines += ["| occluder | labels flipped | most common flip |", "|---|---|---|"]
+
+    def ci(c: dict) -> str:
+        if c["value"] is None:
+            return "-"
+        if c["ci_low"] is None:
+            return f"{100 * c['value']:.1f}"
+        return f"{100 * c['value']:.1f} [{100 * c['ci_low']:.1f}, {100 * c['ci_high']:.1f}]"
+
+    for name, p in probes.items():
+        flip = p["top_flips"][0] if p["top_flips"] else None
+        flip_text = f"{flip['from']} -> {flip['to']} ({flip['faces']})" if flip else "-"
+        cells = [f"{name}: {p['description']}"]
+        if key:
+            cells += [ci(p["accuracy"]["drop"]), ci(p["macro_f1"]["drop"])]
+        cells += [f"{ci(p['flip_rate'])}%", flip_text]
+        lines.append("| " + " | ".join(cells) + " |")
+    if key:
+        names = result["label_names"]
+        lines += ["", "Recall drop by class (points):", "",
+                  "| occluder | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for name, p in probes.items():
+            lines.append(f"| {name} | " + " | ".join(ci(p["recall_drop"][n]) for n in names) + " |")
+    det = result.get("detectors") or {}
+    if det and "note" not in det:
+        lines += ["", "Faces still found by the detectors (share of occluded photos):", ""]
+        for dname, found in det.items():
+            if "error" in found:
+                lines.append(f"- {dname}: {found['error']}")
+                continue
+            lines.append(f"- {dname}: " + ", ".join(f"{p} {100 * f['rate']:.0f}%" for p, f in found.items()))
+    if result.get("notes"):
+        lines += ["", "Notes: " + "; ".join(result["notes"]) + "."]
+    save_text_atomic(out / "occlusion.md", "\n".join(lines) + "\n")
+    fig, ax = subplots(1, 1, figsize=(8, 0.45 * len(probes) + 1.2), layout="constrained")
+    labels = list(probes)
+    metric = "accuracy" if key else None
+    for y, name in enumerate(reversed(labels)):
+        c = probes[name][metric]["drop"] if metric else probes[name]["flip_rate"]
+        if c["value"] is None:
+            continue
+        lo = c["value"] - (c["ci_low"] if c["ci_low"] is not None else c["value"])
+        hi = (c["ci_high"] if c["ci_high"] is not None else c["value"]) - c["value"]
+        ax.errorbar(100 * c["value"], y, xerr=[[100 * lo], [100 * hi]], fmt="o", capsize=3,
+                    color="tab:grey" if name == CONTROL else "tab:red")
+    ax.set_yticks(range(len(labels)), list(reversed(labels)))
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(("accuracy drop" if metric else "labels flipped") + " (points, 95% people bootstrap)")
+    save_figure(fig, out / "occlusion.png")
+    return out
