@@ -74,9 +74,9 @@ study-ferplus: install
 		--out $(MODEL_WORK)/study_ferplus --workers 2
 	$(VENV)/bin/ferwild prepare $(WILD_DEV)/labels.csv --out $(MODEL_WORK)/wild_dev_like_ferplus --like $(MODEL_WORK)/ferplus_basic7 \
 		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
-	$(PY) recipes/leakage_wild_dev.py --data $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/leakage_wild_dev
+	$(PY) analyses/leakage_wild_dev.py --data $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/leakage_wild_dev
 	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
-	$(PY) recipes/real_study_analysis.py --study $(MODEL_WORK)/study_ferplus --out $(MODEL_WORK)/real_study \
+	$(PY) analyses/real_study_analysis.py --study $(MODEL_WORK)/study_ferplus --out $(MODEL_WORK)/real_study \
 		--fer2013 $(MODEL_WORK)/fer2013_basic7
 
 bench: install

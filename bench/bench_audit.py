@@ -34,11 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ferwild.audit.core import CLASSIFIER_MAX_DIM, AuditConfig, cluster_ids, run_audit  # noqa: E402
-from ferwild.audit.model_outputs import CACHE_DIR, ModelOutputs, compute_outputs  # noqa: E402
-from ferwild.audit.stats import domain_classifier_test, mmd_test, permutation_mmd_naive, reduce_dims  # noqa: E402
+from ferwild.audit.core import CLASSIFIER_MAX_DIM, AuditConfig, cluster_ids, run_audit
+from ferwild.audit.model_outputs import CACHE_DIR, ModelOutputs, compute_outputs
+from ferwild.audit.stats import domain_classifier_test, mmd_test, permutation_mmd_naive, reduce_dims
 
 # Reference split: train must be > 0; val + test = 80% of the rows are the audit's held-out side.
 REF_SPLITS = (0.2, 0.4, 0.4)

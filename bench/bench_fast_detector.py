@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     labels = pd.read_csv(args.data / "labels.csv")
     if args.people != "all":
+        # bench/'s one sys.path line: the people split is tools/calibrate_blazeface.py's (a script, not package code)
         sys.path.insert(0, str(HERE.parent / "tools"))
         from calibrate_blazeface import calibration_half
 

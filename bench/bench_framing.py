@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 # (photo under face_photos/, face rank by box area as Recognizer orders them)
 SMILING = [
     ("face_recognition/alex-lacamoire.png", 0), ("face_recognition/alex_lacamoire1.jpg", 0),

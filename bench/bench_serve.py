@@ -40,9 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ferwild.data.images import load_image_bytes  # noqa: E402
+from ferwild.data.images import load_image_bytes
 
 
 def build(root: Path) -> tuple[Path, list[Path]]:

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ferwild.data.prepare import PrepareConfig, prepare  # noqa: E402
-from ferwild.data.synth import synth_dataset  # noqa: E402
-from ferwild.study import run_study  # noqa: E402
+from ferwild.data.prepare import PrepareConfig, prepare
+from ferwild.data.synth import synth_dataset
+from ferwild.study import run_study
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +26,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ferwild.data.prepared import MANIFEST, SHARDS, SUMMARY  # noqa: E402
-from ferwild.labels import get_label_set  # noqa: E402
+from ferwild.data.prepared import MANIFEST, SHARDS, SUMMARY
+from ferwild.labels import get_label_set
 
 
 def make_dataset(root: Path, n: int, side: int = 48) -> tuple[list[Path], Path]:

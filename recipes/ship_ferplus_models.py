@@ -25,8 +25,8 @@ never on the **report** people (``test``) or FER+ test:
 
 Both measure the classifier's faces/s on this machine (ONNX Runtime, one thread, one face at a
 time and five at a time) against the default in the same run, and write
-``docs/model_card_<name>.md`` from the model's ``card.json``. Work files go under ``--work``;
-the package's folder is written once, at the end.
+``docs/model_card_<name>.md`` from the model's ``card.json``. Work files (trial models, the packed
+model) go under ``--work``; the package's folder is written once, in one step, at the end.
 """
 
 from __future__ import annotations
@@ -34,20 +34,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "recipes"))
+from ferwild.model_cards import pct, render_extra_card
 
-from ship_fer2013 import cpu_name, pct, reproduce_section, train_wall_time_s  # noqa: E402 - after the path insert
-from render_model_cards import render_extra_card  # noqa: E402
-from ship_ferplus import ALL, CHOICE, REPORT, brief, evaluate, predictions, risk_table  # noqa: E402
+# recipes/shipping.py, this script's neighbour (a script's own folder is first on sys.path)
+from shipping import (ALL, CHOICE, REPO, REPORT, brief, cpu_name, evaluate, folder_size, predictions,  # isort: skip
+                      publish, risk_table, train_wall_time_s)
 
 DEFAULT = "ferwild:ferplus_vgg"
 MEASURED = {"ferplus_val": ("data", "val"), "ferplus_test": ("data", "test"),
@@ -232,10 +230,7 @@ def ship_ensemble(args) -> None:
     card["by_tta"] = by_tta
     card["speed"] = speed({name: onnx, "ferplus_vgg": _export(DEFAULT, work / "default.onnx")})
     card["train_wall_time_s"] = round(sum(_member_wall_time(m["run"]) for m in report["members"]), 1)
-    dest = pack_run(work / "run", args.dest or REPO / "src" / "ferwild" / "weights" / name, card=card, tta=tta,
-                    temperature=temperature)
-    card["size_bytes"] = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    _write_card(dest, card)
+    dest = _publish(packed, args.dest or REPO / "src" / "ferwild" / "weights" / name, card)
     if args.teacher_out:
         # the student's targets: the ensemble as chosen (its TTA) but uncalibrated (T = 1)
         teacher = pack_run(work / "run", work / "trials" / "teacher", card={}, tta=tta)
@@ -246,7 +241,6 @@ def ship_ensemble(args) -> None:
 
 def ship_live(args) -> None:
     from ferwild.export import quantize_onnx
-    from ferwild.runs import pack_run
     from ferwild.shipped import LIVE_BAR
 
     name, work = "ferplus_live", args.work / "ferplus_live"
@@ -272,12 +266,9 @@ def ship_live(args) -> None:
     card["train_wall_time_s"] = round(sum(train_wall_time_s(r) for r in stages), 1)
     history = pd.concat([pd.read_csv(r / "metrics.csv") for r in stages])
     card.update({"epochs": int(len(history)), "train_img_per_s": float(history["train_img_per_s"].median())})
-    dest = pack_run(args.run, args.dest or REPO / "src" / "ferwild" / "weights" / name, card=card, tta=tta,
-                    temperature=temperature)
     for f in (fp32, int8):
-        (dest / f.name).write_bytes(f.read_bytes())
-    card["size_bytes"] = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    _write_card(dest, card)
+        shutil.copyfile(f, packed / f.name)
+    dest = _publish(packed, args.dest or REPO / "src" / "ferwild" / "weights" / name, card)
     _print(card, dest)
 
 
@@ -373,13 +364,18 @@ def _live_texts(run, previous=None) -> dict:
     }
 
 
-def _write_card(dest: Path, card: dict) -> None:
+def _publish(packed: Path, dest: Path, card: dict) -> Path:
+    """The packed (and measured) model with its card goes to ``dest`` in one step; then its page."""
     from ferwild.files import save_text_atomic
     from ferwild.shipped import CARD_FILE
 
-    save_text_atomic(dest / CARD_FILE, json.dumps(card, indent=2, default=float) + "\n")
+    # size_bytes counts the folder as shipped, its card.json included (without the size itself)
+    save_text_atomic(packed / CARD_FILE, json.dumps(card, indent=2, default=float) + "\n")
+    card["size_bytes"] = folder_size(packed)
+    dest = publish(packed, dest, card)
     doc = REPO / "docs" / f"model_card_{card['name']}.md"
-    doc.write_text(render_extra_card(card, doc))
+    doc.write_text(render_extra_card(card, doc, REPO))
+    return dest
 
 
 def _print(card: dict, dest: Path) -> None:

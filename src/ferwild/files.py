@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,36 @@ def save_text_atomic(path: str | os.PathLike, text: str) -> None:
 def save_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write JSON atomically (indented, keys in insertion order)."""
     save_text_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def copy_dir_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy the folder ``src`` to ``dest``, which is at every moment its old self whole or the new copy whole.
+
+    The copy is made in a temporary folder beside ``dest``; only once it is complete does it take
+    ``dest``'s place (the old folder is renamed aside, the copy renamed in, the old one removed). A
+    failure while copying leaves ``dest`` untouched and no temporary folder behind. Between the two
+    renames (microseconds) a kill would leave the old folder at ``.<name>.old`` beside ``dest``.
+    """
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder should read like any other
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if old.exists():
+                os.rename(old, dest)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def _json_default(value: Any):

@@ -301,6 +301,18 @@ def create_app(
     info["live_model"] = _model_name(live_recognizer if live_recognizer is not None else recognizer)
     info["live_detector"] = live_model.detector
 
+    app = _new_app(model_thread, max_files=max_files, max_file_bytes=max_file_bytes,
+                   live_detector=live_model.detector)
+    _add_page_routes(app, info)
+    _add_predict_route(app, recognizer, model_thread, model_lock, max_file_bytes=max_file_bytes, max_files=max_files,
+                       max_body_bytes=max_body_bytes, max_pixels=max_pixels)
+    _add_live_route(app, recognizer, live_model, model_thread, model_lock, max_file_bytes=max_file_bytes,
+                    max_pixels=max_pixels)
+    return app
+
+
+def _new_app(model_thread: _ModelThread, *, max_files: int, max_file_bytes: int, live_detector: str) -> FastAPI:
+    """The FastAPI app with its description and offline docs; it closes ``model_thread`` on shutdown."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -310,7 +322,7 @@ def create_app(
         title="ferwild",
         summary="Facial expression recognition in the wild",
         description=_API_DESCRIPTION.format(live=LIVE_PATH, max_files=max_files, max_mb=_mb(max_file_bytes),
-                                            detector=live_model.detector),
+                                            detector=live_detector),
         version=_version(),
         lifespan=lifespan,
         # FastAPI's own /docs and /redoc load their scripts from a CDN: blank pages offline
@@ -319,7 +331,11 @@ def create_app(
         redoc_url=None,
     )
     _add_offline_docs(app)
+    return app
 
+
+def _add_page_routes(app: FastAPI, info: dict[str, Any]) -> None:
+    """The web page, its static files, ``/health`` and ``/info``."""
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request) -> Response:
         return _static_response("index.html", request.headers.get("host"))
@@ -338,6 +354,10 @@ def create_app(
     def get_info() -> JSONResponse:
         return JSONResponse(info)
 
+
+def _add_predict_route(app: FastAPI, recognizer: Any, model_thread: _ModelThread, model_lock: threading.Lock, *,
+                       max_file_bytes: int, max_files: int, max_body_bytes: int, max_pixels: int) -> None:
+    """``POST /predict``: the uploaded images decoded in worker threads, analysed in the model thread."""
     @app.post(
         "/predict",
         responses={
@@ -368,6 +388,10 @@ def create_app(
                for i in range(len(decoded))]
         return JSONResponse({"results": out, "elapsed_ms": (time.perf_counter() - t0) * 1000.0})
 
+
+def _add_live_route(app: FastAPI, recognizer: Any, live_model: _LiveModel, model_thread: _ModelThread,
+                    model_lock: threading.Lock, *, max_file_bytes: int, max_pixels: int) -> None:
+    """``/ws/live``: one encoded frame in, one JSON answer out, per connection its own tracks."""
     @app.websocket(LIVE_PATH)
     async def live(websocket: WebSocket) -> None:
         """Live video: one encoded frame in, one JSON answer out (see the module docstring)."""
@@ -421,8 +445,6 @@ def create_app(
                                f"analysis failed: {_short(first_line(exc), 200)}")
         return _live_reply(n, time_s, result.width, result.height, [f.to_dict() for f in result.faces],
                            (time.perf_counter() - t0) * 1000.0, result.error)
-
-    return app
 
 
 def serve(

@@ -630,13 +630,62 @@ def _validate(model: nn.Module, val_set, t: _Trainer, config: RunConfig, ddp, de
     return float(sums[0]) / n, accuracy, macro_f1, int(sums[1]), crowd
 
 
+def _open_run_dir(config: RunConfig, out: Path, resume: bool, ddp: Dist) -> tuple[RunConfig, Path | None]:
+    """The main rank writes (or checks, on ``resume``) the run folder; every rank gets the
+    checkpoint to resume from, if any."""
+    ckpt = None
+    if ddp.is_main:
+        config, ckpt = prepare_run_dir(config, out, resume)
+    ddp.barrier()
+    if not ddp.is_main:
+        ckpt = checkpoint_dir(out, "last") if (out / "checkpoints" / "LAST").exists() and resume else None
+    return config, ckpt
+
+
+def _epoch_loader(train_set, config: RunConfig, ddp: Dist, device: torch.device, *, micro: int, epoch: int,
+                  skip: int):
+    """This rank's shuffled micro-batches of ``epoch`` (the first ``skip`` left out)."""
+    sampler = EpochBatchSampler(len(train_set), micro, seed=config.train.seed, epoch=epoch,
+                                rank=ddp.rank, world_size=ddp.world_size, skip_batches=skip,
+                                max_batches=config.train.max_train_batches)
+    return make_loader(train_set, sampler, config.data.num_workers, pin_memory=device.type == "cuda")
+
+
+def _checkpoint_state(epoch: int, partial: EpochState | None, *, history: list[dict[str, Any]], best_f1: float,
+                      t: _Trainer, model: nn.Module, data: _TrainingData, config: RunConfig) -> dict[str, Any]:
+    """What a checkpoint holds besides the weights: enough to resume exactly (optimizer, rule,
+    RNG, a partial epoch) and to run inference (model config, labels, face alignment)."""
+    return {"epoch": epoch, "history": history, "best_val_macro_f1": best_f1,
+            "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+            "rng": _torch_rng_state(),
+            "partial_epoch": partial.to_dict() if partial else None,
+            "model_config": unwrap_model(model).config(), "label_names": data.label_names,
+            "face_alignment": data.face_alignment, "config": config.to_dict()}
+
+
+def _train_figures(epoch_state: EpochState, ddp: Dist) -> dict[str, float]:
+    """The epoch's training loss, accuracy, macro-F1 and images/s, summed over every rank."""
+    sums = ddp.all_reduce(torch.tensor([epoch_state.loss_sum, epoch_state.count], dtype=torch.float64))
+    train_acc, train_f1 = metrics_from_confusion(ddp.all_reduce(epoch_state.confusion.clone()))
+    return {"train_loss": float(sums[0] / max(sums[1], 1)), "train_acc": train_acc, "train_macro_f1": train_f1,
+            "train_img_per_s": float(sums[1]) / max(epoch_state.seconds, 1e-9) if epoch_state.seconds else 0.0}
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, decayed: bool) -> str:
+    return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.3f} F1 {row['train_macro_f1']:.3f} | val loss {row['val_loss']:.4f} "
+            f"acc {row['val_acc']:.3f} F1 {row['val_macro_f1']:.3f} | lr {row['lr']:.2e}"
+            f"{' -> decayed' if decayed else ''} | {row['train_img_per_s']:.0f} img/s")
+
+
 def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` (see the module docstring); returns the final summary.
 
-    Setup (data, batch geometry, model and optimizer, resume) and validation are in the helpers
-    above; the epoch loop stays here, whole, so that one read shows what an epoch does (train,
-    reduce across ranks, validate, step the learning-rate rule, checkpoint, log).
+    Setup (data, batch geometry, model and optimizer, run folder, resume), validation and the
+    checkpoint's contents are in the helpers above; the epoch loop stays here, whole, so that one
+    read shows what an epoch does (train, reduce across ranks, validate, step the learning-rate
+    rule, checkpoint, log).
 
     Raises:
         RunError / ConfigError: user mistakes (missing data, mismatched labels, ...).
@@ -647,34 +696,20 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     # nothing is written before the data, model and optimizer are checked: a failed start leaves no run folder
     data = _load_training_data(config)
     ddp = init_distributed(device)
-    train_set, val_set, label_names = data.train_set, data.val_set, data.label_names
-    num_classes = len(label_names)
+    train_set, val_set, num_classes = data.train_set, data.val_set, len(data.label_names)
     micro, accum_steps = _batch_geometry(config, ddp.world_size, len(train_set))
     t = _build_trainer(config, data, device)
-    optimizer, scheduler = t.optimizer, t.scheduler
-
-    # the run folder is written only once everything above has been checked
-    if ddp.is_main:
-        config, ckpt = prepare_run_dir(config, out, resume)
-    ddp.barrier()
-    if not ddp.is_main:
-        ckpt = checkpoint_dir(out, "last") if (out / "checkpoints" / "LAST").exists() and resume else None
-    start_epoch, history, best_f1, partial = 0, [], -1.0, None
-    if ckpt is not None:
-        start_epoch, history, best_f1, partial = _resume_from(ckpt, t)
-        if ddp.is_main:
-            log(f"resuming {out} from epoch {start_epoch}" + (f", step {partial['steps']}" if partial else ""))
+    config, ckpt = _open_run_dir(config, out, resume, ddp)
+    start_epoch, history, best_f1, partial = _resume_from(ckpt, t) if ckpt is not None else (0, [], -1.0, None)
+    if ddp.is_main and ckpt is not None:
+        log(f"resuming {out} from epoch {start_epoch}" + (f", step {partial['steps']}" if partial else ""))
     model = t.model
     if ddp.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def checkpoint_state(epoch: int, partial_state: EpochState | None) -> dict[str, Any]:
-        return {"epoch": epoch, "history": history, "best_val_macro_f1": best_f1,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _torch_rng_state(),
-                "partial_epoch": partial_state.to_dict() if partial_state else None,
-                "model_config": unwrap_model(model).config(), "label_names": label_names,
-                "face_alignment": data.face_alignment, "config": config.to_dict()}
+        return _checkpoint_state(epoch, partial_state, history=history, best_f1=best_f1, t=t, model=model,
+                                 data=data, config=config)
 
     if ddp.is_main:
         log(f"training {config.model.name} on {len(train_set)} rows ({len(val_set)} val), "
@@ -683,58 +718,47 @@ def fit(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
 
     with _StopFlag() as stop:
         for epoch in range(start_epoch, config.train.epochs):
-            epoch_state = None
-            skip = 0
-            if partial is not None:
-                epoch_state = EpochState(**partial)
-                skip = epoch_state.steps * accum_steps
-                partial = None
-            sampler = EpochBatchSampler(len(train_set), micro, seed=config.train.seed, epoch=epoch,
-                                        rank=ddp.rank, world_size=ddp.world_size, skip_batches=skip,
-                                        max_batches=config.train.max_train_batches)
-            loader = make_loader(train_set, sampler, config.data.num_workers, pin_memory=device.type == "cuda")
+            # a resumed run finishes its interrupted epoch first, skipping the batches it has seen
+            epoch_state = EpochState(**partial) if partial is not None else None
+            skip = epoch_state.steps * accum_steps if epoch_state is not None else 0
+            partial = None
+            loader = _epoch_loader(train_set, config, ddp, device, micro=micro, epoch=epoch, skip=skip)
 
             def on_interrupt(s: EpochState, epoch=epoch) -> None:
                 if ddp.is_main:
                     save_checkpoint(out, f"epoch-{epoch:03d}-step-{s.steps:06d}", model, checkpoint_state(epoch, s))
                     log(f"interrupted: checkpoint written at epoch {epoch + 1}, step {s.steps}; rerun with --resume")
 
-            epoch_state = train_one_epoch(model, loader, t.train_tf, optimizer, t.loss_fn, device,
+            epoch_state = train_one_epoch(model, loader, t.train_tf, t.optimizer, t.loss_fn, device,
                                           num_classes=num_classes, accum_steps=accum_steps, amp_dtype=t.amp,
                                           state=epoch_state, should_stop=lambda: stop.requested,
                                           on_interrupt=on_interrupt,
                                           batch_seed=lambda i, e=epoch: _batch_seed(config.train.seed, e, ddp.rank, i))
-            # reduce training sums across ranks
-            sums = ddp.all_reduce(torch.tensor([epoch_state.loss_sum, epoch_state.count], dtype=torch.float64))
-            train_cm = ddp.all_reduce(epoch_state.confusion.clone())
-            train_acc, train_f1 = metrics_from_confusion(train_cm)
-
+            train = _train_figures(epoch_state, ddp)  # summed over every rank
             val_loss, val_acc, val_f1, val_count, val_crowd = _validate(model, val_set, t, config, ddp, device,
                                                                         num_classes)
-
-            lr = optimizer.param_groups[0]["lr"]
-            row = {"epoch": epoch + 1, "train_loss": float(sums[0] / max(sums[1], 1)), "train_acc": train_acc,
-                   "train_macro_f1": train_f1, "val_loss": val_loss, "val_acc": val_acc,
-                   "val_macro_f1": val_f1, "lr": lr, "val_count": val_count, **val_crowd,
-                   "train_img_per_s": float(sums[1]) / max(epoch_state.seconds, 1e-9) if epoch_state.seconds else 0.0}
+            row = {"epoch": epoch + 1, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
+                   "train_macro_f1": train["train_macro_f1"], "val_loss": val_loss, "val_acc": val_acc,
+                   "val_macro_f1": val_f1, "lr": t.optimizer.param_groups[0]["lr"], "val_count": val_count,
+                   **val_crowd, "train_img_per_s": train["train_img_per_s"]}
             history.append(row)
-            decayed = scheduler.step(val_f1)
+            decayed = t.scheduler.step(val_f1)
             improved = val_f1 > best_f1
             best_f1 = max(best_f1, val_f1)
             if ddp.is_main:
-                pointers = ("LAST", "BEST") if improved else ("LAST",)
                 save_checkpoint(out, f"epoch-{epoch + 1:03d}", model, checkpoint_state(epoch + 1, None),
-                                pointers=pointers)
+                                pointers=("LAST", "BEST") if improved else ("LAST",))
                 write_history(out, history)
-                log(f"epoch {epoch + 1}/{config.train.epochs}: train loss {row['train_loss']:.4f} "
-                    f"acc {train_acc:.3f} F1 {train_f1:.3f} | val loss {row['val_loss']:.4f} acc {val_acc:.3f} "
-                    f"F1 {val_f1:.3f} | lr {lr:.2e}{' -> decayed' if decayed else ''} | "
-                    f"{row['train_img_per_s']:.0f} img/s")
+                log(_epoch_line(row, config.train.epochs, decayed))
             ddp.barrier()
+    return _finish(out, history, best_f1, data, ddp)
 
+
+def _finish(out: Path, history: list[dict[str, Any]], best_f1: float, data: _TrainingData, ddp: Dist) -> dict[str, Any]:
+    """The run's summary (``train_summary.json``, written by the main rank); leaves the process group."""
     summary = {"epochs": len(history), "best_val_macro_f1": best_f1, "history": history,
-               "train_rows": len(train_set), "val_rows": len(val_set),
-               "run_dir": str(out), "label_names": label_names}
+               "train_rows": len(data.train_set), "val_rows": len(data.val_set),
+               "run_dir": str(out), "label_names": data.label_names}
     if ddp.is_main:
         save_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     if ddp.enabled:

@@ -146,19 +146,7 @@ def _make_plan(originals: pd.DataFrame, existing: pd.DataFrame, config: Rebalanc
     members: dict[tuple, list[int]] = {}
     for pos, key in enumerate(keys):
         members.setdefault(key, []).append(pos)
-
-    # Copies already present (drop_original_augmented=False): they count in their source's cell
-    # and against its cap, and new copy numbers continue after them.
-    path_pos = {p: i for i, p in enumerate(originals[COL.path].tolist())}
-    n_existing = np.zeros(len(originals), dtype=np.int64)
-    last_copy = np.zeros(len(originals), dtype=np.int64)
-    for path, source in zip(existing[COL.path].astype(str), existing[COL.augmented_from].astype(str)):
-        pos = path_pos.get(source)
-        if pos is None:
-            continue
-        n_existing[pos] += 1
-        match = _AUG_SUFFIX.search(path)
-        last_copy[pos] = max(last_copy[pos], int(match.group(1)) if match else n_existing[pos])
+    n_existing, last_copy = _existing_copies(originals, existing)
 
     orders = [group_order(groups[a]) for a in attrs]
     cells_sorted = sorted(members, key=lambda k: ([o.index(v) for o, v in zip(orders, k[:-1])], k[-1]))
@@ -176,20 +164,11 @@ def _make_plan(originals: pd.DataFrame, existing: pd.DataFrame, config: Rebalanc
             unfillable.append({**name, "rows": len(rows),
                                "reason": f"{len(rows)} row(s), fewer than min_cell={config.min_cell}"})
         elif before[key] < goal:
-            need = goal - before[key]
             order = np.random.default_rng([config.seed, index]).permutation(rows)
-            room = cap - n_existing[order]
-            # Round-robin over the cell's rows in a seeded order: every row is copied about
-            # equally often, and never more than the cap.
-            round_ = 0
-            while added < need and (room > round_).any():
-                for j in np.flatnonzero(room > round_):
-                    if added >= need:
-                        break
-                    positions.append(int(order[j]))
-                    copies.append(int(last_copy[order[j]]) + round_ + 1)
-                    added += 1
-                round_ += 1
+            new_positions, new_copies = _round_robin(order, cap - n_existing[order], last_copy, goal - before[key])
+            positions += new_positions
+            copies += new_copies
+            added = len(new_positions)
         elif before[key] > goal:
             above.append({**name, "rows": before[key]})
         cell = {**name, "before": before[key], "after": before[key] + added, "added": added,
@@ -199,14 +178,50 @@ def _make_plan(originals: pd.DataFrame, existing: pd.DataFrame, config: Rebalanc
             capped.append({**name, "rows": len(rows), "after": cell["after"],
                            "reason": f"{len(rows)} row(s) with at most max_copies_per_row={cap} copies "
                                      f"each reach {cell['after']} of {goal}"})
-
-    # Attribute x class combinations with no row at all cannot be filled by augmentation.
-    labels = sorted(set(originals[COL.label].astype(str)))
-    for combo in _product(orders + [labels]):
-        if tuple(combo) not in members:
-            unfillable.append({**dict(zip(attrs, combo[:-1])), "label": combo[-1], "rows": 0,
-                               "reason": "no row of this combination in the split"})
+    unfillable += _empty_combinations(attrs, orders, sorted(set(originals[COL.label].astype(str))), members)
     return _Plan(goal, positions, copies, cells, capped, unfillable, above, binned)
+
+
+def _existing_copies(originals: pd.DataFrame, existing: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per original row, the copies already present and the highest copy number among them.
+
+    Copies already present (drop_original_augmented=False) count in their source's cell and
+    against its cap, and new copy numbers continue after them.
+    """
+    path_pos = {p: i for i, p in enumerate(originals[COL.path].tolist())}
+    n_existing = np.zeros(len(originals), dtype=np.int64)
+    last_copy = np.zeros(len(originals), dtype=np.int64)
+    for path, source in zip(existing[COL.path].astype(str), existing[COL.augmented_from].astype(str)):
+        pos = path_pos.get(source)
+        if pos is None:
+            continue
+        n_existing[pos] += 1
+        match = _AUG_SUFFIX.search(path)
+        last_copy[pos] = max(last_copy[pos], int(match.group(1)) if match else n_existing[pos])
+    return n_existing, last_copy
+
+
+def _round_robin(order: np.ndarray, room: np.ndarray, last_copy: np.ndarray, need: int) -> tuple[list[int], list[int]]:
+    """Up to ``need`` copies of ``order``'s rows, round after round in that (seeded) order: every
+    row is copied about equally often, and never more than its ``room``. Returns the rows'
+    positions and their new copy numbers (after ``last_copy``)."""
+    positions: list[int] = []
+    copies: list[int] = []
+    round_ = 0
+    while len(positions) < need and (room > round_).any():
+        take = order[np.flatnonzero(room > round_)][: need - len(positions)]
+        positions += [int(p) for p in take]
+        copies += [int(c) for c in last_copy[take] + round_ + 1]
+        round_ += 1
+    return positions, copies
+
+
+def _empty_combinations(attrs: list[str], orders: list[list[str]], labels: list[str],
+                        members: dict[tuple, list[int]]) -> list[dict]:
+    """Attribute x class combinations with no row at all: augmentation cannot fill them."""
+    return [{**dict(zip(attrs, combo[:-1])), "label": combo[-1], "rows": 0,
+             "reason": "no row of this combination in the split"}
+            for combo in _product(orders + [labels]) if tuple(combo) not in members]
 
 
 def _product(lists: list[list[str]]) -> list[list[str]]:

@@ -15,7 +15,7 @@ Reproduce (about 20 minutes on 2 CPU cores; resumable, rerun the same command)::
 
     ferwild prepare ../shared/data/wild_dev/labels.csv --out model_work/wild_dev_like_ferplus \\
         --like model_work/ferplus_basic7 --balance none --fallback drop --split-ratios 0.5,0.25,0.25
-    python recipes/leakage_wild_dev.py --data model_work/wild_dev_like_ferplus --work model_work/leakage_wild_dev
+    python analyses/leakage_wild_dev.py --data model_work/wild_dev_like_ferplus --work model_work/leakage_wild_dev
 
 The splits are cut with ``ferwild resplit`` (no second face detection). The model is fer_vgg
 fine-tuned from the shipped FER2013 model's weights (FER2013 holds none of these people),
@@ -32,14 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from ferwild.config import RunConfig
+from ferwild.data.resplit import resplit
+from ferwild.evaluate import evaluate_run
+from ferwild.files import save_json_atomic, save_text_atomic
+from ferwild.train import fit
 
-from ferwild.config import RunConfig  # noqa: E402
-from ferwild.data.resplit import resplit  # noqa: E402
-from ferwild.evaluate import evaluate_run  # noqa: E402
-from ferwild.files import save_json_atomic, save_text_atomic  # noqa: E402
-from ferwild.train import fit  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 KINDS = {"random": "none", "by_person": "auto"}   # name -> resplit's group_by
 PRETRAINED = REPO / "src/ferwild/weights/fer2013_vgg/checkpoints/final/model.safetensors"
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [run_one(args.data, args.work, kind, seed, ratios, args.epochs)
             for seed in args.seeds for kind in KINDS]
     result = analyse(runs, n_boot=args.bootstrap)
-    result["command"] = "python recipes/leakage_wild_dev.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python analyses/leakage_wild_dev.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_outputs(result, args.work)
     print((args.work / "leakage.md").read_text())
 

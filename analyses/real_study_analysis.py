@@ -21,7 +21,7 @@ test predictions; trains nothing. Four measurements:
 
 Usage::
 
-    python recipes/real_study_analysis.py --study model_work/study_ferplus --out model_work/real_study \\
+    python analyses/real_study_analysis.py --study model_work/study_ferplus --out model_work/real_study \\
         [--fer2013 model_work/fer2013_basic7]
 
 Writes OUT/analysis.json, OUT/analysis.md and small figures (OUT/*.png).
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +40,9 @@ import yaml
 from scipy import stats
 from sklearn.metrics import f1_score
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from ferwild.files import save_json_atomic, save_text_atomic
 
-from ferwild.files import save_json_atomic, save_text_atomic  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TABLES = {  # the study's tables: experiment -> the parameter its cells vary
     "Table 8 (epochs)": ("epochs", ["train.epochs"]),
