@@ -210,6 +210,11 @@ def pack_run(run_dir: str | os.PathLike, dest: str | os.PathLike, *, card: dict[
     if keep.get("config"):
         (tmp / "config.yaml").write_text(yaml.safe_dump(keep["config"], sort_keys=False))
     save_text_atomic(tmp / CARD_FILE, json.dumps(card, indent=2) + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    # swap, never delete first: a kill leaves the old folder whole (at worst renamed aside)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
     return dest

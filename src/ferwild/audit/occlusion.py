@@ -228,6 +228,38 @@ def _cut(src: _Source, image: np.ndarray, alignment: Any) -> np.ndarray:
     return image
 
 
+def _load_sources(rows: pd.DataFrame, alignment: Any) -> tuple[list[_Source], pd.DataFrame, dict[str, int]]:
+    """The probe-able faces of ``rows``, their manifest rows, and the count of each skip reason."""
+    sources, kept, skipped = [], [], {}
+    for _, row in rows.iterrows():
+        src = _source_of(row, alignment)
+        if isinstance(src, str):
+            skipped[src] = skipped.get(src, 0) + 1
+            continue
+        sources.append(src)
+        kept.append(row)
+    return sources, pd.DataFrame(kept), skipped
+
+
+def _occluded(probe: str, sources: list[_Source], alignment: Any,
+              rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every source photo with ``probe`` drawn on it, and which of them the probe applies to
+    (the control needs room outside the crop)."""
+    images, use = [], np.ones(len(sources), dtype=bool)
+    for i, src in enumerate(sources):
+        if probe != CONTROL:
+            images.append(occlude(src.image, occluder_polygon(probe, src.face, rng), _fill(probe, src.image, src.face)))
+            continue
+        outside = _outside_mask(src.face, _crop_footprint(src.face, alignment, src.image.shape[:2], src.aligned))
+        use[i] = outside is not None
+        image = src.image.copy()
+        if outside is not None:
+            fill = np.asarray(_fill(probe, src.image, src.face), dtype=np.uint8)
+            image[outside] = fill[: image.shape[2]] if image.ndim == 3 else fill[0]
+        images.append(image)
+    return images, use
+
+
 # --------------------------------------------------------------------------------------------
 # statistics
 
@@ -368,17 +400,9 @@ def occlusion_probe(run: str | os.PathLike, data: str | os.PathLike, *, split: s
         raise ValueError(f"the model reads {recognizer.label_names}, the data is labelled {names}: "
                          "prepare the data like the model's training set (--like)")
     say(f"loading {len(rows)} faces")
-    sources, kept, skipped = [], [], {}
-    for _, row in rows.iterrows():
-        src = _source_of(row, alignment)
-        if isinstance(src, str):
-            skipped[src] = skipped.get(src, 0) + 1
-            continue
-        sources.append(src)
-        kept.append(row)
+    sources, kept, skipped = _load_sources(rows, alignment)
     if not sources:
         raise ValueError(f"{data}: no face could be probed ({skipped})")
-    kept = pd.DataFrame(kept)
     labelled = COL.label_id in kept and (kept[COL.label_id] >= 0).all()
     true = kept[COL.label_id].to_numpy(dtype=np.int64) if labelled else None
     people = (kept[COL.subject].astype(str).to_numpy(dtype=object)
@@ -398,19 +422,7 @@ def occlusion_probe(run: str | os.PathLike, data: str | os.PathLike, *, split: s
     probes: dict[str, Any] = {}
     for probe in probe_names():
         say(f"occluder {probe}")
-        rng = np.random.default_rng([seed, sum(map(ord, probe))])
-        images, use = [], np.ones(len(sources), dtype=bool)
-        for i, s in enumerate(sources):
-            if probe == CONTROL:
-                outside = _outside_mask(s.face, _crop_footprint(s.face, alignment, s.image.shape[:2], s.aligned))
-                use[i] = outside is not None
-                image = s.image.copy()
-                if outside is not None:
-                    image[outside] = np.asarray(_fill(probe, s.image, s.face), dtype=np.uint8)[: image.shape[2]
-                                                                                             if image.ndim == 3 else 1]
-                images.append(image)
-                continue
-            images.append(occlude(s.image, occluder_polygon(probe, s.face, rng), _fill(probe, s.image, s.face)))
+        images, use = _occluded(probe, sources, alignment, np.random.default_rng([seed, sum(map(ord, probe))]))
         if not use.any():
             notes.append(f"{probe}: no photo had room outside the crop for the control occluder")
             continue
