@@ -67,7 +67,7 @@ def test_a_planted_within_class_bias_survives_and_is_found():
     top = out["prediction_bias"]["largest"]
     assert (top["true"], top["pred"]) == ("neutral", "happiness")
     assert top["rate_b"] > top["rate_a"] and out["prediction_bias"]["family_p_value"] < 0.05
-    assert "survives standardisation" in out["summary"]
+    assert "gap survives standardisation" in out["summary"]
 
 
 def test_people_are_the_resampling_units():

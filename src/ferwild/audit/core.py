@@ -541,6 +541,30 @@ def attribute_gaps(outputs: ModelOutputs, config: AuditConfig, attrs: list[str])
             for a in attrs}
 
 
+def image_properties(outputs: ModelOutputs, config: AuditConfig) -> dict[str, Any]:
+    """Where production's errors (labelled) or doubts (unlabelled) sit by image size, crop
+    tightness, colour, sharpness and brightness (``ferwild.audit.image_properties``)."""
+    from ferwild.audit.image_properties import image_property_errors
+
+    return image_property_errors(outputs.rows, outputs.probs, outputs.label_names,
+                                 labels=outputs.labels if outputs.labelled else None,
+                                 clusters=cluster_ids(outputs.rows), min_group_size=config.min_group_size,
+                                 n_bootstrap=config.n_bootstrap, n_permutations=min(200, config.n_permutations),
+                                 seed=config.seed)
+
+
+def _image_property_findings(audit: dict[str, Any], findings: list[str]) -> None:
+    """Image properties whose worst group is read worse even at the pooled class mix."""
+    for name, entry in ((audit.get("image_properties") or {}).get("properties") or {}).items():
+        comparison = entry.get("comparison") or {}
+        std = (comparison.get("gaps") or {}).get("accuracy_standardised")
+        if std and std["excludes_zero"]:
+            best, worst = comparison["compared"]
+            findings.append(f"Image property `{name}`: faces in '{worst}' are read worse than in '{best}', also with "
+                            f"the class mix taken out (accuracy {_pts(std['value'])} points "
+                            f"[{_pts(std['ci_low'])}, {_pts(std['ci_high'])}] at the pooled mix).")
+
+
 # --------------------------------------------------------------------------------------------
 # verdict
 
@@ -570,6 +594,7 @@ def verdict(audit: dict[str, Any], config: AuditConfig) -> dict[str, list[str]]:
     _model_findings(audit, config, findings, advice)
     gaps = audit.get("subgroup_gaps") or {}
     rebalance_on = [a for a in _subgroup_findings(audit, findings) if a in gaps.get("in_reference", [])]
+    _image_property_findings(audit, findings)
     if cov["detected"] or rebalance_on:
         # what the model sees moving first, then where it fails, then what merely changed
         carrier = [c["attribute"] for c in (cov.get("shift_attribution") or [])[:1]
@@ -699,7 +724,11 @@ def _subgroup_findings(audit: dict[str, Any], findings: list[str]) -> list[str]:
         comparison = (audit.get("attribute_gaps") or {}).get(attr) or {}
         standardised = (comparison.get("gaps") or {}).get("accuracy_standardised")
         if standardised is not None:
-            line += " " + comparison["summary"]
+            others = [g for g in (gap["best"], gap["worst"]) if g not in comparison["compared"]]
+            if others:  # the raw ranking's group cannot be compared people by people
+                line += (f" ('{others[0]}' is not compared people by people: "
+                         + "; ".join(n for n in comparison["notes"] if f"'{others[0]}'" in n) + ".)")
+            line += " People by people, " + comparison["summary"]
         findings.append(line)
         # a gap the class mix explains is not fixed by rebalancing the attribute
         if standardised is None or standardised["excludes_zero"]:
@@ -844,6 +873,8 @@ def run_audit(run_dir: str | os.PathLike, reference_dir: str | os.PathLike,
     audit["confidence"] = confidence_drift(ref, prod)
     with clock.step("subgroups", "subgroups"):
         audit.update(_subgroup_sections(ref, prod, config))
+    with clock.step("image_properties", "image properties"):
+        audit["image_properties"] = image_properties(prod, config)
     audit["verdict"] = verdict(audit, config)
 
     scores = _production_scores(prod, scores_y)

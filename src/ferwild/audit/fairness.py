@@ -361,33 +361,47 @@ def _interval(ci: dict) -> str:
 
 
 def comparison_summary(result: dict[str, Any]) -> str:
-    """One paragraph in words: the raw gap, what is left of it with the class mix taken out,
-    and the largest prediction bias (points are percentage points, intervals 95%)."""
+    """One paragraph in words: the raw gaps, what is left of them with the class mix taken out,
+    the per-class recall gaps and the largest prediction bias (points are percentage points,
+    intervals 95%, people resampled)."""
     attr, gaps = result["attribute"], result.get("gaps")
     if not gaps or "accuracy" not in gaps:
         return result.get("summary", f"`{attr}`: nothing compared")
     a, b = result["compared"]
-    raw, std = gaps["accuracy"], gaps.get("accuracy_standardised", {"value": None, "ci_low": None})
-    text = (f"`{attr}`: '{a}' minus '{b}' accuracy {_pts(raw['value'])} points{_interval(raw)} as measured, "
-            f"{_pts(std['value'])}{_interval(std)} with both read at the pooled class mix.")
-    if raw["excludes_zero"] and not std.get("excludes_zero"):
-        text += " The raw gap is explained by the class mix: no gap survives standardisation."
-    elif std.get("excludes_zero"):
-        text += " The gap survives standardisation: the groups' faces of the same expression are read differently."
+    parts, explained, survives = [], [], []
+    for metric, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+        raw = gaps.get(metric)
+        std = gaps.get(f"{metric}_standardised")
+        if raw is None:
+            continue
+        std = std or {"value": None, "ci_low": None, "excludes_zero": False}
+        parts.append(f"{label} {_pts(raw['value'])}{_interval(raw)} as measured, "
+                     f"{_pts(std['value'])}{_interval(std)} at the pooled class mix")
+        if raw["excludes_zero"] and not std["excludes_zero"]:
+            explained.append(label)
+        if std["excludes_zero"]:
+            survives.append(label)
+    text = f"`{attr}`, '{a}' minus '{b}': " + "; ".join(parts) + "."
+    if survives:
+        text += (f" The {' and '.join(survives)} gap survives standardisation: the groups' faces of the same "
+                 "expression are read differently.")
+    elif explained:
+        text += (f" The raw {' and '.join(explained)} gap is explained by the class mix: no gap survives "
+                 "standardisation.")
     else:
-        text += " Neither gap is distinguishable from zero."
+        text += " No gap is distinguishable from zero, raw or standardised."
     classes = [f"{c} {_pts(v['value'])}{_interval(v)}" for c, v in gaps["per_class_recall"].items()
                if v["excludes_zero"]]
     if classes:
-        text += f" Per-class recall gaps that exclude zero: {'; '.join(classes)}."
+        text += f" Per-class recall gaps whose interval excludes zero: {'; '.join(classes)}."
     bias = result.get("prediction_bias") or {}
     top = bias.get("largest")
     if top:
         verdict = ("significant" if bias["family_p_value"] < 0.05 else "not significant")
         text += (f" Largest prediction bias: true {top['true']} read as {top['pred']} "
                  f"{100 * (top['rate_a'] or 0):.1f}% for '{a}' vs {100 * (top['rate_b'] or 0):.1f}% for '{b}' "
-                 f"({_pts(top['difference']['value'])}{_interval(top['difference'])} points, p = {top['p_value']:.3f}; "
-                 f"over all cells p = {bias['family_p_value']:.3f}, {verdict}, people permuted).")
+                 f"({_pts(top['difference']['value'])}{_interval(top['difference'])} points, cell p = "
+                 f"{top['p_value']:.3f}; over all cells p = {bias['family_p_value']:.3f}, {verdict}).")
     if "ece" in gaps:
         text += f" ECE gap {_pts(gaps['ece']['value'])}{_interval(gaps['ece'])} points."
     return text

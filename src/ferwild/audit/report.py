@@ -436,6 +436,36 @@ def _section_subgroups(doc: Document, audit: dict, ctx: _ReportInputs) -> None:
             doc.table(pd.DataFrame(table), heading=f"`{a}`", small=True)
     for attr, comparison in (audit.get("attribute_gaps") or {}).items():
         _attribute_gap_block(doc, attr, comparison, figures)
+    _image_property_block(doc, audit.get("image_properties") or {})
+
+
+def _image_property_block(doc: Document, props: dict) -> None:
+    """Production's errors (or doubts, unlabelled) by image property, raw and at the pooled mix."""
+    if not props.get("properties"):
+        return
+    doc.heading(3, "Image properties: where the errors sit")
+    rows = []
+    for name, entry in props["properties"].items():
+        groups = ((entry.get("comparison") or {}).get("groups")) or {}
+        for g, free in entry["label_free"].items():
+            m = groups.get(g)
+            row = {"property": name, "group": g, "faces": free["faces"], "people": free["people"],
+                   "mean confidence (%)": _ci(free["mean_confidence"]["value"], free["mean_confidence"]["ci_low"],
+                                              free["mean_confidence"]["ci_high"]),
+                   f"uncertain (< {props['uncertain_below']:g}) (%)": _ci(
+                       free["uncertain_share"]["value"], free["uncertain_share"]["ci_low"],
+                       free["uncertain_share"]["ci_high"])}
+            if props.get("labelled"):
+                row["accuracy (%)"] = (_ci(m["accuracy"]["value"], m["accuracy"]["ci_low"], m["accuracy"]["ci_high"])
+                                       if m else DASH)
+                row["accuracy at pooled mix (%)"] = (_ci(m["accuracy_standardised"]["value"],
+                                                         m["accuracy_standardised"]["ci_low"],
+                                                         m["accuracy_standardised"]["ci_high"]) if m else DASH)
+            rows.append(row)
+    doc.table(pd.DataFrame(rows), heading="Per image property (terciles of a number; 95% intervals, people "
+                                          "resampled)", small=True)
+    notes = [f"`{n}`: {e['description']}" for n, e in props["properties"].items()]
+    doc.para("Properties: " + "; ".join(notes) + ".")
 
 
 def _attribute_gap_block(doc: Document, attr: str, comparison: dict, figures: Path) -> None:
@@ -448,7 +478,7 @@ def _attribute_gap_block(doc: Document, attr: str, comparison: dict, figures: Pa
     if missing.get("n"):
         lines.append(f"{missing['n']} faces ({missing['people']} people) have no recorded value: counted, "
                      "not compared.")
-    lines += comparison.get("notes") or []
+    lines += [n.rstrip(".") + "." for n in comparison.get("notes") or []]
     doc.para(" ".join(x for x in lines if x))
     groups = comparison.get("groups") or {}
     if not groups:
