@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferwild.data.blazeface import (
+from ferwild.detectors.blazeface import (
     BLAZEFACE_MODEL,
     KEYPOINTS_IN_TEMPLATE,
     BlazeFaceDetector,
@@ -300,7 +300,7 @@ def test_tiles_find_five_people_side_by_side(shared_data, detector, tiled):
         expected = alone.landmarks + [i * 256, 232]
         error = np.linalg.norm(d.landmarks[:3] - expected[:3], axis=1).mean() / _inter_ocular(expected)
         assert error < 0.25, (i, error)
-    assert tiled.name == "blazeface-tiled" and detector.name == "blazeface"
+    assert tiled.name == "fast-tiled" and detector.name == "fast"  # the names create_detector builds them from
 
 
 @pytest.mark.shared_data
