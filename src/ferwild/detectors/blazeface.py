@@ -13,7 +13,7 @@ it pins ``protobuf<5``, and ``onnx`` needs ``protobuf>=6``.)
 The decoding follows MediaPipe's ``face_detection_short_range.pbtxt`` graph exactly: 896 SSD
 anchors (strides 8, 16, 16, 16; fixed size), sigmoid scores clipped at +-100, boxes and six
 keypoints regressed in 128-pixel units, weighted non-maximum suppression at IoU 0.3, score
-threshold 0.5.
+threshold 0.5 (ferwild's default is higher: :data:`DEFAULT_MIN_CONFIDENCE`).
 
 **How it frames a face.** BlazeFace gives six keypoints: both eyes, the nose tip, the *centre*
 of the mouth and both ear tragions; ferwild's crops are aligned on MTCNN's five points (eyes,
@@ -47,13 +47,20 @@ __all__ = ["BLAZEFACE_MODEL", "DEFAULT_MIN_CONFIDENCE", "KEYPOINTS_IN_TEMPLATE",
 
 #: The ONNX file inside the package (MediaPipe's short-range BlazeFace, see the module docstring).
 BLAZEFACE_MODEL = "face_detection_short_range.onnx"
-#: MediaPipe's own score threshold (``face_detection_short_range.pbtxt``): what :meth:`BlazeFaceDetector.detect_all` keeps.
+#: MediaPipe's own score threshold (``face_detection_short_range.pbtxt``): what
+#: :meth:`BlazeFaceDetector.detect_all` keeps.
 MEDIAPIPE_MIN_CONFIDENCE = 0.5
-#: ferwild's default score threshold for the fast detector. MediaPipe's 0.5 reads false faces in
-#: a video without a face (issue 25: "6 faces, 2 people", detections at 0.51-0.62); the value is
-#: chosen on real data by ``bench/bench_fast_detector_threshold.py`` (its figures:
-#: ``docs/bench/fast_detector_threshold.json``).
-DEFAULT_MIN_CONFIDENCE = 0.5
+#: ferwild's default score threshold for ``fast`` and ``fast-tiled`` (one score scale), chosen on
+#: real data by ``bench/bench_fast_detector_threshold.py`` (its figures:
+#: ``docs/bench/fast_detector_threshold.json``). At MediaPipe's 0.5 the detector reads false faces
+#: in ``face_videos/no_face.mp4`` (issue 25: "6 faces, 2 people": 6 detections in 5 of its 95
+#: frames, scores 0.51-0.62); 0.625 is the lowest threshold swept (steps of 0.025) with none there
+#: for ``fast``. What it costs: the share of ``wild_dev`` photos (one face each) with a face falls
+#: from 99.1% to 91.4% (1,000 sampled; their small, tight faces score lowest); the face videos
+#: keep a face in every frame and ``fast-tiled`` still finds multi_face.jpg's 5 faces.
+#: ``fast-tiled`` looks at each frame 4 times and still reads a false face in 13% of the no-face
+#: frames (none from 0.725, which would cost 27 points of ``wild_dev``: too many real faces).
+DEFAULT_MIN_CONFIDENCE = 0.625
 
 _INPUT = 128  # the model's square input side
 _NUM_KEYPOINTS = 6
@@ -198,11 +205,14 @@ class BlazeFaceDetector:
 
     def raw_keypoints(self, images: Sequence[np.ndarray]) -> list[list[tuple[np.ndarray, np.ndarray]] | Exception]:
         """BlazeFace's own output per image: ``(box (4,), keypoints (6, 2))`` per face, best first,
-        keypoints in ferwild's pixel-centre convention (for calibration and inspection)."""
+        keypoints in ferwild's pixel-centre convention (for calibration and inspection); the
+        faces :meth:`detect` returns, merged the same way."""
         out: list[list[tuple[np.ndarray, np.ndarray]] | Exception] = []
+        floor = min(MEDIAPIPE_MIN_CONFIDENCE, self.min_confidence)
         for image in images:
             try:
-                out.append([(box, kps) for box, kps, _ in self._raw(image, self.min_confidence)])
+                out.append([(box, kps) for box, kps, score in self._raw(image, floor)
+                            if score >= self.min_confidence])
             except Exception as exc:  # noqa: BLE001
                 out.append(exc)
         return out
