@@ -3,8 +3,8 @@ MTCNN's rule for images smaller than its smallest face."""
 
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 
 import numpy as np
 import pytest
