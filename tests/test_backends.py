@@ -157,6 +157,27 @@ def test_with_detector_carries_every_other_setting(tiny_onnx):
         rec.with_detector("nope")
 
 
+def test_detector_names_round_trip_through_the_factory(tiny_onnx):
+    """Each name the recogniser takes builds the detector that names itself so; MTCNN reads
+    faces at the training data's threshold, BlazeFace at its own default."""
+    from ferwild.detectors import DETECTORS
+    from ferwild.detectors.blazeface import DEFAULT_MIN_CONFIDENCE
+
+    rec = Recognizer.from_onnx(tiny_onnx, detector="none")
+    for name in DETECTORS:
+        other = rec.with_detector(name)
+        assert other.detector_name == name and other.info()["detector"] == name
+    mtcnn = rec.with_detector("mtcnn")
+    assert mtcnn.detector.min_confidence == rec.face_alignment.min_confidence
+    assert rec.with_detector("fast").detector.min_confidence == DEFAULT_MIN_CONFIDENCE
+    assert rec.with_detector("fast-tiled", min_confidence=0.7).detector.min_confidence == 0.7
+    # an image smaller than MTCNN's smallest face holds no face: not an error (MTCNN's own rule)
+    small, = mtcnn.analyze([np.zeros((8, 8, 3), np.uint8)])
+    assert small.error is None and small.faces == []
+    with pytest.raises(RecognizerError, match="min_confidence"):
+        rec.with_detector("mtcnn", min_confidence=2.0)
+
+
 def test_the_live_and_onnx_commands_never_import_torch(tiny_run, tiny_onnx, tmp_path, shared_data):
     """`ferwild live --help`, a live run on a file whose ONNX export is already cached, and
     `predict --onnx --detector fast` run in processes that never import torch (~650 MB less

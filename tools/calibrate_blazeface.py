@@ -6,7 +6,7 @@ the other half stays for checking) both detectors run; where each finds exactly 
 boxes overlap, the similarity transform that maps MTCNN's 5 landmarks onto the ArcFace unit
 template is applied to BlazeFace's raw keypoints (eyes, nose tip, mouth centre). The per-point
 medians (robust to the odd bad detection) are printed as the ``_KEYPOINTS_IN_TEMPLATE`` constant of
-``ferwild/data/blazeface.py``, with the spread.
+``ferwild/detectors/blazeface.py``, with the spread.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python tools/calibrate_blazeface.py
 """
@@ -34,9 +34,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from ferwild.data.blazeface import BlazeFaceDetector
     from ferwild.data.faces import ARCFACE_TEMPLATE_112, FaceDetector, similarity_transform
     from ferwild.data.images import load_image
+    from ferwild.detectors.blazeface import BlazeFaceDetector
     from ferwild.tracking import iou as _iou
 
     labels = pd.read_csv(DATA / "labels.csv")

@@ -33,8 +33,9 @@ import numpy as np
 from PIL import Image
 
 from ferwild.backends import Classifier, OnnxClassifier, TorchClassifier
-from ferwild.data.faces import FaceAlignment, FaceDetection, FaceDetector, align_face, resize_image, to_channels
+from ferwild.data.faces import FaceAlignment, FaceDetection, align_face, resize_image, to_channels
 from ferwild.data.images import ImageRejected, load_image, pil_to_rgb
+from ferwild.detectors import DETECTORS, create_detector  # noqa: F401 - DETECTORS re-exported
 from ferwild.formatting import first_line
 from ferwild.preprocessing import Preprocessing
 from ferwild.tracking import FaceTracker, face_descriptor  # noqa: F401 - FaceTracker re-exported
@@ -45,10 +46,6 @@ ImageLike = str | os.PathLike | np.ndarray | Image.Image
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"})
 #: File suffixes treated as still images.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-#: ``mtcnn``: facenet-pytorch MTCNN (photos, ``prepare``); ``fast``: BlazeFace short-range in ONNX
-#: Runtime (video and live, :mod:`ferwild.data.blazeface`); ``fast-tiled``: the same, also over
-#: overlapping tiles (groups: faces down to ~1/8 of the frame's height); ``none``: one face crop each.
-DETECTORS = ("mtcnn", "fast", "fast-tiled", "none")
 
 
 class RecognizerError(ValueError):
@@ -167,12 +164,14 @@ class Recognizer:
         face_alignment: how the training faces were cut (margin, crop side, channels, threshold).
         detector: ``"mtcnn"`` (faces are detected and aligned on their landmarks), ``"fast"``
             (MediaPipe BlazeFace short-range, ~2.5 ms a frame: video and live, faces from ~40 px in
-            a 640 px frame; :mod:`ferwild.data.blazeface` says how it frames faces), ``"none"``
+            a 640 px frame; :mod:`ferwild.detectors.blazeface` says how it frames faces), ``"none"``
             (each image already is one face crop: it is only resized, as prepare does for
-            pre-aligned data) or a detector object (:class:`~ferwild.data.faces.FaceDetector`,
-            :class:`~ferwild.data.blazeface.BlazeFaceDetector`).
+            pre-aligned data) or a detector object (:class:`~ferwild.detectors.MTCNNDetector`,
+            :class:`~ferwild.detectors.BlazeFaceDetector` or any object with ``detect``); names
+            are built by :func:`ferwild.detectors.create_detector`.
         min_confidence: face threshold (MTCNN default: the one the training data was prepared
-            with; the fast detector's own scale defaults to MediaPipe's 0.5).
+            with; the fast detector's own scale defaults to
+            :data:`~ferwild.detectors.blazeface.DEFAULT_MIN_CONFIDENCE`).
         max_faces: keep at most this many faces per image, the largest first (None: all).
         batch_size: faces per classifier call.
         detector_device: where MTCNN runs (``from_run`` puts it beside the model, e.g. ``cuda``).
@@ -275,36 +274,25 @@ class Recognizer:
         return other
 
     def _build_detector(self, detector: str | Any, min_confidence: float | None) -> Any:
-        """A detector object from a name (``DETECTORS``) or an object with ``detect`` (kept as is)."""
-        threshold = self.face_alignment.min_confidence if min_confidence is None else float(min_confidence)
+        """A detector from a name (``DETECTORS``, :func:`~ferwild.detectors.create_detector`) or an
+        object with ``detect`` (kept as is)."""
         if not isinstance(detector, str) and callable(getattr(detector, "detect", None)):
             return detector
-        if detector in ("fast", "fast-tiled"):
-            from ferwild.data.blazeface import BlazeFaceDetector
-
-            try:
-                return BlazeFaceDetector(tiles=detector == "fast-tiled",
-                                         **({} if min_confidence is None else {"min_confidence": float(min_confidence)}))
-            except ValueError as exc:
-                raise RecognizerError(str(exc)) from None
-        if detector == "mtcnn":
-            try:
-                return FaceDetector(min_confidence=threshold, device=self.detector_device)
-            except ValueError as exc:
-                raise RecognizerError(str(exc)) from None
-        if detector == "none":
-            return None
-        raise RecognizerError(f"unknown detector {detector!r}; expected one of {DETECTORS}")
+        if detector == "mtcnn" and min_confidence is None:
+            # MTCNN's scores are the training data's scale: read faces at the threshold it was prepared with
+            min_confidence = self.face_alignment.min_confidence
+        try:
+            return create_detector(detector, min_confidence=min_confidence, device=self.detector_device)
+        except ValueError as exc:
+            raise RecognizerError(str(exc)) from None
 
     @property
     def detector_name(self) -> str:
-        """``"mtcnn"``, ``"fast"``, ``"fast-tiled"`` or ``"none"`` (a custom detector: its ``name`` or class name)."""
+        """``"mtcnn"``, ``"fast"``, ``"fast-tiled"`` or ``"none"``: the detector's ``name`` (a custom
+        detector without one: its class name)."""
         if self.detector is None:
             return "none"
-        if isinstance(self.detector, FaceDetector):
-            return "mtcnn"
-        name = getattr(self.detector, "name", type(self.detector).__name__)
-        return {"blazeface": "fast", "blazeface-tiled": "fast-tiled"}.get(name, str(name))
+        return str(getattr(self.detector, "name", type(self.detector).__name__))
 
     def info(self) -> dict[str, Any]:
         """What this recogniser is (backend, model, labels, preprocessing, alignment), JSON-ready."""
@@ -433,8 +421,6 @@ class Recognizer:
                 found = self.detector.detect([arrays[i] for i in order])
             for i, dets in zip(order, found):
                 if isinstance(dets, Exception):
-                    if _too_small_for_detector(arrays[i], self.detector):
-                        continue  # an image smaller than the smallest face: no face, not an error
                     results[i].error = f"face detection failed: {first_line(dets)}"
                     continue
                 arr = arrays[i]
@@ -649,17 +635,6 @@ def iter_video_frames(path: str | os.PathLike) -> Iterator[tuple[int, float | No
 def _area(box: tuple[float, float, float, float]) -> float:
     x1, y1, x2, y2 = box
     return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-
-def _too_small_for_detector(image: np.ndarray, detector: Any) -> bool:
-    """MTCNN raises on images whose shorter side is below its smallest face: no face there. A
-    detector without MTCNN's ``max_side``/``min_face_size`` (a custom one) has no such rule."""
-    max_side, min_face_size = getattr(detector, "max_side", None), getattr(detector, "min_face_size", None)
-    if max_side is None or min_face_size is None:
-        return False
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    return min(h, w) * scale < min_face_size
 
 
 def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:

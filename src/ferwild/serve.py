@@ -79,6 +79,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ferwild.data.images import ImageRejected, load_image_bytes
+from ferwild.detectors import FAST_DETECTORS
 from ferwild.formatting import first_line
 from ferwild.recognizer import ImageResult
 from ferwild.tracking import ExpressionSmoother, FaceTracker
@@ -564,12 +565,13 @@ def _model_name(recognizer: Any) -> str:
 # slow for video (at 640 px, ~180 ms a frame on 2 cores, against ~15 ms for fast-tiled); the
 # tiled BlazeFace finds the small faces of a group that the untiled one misses, as MTCNN does.
 _LIVE_DETECTOR = {"mtcnn": "fast-tiled"}
-_BLAZEFACE = {"fast", "fast-tiled"}
+_BLAZEFACE = frozenset(FAST_DETECTORS)
 
 
 def live_detector_for(detector: str) -> str:
     """The detector of the live frames when the server's recogniser has ``detector`` and no
-    ``live_detector`` is given: the same, except ``"fast-tiled"`` for ``"mtcnn"``."""
+    ``live_detector`` is given: the same, except ``"fast-tiled"`` for ``"mtcnn"`` (names of
+    :func:`ferwild.detectors.create_detector`; a custom detector's name is kept)."""
     return _LIVE_DETECTOR.get(detector, detector)
 
 

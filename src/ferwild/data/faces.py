@@ -405,13 +405,17 @@ class FaceDetector:
     detection (the pyramid cost grows with the pixel count; faces that matter for FER stay well
     above ``min_face_size`` at 640 px), and boxes/landmarks are scaled back to the original
     image. Note that ``min_face_size`` applies to the downscaled image, and MTCNN cannot search
-    an image whose shorter side (after the downscale) is below ``min_face_size``: it raises.
+    an image whose shorter side (after the downscale) is below ``min_face_size``: it raises
+    (``prepare`` reports it; the recogniser's :class:`~ferwild.detectors.MTCNNDetector` answers
+    no face).
 
     Same-size images are stacked into one MTCNN call when they are small (at most
     ``batch_max_pixels`` pixels each: on CPU that is where batching pays); larger images run
     one by one. Batches hold at most ``max_batch`` images to bound the pyramid's memory.
     """
 
+    #: the detector's name (``--detector mtcnn``, ``Recognizer.detector_name``)
+    name = "mtcnn"
     #: Images per MTCNN call at most (the pyramid of a batch lives in memory at once).
     max_batch: int = 128
     #: Same-size images up to this many pixels are batched; larger ones run one at a time.
