@@ -1,6 +1,10 @@
-"""Render the cards of ``ferwild:ferplus_ensemble`` and ``ferwild:ferplus_live`` from their ``card.json``.
+"""Render every model card page from its ``card.json``.
 
-    python recipes/render_model_cards.py      # rewrites docs/model_card_<name>.md for each card that exists
+    python recipes/render_model_cards.py      # rewrites MODEL_CARD.md and docs/model_card_<name>.md
+
+MODEL_CARD.md (the default ``ferplus_vgg``) and docs/model_card_fer2013_vgg.md are rendered by
+their shipping recipes' ``render_card`` (``recipes/ship_ferplus.py``, ``recipes/ship_fer2013.py``);
+the pages of ``ferwild:ferplus_ensemble`` and ``ferwild:ferplus_live`` here.
 
 A card is the shipped model's (``ferwild/weights/<name>/card.json``) or, for a model measured
 and kept out of the package (``"shipped": false``), ``docs/experiments/<name>.card.json``.
@@ -222,17 +226,33 @@ def render_extra_card(card: dict, doc: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    from ferwild.shipped import WEIGHTS_DIR
+def card_file(name: str) -> Path:
+    """The ``card.json`` of model ``name``: the package's, or docs/experiments' for one kept out."""
+    shipped = REPO / "src" / "ferwild" / "weights" / name / "card.json"
+    return shipped if shipped.is_file() else REPO / "docs" / "experiments" / f"{name}.card.json"
 
+
+def rendered_pages() -> dict[Path, str]:
+    """Each model card page and its text as rendered from its ``card.json`` (cards that exist)."""
+    import ship_fer2013
+    import ship_ferplus
+
+    pages = {}
+    for name, doc, render in (("ferplus_vgg", REPO / "MODEL_CARD.md", ship_ferplus.render_card),
+                              ("fer2013_vgg", REPO / "docs" / "model_card_fer2013_vgg.md", ship_fer2013.render_card)):
+        if card_file(name).is_file():
+            pages[doc] = render(json.loads(card_file(name).read_text(encoding="utf-8")))
     for name in RENDERED:
-        card_file = WEIGHTS_DIR / name / "card.json"
-        if not card_file.is_file():  # a measured model kept out of the package
-            card_file = REPO / "docs" / "experiments" / f"{name}.card.json"
-        if card_file.is_file():
+        if card_file(name).is_file():
             doc = REPO / "docs" / f"model_card_{name}.md"
-            doc.write_text(render_extra_card(json.loads(card_file.read_text()), doc))
-            print(f"wrote {doc.relative_to(REPO)}")
+            pages[doc] = render_extra_card(json.loads(card_file(name).read_text(encoding="utf-8")), doc)
+    return pages
+
+
+def main() -> None:
+    for doc, text in rendered_pages().items():
+        doc.write_text(text)
+        print(f"wrote {doc.relative_to(REPO)}")
 
 
 if __name__ == "__main__":
