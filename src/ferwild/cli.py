@@ -625,7 +625,8 @@ _RUN_OPTION = typer.Option(None, "--run", help="A run directory written by `ferw
                            "--onnx is given).")
 _ONNX_OPTION = typer.Option(None, "--onnx", help="An ONNX file written by `ferwild export` (instead of --run).")
 _DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face) | fast (MediaPipe BlazeFace "
-                                "short-range: ~10x faster, for video; faces from ~40 px in a 640 px frame) | "
+                                "short-range: several times faster than MTCNN, most on video frames; faces from ~40 px "
+                                "in a 640 px frame) | "
                                 "fast-tiled (the same, also over tiles: groups) | none (each image is already one "
                                 "face crop).")
 _VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Also print the raw detail behind a message "
