@@ -47,6 +47,13 @@ def test_no_published_figure_is_typed_again_by_hand(figures, pages):
     assert not copies, "\n".join(copies)
 
 
+def test_the_readme_states_no_percentage_without_a_source(figures, pages):
+    # every accuracy-like figure on the front page comes from a file, or says whom it quotes
+    assert figures.unsourced_percentages(pages["README.md"]) == []
+    assert figures.unsourced_percentages("the model reads 82.8% of the photos") == ["82.8%"]
+    assert figures.unsourced_percentages("<!-- ext a paper -->99.8%<!-- /ext -->") == []
+
+
 def test_the_default_figures_are_marked_with_the_people_they_were_measured_on(figures, pages):
     readme = pages["README.md"]
     # the real-photo figure on the people no choice saw, and the all-photos one, each from the card

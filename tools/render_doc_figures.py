@@ -4,8 +4,9 @@ A figure in prose sits between two markers naming its source, the key inside it 
 
     <!-- fig card:ferplus_vgg results.wild_report.accuracy pct1 -->82.8%<!-- /fig -->
 
-and a generated table between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` (NAME is
-one of ``BLOCKS``). Sources (``SOURCE`` before the key):
+a generated table between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` (NAME is
+one of ``BLOCKS``), and a figure quoted from outside ferwild (a paper, another tool's page)
+between ``<!-- ext WHERE IT COMES FROM -->`` and ``<!-- /ext -->``. Sources (``SOURCE`` before the key):
 
 * ``card:NAME``: the model's ``card.json`` (``src/ferwild/weights/NAME/``, or
   ``docs/experiments/NAME.card.json`` for a model measured and kept out of the package),
@@ -39,6 +40,9 @@ BENCH = REPO / "docs" / "bench"
 
 FIG = re.compile(r"<!-- fig (?P<source>\S+) (?P<key>\S+) (?P<fmt>\S+) -->(?P<text>.*?)<!-- /fig -->", re.S)
 BLOCK = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->\n(?P<text>.*?)<!-- /figures:(?P=name) -->", re.S)
+# a figure quoted from outside ferwild (a paper, another tool's page, a user's report): no file
+# of ours can hold it, so it says where it comes from instead
+EXT = re.compile(r"<!-- ext (?P<origin>[^>]+?) -->(?P<text>.*?)<!-- /ext -->", re.S)
 
 
 def documents() -> list[Path]:
@@ -255,8 +259,15 @@ def published(text: str) -> set[str]:
 
 
 def unmarked(text: str) -> str:
-    """``text`` without its markers' content and generated tables: the hand-typed prose."""
-    return FIG.sub(" ", BLOCK.sub(" ", text))
+    """``text`` without its markers' content, quoted outside figures and generated tables: the
+    hand-typed prose."""
+    return EXT.sub(" ", FIG.sub(" ", BLOCK.sub(" ", text)))
+
+
+def unsourced_percentages(text: str) -> list[str]:
+    """Percentages with a decimal (82.8%) in ``text``'s hand-typed prose: figures that neither
+    come from a source nor say where they were quoted from."""
+    return re.findall(r"(?<![\d.])\d+\.\d+%", unmarked(text))
 
 
 def hand_typed_copies(pages: dict[str, str]) -> list[str]:
