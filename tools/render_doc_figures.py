@@ -146,7 +146,8 @@ def shipped_models_table() -> str:
         f"{_pair(d, 'results.wild_all')} | {_pair(d, 'results.ferplus_test', True)} | "
         f"{_pair(d, 'results.fer2013_privatetest')} |",
         # fer2013_vgg measured by the default's recipe, the same way and on the same faces
-        f"| ferwild `fer2013_vgg` | {_pair(d, 'baseline_results.wild_report')} | {_pair(d, 'baseline_results.wild_all')} | "
+        f"| ferwild `fer2013_vgg` | {_pair(d, 'baseline_results.wild_report')} | "
+        f"{_pair(d, 'baseline_results.wild_all')} | "
         f"{_pair(d, 'baseline_results.ferplus_test')} | {_pair(d, 'baseline_results.fer2013_privatetest', True)} |",
         f"| ferwild `ferplus_live` (opt-in, fast) | {_pair('card:ferplus_live', 'results.wild_report')} | "
         f"{_pair('card:ferplus_live', 'results.wild_all')} | {_pair('card:ferplus_live', 'results.ferplus_test')} | "
@@ -168,7 +169,8 @@ def live_fps_table() -> str:
         "|---|---|---|---|",
         f"| `--detector fast` (`fast-tiled` for 5 faces), `ferplus_live` (`--run ferwild:ferplus_live`) | "
         f"**{row('fast_fps_640x360')}** | **{row('fast_fps_1280x720')}** | **{row('fast_fps_5faces')}** |",
-        f"| the same, `ferplus_live`, recording the annotated video (`--out`) | | | {row('fast_recording_fps_5faces')} |",
+        f"| the same, `ferplus_live`, recording the annotated video (`--out`) | | | "
+        f"{row('fast_recording_fps_5faces')} |",
         f"| the same, the default `ferplus_vgg` (`ferwild live` with no `--run`), no recording | | | "
         f"{row('fast_default_fps_5faces')} |",
         f"| MTCNN in place of the fast detector (one thread), `ferplus_live` | {row('mtcnn_fps_640x360')} | "
