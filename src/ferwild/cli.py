@@ -353,7 +353,9 @@ def models() -> None:
 
     def figures(values: dict) -> str:
         acc, f1 = values.get("accuracy"), values.get("macro_f1")
-        return "-" if acc is None else f"{100 * acc:.1f}% / {100 * f1:.1f}%"
+        if acc is None:
+            return "-"
+        return f"{100 * acc:.1f}% / " + ("-" if f1 is None else f"{100 * f1:.1f}%")
 
     def report(row: dict) -> str:
         text = figures(row["wild_report"])
