@@ -326,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(new, encoding="utf-8")
             print(f"rewrote figures in {name}")
     if args.check:
+        pages = {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in documents()}
+        for problem in hand_typed_copies(pages) + [f"README.md: {v!r} has no source (mark it, or quote it with "
+                                                   "<!-- ext WHERE -->)" for v in unsourced_percentages(pages["README.md"])]:
+            print(problem)
+            failed = True
         for page in stale_cards():
             print(f"{page}: differs from its card.json (run python recipes/render_model_cards.py)")
             failed = True
