@@ -108,6 +108,8 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "min0": lambda v: f"{v / 60:.0f} min",       # seconds
     "ci1": lambda v: f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]",           # a share's interval, in points
     "cipts1": lambda v: f"{100 * v[0]:+.1f} to {100 * v[1]:+.1f}",      # a difference's interval, in points
+    "range2": lambda v: f"[{v[0]:+.2f}, {v[1]:+.2f}]",                   # an interval already in points
+    "sf2": lambda v: f"{v:+.2f}",                                         # a signed difference
 }
 
 
