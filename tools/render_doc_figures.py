@@ -11,7 +11,8 @@ between ``<!-- ext WHERE IT COMES FROM -->`` and ``<!-- /ext -->``. Sources (``S
 * ``card:NAME``: the model's ``card.json`` (``src/ferwild/weights/NAME/``, or
   ``docs/experiments/NAME.card.json`` for a model measured and kept out of the package),
   written by the recipe that packed and measured it;
-* ``bench:STEM``: ``docs/bench/STEM.json``, a benchmark's ``--json`` output kept as it printed it.
+* ``bench:STEM``: ``docs/bench/STEM.json``, a benchmark's ``--json`` output or a command's
+  ``summary.json``, kept as the run wrote it (JSON pretty-printed, no value touched).
 
 Keys are dotted paths (``results.wild_report.accuracy``; a list index is a number). Formats are
 ``FORMATS``' names (``pct1``: 0.8279 -> ``82.8%``). Only the text between markers is replaced, so
@@ -110,6 +111,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "cipts1": lambda v: f"{100 * v[0]:+.1f} to {100 * v[1]:+.1f}",      # a difference's interval, in points
     "range2": lambda v: f"[{v[0]:+.2f}, {v[1]:+.2f}]",                   # an interval already in points
     "sf2": lambda v: f"{v:+.2f}",                                         # a signed difference
+    "str": str,                                                           # a name or version
 }
 
 
@@ -182,7 +184,6 @@ def live_fps_table() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {"shipped_models": shipped_models_table, "live_fps": live_fps_table}
-FORMATS["str"] = str  # a name or version kept in a source (e.g. the peer's version)
 
 
 # --- rendering and checking ----------------------------------------------------------------------
