@@ -20,6 +20,7 @@ from PIL import Image
 from ferwild.detectors.blazeface import (
     BLAZEFACE_MODEL,
     DEFAULT_MIN_CONFIDENCE,
+    VIDEO_MIN_CONFIDENCE,
     KEYPOINTS_IN_TEMPLATE,
     MEDIAPIPE_MIN_CONFIDENCE,
     BlazeFaceDetector,
@@ -450,10 +451,13 @@ def _video_frames(path: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.shared_data
-def test_default_threshold_reads_no_face_in_the_no_face_video(shared_data, detector):
+def test_video_threshold_reads_no_face_in_the_no_face_video(shared_data):
     """`ferwild live no_face.mp4 --detector fast` said "6 faces, 2 people" at MediaPipe's 0.5."""
+    from ferwild.detectors import create_detector
+
     frames = _video_frames(shared_data / "face_videos" / "no_face.mp4")
-    assert len(frames) > 60 and detector.min_confidence == DEFAULT_MIN_CONFIDENCE
+    detector = create_detector("fast", video=True)
+    assert len(frames) > 60 and detector.min_confidence == VIDEO_MIN_CONFIDENCE
     found = detector.detect(frames)
     assert all(f == [] for f in found), [len(f) for f in found]
     # ... where MediaPipe's own threshold reads false faces (what the default is for)
@@ -466,5 +470,9 @@ def test_default_threshold_keeps_the_group_photos_five_faces(shared_data, tiled)
     image = _rgb(shared_data / "face_photos/pyfeat/multi_face.jpg")
     found = tiled.detect([image])[0]
     assert tiled.min_confidence == DEFAULT_MIN_CONFIDENCE and len(found) == 5
+    # and at the live threshold too (the page's Live mode reads groups with fast-tiled)
+    from ferwild.detectors import create_detector
+
+    assert len(create_detector("fast-tiled", video=True).detect([image])[0]) == 5
     boxes = [d.box for d in found]
     assert all(iou(a, b) < 0.3 for a, b in itertools.combinations(boxes, 2))  # five people, not one twice

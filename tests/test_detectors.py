@@ -77,3 +77,13 @@ def test_importing_the_detectors_imports_neither_torch_nor_onnxruntime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_live_video_gets_the_stricter_fast_threshold_and_a_given_one_wins():
+    from ferwild.detectors.blazeface import VIDEO_MIN_CONFIDENCE
+
+    assert VIDEO_MIN_CONFIDENCE > DEFAULT_MIN_CONFIDENCE
+    for name in FAST_DETECTORS:
+        assert create_detector(name, video=True).min_confidence == VIDEO_MIN_CONFIDENCE
+        assert create_detector(name, video=True, min_confidence=0.55).min_confidence == 0.55
+    assert create_detector("mtcnn", video=True).min_confidence == create_detector("mtcnn").min_confidence

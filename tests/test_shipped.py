@@ -300,3 +300,32 @@ def test_the_live_paths_take_the_live_model_only_when_its_card_says_it_earned_it
     pack_run(tiny_run[0], weights / shipped.LIVE_MODEL, card=card)
     expected = shipped.PREFIX + shipped.LIVE_MODEL if earned else shipped.default_run()
     assert shipped.live_run() == expected
+
+
+def test_list_shipped_gives_the_report_people_figure_and_the_cards_size(tmp_path, monkeypatch):
+    """The real-photo figure is the one on wild_dev's report people (no choice saw them), from the
+    model's own card or, for a model measured as another's baseline, from that card; the size is
+    the one the card states."""
+    def fake(name, card):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        (tmp_path / name / "checkpoints" / "BEST").write_text("final")
+        (tmp_path / name / "card.json").write_text(json.dumps(card))
+
+    report, everyone = {"accuracy": 0.83, "macro_f1": 0.5}, {"accuracy": 0.82, "macro_f1": 0.48}
+    fake("new", {"results": {"wild_report": report, "wild_all": everyone}, "baseline": "ferwild:old",
+                 "baseline_results": {"wild_report": {"accuracy": 0.58, "macro_f1": 0.33}}, "size_bytes": 5_000_000})
+    fake("old", {"test": {"accuracy": 0.7}})
+    fake("alone", {})
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)
+    rows = {row["name"]: row for row in shipped.list_shipped()}
+    assert rows["ferwild:new"]["wild_report"] == report and rows["ferwild:new"]["wild_dev"] == everyone
+    assert rows["ferwild:new"]["wild_report_source"] == "ferwild:new"
+    assert rows["ferwild:new"]["size_bytes"] == 5_000_000
+    assert rows["ferwild:old"]["wild_report"] == {"accuracy": 0.58, "macro_f1": 0.33}
+    assert rows["ferwild:old"]["wild_report_source"] == "ferwild:new"
+    assert rows["ferwild:alone"]["wild_report"] == {} and rows["ferwild:alone"]["wild_report_source"] is None
+    assert rows["ferwild:alone"]["size_bytes"] > 0  # no size in the card: the folder's files
+    out = " ".join(CliRunner().invoke(app, ["models"], terminal_width=80).output.split())  # one block a model
+    assert "macro-F1: 58.0% / 33.0% (as ferwild:new's baseline)" in out
+    assert "test acc / macro-F1: 70.0% / -" in out  # a card without a macro-F1 still lists
+    assert "macro-F1: 83.0% / 50.0% size: 5.0 MB" in out

@@ -510,3 +510,36 @@ def _not_live_default(card: dict) -> str:
             f"model only within {100 * LIVE_BAR:.1f} points. Choose it where speed matters more: "
             "`ferwild live --run ferwild:ferplus_live`, `ferwild predict --run ferwild:ferplus_live`, or its ONNX "
             "files (`model.onnx`, `model.int8.onnx`) with `--onnx`.")
+
+
+# --------------------------------------------------------------------------------------------
+# every card page
+
+
+#: The measured models whose pages docs/model_card_<name>.md render_extra_card writes.
+EXTRA_CARDS = ("ferplus_ensemble", "ferplus_live")
+
+
+def card_file(name: str, repo: Path) -> Path:
+    """The ``card.json`` of model ``name``: the package's, or ``docs/experiments``' for a model
+    measured and kept out of the package."""
+    shipped = repo / "src" / "ferwild" / "weights" / name / "card.json"
+    return shipped if shipped.is_file() else repo / "docs" / "experiments" / f"{name}.card.json"
+
+
+def rendered_pages(repo: Path) -> dict[Path, str]:
+    """Each model card page of the repository at ``repo`` and its text as rendered from its
+    ``card.json`` (for the cards that exist): MODEL_CARD.md (``ferplus_vgg``) and
+    docs/model_card_<name>.md."""
+    import json
+
+    pages = {}
+    for name, doc, render in (("ferplus_vgg", repo / "MODEL_CARD.md", render_default_card),
+                              ("fer2013_vgg", repo / "docs" / "model_card_fer2013_vgg.md", render_fer2013_card)):
+        if card_file(name, repo).is_file():
+            pages[doc] = render(json.loads(card_file(name, repo).read_text(encoding="utf-8")))
+    for name in EXTRA_CARDS:
+        if card_file(name, repo).is_file():
+            doc = repo / "docs" / f"model_card_{name}.md"
+            pages[doc] = render_extra_card(json.loads(card_file(name, repo).read_text(encoding="utf-8")), doc, repo)
+    return pages

@@ -100,19 +100,35 @@ def model_card(spec: str | os.PathLike) -> dict[str, Any]:
     return json.loads((shipped_model_dir(spec) / CARD_FILE).read_text(encoding="utf-8"))
 
 
+def _wild_figures(card: dict[str, Any], key: str) -> dict[str, float]:
+    figures = (card.get("results") or {}).get(key) or {}
+    return {k: figures[k] for k in ("accuracy", "macro_f1") if figures.get(k) is not None}
+
+
 def list_shipped() -> list[dict[str, Any]]:
     """One row per shipped model: name (``ferwild:<name>``), architecture, data, test figures
-    (``test``, on ``test_name``) and, where measured, real-photo figures (``wild_dev``)."""
+    (``test``, on ``test_name``), real-photo figures on ``wild_dev``'s report people, whom no
+    choice of any shipped model saw (``wild_report``, with ``wild_report_source``: the card that
+    measured them), and on all its photos (``wild_dev``: choice and report people), and the
+    size its card states (the packed files; the folder's total where the card has none)."""
+    cards = {name: model_card(name) for name in shipped_names()}
     rows = []
-    for name in shipped_names():
-        card = model_card(name)
-        wild = (card.get("results") or {}).get("wild_all") or {}
+    for name, card in cards.items():
+        report, source = _wild_figures(card, "wild_report"), PREFIX + name
+        if not report:
+            # a model measured as another shipped model's baseline, the same way on the same people
+            for other, other_card in cards.items():
+                base = (other_card.get("baseline_results") or {}).get("wild_report") or {}
+                if other_card.get("baseline") == PREFIX + name and base.get("accuracy") is not None:
+                    report, source = {k: base[k] for k in ("accuracy", "macro_f1")}, PREFIX + other
+                    break
+        size = card.get("size_bytes") or sum(f.stat().st_size for f in (WEIGHTS_DIR / name).rglob("*") if f.is_file())
         rows.append({"name": PREFIX + name, "model": card.get("architecture", ""),
                      "data": card.get("dataset", ""), "test": card.get("test", {}),
                      # cards before test_name existed measured FER2013's PrivateTest
                      "test_name": card.get("test_name", "FER2013 PrivateTest"),
-                     "wild_dev": {k: wild[k] for k in ("accuracy", "macro_f1") if k in wild},
-                     "size_bytes": sum(f.stat().st_size for f in (WEIGHTS_DIR / name).rglob("*") if f.is_file())})
+                     "wild_report": report, "wild_report_source": source if report else None,
+                     "wild_dev": _wild_figures(card, "wild_all"), "size_bytes": size})
     return rows
 
 

@@ -15,7 +15,8 @@ DETECTORS = ("mtcnn", "fast", "fast-tiled", "none")
 FAST_DETECTORS = ("fast", "fast-tiled")
 
 
-def create_detector(name: str, *, min_confidence: float | None = None, device: str = "cpu") -> Any:
+def create_detector(name: str, *, min_confidence: float | None = None, device: str = "cpu",
+                    video: bool = False) -> Any:
     """The detector called ``name`` (one of :data:`DETECTORS`); ``None`` for ``"none"`` (each
     image already is one face crop).
 
@@ -26,8 +27,11 @@ def create_detector(name: str, *, min_confidence: float | None = None, device: s
     Args:
         name: ``"mtcnn"``, ``"fast"``, ``"fast-tiled"`` or ``"none"``.
         min_confidence: score threshold; None: the detector's own default (MTCNN 0.9, BlazeFace
-            :data:`~ferwild.detectors.blazeface.DEFAULT_MIN_CONFIDENCE`: the two score scales differ).
+            :data:`~ferwild.detectors.blazeface.DEFAULT_MIN_CONFIDENCE`, or with ``video``
+            :data:`~ferwild.detectors.blazeface.VIDEO_MIN_CONFIDENCE`: the score scales differ).
         device: where MTCNN runs (``"cpu"``, ``"cuda"``); BlazeFace runs in ONNX Runtime on the CPU.
+        video: live video frames rather than photos: BlazeFace's stricter default, so that an
+            empty scene stays empty (photos hold a face to find; see ``detectors/blazeface.py``).
 
     Raises:
         ValueError: an unknown name ("unknown detector ...", listing the known ones) or a
@@ -35,8 +39,10 @@ def create_detector(name: str, *, min_confidence: float | None = None, device: s
     """
     kwargs = {} if min_confidence is None else {"min_confidence": float(min_confidence)}
     if name in FAST_DETECTORS:
-        from ferwild.detectors.blazeface import BlazeFaceDetector  # ONNX Runtime: loaded when used
+        from ferwild.detectors.blazeface import VIDEO_MIN_CONFIDENCE, BlazeFaceDetector  # ONNX Runtime: when used
 
+        if video and min_confidence is None:
+            kwargs["min_confidence"] = VIDEO_MIN_CONFIDENCE
         return BlazeFaceDetector(tiles=name == "fast-tiled", **kwargs)
     if name == "mtcnn":
         from ferwild.detectors.mtcnn import MTCNNDetector

@@ -1,0 +1,343 @@
+"""Write every published figure of README.md, MODEL_CARD.md and docs/*.md from the file that measured it.
+
+A figure in prose sits between two markers naming its source, the key inside it and its format::
+
+    <!-- fig card:ferplus_vgg results.wild_report.accuracy pct1 -->82.8%<!-- /fig -->
+
+a generated table between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` (NAME is
+one of ``BLOCKS``), and a figure quoted from outside ferwild (a paper, another tool's page)
+between ``<!-- ext WHERE IT COMES FROM -->`` and ``<!-- /ext -->``. Sources (``SOURCE`` before the key):
+
+* ``card:NAME``: the model's ``card.json`` (``src/ferwild/weights/NAME/``, or
+  ``docs/experiments/NAME.card.json`` for a model measured and kept out of the package),
+  written by the recipe that packed and measured it;
+* ``bench:STEM``: ``docs/bench/STEM.json``, a benchmark's ``--json`` output or a command's
+  ``summary.json``, kept as the run wrote it (JSON pretty-printed, no value touched).
+
+Keys are dotted paths (``results.wild_report.accuracy``; a list index is a number). Formats are
+``FORMATS``' names (``pct1``: 0.8279 -> ``82.8%``). Only the text between markers is replaced, so
+the prose around is never touched. The model cards (MODEL_CARD.md, docs/model_card_*.md) are
+whole pages rendered from their ``card.json`` by ``recipes/render_model_cards.py``; ``--check``
+renders them again too. ``tests/test_doc_figures.py`` runs the check and also fails when a
+figure that a marker or table publishes is typed again, unmarked, elsewhere in the docs.
+
+    python tools/render_doc_figures.py            # rewrite the figures in place
+    python tools/render_doc_figures.py --check    # exit 1, naming each stale or unresolvable figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "src" / "ferwild" / "weights"
+BENCH = REPO / "docs" / "bench"
+
+FIG = re.compile(r"<!-- fig (?P<source>\S+) (?P<key>\S+) (?P<fmt>\S+) -->(?P<text>.*?)<!-- /fig -->", re.S)
+BLOCK = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->\n(?P<text>.*?)<!-- /figures:(?P=name) -->", re.S)
+# a figure quoted from outside ferwild (a paper, another tool's page, a user's report): no file
+# of ours can hold it, so it says where it comes from instead
+EXT = re.compile(r"<!-- ext (?P<origin>[^>]+?) -->(?P<text>.*?)<!-- /ext -->", re.S)
+
+
+def documents() -> list[Path]:
+    """The pages whose figures are published: README.md, MODEL_CARD.md and docs/*.md."""
+    return [REPO / "README.md", REPO / "MODEL_CARD.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def source_path(source: str) -> Path:
+    """The file a source name points to (``card:NAME`` or ``bench:STEM``)."""
+    kind, _, name = source.partition(":")
+    if kind == "card":
+        shipped = WEIGHTS / name / "card.json"
+        return shipped if shipped.is_file() else REPO / "docs" / "experiments" / f"{name}.card.json"
+    if kind == "bench":
+        return BENCH / f"{name}.json"
+    raise KeyError(f"unknown source kind {kind!r} in {source!r} (card:NAME or bench:STEM)")
+
+
+@lru_cache(maxsize=None)
+def load(source: str) -> Any:
+    """The parsed JSON of a source (read once per process)."""
+    path = source_path(source)
+    if not path.is_file():
+        raise KeyError(f"{source}: no file {path.relative_to(REPO)}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def lookup(source: str, key: str) -> Any:
+    """The value at dotted ``key`` in ``source``; KeyError naming what is missing."""
+    value = load(source)
+    for part in key.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise KeyError(f"{source} has no {key!r} (stopped at {part!r})")
+    if value is None:
+        raise KeyError(f"{source}: {key!r} is null (not measured)")
+    return value
+
+
+# --- formats -------------------------------------------------------------------------------------
+
+def _pct(digits: int, sign: bool = False) -> Callable[[Any], str]:
+    return lambda v: f"{100 * v:{'+' if sign else ''}.{digits}f}%"
+
+
+def _num(digits: int) -> Callable[[Any], str]:
+    return lambda v: f"{v:,.{digits}f}"
+
+
+FORMATS: dict[str, Callable[[Any], str]] = {
+    "pct0": _pct(0), "pct1": _pct(1), "pct2": _pct(2),
+    "pts1": lambda v: f"{100 * v:.1f}",          # a share as points, no % sign (a table of points)
+    "pts2": lambda v: f"{100 * v:.2f}",
+    "int": lambda v: f"{int(v):,}",               # 3343 -> 3,343
+    "f0": _num(0), "f1": _num(1), "f2": _num(2), "f3": _num(3),
+    "x1": lambda v: f"{v:.1f}x", "x2": lambda v: f"{v:.2f}x",
+    "mb1": lambda v: f"{v / 1e6:.1f} MB",        # bytes
+    "min0": lambda v: f"{v / 60:.0f} min",       # seconds
+    "ci1": lambda v: f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]",           # a share's interval, in points
+    "cipts1": lambda v: f"{100 * v[0]:+.1f} to {100 * v[1]:+.1f}",      # a difference's interval, in points
+    "range2": lambda v: f"[{v[0]:+.2f}, {v[1]:+.2f}]",                   # an interval already in points
+    "sf2": lambda v: f"{v:+.2f}",                                         # a signed difference
+    "str": str,                                                           # a name or version
+}
+
+
+def figure(source: str, key: str, fmt: str) -> str:
+    """The text a marker publishes: ``key`` of ``source`` in format ``fmt``."""
+    if fmt not in FORMATS:
+        raise KeyError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    return FORMATS[fmt](lookup(source, key))
+
+
+def marker(source: str, key: str, fmt: str) -> str:
+    """A figure with its markers, as written into a page (and into generated tables)."""
+    return f"<!-- fig {source} {key} {fmt} -->{figure(source, key, fmt)}<!-- /fig -->"
+
+
+# --- generated tables ----------------------------------------------------------------------------
+
+def _pair(source: str, prefix: str, bold: bool = False) -> str:
+    """``accuracy / macro-F1`` of one measurement, each figure marked with its source."""
+    text = f"{marker(source, prefix + '.accuracy', 'pct1')} / {marker(source, prefix + '.macro_f1', 'pct1')}"
+    return f"**{text}**" if bold else text
+
+
+def shipped_models_table() -> str:
+    """README's table of the shipped models: the same measurements, each column naming the people
+    (or faces) it was measured on."""
+    d = "card:ferplus_vgg"
+    n = lambda key: marker(d, key, "int")  # noqa: E731 - a counted set, from the card
+    lines = [
+        f"| model | real photos, **report** people: `wild_dev`'s people no choice saw ({n('results.wild_report.n')}"
+        f" photos) | real photos, **all**: every `wild_dev` photo with a face ({n('results.wild_all.n')}; choice"
+        f" and report people) | FER+ test, majority ({n('results.ferplus_test.n')}) | FER2013 PrivateTest, its"
+        f" labels ({n('results.fer2013_privatetest.n')}) |",
+        "|---|---|---|---|---|",
+        f"| **ferwild `ferplus_vgg`** (default) | {_pair(d, 'results.wild_report', True)} | "
+        f"{_pair(d, 'results.wild_all')} | {_pair(d, 'results.ferplus_test', True)} | "
+        f"{_pair(d, 'results.fer2013_privatetest')} |",
+        # fer2013_vgg measured by the default's recipe, the same way and on the same faces
+        f"| ferwild `fer2013_vgg` | {_pair(d, 'baseline_results.wild_report')} | "
+        f"{_pair(d, 'baseline_results.wild_all')} | "
+        f"{_pair(d, 'baseline_results.ferplus_test')} | {_pair(d, 'baseline_results.fer2013_privatetest', True)} |",
+        f"| ferwild `ferplus_live` (opt-in, fast) | {_pair('card:ferplus_live', 'results.wild_report')} | "
+        f"{_pair('card:ferplus_live', 'results.wild_all')} | {_pair('card:ferplus_live', 'results.ferplus_test')} | "
+        f"{_pair('card:ferplus_live', 'results.fer2013_privatetest')} |",
+        f"| fer {marker(d, 'peer_wild_dev.fer_version', 'str')} (`pip install fer`; MTCNN, largest face) | - | "
+        f"{_pair(d, 'peer_wild_dev.on_faces')} (the {marker(d, 'peer_wild_dev.on_faces.n', 'int')} of "
+        f"{marker(d, 'peer_wild_dev.n_photos', 'int')} photos where it finds a face) | - | "
+        f"{marker(d, 'fer2013_anchors.0.1', 'pct1')} / {marker(d, 'fer2013_anchors.0.2', 'pct1')} (published) |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def live_fps_table() -> str:
+    """README's frames-per-second table: bench/bench_video.py's kept JSON, each row naming its model."""
+    b = "bench:bench_video_live_model"
+    row = lambda key: marker(b, key, "f1")  # noqa: E731
+    lines = [
+        "| frames/s, end to end | 640x360, 1 face | 1280x720, 1 face | 1280x720, 5 faces |",
+        "|---|---|---|---|",
+        f"| `--detector fast` (`fast-tiled` for 5 faces), `ferplus_live` (`--run ferwild:ferplus_live`) | "
+        f"**{row('fast_fps_640x360')}** | **{row('fast_fps_1280x720')}** | **{row('fast_fps_5faces')}** |",
+        f"| the same, `ferplus_live`, recording the annotated video (`--out`) | | | "
+        f"{row('fast_recording_fps_5faces')} |",
+        f"| the same, the default `ferplus_vgg` (`ferwild live` with no `--run`), no recording | | | "
+        f"{row('fast_default_fps_5faces')} |",
+        f"| MTCNN in place of the fast detector (one thread), `ferplus_live` | {row('mtcnn_fps_640x360')} | "
+        f"{row('mtcnn_fps_1280x720')} | {row('mtcnn_fps_5faces')} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS: dict[str, Callable[[], str]] = {"shipped_models": shipped_models_table, "live_fps": live_fps_table}
+
+
+# --- rendering and checking ----------------------------------------------------------------------
+
+def render(text: str) -> tuple[str, list[str]]:
+    """``text`` with every marked figure and generated table written from its source, and the
+    problems met (a key no source holds, an unknown block)."""
+    problems: list[str] = []
+
+    def block(m: re.Match) -> str:
+        name = m["name"]
+        if name not in BLOCKS:
+            problems.append(f"unknown table figures:{name}")
+            return m[0]
+        try:
+            body = BLOCKS[name]()
+        except KeyError as e:
+            problems.append(f"figures:{name}: {e}")
+            return m[0]
+        return f"<!-- figures:{name} -->\n{body}<!-- /figures:{name} -->"
+
+    def fig(m: re.Match) -> str:
+        try:
+            return marker(m["source"], m["key"], m["fmt"])
+        except KeyError as e:
+            problems.append(str(e).strip("\"'"))
+            return m[0]
+
+    text = BLOCK.sub(block, text)
+    # figures inside generated tables are rewritten with them; the rest one by one
+    return FIG.sub(fig, text), problems
+
+
+def stale(text: str) -> list[str]:
+    """Each marked figure or generated table of ``text`` that differs from its source, or that no
+    source holds, as ``what: page says X, source says Y``."""
+    out = []
+    for m in BLOCK.finditer(text):
+        if m["name"] not in BLOCKS:
+            out.append(f"unknown table figures:{m['name']}")
+            continue
+        try:
+            if m["text"] != BLOCKS[m["name"]]():
+                out.append(f"table figures:{m['name']} differs from its sources")
+        except KeyError as e:
+            out.append(f"figures:{m['name']}: {e}")
+    for m in FIG.finditer(text):
+        try:
+            want = figure(m["source"], m["key"], m["fmt"])
+        except KeyError as e:
+            out.append(str(e).strip("\"'"))
+            continue
+        if m["text"] != want:
+            out.append(f"{m['source']} {m['key']}: page says {m['text']!r}, source says {want!r}")
+    return out
+
+
+# a figure in one format is the same figure in another: a copy typed in any of these is caught
+VARIANTS = {"pct": ("pct1", "pct2"), "pts": ("pct1", "pct2", "pts1", "pts2"), "f": ("f1", "f2")}
+
+
+def published(text: str) -> set[str]:
+    """The figure strings ``text`` publishes through markers, each also in the other formats a
+    reader might retype it in (82.8% is also 82.80%); only strings with a decimal point or a %
+    sign, the ones that identify a figure."""
+    out = set()
+    for m in FIG.finditer(text):
+        strings = {m["text"]}
+        family = re.sub(r"\d+$", "", m["fmt"])
+        for fmt in VARIANTS.get(family, ()):
+            try:
+                strings.add(figure(m["source"], m["key"], fmt))
+            except (KeyError, TypeError, ValueError):
+                pass
+        # shorter strings (1.2%) turn up by chance as other quantities
+        out |= {s for s in strings if re.search(r"\d\.\d|\d%", s) and len(s) >= 5}
+    return out
+
+
+def unmarked(text: str) -> str:
+    """``text`` without its markers' content, quoted outside figures and generated tables: the
+    hand-typed prose."""
+    return EXT.sub(" ", FIG.sub(" ", BLOCK.sub(" ", text)))
+
+
+def unsourced_percentages(text: str) -> list[str]:
+    """Percentages with a decimal (82.8%) in ``text``'s hand-typed prose: figures that neither
+    come from a source nor say where they were quoted from."""
+    return re.findall(r"(?<![\d.])\d+\.\d+%", unmarked(text))
+
+
+def hand_typed_copies(pages: dict[str, str]) -> list[str]:
+    """Each place where a figure some marker publishes is typed again without a marker, in a page
+    not rendered whole from a card (those are checked by re-rendering)."""
+    figures: set[str] = set()
+    for text in pages.values():
+        figures |= published(text)
+    out = []
+    for name, text in pages.items():
+        if name in CARD_PAGES:
+            continue
+        prose = unmarked(text)
+        for fig_text in sorted(figures):
+            pattern = rf"(?<![\d.+-]){re.escape(fig_text)}(?![\d])"
+            for m in re.finditer(pattern, prose):
+                line = prose.count("\n", 0, m.start()) + 1
+                out.append(f"{name}:{line}: {fig_text!r} typed by hand (mark it with its source)")
+    return out
+
+
+# the pages rendered whole from a card.json by recipes/render_model_cards.py
+CARD_PAGES = ("MODEL_CARD.md", "docs/model_card_fer2013_vgg.md", "docs/model_card_ferplus_live.md",
+              "docs/model_card_ferplus_ensemble.md")
+
+
+def stale_cards() -> list[str]:
+    """The model card pages that differ from what their card.json renders."""
+    from ferwild.model_cards import rendered_pages
+
+    return [str(p.relative_to(REPO)) for p, text in rendered_pages(REPO).items()
+            if not p.is_file() or p.read_text(encoding="utf-8") != text]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="Write nothing; exit 1 when a figure is stale.")
+    args = parser.parse_args(argv)
+    failed = False
+    for path in documents():
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(REPO)
+        if args.check:
+            for problem in stale(text):
+                print(f"{name}: {problem}")
+                failed = True
+            continue
+        new, problems = render(text)
+        for problem in problems:
+            print(f"{name}: {problem}")
+            failed = True
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            print(f"rewrote figures in {name}")
+    if args.check:
+        pages = {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in documents()}
+        for problem in hand_typed_copies(pages) + [f"README.md: {v!r} has no source (mark it, or quote it with "
+                                                   "<!-- ext WHERE -->)" for v in unsourced_percentages(pages["README.md"])]:
+            print(problem)
+            failed = True
+        for page in stale_cards():
+            print(f"{page}: differs from its card.json (run python recipes/render_model_cards.py)")
+            failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
