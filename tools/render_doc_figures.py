@@ -111,6 +111,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "cipts1": lambda v: f"{100 * v[0]:+.1f} to {100 * v[1]:+.1f}",      # a difference's interval, in points
     "range2": lambda v: f"[{v[0]:+.2f}, {v[1]:+.2f}]",                   # an interval already in points
     "sf2": lambda v: f"{v:+.2f}",                                         # a signed difference
+    "spts1": lambda v: f"{100 * v:+.1f}",                                 # a signed share difference, in points
     "str": str,                                                           # a name or version
 }
 
