@@ -86,8 +86,49 @@ def _by_tta_text(by_tta: dict) -> str:
 def render_default_card(card: dict) -> str:
     """MODEL_CARD.md: the default model's card (the FER2013 model's stays in docs/)."""
     lines = _default_intro(card) + _default_glance(card) + _default_side_by_side(card)
-    lines += _default_per_class(card) + _default_abstain(card) + reproduce_section(card) + _default_limits()
+    lines += _default_per_class(card) + _default_abstain(card) + _who_it_works_for(card)
+    lines += reproduce_section(card) + _default_limits()
     return "\n".join(lines)
+
+
+def _pts_ci(ci: dict) -> str:
+    """A difference in points with its interval: ``+4.4 [+3.0, +6.0]``."""
+    text = f"{100 * ci['value']:+.1f}"
+    return text if ci.get("ci_low") is None else text + f" [{100 * ci['ci_low']:+.1f}, {100 * ci['ci_high']:+.1f}]"
+
+
+def _share_ci(ci: dict) -> str:
+    text = pct(ci["value"])
+    return text if ci.get("ci_low") is None else text + f" [{100 * ci['ci_low']:.1f}, {100 * ci['ci_high']:.1f}]"
+
+
+def _who_it_works_for(card: dict) -> list[str]:
+    """Per gender, per occluder and per image property, from ``card["who_it_works_for"]``
+    (written by ``analyses/people_card.py`` from the audit's and the occlusion probe's files)."""
+    who = card.get("who_it_works_for")
+    if not who:
+        return []
+    lines = ["## Who it works for", "", who["measured_on"], "",
+             "| gender | faces | people | accuracy | at the pooled class mix | macro-F1 | at the pooled class mix | ECE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for group, g in who["gender"]["groups"].items():
+        lines.append(f"| {group} | {g['n']:,} | {g['people']:,} | {_share_ci(g['accuracy'])} | "
+                     f"{_share_ci(g['accuracy_standardised'])} | {_share_ci(g['macro_f1'])} | "
+                     f"{_share_ci(g['macro_f1_standardised'])} | {_share_ci(g['ece'])} |")
+    lines += ["", who["gender"]["summary"], "",
+              "| occluder (drawn on the photo by its landmarks) | accuracy drop (points) | happiness recall drop | "
+              "MTCNN still finds the face |", "|---|---|---|---|"]
+    for name, o in who["occlusion"].items():
+        found = "-" if o.get("mtcnn_found") is None else pct(o["mtcnn_found"])
+        lines.append(f"| {name}: {o['description']} | {_pts_ci(o['accuracy_drop'])} | "
+                     f"{_pts_ci(o['happiness_recall_drop'])} | {found} |")
+    lines += ["", "| image property | group | faces | accuracy | at the pooled class mix |", "|---|---|---|---|---|"]
+    for name, groups in who["image_properties"].items():
+        for group, g in groups.items():
+            lines.append(f"| {name} | {group} | {g['n']:,} | {_share_ci(g['accuracy'])} | "
+                         f"{_share_ci(g['accuracy_standardised'])} |")
+    lines += ["", who["notes"], ""]
+    return lines
 
 
 def _default_intro(card: dict) -> list[str]:

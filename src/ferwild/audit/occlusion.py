@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from ferwild.data.faces import align_face, resize_image
+from ferwild.data.faces import align_face, resize_image, to_channels
+from ferwild.detectors import create_detector
 from ferwild.data.prepared import COL, PreparedDataset
 
 __all__ = ["OCCLUDERS", "PATCH_SIDES", "FacePoints", "occluder_polygon", "occlude", "occlusion_probe"]
@@ -260,6 +261,27 @@ def _occluded(probe: str, sources: list[_Source], alignment: Any,
     return images, use
 
 
+class _CropClassifier:
+    """A run's predicted class ids for aligned crops (as the evaluation reads crops: the crop's
+    channels, then the model's own preprocessing)."""
+
+    def __init__(self, run: str | os.PathLike, device: str, channels: int, batch_size: int):
+        from ferwild.backends import TorchClassifier
+        from ferwild.runs import load_run, resolve_device
+
+        dev = resolve_device(device)
+        model, state = load_run(run, "best", dev)
+        self.classifier, self.preprocessing = TorchClassifier(model, dev), model.preprocessing
+        self.label_names, self.channels, self.batch_size = list(state["label_names"]), channels, batch_size
+
+    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = np.stack([to_channels(c, self.channels) for c in crops[start:start + self.batch_size]])
+            out.append(np.asarray(self.classifier(self.preprocessing.pixel_values(batch))).argmax(1))
+        return np.concatenate(out)
+
+
 # --------------------------------------------------------------------------------------------
 # statistics
 
@@ -328,7 +350,7 @@ def _paired_effect(true: np.ndarray | None, clean: np.ndarray, occluded: np.ndar
 # the probe
 
 
-def _detector_check(recognizer: Any, sources: list[_Source], detectors: Sequence[str], probes: list[str],
+def _detector_check(sources: list[_Source], detectors: Sequence[str], probes: list[str],
                     rng: np.random.Generator) -> dict[str, Any]:
     """Share of occluded photos in which each detector still finds a face near the true one."""
     out: dict[str, Any] = {}
@@ -337,7 +359,7 @@ def _detector_check(recognizer: Any, sources: list[_Source], detectors: Sequence
         return {"note": "pre-aligned crops: no photos to run a detector on"}
     for name in detectors:
         try:
-            detector = recognizer.with_detector(name).detector
+            detector = create_detector(name)
         except Exception as exc:  # noqa: BLE001 - a detector that cannot load is reported
             out[name] = {"error": str(exc).splitlines()[0]}
             continue
@@ -381,7 +403,6 @@ def occlusion_probe(run: str | os.PathLike, data: str | os.PathLike, *, split: s
         ["accuracy", "macro_f1", "recall_drop"]}}, "clean": {...}, "detectors": {...}, "notes"}``;
         drops are clean minus occluded with 95% people-bootstrap intervals.
     """
-    from ferwild.recognizer import Recognizer
 
     say = progress or (lambda _m: None)
     prepared = PreparedDataset(data)
@@ -395,9 +416,9 @@ def occlusion_probe(run: str | os.PathLike, data: str | os.PathLike, *, split: s
         raise ValueError(f"{data}: no usable faces{'' if split is None else f' in split {split!r}'}")
     if max_faces is not None and len(rows) > max_faces:
         rows = rows.sample(n=max_faces, random_state=seed)
-    recognizer = Recognizer.from_run(run, detector="none", device=device, batch_size=batch_size)
-    if list(recognizer.label_names) != list(names):
-        raise ValueError(f"the model reads {recognizer.label_names}, the data is labelled {names}: "
+    classify = _CropClassifier(run, device, alignment.channels, batch_size)
+    if list(classify.label_names) != list(names):
+        raise ValueError(f"the model reads {classify.label_names}, the data is labelled {names}: "
                          "prepare the data like the model's training set (--like)")
     say(f"loading {len(rows)} faces")
     sources, kept, skipped = _load_sources(rows, alignment)
@@ -410,7 +431,7 @@ def occlusion_probe(run: str | os.PathLike, data: str | os.PathLike, *, split: s
               else np.arange(len(kept)).astype(str).astype(object))
 
     def read(images: list[np.ndarray]) -> np.ndarray:
-        return recognizer.classify([_cut(s, img, alignment) for s, img in zip(sources, images)]).argmax(1)
+        return classify([_cut(s, img, alignment) for s, img in zip(sources, images)])
 
     say("clean faces")
     clean = read([s.image for s in sources])
@@ -448,7 +469,7 @@ def occlusion_probe(run: str | os.PathLike, data: str | os.PathLike, *, split: s
     if detectors and detector_photos:
         say("detectors on occluded photos")
         order = np.random.default_rng(seed).permutation(len(sources))[:detector_photos]
-        result["detectors"] = _detector_check(recognizer, [sources[i] for i in order], detectors, probe_names(),
+        result["detectors"] = _detector_check([sources[i] for i in order], detectors, probe_names(),
                                               np.random.default_rng([seed, 2]))
     return result
 
