@@ -14,15 +14,9 @@ from PIL import Image
 from ferwild.data.faces import FaceAlignment, FaceDetector, align_face, estimate_template, template_points
 from ferwild.data.images import load_image
 from ferwild.data.prepared import PreparedDataset
-from ferwild.recognizer import (
-    Face,
-    FaceTracker,
-    ImageResult,
-    Recognizer,
-    RecognizerError,
-    find_inputs,
-    iter_video_frames,
-)
+from ferwild.recognizer import Face, ImageResult, Recognizer, RecognizerError, find_inputs
+from ferwild.tracking import FaceTracker
+from ferwild.video_io import iter_video_frames
 
 
 @pytest.fixture(scope="module")
@@ -378,11 +372,11 @@ def test_a_study_folder_or_its_best_run_file_means_the_selected_run(tiny_run, tm
 
 def test_drawn_tags_stay_inside_the_image():
     """A face at the right edge gets its label tag shifted left (fully visible), not clipped."""
-    from ferwild.recognizer import _PALETTE, draw_result
+    from ferwild.drawing import _PALETTE, draw_result
 
     image = np.full((112, 112, 3), 255, np.uint8)
     face = Face((90.0, 40.0, 112.0, 70.0), None, None, "happiness", 0.87, {"happiness": 0.87}, "mtcnn")
-    drawn = np.asarray(draw_result(image, ImageResult("x", 112, 112, faces=[face]), ["happiness"]))
+    drawn = np.asarray(draw_result(image, ImageResult("x", 112, 112, faces=[face])))
     assert drawn.shape == image.shape
     coloured = np.all(drawn == np.array(_PALETTE[0], np.uint8), axis=2)
     rows, cols = np.nonzero(coloured[:40])  # above the box (where there is room): the tag
@@ -392,7 +386,7 @@ def test_drawn_tags_stay_inside_the_image():
 
 
 def test_place_tags_never_covers_another_face_or_tag():
-    from ferwild.recognizer import _overlaps, place_tags
+    from ferwild.drawing import _overlaps, place_tags
 
     # a row of faces touching each other: tags cannot sit beside them, only above/below
     boxes = [(10.0 + 40 * i, 60.0, 48.0 + 40 * i, 100.0) for i in range(5)]
@@ -411,7 +405,7 @@ def test_place_tags_never_covers_another_face_or_tag():
 def test_annotated_multi_face_photo_tags_cover_no_other_face(shared_data, tiny_run):
     """On a real 5-face photo, each face's colour appears inside no other face's box (tags are
     drawn in their face's colour), and every face has its own colour."""
-    from ferwild.recognizer import draw_result, face_colour
+    from ferwild.drawing import draw_result, face_colour
 
     run, _, _ = tiny_run
     result = Recognizer.from_run(run, detector="mtcnn").analyze([shared_data / "face_photos/pyfeat/multi_face.jpg"])[0]
@@ -434,7 +428,7 @@ def test_page_and_annotated_files_share_face_colours():
     from pathlib import Path
 
     import ferwild
-    from ferwild.recognizer import face_colour
+    from ferwild.drawing import face_colour
 
     js = (Path(ferwild.__file__).parent / "static" / "app.js").read_text()
     hexes = re.findall(r'"#([0-9a-f]{6})"', re.search(r"const COLORS = \[(.*?)\];", js).group(1))
