@@ -488,3 +488,46 @@ def test_recognizer_video_path_numbers_faces_with_the_tracker_given(shared_data,
     assert [r.frame for r in results] == list(range(0, 60, 3))
     assert all(len(r.faces) == 1 and r.faces[0].track == 0 for r in results)
     assert tracker.live_tracks == [0]
+
+
+# ---------------------------------------------------------------------------------------------
+# VideoTracker, LabelFlicker, defaults
+# ---------------------------------------------------------------------------------------------
+
+def test_tracker_defaults_keep_a_second_of_occlusion_and_ten_seconds_of_reentry():
+    tracker = FaceTracker()
+    assert tracker.max_lost_s == 1.0 and tracker.reentry_s == 10.0
+    tracker.update(FakeFrame([FakeFace(_box(0))], time_s=0.0))
+    for t in (0.2, 0.4, 0.6, 0.8):   # more than max_missed frames, less than a second
+        tracker.update(FakeFrame([], time_s=t))
+    assert tracker.update(FakeFrame([FakeFace(_box(5))], time_s=0.9)).faces[0].track == 0
+
+
+def test_video_tracker_numbers_then_smooths_and_sizes_patience_by_frame_rate():
+    from ferwild.tracking import UNCERTAIN, VideoTracker
+
+    fast = VideoTracker.at_frame_rate(LABELS, 30.0, abstain_below=0.9)
+    assert fast.tracker.max_missed == 15 and fast.smoother.frame_s == pytest.approx(1 / 30)
+    assert VideoTracker.at_frame_rate(LABELS, 4.0).tracker.max_missed == 3
+    frame = FakeFrame([FakeFace(_box(0), probabilities=_probs(happy=0.6, sad=0.4), label="happy")], time_s=0.0)
+    face = fast.update(frame).faces[0]
+    assert face.track == 0 and face.smoothed == pytest.approx(_probs(happy=0.6, sad=0.4))
+    assert face.smoothed_label == UNCERTAIN == "uncertain"   # 0.6 < abstain_below
+    plain = VideoTracker()   # no smoother: numbered only
+    face = plain.update(FakeFrame([FakeFace(_box(0), probabilities=_probs(happy=1.0))])).faces[0]
+    assert face.track == 0 and face.smoothed is None and plain.tracker.max_missed == 3
+    with pytest.raises(TrackingError):
+        VideoTracker.at_frame_rate(LABELS, 0.0)
+
+
+def test_streaming_flicker_counts_as_label_flicker_does():
+    from ferwild.tracking import LabelFlicker
+
+    rows = [{"track": k % 2, "time_s": k * 0.1, "label": "ab"[(k // 3) % 2]} for k in range(20)]
+    meter = LabelFlicker()
+    for r in rows:
+        meter.add(r["track"], r["time_s"], r["label"])
+    whole = label_flicker(rows)
+    assert meter.summary() == whole and whole["changes"] > 0 and meter.tracks == 2
+    assert meter.track_seconds == pytest.approx(1.8 + 1.8)
+    assert meter.summary(digits=1)["track_seconds"] == 3.6
