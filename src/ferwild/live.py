@@ -1,11 +1,11 @@
 """``ferwild live``: every face of a camera, a stream or a video file, read as it plays.
 
-A grabber thread decodes the source with PyAV (FFmpeg: V4L2 / AVFoundation / DirectShow cameras,
-RTSP/HTTP streams, files) and keeps only the newest frame, so a slow frame is *dropped*, never
+A grabber thread (:class:`ferwild.video_io.FrameGrabber`) decodes the source with PyAV (FFmpeg:
+V4L2 / AVFoundation / DirectShow cameras, RTSP/HTTP streams, files) and keeps only the newest frame, so a slow frame is *dropped*, never
 queued: the reading stays at the present instead of lagging further behind. The main thread
-reads each frame it takes (``Recognizer`` with the fast detector), numbers the people
-(:class:`~ferwild.tracking.FaceTracker`), smooths each person's reading
-(:class:`~ferwild.tracking.ExpressionSmoother`) and shows it in a window (OpenCV, when a display
+reads each frame it takes (:func:`live_recognizer`: ONNX Runtime with the fast detector), numbers
+the people and smooths each person's reading (:class:`~ferwild.tracking.VideoTracker`), draws it
+(:func:`ferwild.drawing.draw_live`) and shows it in a window (OpenCV, when a display
 and ``opencv-python`` are there) and/or records it with ``out``: ``live.mp4`` (annotated; a
 fragmented MP4, playable even if the process is killed), ``frames.csv`` (one row per face and
 frame, raw and smoothed probabilities, flushed as it goes) and ``summary.json`` (frames read,
@@ -86,7 +86,7 @@ class LiveConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-# drawing, window, outputs
+# window, outputs
 # ------------------------------------------------------------------------------------------------
 
 

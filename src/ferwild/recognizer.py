@@ -16,7 +16,9 @@ detected face::
     for frame in rec.analyze_video("clip.mp4", sample_fps=5):
         ...
 
-One bad image never raises: its result carries ``error`` and the others go on.
+One bad image never raises: its result carries ``error`` and the others go on. Videos are
+decoded by :mod:`ferwild.video_io`, their faces tracked and smoothed by
+:class:`~ferwild.tracking.VideoTracker`; results are drawn by :mod:`ferwild.drawing`.
 """
 
 from __future__ import annotations
