@@ -73,7 +73,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from ferwild.data.images import load_image
-    from ferwild.recognizer import Recognizer, find_inputs, iter_video_frames
+    from ferwild.recognizer import Recognizer, find_inputs
+    from ferwild.video_io import iter_video_frames
 
     shared = Path(os.environ.get("FERWILD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if not (shared / "face_photos").is_dir():

@@ -204,3 +204,17 @@ def test_the_live_and_onnx_commands_never_import_torch(tiny_run, tiny_onnx, tmp_
                              env={**os.environ, "FERWILD_CACHE": str(cache)})
         assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-2000:])
         assert out.stdout.strip().splitlines()[-1] == "[]", args
+
+
+def test_live_paths_read_video_with_the_stricter_fast_threshold(tiny_onnx):
+    from ferwild.detectors.blazeface import DEFAULT_MIN_CONFIDENCE, VIDEO_MIN_CONFIDENCE
+    from ferwild.live import live_recognizer
+    assert live_recognizer(onnx=tiny_onnx, detector="fast").detector.min_confidence == VIDEO_MIN_CONFIDENCE
+    assert live_recognizer(onnx=tiny_onnx, detector="fast-tiled", min_confidence=0.55).detector.min_confidence == 0.55
+    # a photo recogniser keeps MediaPipe's threshold: each photo holds a face to find
+    assert Recognizer.from_onnx(tiny_onnx, detector="fast").detector.min_confidence == DEFAULT_MIN_CONFIDENCE
+    # the page's Live mode behind an MTCNN server switches to fast-tiled at the video threshold
+    from ferwild.serve import _LiveModel
+
+    live = _LiveModel(Recognizer.from_onnx(tiny_onnx, detector="mtcnn"))
+    assert live.detector == "fast-tiled" and live.get().detector.min_confidence == VIDEO_MIN_CONFIDENCE

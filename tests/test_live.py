@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferwild.live import FrameGrabber, LiveConfig, LiveError, Source, _open, describe_source, run_live
+from ferwild.live import LiveConfig, LiveError, run_live
+from ferwild.video_io import FrameGrabber, Source, VideoError, describe_source, open_source
 from ferwild.recognizer import Recognizer
 
 pytestmark = pytest.mark.shared_data
@@ -120,7 +121,7 @@ def _real_frames(video: Path, n: int) -> list[np.ndarray]:
 def test_camera_unplugged_mid_stream_keeps_what_was_read(rec, video, tmp_path, monkeypatch):
     frames = _real_frames(video, 6)
     unplugged = OSError(errno.ENODEV, "No such device")
-    monkeypatch.setattr("ferwild.live._open", lambda *a, **k: _fake_container(frames, then=unplugged))
+    monkeypatch.setattr("ferwild.video_io.open_source", lambda *a, **k: _fake_container(frames, then=unplugged))
     monkeypatch.setattr("ferwild.live.describe_source",
                         lambda s: Source("/dev/video0", "v4l2", "camera 0 (/dev/video0)", "camera"))
     summary = run_live(rec, "0", LiveConfig(out=tmp_path / "o", pace=False), log=lambda m: None)
@@ -135,7 +136,7 @@ def test_camera_unplugged_mid_stream_keeps_what_was_read(rec, video, tmp_path, m
 
 def test_stalled_stream_stops_with_a_message(rec, video, tmp_path, monkeypatch):
     frames = _real_frames(video, 4)
-    monkeypatch.setattr("ferwild.live._open", lambda *a, **k: _fake_container(frames, stall=20))
+    monkeypatch.setattr("ferwild.video_io.open_source", lambda *a, **k: _fake_container(frames, stall=20))
     monkeypatch.setattr("ferwild.live.describe_source",
                         lambda s: Source("rtsp://cam/stream", None, "rtsp://cam/stream", "stream"))
     t0 = time.monotonic()
@@ -151,8 +152,8 @@ def test_missing_and_busy_cameras_say_so(monkeypatch, tmp_path):
     if sys.platform.startswith("linux"):
         assert describe_source("3") == Source("/dev/video3", "v4l2", "camera 3 (/dev/video3)", "camera")
         if not Path("/dev/video9").exists():
-            with pytest.raises(LiveError, match=r"camera 9 \(/dev/video9\) not found"):
-                _open(describe_source("9"), 1.0, 1.0)
+            with pytest.raises(VideoError, match=r"camera 9 \(/dev/video9\) not found"):
+                open_source(describe_source("9"), 1.0, 1.0)
     device = tmp_path / "video0"
     device.write_bytes(b"")
     camera = Source(str(device), "v4l2", "camera 0", "camera")
@@ -163,11 +164,11 @@ def test_missing_and_busy_cameras_say_so(monkeypatch, tmp_path):
         return open_
 
     monkeypatch.setattr("av.open", refuse(errno.EBUSY))
-    with pytest.raises(LiveError, match="camera 0 is busy: another program is using it"):
-        _open(camera, 1.0, 1.0)
+    with pytest.raises(VideoError, match="camera 0 is busy: another program is using it"):
+        open_source(camera, 1.0, 1.0)
     monkeypatch.setattr("av.open", refuse(errno.EACCES))
-    with pytest.raises(LiveError, match="permission denied"):
-        _open(camera, 1.0, 1.0)
+    with pytest.raises(VideoError, match="permission denied"):
+        open_source(camera, 1.0, 1.0)
     assert describe_source("rtsp://h/s").kind == "stream" and describe_source("clip.mp4").kind == "file"
 
 

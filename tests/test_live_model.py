@@ -69,15 +69,15 @@ def test_live_run_follows_the_live_models_card():
 
 
 def test_the_live_paths_load_the_live_run(tmp_path):
-    from ferwild.cli import _live_recognizer
+    from ferwild.live import live_recognizer
 
-    rec = _live_recognizer(None, None, detector="fast", min_confidence=None, max_faces=None, abstain_below=None,
-                           backend="onnx", device="cpu", tta="none")
+    rec = live_recognizer(None, None, detector="fast", min_confidence=None, max_faces=None, abstain_below=None,
+                          backend="onnx", device="cpu", tta="none")
     assert rec.source == live_run() and rec.backend == "onnx"
     assert rec.info()["model"] == model_card(live_run())["architecture"]
     # a chosen model still wins: the live model's own ONNX file
-    rec = _live_recognizer(None, shipped_onnx(f"ferwild:{LIVE_MODEL}"), detector="fast", min_confidence=None,
-                           max_faces=None, abstain_below=None, backend="onnx", device="cpu", tta="none")
+    rec = live_recognizer(None, shipped_onnx(f"ferwild:{LIVE_MODEL}"), detector="fast", min_confidence=None,
+                          max_faces=None, abstain_below=None, backend="onnx", device="cpu", tta="none")
     assert rec.source != live_run() and rec.info()["model"] == model_card(LIVE_MODEL)["architecture"]
 
 

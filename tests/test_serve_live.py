@@ -4,7 +4,7 @@ The server side runs on the shared tiny run (conftest): with ``detector="none"``
 crops: every frame is one face) everywhere, and behind real detectors on frames of a real video
 and on a group photo when ../shared/data is present. The live frames go through the server's
 own detector (the one ``/predict`` uses) unless ``live_detector`` names another. The page's JavaScript runs under node where node exists:
-its tag placement against Python's ``place_tags``, and its live loop against a fake browser.
+its tag placement against Python's ``ferwild.drawing.place_tags``, and its live loop against a fake browser.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from conftest import WatchedRecognizer, start_ferwild_serve
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ferwild.recognizer import Recognizer, place_tags
+from ferwild.drawing import place_tags
+from ferwild.recognizer import Recognizer
 from ferwild.serve import LIVE_PATH, create_app
 
 APP_JS = Path(__file__).resolve().parents[1] / "src" / "ferwild" / "static" / "app.js"

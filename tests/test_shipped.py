@@ -159,6 +159,27 @@ def test_derived_files_of_a_shipped_model_go_to_the_user_cache(packed, tmp_path)
     assert shipped.cache_dir(tmp_path / "myrun", "audit-cache") == tmp_path / "myrun" / "audit-cache"
 
 
+def test_one_cache_root_for_every_cache(tiny_run, tmp_path, monkeypatch):
+    """$FERWILD_CACHE, else $XDG_CACHE_HOME/ferwild, else ~/.cache/ferwild: shipped models'
+    derived files and the live path's ONNX exports (export.cached_onnx) both live under it."""
+    from ferwild import export
+
+    monkeypatch.delenv("FERWILD_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert shipped.cache_root() == tmp_path / "home" / ".cache" / "ferwild"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert shipped.cache_root() == tmp_path / "xdg" / "ferwild"
+    exported = []
+    monkeypatch.setattr(export, "export_onnx", lambda run, target, **kw: (exported.append(target),
+                                                                          target.write_bytes(b"onnx")))
+    path = export.cached_onnx(tiny_run[0], tta="none")
+    assert path.parent == tmp_path / "xdg" / "ferwild" / "onnx" and exported == [path]
+    monkeypatch.setenv("FERWILD_CACHE", str(tmp_path / "mine"))
+    assert shipped.cache_root() == tmp_path / "mine"
+    assert export.cached_onnx(tiny_run[0], tta="none").parent == tmp_path / "mine" / "onnx"
+
+
 def test_audit_outputs_of_a_shipped_model_leave_its_folder_untouched(packed, tiny_run, tmp_path):
     from ferwild.audit.model_outputs import compute_outputs
 

@@ -153,7 +153,7 @@ def test_faces_that_do_not_overlap_enough_start_new_tracks():
     assert tracker.update(FakeFrame([FakeFace(_box(40))])).faces[0].track == 0   # IoU 0.33
     assert tracker.update(FakeFrame([FakeFace(_box(100))])).faces[0].track == 1  # IoU 0
     # without descriptors nothing comes back by look, even with re-entry on
-    tracker = FaceTracker(max_missed=0, reentry_s=5.0)
+    tracker = FaceTracker(max_missed=0, reentry_s=5.0, max_lost_s=None)
     tracker.update(FakeFrame([FakeFace(_box(0))], time_s=0.0))
     tracker.update(FakeFrame([], time_s=0.1))
     assert tracker.update(FakeFrame([FakeFace(_box(300))], time_s=0.2)).faces[0].track == 1
@@ -167,7 +167,7 @@ def test_two_look_alikes_never_share_a_number():
     near_a = a + 0.2 * b
     near_a /= np.linalg.norm(near_a)
     assert float(near_a @ a) > 0.95 and abs(float(a @ b)) < 0.2
-    tracker = FaceTracker(max_missed=0, reentry_s=5.0, min_similarity=0.85)
+    tracker = FaceTracker(max_missed=0, reentry_s=5.0, min_similarity=0.85, max_lost_s=None)
     tracker.update(FakeFrame([FakeFace(_box(0), descriptor=a), FakeFace(_box(300), descriptor=b)], time_s=0.0))
     tracker.update(FakeFrame([], time_s=0.1))
     faces = tracker.update(FakeFrame([FakeFace(_box(600), descriptor=a), FakeFace(_box(900), descriptor=near_a)],
@@ -184,7 +184,7 @@ def test_the_best_look_alike_takes_the_number_back_whatever_the_face_order():
     weak = a + 0.55 * noise
     weak /= np.linalg.norm(weak)
     assert 0.8 < float(weak @ a) < 0.95
-    tracker = FaceTracker(max_missed=0, reentry_s=5.0, min_similarity=0.65)
+    tracker = FaceTracker(max_missed=0, reentry_s=5.0, min_similarity=0.65, max_lost_s=None)
     tracker.update(FakeFrame([FakeFace(_box(0), descriptor=a)], time_s=0.0))
     tracker.update(FakeFrame([], time_s=0.1))
     faces = tracker.update(FakeFrame([FakeFace(_box(300), descriptor=weak), FakeFace(_box(600), descriptor=a)],
@@ -197,7 +197,7 @@ def test_ended_tracks_are_forgotten_without_frame_times_too():
     rng = np.random.default_rng(6)
     a = rng.normal(size=256)
     a /= np.linalg.norm(a)
-    tracker = FaceTracker(max_missed=0, reentry_s=1.0)
+    tracker = FaceTracker(max_missed=0, reentry_s=1.0, max_lost_s=None)
     tracker.update(FakeFrame([FakeFace(_box(0), descriptor=a)]))
     for _ in range(20):
         tracker.update(FakeFrame([]))
@@ -258,7 +258,7 @@ def test_a_person_who_comes_back_gets_their_number_back(video_results, strangers
     assert max(float(seen.descriptor @ s.descriptor) for s in strangers) < 0.85
 
     def run(returning, when: float) -> int:
-        tracker = FaceTracker(max_missed=2, reentry_s=3.0, min_similarity=0.85)
+        tracker = FaceTracker(max_missed=2, reentry_s=3.0, min_similarity=0.85, max_lost_s=None)
         for k in range(3):   # seen for three frames, then gone
             tracker.update(FakeFrame([FakeFace(seen.box, descriptor=seen.descriptor)], time_s=k / 10))
         for k in range(3, 8):
@@ -279,7 +279,7 @@ def test_a_person_who_comes_back_gets_their_number_back(video_results, strangers
 def test_two_people_who_come_back_swapped_get_their_own_numbers(video_results, strangers):
     a_then, a_now = video_results[0].faces[0], video_results[10].faces[0]
     b = max(strangers, key=lambda f: f.box[2] - f.box[0])
-    tracker = FaceTracker(max_missed=0, reentry_s=5.0)
+    tracker = FaceTracker(max_missed=0, reentry_s=5.0, max_lost_s=None)
     first = tracker.update(FakeFrame([FakeFace(_box(0, side=100), descriptor=a_then.descriptor),
                                       FakeFace(_box(400, side=100), descriptor=b.descriptor)], time_s=0.0)).faces
     assert [f.track for f in first] == [0, 1]
@@ -479,9 +479,6 @@ def test_real_video_one_track_and_smoothing_never_adds_flicker(video_results, re
 
 @pytest.mark.shared_data
 def test_recognizer_video_path_numbers_faces_with_the_tracker_given(shared_data, rec_fast):
-    from ferwild.recognizer import FaceTracker as ReExported
-
-    assert ReExported is FaceTracker
     path = shared_data / VIDEO
     if not path.is_file():
         pytest.skip(f"{path} not present")
@@ -491,3 +488,46 @@ def test_recognizer_video_path_numbers_faces_with_the_tracker_given(shared_data,
     assert [r.frame for r in results] == list(range(0, 60, 3))
     assert all(len(r.faces) == 1 and r.faces[0].track == 0 for r in results)
     assert tracker.live_tracks == [0]
+
+
+# ---------------------------------------------------------------------------------------------
+# VideoTracker, LabelFlicker, defaults
+# ---------------------------------------------------------------------------------------------
+
+def test_tracker_defaults_keep_a_second_of_occlusion_and_ten_seconds_of_reentry():
+    tracker = FaceTracker()
+    assert tracker.max_lost_s == 1.0 and tracker.reentry_s == 10.0
+    tracker.update(FakeFrame([FakeFace(_box(0))], time_s=0.0))
+    for t in (0.2, 0.4, 0.6, 0.8):   # more than max_missed frames, less than a second
+        tracker.update(FakeFrame([], time_s=t))
+    assert tracker.update(FakeFrame([FakeFace(_box(5))], time_s=0.9)).faces[0].track == 0
+
+
+def test_video_tracker_numbers_then_smooths_and_sizes_patience_by_frame_rate():
+    from ferwild.tracking import UNCERTAIN, VideoTracker
+
+    fast = VideoTracker.at_frame_rate(LABELS, 30.0, abstain_below=0.9)
+    assert fast.tracker.max_missed == 15 and fast.smoother.frame_s == pytest.approx(1 / 30)
+    assert VideoTracker.at_frame_rate(LABELS, 4.0).tracker.max_missed == 3
+    frame = FakeFrame([FakeFace(_box(0), probabilities=_probs(happy=0.6, sad=0.4), label="happy")], time_s=0.0)
+    face = fast.update(frame).faces[0]
+    assert face.track == 0 and face.smoothed == pytest.approx(_probs(happy=0.6, sad=0.4))
+    assert face.smoothed_label == UNCERTAIN == "uncertain"   # 0.6 < abstain_below
+    plain = VideoTracker()   # no smoother: numbered only
+    face = plain.update(FakeFrame([FakeFace(_box(0), probabilities=_probs(happy=1.0))])).faces[0]
+    assert face.track == 0 and face.smoothed is None and plain.tracker.max_missed == 3
+    with pytest.raises(TrackingError):
+        VideoTracker.at_frame_rate(LABELS, 0.0)
+
+
+def test_streaming_flicker_counts_as_label_flicker_does():
+    from ferwild.tracking import LabelFlicker
+
+    rows = [{"track": k % 2, "time_s": k * 0.1, "label": "ab"[(k // 3) % 2]} for k in range(20)]
+    meter = LabelFlicker()
+    for r in rows:
+        meter.add(r["track"], r["time_s"], r["label"])
+    whole = label_flicker(rows)
+    assert meter.summary() == whole and whole["changes"] > 0 and meter.tracks == 2
+    assert meter.track_seconds == pytest.approx(1.8 + 1.8)
+    assert meter.summary(digits=1)["track_seconds"] == 3.6

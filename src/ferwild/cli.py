@@ -777,7 +777,7 @@ def live(
     Drops frames rather than lag, prints the frame rate it holds, and stops cleanly on Ctrl-C or q
     (in the window), keeping what it recorded. Without a display, record with --out.
     """
-    from ferwild.live import LiveConfig, LiveError, run_live
+    from ferwild.live import LiveConfig, LiveError, live_recognizer, run_live
 
     _verbose_detail(verbose)
     if backend not in ("onnx", "torch"):
@@ -789,10 +789,11 @@ def live(
                             stall_timeout_s=stall_timeout, record=record, half_life_s=half_life)
     except ValueError as exc:
         _fail(str(exc))
-    recognizer = _live_recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
-                                  abstain_below=abstain_below, backend=backend, device=device,
-                                  tta=None if tta == "model" else tta)
     try:
+        recognizer = live_recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
+                                     abstain_below=abstain_below, backend=backend, device=device,
+                                     tta=None if tta == "model" else tta,
+                                     log=lambda m: err_console.print(m, highlight=False))
         summary = run_live(recognizer, source, config, log=lambda m: err_console.print(m, highlight=False))
     except LiveError as exc:
         _fail(str(exc))
@@ -812,39 +813,6 @@ def live_summary_lines(summary: dict) -> list[str]:
             f"({summary['frames_dropped']} dropped)",
             f"{count(summary['faces'], 'face')}, {count(summary['tracks'], 'person', 'people')}",
             f"stopped: {summary['stop_reason']}"]
-
-
-def _live_recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min_confidence: Optional[float],
-                     max_faces: Optional[int], abstain_below: Optional[float], backend: str, device: str,
-                     tta: Optional[str] = None):
-    """The recogniser for live use: ONNX Runtime on one thread (the grabber decodes on the other
-    core), a ``--run`` exported once to a cache; or PyTorch with ``--backend torch``."""
-    from ferwild.export import ExportError, cached_onnx
-    from ferwild.recognizer import Recognizer, RecognizerError
-    from ferwild.runs import RunError
-    from ferwild.shipped import live_run, shipped_onnx
-
-    if run is not None and onnx is not None:
-        _fail("give at most one of --run RUN_DIR or --onnx MODEL.onnx")
-    if backend == "torch" and onnx is None:
-        recognizer = _recognizer(run if run is not None else Path(live_run()), None, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
-                                 device=device, abstain_below=abstain_below)
-        if tta is not None and hasattr(recognizer.classifier, "model"):
-            recognizer.classifier.model.set_tta(tta)
-        return recognizer
-    kwargs = {"detector": detector, "min_confidence": min_confidence, "max_faces": max_faces,
-              "abstain_below": abstain_below}
-    source = run if run is not None else live_run()
-    ready = shipped_onnx(source) if onnx is None and tta in (None, "none") else None
-    try:
-        path = onnx if onnx is not None else ready or cached_onnx(source, tta=tta,
-                                                                  log=lambda m: err_console.print(m, highlight=False))
-        recognizer = Recognizer.from_onnx(path, intra_op_threads=1, **kwargs)
-    except (RecognizerError, RunError, ExportError, OSError) as exc:
-        _fail(str(exc))
-    if onnx is None:
-        recognizer.source = str(source)
-    return recognizer
 
 
 @app.command(**command_settings())
@@ -921,9 +889,14 @@ def serve(
                              device=device, abstain_below=abstain_below)
     live_recognizer = None
     if run is None and onnx is None:  # the page's Live mode reads with the live model, as `ferwild live` does
-        live_recognizer = _live_recognizer(None, None, detector="fast", min_confidence=min_confidence,
-                                           max_faces=max_faces, abstain_below=abstain_below, backend="onnx",
-                                           device=device, tta=None)
+        from ferwild.live import LiveError, live_recognizer as make_live_recognizer
+
+        try:
+            live_recognizer = make_live_recognizer(min_confidence=min_confidence, max_faces=max_faces,
+                                                   abstain_below=abstain_below,
+                                                   log=lambda m: err_console.print(m, highlight=False))
+        except LiveError as exc:
+            _fail(str(exc))
     console.print(f"serving {recognizer.source or recognizer.info()['model']} ({recognizer.info()['model']}, "
                   f"{recognizer.backend}) on http://{host}:{port}/"
                   + (f"; live mode: {live_recognizer.source}" if live_recognizer is not None else "")

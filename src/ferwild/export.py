@@ -405,12 +405,13 @@ def cached_onnx(run_dir: str | os.PathLike, *, which: str = "best", cache_dir: s
     Live video wants ONNX Runtime's speed (a 48 px face in ~3-4 ms on one core, several times
     PyTorch's eager call) without asking the user to run ``ferwild export`` first. The file is
     keyed by the checkpoint's bytes and ferwild's version, so a retrained run or a new release
-    exports afresh. Cache folder: ``cache_dir``, else ``$FERWILD_CACHE/onnx``, else
-    ``~/.cache/ferwild/onnx``. ``tta`` as for :func:`export_onnx`.
+    exports afresh. Cache folder: ``cache_dir``, else ``onnx/`` under ferwild's cache
+    (:func:`ferwild.shipped.cache_root`). ``tta`` as for :func:`export_onnx`.
     """
     import hashlib
 
     from ferwild.runs import checkpoint_dir, resolve_run_dir
+    from ferwild.shipped import cache_root
 
     ckpt = checkpoint_dir(resolve_run_dir(run_dir), which)
     digest = hashlib.sha256(f"{_ferwild_version()} tta={tta}".encode())
@@ -418,9 +419,7 @@ def cached_onnx(run_dir: str | os.PathLike, *, which: str = "best", cache_dir: s
         if f.is_file():
             digest.update(f.name.encode())
             digest.update(f.read_bytes())
-    root = Path(cache_dir) if cache_dir is not None else (
-        Path(os.environ["FERWILD_CACHE"]) / "onnx" if os.environ.get("FERWILD_CACHE")
-        else Path.home() / ".cache" / "ferwild" / "onnx")
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "onnx"
     target = root / f"{digest.hexdigest()[:24]}.onnx"
     if not target.is_file():
         if log is not None:

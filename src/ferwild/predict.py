@@ -43,7 +43,10 @@ import numpy as np
 
 from ferwild.config import Settings, check_int, check_number
 from ferwild.files import save_json_atomic, save_text_atomic
-from ferwild.recognizer import ImageResult, Recognizer, RecognizerError, draw_result, find_inputs, is_video
+from ferwild.drawing import draw_result
+from ferwild.face_tables import face_rows, prediction_columns, timeline_columns
+from ferwild.recognizer import ImageResult, Recognizer, RecognizerError, find_inputs, is_video
+from ferwild.video_io import VideoWriter, video_frame_rate
 
 RESULTS = "results.jsonl"
 PARTS = "parts"  # a Ray run's committed part journals, folded into RESULTS as they finish
@@ -234,7 +237,7 @@ def _predict_some(recognizer: Recognizer, files: Sequence[Path], names: dict[str
                     target = out / "annotated" / names[str(path)]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     lossy = target.suffix.lower() in {".jpg", ".jpeg", ".webp"}
-                    draw_result(path, result, recognizer.label_names).save(target, **({"quality": 90} if lossy else {}))
+                    draw_result(path, result).save(target, **({"quality": 90} if lossy else {}))
         write([r.to_dict() for r in results])
         advance(len(batch))
     for path in videos:
@@ -396,17 +399,8 @@ def write_timeline_csv(frames: list[dict], label_names: Sequence[str], path: Pat
     """The timeline as a table: one row per face and sampled frame, raw and smoothed probabilities."""
     import pandas as pd
 
-    rows = []
-    for r in frames:
-        for face in r["faces"]:
-            smoothed = face.get("smoothed") or {}
-            rows.append({"frame": r.get("frame"), "time_s": r.get("time_s"), "track": face.get("track"),
-                         "label": face["label"], "smoothed_label": face.get("smoothed_label"),
-                         **{f"prob_{n}": face["probabilities"].get(n) for n in label_names},
-                         **{f"smoothed_{n}": smoothed.get(n) for n in label_names}})
-    columns = (["frame", "time_s", "track", "label", "smoothed_label"] + [f"prob_{n}" for n in label_names]
-               + [f"smoothed_{n}" for n in label_names])
-    table = pd.DataFrame(rows, columns=columns)
+    rows = [row for r in frames for row in face_rows(r, label_names) if row["face"] is not None]
+    table = pd.DataFrame(rows, columns=timeline_columns(label_names))
     for column in ("frame", "track"):
         table[column] = table[column].astype("Int64")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -435,9 +429,9 @@ def _predict_video(recognizer: Recognizer, path: Path, out: Path, rel: Path | No
             buffered.append(record)
             n_frames += result.error is None
             if config.annotate and rgb is not None:
-                writer = writer or _VideoWriter(_annotated_path(out, rel, ".mp4"),
-                                                fps=config.sample_fps or _video_rate(path, config.every_n_frames))
-                writer.add(draw_result(rgb, result, recognizer.label_names))
+                writer = writer or VideoWriter(_annotated_path(out, rel, ".mp4"),
+                                               fps=config.sample_fps or _sampled_rate(path, config.every_n_frames))
+                writer.add(draw_result(rgb, result))
             if len(buffered) >= 64:
                 write(buffered)
                 buffered = []
@@ -452,79 +446,19 @@ def _predict_video(recognizer: Recognizer, path: Path, out: Path, rel: Path | No
     log(f"{path}: done, {n_frames} frames at {n_frames / max(seconds, 1e-9):.1f} frames/s")
 
 
-def _video_rate(path: Path, every_n_frames: int) -> float:
-    import av
-
-    with av.open(str(path)) as container:
-        rate = container.streams.video[0].average_rate
-    return float(rate) / every_n_frames if rate else 25.0 / every_n_frames
-
-
-class _VideoWriter:
-    """Annotated frames -> an H.264 MP4 (yuv420p: plays in browsers)."""
-
-    def __init__(self, target: Path, fps: float) -> None:
-        import av
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.target, self.tmp = target, target.with_name(f".{target.name}.tmp.mp4")
-        self.container = av.open(str(self.tmp), mode="w")
-        from fractions import Fraction
-
-        self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        self.stream.pix_fmt = "yuv420p"
-        self.started = False
-
-    def add(self, annotated) -> None:
-        """Encode one annotated frame (a PIL image, e.g. from :func:`draw_result`)."""
-        import av
-
-        image = np.asarray(annotated.convert("RGB"))
-        h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2  # yuv420p needs even sides
-        if not self.started:
-            self.stream.width, self.stream.height = w, h
-            self.started = True
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        if self.started:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-        self.container.close()
-        if self.started:
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
+def _sampled_rate(path: Path, every_n_frames: int) -> float:
+    """Frames per second of a video sampled every ``every_n_frames`` frames (25 when it does not say)."""
+    return (video_frame_rate(path) or 25.0) / every_n_frames
 
 
 def write_predictions_csv(records: list[dict], label_names: Sequence[str], path: Path) -> None:
     """Flatten journal records to one row per face (see the module doc), written atomically."""
     import pandas as pd
 
-    rows = []
-    for r in records:
-        if r.get("video_done"):
-            continue
-        base = {"source": r["source"], "frame": r.get("frame"), "time_s": r.get("time_s"),
-                "n_faces": r.get("n_faces", 0)}
-        if not r.get("faces"):
-            rows.append({**base, "face": None, "error": r.get("error") or ""})
-            continue
-        for k, face in enumerate(r["faces"]):
-            x1, y1, x2, y2 = face["box"]
-            rows.append({**base, "face": k, "track": face.get("track"), "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-                         "detection_confidence": face["detection_confidence"], "label": face["label"],
-                         "confidence": face["confidence"],
-                         **{f"prob_{name}": face["probabilities"].get(name) for name in label_names},
-                         "error": "", "smoothed_label": face.get("smoothed_label")})
-    columns = (["source", "frame", "time_s", "face", "track", "n_faces", "x1", "y1", "x2", "y2", "detection_confidence",
-                "label", "confidence"] + [f"prob_{name}" for name in label_names] + ["error", "smoothed_label"])
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["face"] = frame["face"].astype("Int64")
-    frame["track"] = frame["track"].astype("Int64")
-    frame["frame"] = frame["frame"].astype("Int64")
+    rows = [row for r in records if not r.get("video_done") for row in face_rows(r, label_names)]
+    frame = pd.DataFrame(rows, columns=prediction_columns(label_names))
+    for column in ("face", "track", "frame"):
+        frame[column] = frame[column].astype("Int64")
     save_text_atomic(path, frame.to_csv(index=False))
 
 

@@ -16,7 +16,9 @@ detected face::
     for frame in rec.analyze_video("clip.mp4", sample_fps=5):
         ...
 
-One bad image never raises: its result carries ``error`` and the others go on.
+One bad image never raises: its result carries ``error`` and the others go on. Videos are
+decoded by :mod:`ferwild.video_io`, their faces tracked and smoothed by
+:class:`~ferwild.tracking.VideoTracker`; results are drawn by :mod:`ferwild.drawing`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from ferwild.data.images import ImageRejected, load_image, pil_to_rgb
 from ferwild.detectors import DETECTORS, create_detector  # noqa: F401 - DETECTORS re-exported
 from ferwild.formatting import first_line
 from ferwild.preprocessing import Preprocessing
-from ferwild.tracking import FaceTracker, face_descriptor  # noqa: F401 - FaceTracker re-exported
+from ferwild.tracking import UNCERTAIN, ExpressionSmoother, FaceTracker, VideoTracker, box_area, face_descriptor
+from ferwild.video_io import VideoError, iter_video_frames, prefetch
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -126,7 +129,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
+def to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
     """An in-memory image as ``(H, W, 3)`` uint8 RGB (alpha composited on white, as prepare does)."""
     if isinstance(image, Image.Image):
         return pil_to_rgb(image)  # the same conversion as a file read by prepare
@@ -142,10 +145,6 @@ def _to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"empty image, shape {arr.shape}")
     return np.ascontiguousarray(arr)
-
-
-#: The label of a face read with less confidence than the recogniser's ``abstain_below``.
-UNCERTAIN = "uncertain"
 
 
 class Recognizer:
@@ -329,7 +328,7 @@ class Recognizer:
         side, channels = self.face_alignment.crop_size, self.face_alignment.channels
         batch = []
         for crop in crops:
-            arr = _to_rgb_array(crop)
+            arr = to_rgb_array(crop)
             if arr.shape[:2] != (side, side):
                 arr = resize_image(arr, side)
             batch.append(to_channels(arr, channels))
@@ -374,7 +373,7 @@ class Recognizer:
                 if isinstance(image, (str, os.PathLike)):
                     arrays[i] = load_image(image).array
                 else:
-                    arrays[i] = _to_rgb_array(image)
+                    arrays[i] = to_rgb_array(image)
             except ImageRejected as exc:
                 results[i].error = exc.reason
             except Exception as exc:  # noqa: BLE001 - one bad input is reported, never fatal
@@ -393,7 +392,7 @@ class Recognizer:
         """Align and classify the faces ``detections`` found in ``image`` (an RGB array), e.g. when
         detection ran in another thread (``ferwild live`` detects in its decoding thread; aligning
         there too was measured slower: 84 vs 104 frames/s, the two threads then share the GIL more)."""
-        arr = _to_rgb_array(image)
+        arr = to_rgb_array(image)
         result = ImageResult(source, int(arr.shape[1]), int(arr.shape[0]))
         self._fill([result], {0: arr}, found=[detections])
         return result
@@ -425,7 +424,7 @@ class Recognizer:
                     continue
                 arr = arrays[i]
                 h, w = arr.shape[:2]
-                dets = sorted(dets, key=lambda d: -_area(d.box))
+                dets = sorted(dets, key=lambda d: -box_area(d.box))
                 if self.max_faces is not None:
                     dets = dets[: self.max_faces]
                 for det in dets:
@@ -472,7 +471,7 @@ class Recognizer:
 
     def analyze_video_frames(self, path: str | os.PathLike, *, sample_fps: float | None = None,
                              every_n_frames: int = 1, max_frames: int | None = None, frames_per_batch: int = 16,
-                             tracker: FaceTracker | None = None, smoother: Any = None,
+                             tracker: FaceTracker | None = None, smoother: ExpressionSmoother | None = None,
                              ) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
         """Yield ``(result, frame RGB array)`` per sampled frame of a video (the array is None for
         the error result of a stream that broke), e.g. to draw the results on the frames.
@@ -499,16 +498,12 @@ class Recognizer:
             raise RecognizerError(f"sample_fps must be > 0, got {sample_fps}")
         name = os.fspath(path)
         pending: list[tuple[int, float | None, np.ndarray]] = []
-
-        tracker = tracker or FaceTracker(max_lost_s=1.0, reentry_s=10.0)
+        tracking = VideoTracker(tracker, smoother)
 
         def flush() -> list[tuple[ImageResult, np.ndarray | None]]:
             results = [ImageResult(name, int(a.shape[1]), int(a.shape[0]), frame=f, time_s=t) for f, t, a in pending]
             self._fill(results, {j: a for j, (_, _, a) in enumerate(pending)})
-            out = [(tracker.update(r), a) for r, (_, _, a) in zip(results, pending)]
-            if smoother is not None:
-                for r, _ in out:
-                    smoother.update(r)
+            out = [(tracking.update(r), a) for r, (_, _, a) in zip(results, pending)]
             pending.clear()
             return out
 
@@ -520,8 +515,8 @@ class Recognizer:
                 item = next(frames)
             except StopIteration:
                 break
-            except RecognizerError:
-                raise  # cannot be opened at all: the caller's error, not a frame's
+            except VideoError as exc:  # cannot be opened at all: the caller's error, not a frame's
+                raise RecognizerError(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - keep what was decoded, say where it broke
                 yield from flush()
                 yield ImageResult(name, 0, 0, error=f"video decoding stopped: {first_line(exc)}"), None
@@ -541,100 +536,6 @@ class Recognizer:
                 break
         frames.close()
         yield from flush()
-
-
-def prefetch(iterator: Iterator[Any], depth: int = 8) -> Iterator[Any]:
-    """``iterator``'s items, produced in a thread of their own up to ``depth`` ahead (decoding
-    overlaps the model on a second core). An exception of the iterator is raised where it
-    happened in the sequence; closing the generator stops the thread."""
-    import queue
-    import threading
-
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def work() -> None:
-        try:
-            for item in iterator:
-                while not stop.is_set():
-                    try:
-                        items.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    break
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            items.put((False, exc))
-            return
-        finally:
-            close = getattr(iterator, "close", None)
-            if stop.is_set() and close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001
-                    pass
-        items.put((True, end))
-
-    thread = threading.Thread(target=work, name="ferwild-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = items.get()
-            if not ok:
-                raise item
-            if item is end:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5.0)
-
-
-def video_open_error(name: str, exc: BaseException) -> str:
-    """Why ``av.open(name)`` failed, in words: a file FFmpeg cannot decode (a text file renamed
-    ``.mp4``) is "not a video file"; PyAV's raw text is logged at DEBUG (``ferwild ... --verbose``)."""
-    import logging
-
-    import av
-
-    logging.getLogger(__name__).debug("%s: %s", name, first_line(exc))
-    if isinstance(exc, av.error.InvalidDataError) and Path(name).is_file():
-        return f"{name}: cannot open as a video: not a video file (could not decode)"
-    return f"{name}: cannot open as a video ({first_line(exc)})"
-
-
-def iter_video_frames(path: str | os.PathLike) -> Iterator[tuple[int, float | None, np.ndarray]]:
-    """Decode a video with PyAV: ``(frame index, time in seconds or None, (H, W, 3) uint8 RGB)``.
-
-    Raises:
-        RecognizerError: when the file is missing, not a video, or has no video stream (raised
-            at the first ``next``). Errors part-way through come out of ``next`` as PyAV errors.
-    """
-    import av
-
-    name = os.fspath(path)
-    if not Path(name).is_file():
-        raise RecognizerError(f"{name}: no such video file")
-    try:
-        container = av.open(name)
-    except Exception as exc:  # noqa: BLE001 - av raises many types for a non-video
-        raise RecognizerError(video_open_error(name, exc)) from None
-    try:
-        if not container.streams.video:
-            raise RecognizerError(f"{name}: has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame-level threads: decoding keeps up with MTCNN on 2 cores
-        for index, frame in enumerate(container.decode(stream)):
-            yield index, (None if frame.time is None else float(frame.time)), frame.to_ndarray(format="rgb24")
-    finally:
-        container.close()
-
-
-def _area(box: tuple[float, float, float, float]) -> float:
-    x1, y1, x2, y2 = box
-    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
 def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -663,117 +564,3 @@ def find_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def is_video(path: str | os.PathLike) -> bool:
     """Whether ``ferwild predict`` decodes this file as a video (by suffix)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-# The web page's colours (static/app.js COLORS), so a face has the same colour on the page and
-# in annotated files; chosen to stay distinguishable on photos and for common colour-vision
-# deficiencies. Tags carry dark text on them.
-_PALETTE = [(255, 122, 0), (0, 179, 255), (255, 61, 139), (61, 220, 132), (255, 212, 0), (179, 136, 255),
-            (0, 229, 208), (255, 82, 82)]
-_TAG_TEXT = (17, 17, 17)
-
-
-Box = tuple[float, float, float, float]
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def place_tags(boxes: Sequence[Box], sizes: Sequence[tuple[float, float]], width: float, height: float,
-               gap: float = 1.0) -> list[Box | None]:
-    """Where each face's label tag goes: a rectangle inside the image that covers no other
-    face's box and no tag placed before it, or None when no spot is free (the caller then
-    numbers the face and lists it in a legend).
-
-    Spots are tried in reading order of preference: above the box (left-aligned, then
-    right-aligned), below it, inside its top edge, to its right, to its left; each clamped into
-    the image. A tag may cover its own face's box (inside the top edge), never another's.
-    """
-    placed: list[Box] = []
-    out: list[Box | None] = []
-    for i, ((x1, y1, x2, y2), (w, h)) in enumerate(zip(boxes, sizes)):
-        others = [b for j, b in enumerate(boxes) if j != i]
-        candidates = [(x1, y1 - h - gap), (x2 - w, y1 - h - gap), (x1, y2 + gap), (x2 - w, y2 + gap),
-                      (x1, y1), (x2 + gap, y1), (x1 - w - gap, y1), (x2 + gap, y2 - h), (x1 - w - gap, y2 - h)]
-        spot = None
-        for cx, cy in candidates:
-            cx = min(max(0.0, cx), width - w)
-            cy = min(max(0.0, cy), height - h)
-            if cx < 0 or cy < 0:
-                continue  # the tag is larger than the image
-            rect = (cx, cy, cx + w, cy + h)
-            if not any(_overlaps(rect, b) for b in others) and not any(_overlaps(rect, t) for t in placed):
-                spot = rect
-                break
-        out.append(spot)
-        if spot is not None:
-            placed.append(spot)
-    return out
-
-
-def face_colour(index: int) -> tuple[int, int, int]:
-    """The colour of the ``index``-th face (or track) of an image: one per face, so a tag can be
-    matched to its box."""
-    return _PALETTE[index % len(_PALETTE)]
-
-
-def _tag_text(face: Face) -> str:
-    """``label 87%``: the smoothed reading when the face has one (video), else this frame's."""
-    if face.smoothed_label is not None and face.smoothed:
-        p = face.smoothed.get(face.smoothed_label)
-        return face.smoothed_label if p is None else f"{face.smoothed_label} {p:.0%}"
-    return f"{face.label} {face.confidence:.0%}"
-
-
-def draw_result(image: ImageLike, result: ImageResult, label_names: Sequence[str] | None = None) -> Image.Image:
-    """The image with each face's box and ``label 87%`` drawn on it (a PIL RGB image); an image
-    in which no face was found says so in its top-left corner.
-
-    Each face has its own colour (:func:`face_colour`; by track in a video), shared by its box
-    and its tag; a smoothed reading (video) is shown in place of the frame's own. Tags are
-    placed by :func:`place_tags`: never over another face's box or tag; a face whose tag fits
-    nowhere gets a number in its box and a line in a legend at the image's bottom-left.
-    ``label_names`` is accepted for compatibility (colours no longer follow the class).
-    """
-    from PIL import ImageDraw, ImageFont
-
-    arr = load_image(image).array if isinstance(image, (str, os.PathLike)) else _to_rgb_array(image)
-    canvas = Image.fromarray(arr).convert("RGB")
-    draw = ImageDraw.Draw(canvas)
-    width = max(2, round(max(canvas.size) / 300))
-    font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 45)))
-
-    def measure(text: str) -> tuple[float, float, float, float]:
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        return (right - left) + 2 * width, (bottom - top) + 2 * width, left, top
-
-    texts = [_tag_text(face) for face in result.faces]
-    sizes = [measure(t)[:2] for t in texts]
-    boxes = [tuple(float(v) for v in face.box) for face in result.faces]
-    spots = place_tags(boxes, sizes, canvas.width, canvas.height, gap=width)
-    legend = []
-    for i, (box, text, spot) in enumerate(zip(boxes, texts, spots)):
-        track = result.faces[i].track
-        color = face_colour(i if track is None else track)  # a tracked person keeps their colour
-        draw.rectangle(list(box), outline=color, width=width)
-        if spot is None:
-            text = str(len(legend) + 1)
-            legend.append((color, f"{text} {texts[i]}"))
-            w, h, _, _ = measure(text)
-            spot = (box[0] + width, box[1] + width, box[0] + width + w, box[1] + width + h)
-        _, _, left, top = measure(text)
-        draw.rectangle(list(spot), fill=color)
-        draw.text((spot[0] + width - left, spot[1] + width - top), text, fill=_TAG_TEXT, font=font)
-    y = canvas.height
-    for color, line in reversed(legend):
-        w, h, left, top = measure(line)
-        y -= h
-        draw.rectangle([0, y, w, y + h], fill=color)
-        draw.text((width - left, y + width - top), line, fill=_TAG_TEXT, font=font)
-    if not result.faces:
-        text = "no face found"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        draw.rectangle([0, 0, (right - left) + 2 * width, (bottom - top) + 2 * width], fill=(60, 60, 60))
-        draw.text((width - left, width - top), text, fill=(255, 255, 255), font=font)
-    return canvas

@@ -82,7 +82,7 @@ from ferwild.data.images import ImageRejected, load_image_bytes
 from ferwild.detectors import FAST_DETECTORS
 from ferwild.formatting import first_line
 from ferwild.recognizer import ImageResult
-from ferwild.tracking import ExpressionSmoother, FaceTracker
+from ferwild.tracking import VideoTracker
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FILE_FIELDS", "LIVE_PATH", "create_app", "live_detector_for", "serve"]
 
@@ -435,8 +435,7 @@ def _add_live_route(app: FastAPI, recognizer: Any, live_model: _LiveModel, model
                 result = fast.analyze([decoded], sources=[name])[0]
             result.frame, result.time_s = n, time_s
             if result.error is None:  # tracking is per connection: outside the lock
-                session.tracker.update(result)
-                session.smoother.update(result)
+                session.tracking.update(result)
             return result
 
         try:
@@ -602,6 +601,11 @@ class _LiveModel:
             like = recognizer if want == app_detector else self._base if {base_detector, want} <= _BLAZEFACE else None
             if like is not None and callable(getattr(like, "info", None)):
                 self._min_confidence = like.info().get("min_confidence")
+            elif want in _BLAZEFACE:
+                # live frames: BlazeFace's video threshold, so an empty scene stays empty
+                from ferwild.detectors.blazeface import VIDEO_MIN_CONFIDENCE
+
+                self._min_confidence = VIDEO_MIN_CONFIDENCE
         self._model: Any = None
         self._error: str | None = None
         self._guard = threading.Lock()
@@ -645,9 +649,8 @@ class _LiveSession:
     def reset(self) -> None:
         """Forget every track (numbering restarts at 0) and every smoothed reading."""
         # a face may vanish for half a second (a hand, a turn of the head) at any frame rate,
-        # and someone who steps out and back within 10 s gets their number back
-        self.tracker = FaceTracker(max_missed=15, max_lost_s=1.0, reentry_s=10.0)
-        self.smoother = ExpressionSmoother(self._labels, abstain_below=self._abstain_below)
+        # and someone who steps out and back within 10 s gets their number back (the defaults)
+        self.tracking = VideoTracker.at_frame_rate(self._labels, abstain_below=self._abstain_below)
 
     def next_frame(self) -> tuple[int, float]:
         """The next frame's number and its time: seconds since the connection's first frame,

@@ -152,12 +152,18 @@ def describe_run(run_dir: str | os.PathLike, state: dict[str, Any]) -> str:
     return f"{name} trained on {Path(data).name if data else 'unknown data'} (run {run_dir.name})"
 
 
+def cache_root() -> Path:
+    """ferwild's per-user cache folder: ``$FERWILD_CACHE``, else ``$XDG_CACHE_HOME/ferwild``, else
+    ``~/.cache/ferwild``. Every cache lives under it (shipped models' derived files, ONNX exports)."""
+    if os.environ.get("FERWILD_CACHE"):
+        return Path(os.environ["FERWILD_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ferwild"
+
+
 def cache_dir(run_dir: str | os.PathLike, kind: str) -> Path:
     """Where derived files of a run (e.g. the audit's cached forward passes) go: ``RUN/<kind>``,
-    or a per-user cache for a shipped model, whose folder belongs to the installation."""
+    or under :func:`cache_root` for a shipped model, whose folder belongs to the installation."""
     run_dir = Path(run_dir).resolve()
     if _is_shipped_dir(run_dir):
-        base = Path(os.environ.get("FERWILD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or
-                                                             Path.home() / ".cache") / "ferwild")
-        return base / "shipped" / run_dir.name / kind
+        return cache_root() / "shipped" / run_dir.name / kind
     return run_dir / kind

@@ -10,7 +10,10 @@
   frames per second) and holds the displayed label until another class leads by
   ``switch_margin`` (hysteresis). The raw per-frame reading stays in ``probabilities`` /
   ``label``; the smoothed one goes to ``smoothed`` / ``smoothed_label``.
-* :func:`label_flicker` measures what smoothing is for: label changes per second of a track.
+* :class:`VideoTracker` is the two in the order every video path applies them (``ferwild
+  predict``, ``ferwild live``, the web page's live mode).
+* :class:`LabelFlicker` measures what smoothing is for: label changes per second of a track,
+  counted as frames go by; :func:`label_flicker` counts them over a finished video's rows.
 
 Faces are duck-typed: anything with ``box`` and ``track`` (and ``probabilities``, ``label`` for
 the smoother, an optional ``descriptor`` for re-entry) works, e.g.
@@ -26,16 +29,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExpressionSmoother", "FaceTracker", "TrackingError", "face_descriptor", "label_flicker"]
+from ferwild.data.faces import Box
 
-Box = tuple[float, float, float, float]
+__all__ = ["UNCERTAIN", "ExpressionSmoother", "FaceTracker", "LabelFlicker", "TrackingError", "VideoTracker",
+           "box_area", "face_descriptor", "label_flicker"]
+
+#: The label of a face read with less confidence than an ``abstain_below`` threshold (the
+#: recogniser's for one frame, the smoother's for a track's smoothed reading).
+UNCERTAIN = "uncertain"
 
 
 class TrackingError(ValueError):
     """Bad tracker or smoother settings."""
 
 
-def _area(box: Box) -> float:
+def box_area(box: Box) -> float:
+    """The area of an ``(x1, y1, x2, y2)`` box (0 for an empty one)."""
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
@@ -46,7 +55,7 @@ def iou(a: Box, b: Box) -> float:
     if w <= 0 or h <= 0:
         return 0.0
     inter = w * h
-    return inter / (_area(a) + _area(b) - inter)
+    return inter / (box_area(a) + box_area(b) - inter)
 
 
 def face_descriptor(crop: np.ndarray, side: int = 16) -> np.ndarray:
@@ -83,16 +92,18 @@ class FaceTracker:
         min_iou: least overlap between a face and a track's last box to continue the track.
         max_missed: frames a track may go without its face (an occlusion) and still continue.
         max_lost_s: when frames carry times, a track also continues through gaps up to this many
-            seconds (whichever of the two is longer); None: frames only.
-        reentry_s: how long an ended track is remembered by its look (0: never).
+            seconds (whichever of the two is longer); None: frames only. The default keeps a
+            person through a second's occlusion.
+        reentry_s: how long an ended track is remembered by its look (0: never); by default a
+            person who comes back within 10 s gets their number back.
         min_similarity: least descriptor similarity (correlation) for a new face to take an
             ended track's number back. 0.65: on a real talking-head video the same person's
             thumbnails correlate 0.86 a half-second apart and 0.70-0.76 one to four seconds apart,
             while the five strangers of one group photo reach at most 0.51.
     """
 
-    def __init__(self, min_iou: float = 0.3, max_missed: int = 3, *, max_lost_s: float | None = None,
-                 reentry_s: float = 0.0, min_similarity: float = 0.65) -> None:
+    def __init__(self, min_iou: float = 0.3, max_missed: int = 3, *, max_lost_s: float | None = 1.0,
+                 reentry_s: float = 10.0, min_similarity: float = 0.65) -> None:
         if not 0.0 < min_iou <= 1.0:
             raise TrackingError(f"min_iou must be in (0, 1], got {min_iou}")
         if max_missed < 0:
@@ -247,28 +258,94 @@ class ExpressionSmoother:
             self._state[track] = (smoothed, current, now)
             face.smoothed = {n: float(v) for n, v in zip(self.label_names, smoothed)}
             top = float(smoothed[current])
-            face.smoothed_label = ("uncertain" if self.abstain_below is not None and top < self.abstain_below
+            face.smoothed_label = (UNCERTAIN if self.abstain_below is not None and top < self.abstain_below
                                    else self.label_names[current])
         for t in [t for t, (_, _, then) in self._state.items() if now - then > self.forget_s]:
             del self._state[t]
         return result
 
 
+class VideoTracker:
+    """Numbers the people of a video's frames (:class:`FaceTracker`), then smooths each one's
+    reading (:class:`ExpressionSmoother`, when given): the one place a video's faces get their
+    ``track``, ``smoothed`` and ``smoothed_label``.
+
+    Frames go to :meth:`update` in order; ``tracker`` defaults to a :class:`FaceTracker` with its
+    defaults. :meth:`at_frame_rate` builds both for frames arriving at a known rate (live video).
+    """
+
+    def __init__(self, tracker: FaceTracker | None = None, smoother: ExpressionSmoother | None = None) -> None:
+        self.tracker = tracker if tracker is not None else FaceTracker()
+        self.smoother = smoother
+
+    @classmethod
+    def at_frame_rate(cls, label_names: Sequence[str], frame_rate: float = 30.0, *, half_life_s: float = 0.25,
+                      switch_margin: float = 0.1, abstain_below: float | None = None) -> "VideoTracker":
+        """A tracker and smoother for frames at about ``frame_rate`` per second: a face may go
+        missing for half a second of frames (at least 3), and frames without times are taken as
+        ``1 / frame_rate`` apart."""
+        if not frame_rate > 0:
+            raise TrackingError(f"frame_rate must be > 0, got {frame_rate}")
+        return cls(FaceTracker(max_missed=max(3, round(frame_rate / 2))),
+                   ExpressionSmoother(label_names, half_life_s=half_life_s, switch_margin=switch_margin,
+                                      frame_s=1.0 / frame_rate, abstain_below=abstain_below))
+
+    def update(self, result: Any) -> Any:
+        """Track (and smooth) the faces of the next frame, in place; returns ``result``."""
+        self.tracker.update(result)
+        if self.smoother is not None:
+            self.smoother.update(result)
+        return result
+
+
+class LabelFlicker:
+    """Label changes per second of track time, counted frame by frame (no history kept).
+
+    :meth:`add` one face's ``(track, time_s, label)`` at a time, in time order per track;
+    :meth:`summary` says how often labels changed over all tracks so far.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[Any, tuple[float, str]] = {}
+        self._first: dict[Any, float] = {}
+        self.changes = 0
+
+    def add(self, track: Any, time_s: float, label: Any) -> None:
+        """Count one face's reading (``label`` compared with the same track's previous one)."""
+        previous = self._last.get(track)
+        if previous is None:
+            self._first[track] = float(time_s)
+        else:
+            self.changes += previous[1] != label
+        self._last[track] = (float(time_s), label)
+
+    @property
+    def tracks(self) -> int:
+        """How many tracks were seen."""
+        return len(self._last)
+
+    @property
+    def track_seconds(self) -> float:
+        """Seconds from each track's first reading to its last, summed over the tracks."""
+        return sum(self._last[t][0] - self._first[t] for t in self._last)
+
+    def summary(self, digits: int = 3) -> dict[str, float]:
+        """``{"changes": n, "track_seconds": s, "changes_per_s": n / s, "tracks": k}`` (s rounded to ``digits``)."""
+        seconds = self.track_seconds
+        return {"changes": self.changes, "track_seconds": round(seconds, digits),
+                "changes_per_s": round(self.changes / seconds, 4) if seconds > 0 else 0.0, "tracks": self.tracks}
+
+
 def label_flicker(rows: Iterable[dict], *, label_key: str = "label") -> dict[str, float]:
     """Label changes per second of track time, over all tracks of one video.
 
-    ``rows`` are per-face records with ``track``, ``time_s`` and ``label_key``, in frame order.
+    ``rows`` are per-face records with ``track``, ``time_s`` and ``label_key`` (rows missing one
+    are skipped), in any order: each track's rows are counted in time order.
     Returns ``{"changes": n, "track_seconds": s, "changes_per_s": n / s, "tracks": k}``.
     """
-    by_track: dict[Any, list[tuple[float, str]]] = {}
-    for row in rows:
-        if row.get("track") is None or row.get("time_s") is None or row.get(label_key) is None:
-            continue
-        by_track.setdefault(row["track"], []).append((float(row["time_s"]), str(row[label_key])))
-    changes, seconds = 0, 0.0
-    for items in by_track.values():
-        items.sort(key=lambda x: x[0])
-        changes += sum(a[1] != b[1] for a, b in zip(items, items[1:]))
-        seconds += items[-1][0] - items[0][0]
-    return {"changes": changes, "track_seconds": round(seconds, 3),
-            "changes_per_s": round(changes / seconds, 4) if seconds > 0 else 0.0, "tracks": len(by_track)}
+    kept = [(float(row["time_s"]), row["track"], str(row[label_key])) for row in rows
+            if row.get("track") is not None and row.get("time_s") is not None and row.get(label_key) is not None]
+    meter = LabelFlicker()
+    for time_s, track, label in sorted(kept, key=lambda x: x[0]):
+        meter.add(track, time_s, label)
+    return meter.summary()

@@ -8,7 +8,7 @@
 const ferwildOverlay = (() => {
   const overlaps = (a, b) => a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
 
-  // Where each face's label tag goes: ferwild.recognizer.place_tags, step for step, so that the
+  // Where each face's label tag goes: ferwild.drawing.place_tags, step for step, so that the
   // page and the annotated files agree. boxes: [x1, y1, x2, y2]; sizes: [w, h]. Answers, per
   // face, [x1, y1, x2, y2] inside the image covering no other face's box and no tag placed
   // before it, or null when no spot is free (the caller numbers the face and adds a legend line).
@@ -419,7 +419,7 @@ if (typeof document !== "undefined") (() => {
       ctx.strokeStyle = f.color;
       ctx.strokeRect(f.x, f.y, f.w, f.h);
     }
-    // The placement rule of ferwild.recognizer.place_tags (annotated files use the same one); a
+    // The placement rule of ferwild.drawing.place_tags (annotated files use the same one); a
     // face whose tag fits nowhere gets its number alone and a legend line. Every tag starts with
     // the face's number: the one of its row in the list (photos) or of its person (live).
     const padX = 5, tagH = font + 8, gap = lw / 2;
