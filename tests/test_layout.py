@@ -96,3 +96,37 @@ def test_no_import_circle_in_the_package():
 def test_no_private_name_imported_across_modules():
     _, private = _imports(_modules())
     assert private == []
+
+
+#: The layers README.md's Development section names, bottom first: a module may import its own
+#: layer and the ones below, never one above (lazy imports included).
+LAYERS = [
+    ("shared ground", {"labels", "system", "parallel", "formatting", "plotting", "files", "config", "cli_format",
+                       "htmldoc", "metrics", "shipped", "face_tables", "video_io"}),
+    ("data", {"data"}),
+    ("detectors and models", {"detectors", "tracking", "preprocessing", "models", "backends"}),
+    ("runs", {"runs", "distill", "ensemble", "model_cards"}),
+    ("train, evaluate, export", {"train", "evaluate", "export"}),
+    ("study and audit", {"study", "study_report", "audit"}),
+    ("recognizer", {"recognizer", "drawing"}),
+    ("predict, live, serve", {"predict", "live", "serve"}),
+    ("demo", {"demo"}),
+    ("cli", {"cli"}),
+]
+
+
+def _layer(module: str) -> int:
+    top = module.removeprefix("ferwild.").split(".")[0]
+    for i, (_, names) in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"{module} is in no layer of README's layout: add it to LAYERS and the README")
+
+
+def test_imports_point_one_way_through_the_layers():
+    mods = _modules()
+    graph, _ = _imports(mods)
+    upward = [f"{m} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
+              for m, deps in graph.items() if m != "ferwild"
+              for d in deps if d and d != "ferwild" and _layer(d) > _layer(m)]
+    assert upward == []
