@@ -54,6 +54,19 @@ def test_the_readme_states_no_percentage_without_a_source(figures, pages):
     assert figures.unsourced_percentages("<!-- ext a paper -->99.8%<!-- /ext -->") == []
 
 
+
+def test_the_real_audit_sections_state_no_percentage_without_a_source(figures, pages):
+    # docs/real-audit.md's sections 1-5 (and the lines above them) publish the audit's figures
+    # from its kept audit.json (docs/bench/audit_wild_dev.json), never typed by hand; the region
+    # ends at the gender section if the page has one, else at the study's conclusions
+    text = pages["docs/real-audit.md"]
+    ends = [h for h in ("## Gender, with the class mix taken out", "## What the study concluded") if h in text]
+    assert ends, "docs/real-audit.md has lost the heading that ends its audit sections"
+    region = text[:text.index(ends[0])]
+    assert "## 5. Subgroups" in region
+    assert figures.unsourced_percentages(region) == []
+    assert "<!-- fig bench:audit_wild_dev " in region
+
 def test_the_default_figures_are_marked_with_the_people_they_were_measured_on(figures, pages):
     readme = pages["README.md"]
     # the real-photo figure on the people no choice saw, and the all-photos one, each from the card

@@ -113,6 +113,15 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "sf2": lambda v: f"{v:+.2f}",                                         # a signed difference
     "spts1": lambda v: f"{100 * v:+.1f}",                                 # a signed share difference, in points
     "str": str,                                                           # a name or version
+    "pts0": lambda v: f"{100 * v:.0f}",                                   # a share as whole points, no % sign
+    "drop0": lambda v: f"{-100 * v:.0f}",                                 # a fall said as a drop, whole points
+    "ci0": lambda v: f"[{100 * v[0]:.0f}, {100 * v[1]:.0f}]",             # a share's interval, in whole points
+    "sci1": lambda v: f"[{100 * v[0]:+.1f}, {100 * v[1]:+.1f}]",          # a difference's interval, bracketed
+    "wpts1": lambda v: f"{100 * (v[1] - v[0]):.1f}",                      # a share interval's width, in points
+    "ci3": lambda v: f"[{v[0]:.3f}, {v[1]:.3f}]",                         # an interval of a plain number (an AUC)
+    # pct0 whose one-decimal form is another page's unrelated figure: published only as typed
+    # (real-audit's 64% surprise recall; docs/benchmarks.md's demo test macro-F1 is 64.0%)
+    "pct0only": _pct(0),
 }
 
 
