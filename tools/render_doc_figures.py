@@ -74,15 +74,22 @@ def load(source: str) -> Any:
 
 
 def lookup(source: str, key: str) -> Any:
-    """The value at dotted ``key`` in ``source``; KeyError naming what is missing."""
+    """The value at dotted ``key`` in ``source`` (a key with dots of its own, ``patch_0.5``, is
+    written as it is); KeyError naming what is missing."""
     value = load(source)
-    for part in key.split("."):
+    parts = key.split(".")
+    while parts:
+        part = parts.pop(0)
         if isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
-        elif isinstance(value, dict) and part in value:
-            value = value[part]
-        else:
+            continue
+        # a name with dots in it (an occluder "patch_1.5", beside "patch_1"): the longest match
+        names = [".".join([part, *parts[:k]]) for k in range(len(parts), -1, -1)]
+        found = next((n for n in names if isinstance(value, dict) and n in value), None)
+        if found is None:
             raise KeyError(f"{source} has no {key!r} (stopped at {part!r})")
+        value = value[found]
+        del parts[:found.count(".") - part.count(".")]
     if value is None:
         raise KeyError(f"{source}: {key!r} is null (not measured)")
     return value
@@ -96,6 +103,13 @@ def _pct(digits: int, sign: bool = False) -> Callable[[Any], str]:
 
 def _num(digits: int) -> Callable[[Any], str]:
     return lambda v: f"{v:,.{digits}f}"
+
+
+def _with_ci(v: dict, number: str, unit: str) -> str:
+    text = number.format(100 * v["value"]) + unit
+    if v.get("ci_low") is None:
+        return text
+    return f"{text} [{number.format(100 * v['ci_low'])}, {number.format(100 * v['ci_high'])}]"
 
 
 FORMATS: dict[str, Callable[[Any], str]] = {
@@ -112,6 +126,10 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "range2": lambda v: f"[{v[0]:+.2f}, {v[1]:+.2f}]",                   # an interval already in points
     "sf2": lambda v: f"{v:+.2f}",                                         # a signed difference
     "spts1": lambda v: f"{100 * v:+.1f}",                                 # a signed share difference, in points
+    # a {"value", "ci_low", "ci_high"} dict (ferwild's intervals) as one figure with its interval
+    "shareci1": lambda v: _with_ci(v, "{:.1f}", "%"),                    # 82.3% [81.1, 83.5]
+    "ptsci1": lambda v: _with_ci(v, "{:.1f}", ""),                       # 15.7 [13.8, 17.6] (points)
+    "sptsci1": lambda v: _with_ci(v, "{:+.1f}", ""),                     # +0.8 [-2.7, +4.4] (points)
     "str": str,                                                           # a name or version
     "pts0": lambda v: f"{100 * v:.0f}",                                   # a share as whole points, no % sign
     "drop0": lambda v: f"{-100 * v:.0f}",                                 # a fall said as a drop, whole points

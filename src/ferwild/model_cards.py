@@ -91,14 +91,14 @@ def render_default_card(card: dict) -> str:
     return "\n".join(lines)
 
 
-def _pts_ci(ci: dict) -> str:
-    """A difference in points with its interval: ``+4.4 [+3.0, +6.0]``."""
-    text = f"{100 * ci['value']:+.1f}"
-    return text if ci.get("ci_low") is None else text + f" [{100 * ci['ci_low']:+.1f}, {100 * ci['ci_high']:+.1f}]"
+def _drop_ci(ci: dict) -> str:
+    """A drop in points with its interval: ``15.7 [13.8, 17.6]``."""
+    text = f"{100 * ci['value']:.1f}"
+    return text if ci.get("ci_low") is None else text + f" [{100 * ci['ci_low']:.1f}, {100 * ci['ci_high']:.1f}]"
 
 
 def _share_ci(ci: dict) -> str:
-    text = pct(ci["value"])
+    text = f"{100 * ci['value']:.1f}%"
     return text if ci.get("ci_low") is None else text + f" [{100 * ci['ci_low']:.1f}, {100 * ci['ci_high']:.1f}]"
 
 
@@ -119,9 +119,9 @@ def _who_it_works_for(card: dict) -> list[str]:
               "| occluder (drawn on the photo by its landmarks) | accuracy drop (points) | happiness recall drop | "
               "MTCNN still finds the face |", "|---|---|---|---|"]
     for name, o in who["occlusion"].items():
-        found = "-" if o.get("mtcnn_found") is None else pct(o["mtcnn_found"])
-        lines.append(f"| {name}: {o['description']} | {_pts_ci(o['accuracy_drop'])} | "
-                     f"{_pts_ci(o['happiness_recall_drop'])} | {found} |")
+        found = "-" if o.get("mtcnn_found") is None else f"{100 * o['mtcnn_found']:.0f}%"
+        lines.append(f"| {name}: {o['description']} | {_drop_ci(o['accuracy_drop'])} | "
+                     f"{_drop_ci(o['happiness_recall_drop'])} | {found} |")
     lines += ["", "| image property | group | faces | accuracy | at the pooled class mix |", "|---|---|---|---|---|"]
     for name, groups in who["image_properties"].items():
         for group, g in groups.items():
