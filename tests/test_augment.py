@@ -49,3 +49,39 @@ def test_bad_shape_and_config():
         augment_batch(torch.rand(2, 2, 8, 8), torch.Generator())
     with pytest.raises(ValueError):
         AugmentConfig(flip_p=2)
+
+
+# the FER+ crops' landmark template (eyes, nose, mouth corners), normalised
+FERPLUS_POINTS = ((0.3054, 0.4016), (0.6964, 0.4007), (0.5072, 0.6145), (0.3485, 0.8081), (0.6644, 0.8088))
+
+
+def test_face_occluders_follow_the_template_one_per_chosen_image():
+    from ferwild.data.occluders import TRAINING_OCCLUDERS, template_masks
+
+    still = dict(flip_p=0, degrees=0, scale=(1, 1), translate=0, brightness=0, contrast=0, saturation=0, blur_p=0,
+                 erase_p=0)
+    x = torch.rand(64, 1, 48, 48) * 0.2 + 0.4  # no pixel at a fill level by chance
+    out = augment_batch(x, torch.Generator().manual_seed(0),
+                        AugmentConfig(**still, occlude_p=1.0, occlude_points=FERPLUS_POINTS))
+    masks = torch.from_numpy(template_masks(FERPLUS_POINTS, 48, 48))
+    changed = (out - x).abs() > 1e-4  # the other (identity) steps leave float rounding behind
+    # every image got exactly one occluder, drawn exactly over its template mask, all kinds used
+    # (a pixel already at its occluder's grey level by chance reads as unchanged: IoU, not equality)
+    iou = torch.stack([(changed[:, 0] & m).sum((1, 2)) / (changed[:, 0] | m).sum((1, 2)) for m in masks], 1)
+    assert bool((iou.max(1).values > 0.99).all())
+    kinds = iou.argmax(1).tolist()
+    assert set(kinds) == set(range(len(TRAINING_OCCLUDERS)))
+    mouth = masks[TRAINING_OCCLUDERS.index("mouth")]
+    eyes = masks[TRAINING_OCCLUDERS.index("eyes")]
+    # the mask covers the mouth corners' row, not the eyes'; sunglasses the other way round
+    assert mouth[39, 20] and not mouth[19, 20] and eyes[19, 20] and not eyes[39, 20]
+    untouched = augment_batch(x, torch.Generator().manual_seed(0),
+                              AugmentConfig(**still, occlude_p=0.0, occlude_points=FERPLUS_POINTS))
+    torch.testing.assert_close(untouched, x, atol=1e-5, rtol=0)
+
+
+def test_face_occluders_need_a_template():
+    with pytest.raises(ValueError, match="occlude_points"):
+        augment_batch(torch.rand(2, 1, 16, 16), torch.Generator(), AugmentConfig(occlude_p=0.5))
+    with pytest.raises(Exception, match="occlude_points"):
+        AugmentConfig(occlude_p=0.5, occlude_points=((0.1, 0.2),))

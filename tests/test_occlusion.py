@@ -9,7 +9,8 @@ import csv
 import numpy as np
 import pytest
 
-from ferwild.audit.occlusion import CONTROL, FacePoints, occlude, occluder_polygon, occlusion_probe, probe_names
+from ferwild.audit.occlusion import occlusion_probe
+from ferwild.data.occluders import CONTROL, FacePoints, occlude, occluder_polygon, probe_names
 
 # an upright face: eyes at (80, 100) and (140, 100), nose (110, 135), mouth corners (88, 165), (132, 165)
 FACE = FacePoints(np.array([[80, 100], [140, 100], [110, 135], [88, 165], [132, 165]], dtype=np.float64))

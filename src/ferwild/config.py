@@ -201,9 +201,20 @@ class AugmentConfig(Settings):
     erase_p: float = 0.3             # occlusion patch (hand/object stand-in)
     erase_area: tuple[float, float] = (0.02, 0.12)
     erase_ratio: tuple[float, float] = (0.5, 2.0)
+    # face-shaped occluders placed by the crops' landmark template (ferwild.data.occluders:
+    # sunglasses, a mask, a hand, half the face), one of them on this share of the images
+    occlude_p: float = 0.0
+    # where the 5 landmarks sit in the crops, normalised to [0, 1]; None: training fills it in
+    # from the prepared dataset's face alignment
+    occlude_points: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self):
-        for name in ("flip_p", "blur_p", "erase_p"):
+        if self.occlude_points is not None:
+            points = tuple(tuple(float(v) for v in p) for p in self.occlude_points)
+            if len(points) != 5 or any(len(p) != 2 or not 0 <= min(p) <= max(p) <= 1 for p in points):
+                raise ConfigError(f"occlude_points must be 5 (x, y) pairs in [0, 1], not {self.occlude_points!r}")
+            object.__setattr__(self, "occlude_points", points)  # frozen: normalised once, here
+        for name in ("flip_p", "blur_p", "erase_p", "occlude_p"):
             check_number(getattr(self, name), f"{name} (a probability)", low=0, high=1)
         for name in ("degrees", "translate", "brightness", "contrast", "saturation"):
             check_number(getattr(self, name), name, low=0)

@@ -21,6 +21,7 @@ metrics are computed from confusion matrices summed across ranks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -40,6 +41,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ferwild.config import ConfigError, RunConfig
+from ferwild.data.faces import FaceAlignment
 from ferwild.data.loader import BatchTransform, CachedFaceDataset, EpochBatchSampler, make_loader
 from ferwild.data.prepared import COL, PreparedDataset
 from ferwild.data.votes import has_votes, soft_targets
@@ -586,8 +588,12 @@ def _build_trainer(config: RunConfig, data: _TrainingData, device: torch.device)
                                      config.optim.warmup_epochs))
     augment_gen = torch.Generator(device=device)  # re-seeded per batch (see train_one_epoch)
     layout = torch.channels_last if config.train.channels_last else None
-    train_tf = BatchTransform(pre.input_size, pre.mean, pre.std, train=config.data.augment,
-                              augment=config.data.augment_config() if config.data.augment else None,
+    augment = config.data.augment_config() if config.data.augment else None
+    if augment is not None and augment.occlude_p > 0 and augment.occlude_points is None:
+        # face-shaped occluders go where this dataset's crops put the landmarks
+        alignment = FaceAlignment.from_dict(data.face_alignment)
+        augment = dataclasses.replace(augment, occlude_points=tuple(map(tuple, alignment.points(1).tolist())))
+    train_tf = BatchTransform(pre.input_size, pre.mean, pre.std, train=config.data.augment, augment=augment,
                               generator=augment_gen, memory_format=layout)
     return _Trainer(model, nn.CrossEntropyLoss(weight=weights, label_smoothing=config.optim.label_smoothing),
                     nn.CrossEntropyLoss(), optimizer, scheduler, train_tf,

@@ -37,128 +37,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
 
 from ferwild.data.faces import align_face, resize_image, to_channels
-from ferwild.detectors import create_detector
+from ferwild.data.occluders import (CONTROL, OCCLUDERS, FacePoints, occlude, occluder_fill, occluder_polygon,
+                                    polygon_mask, probe_names)
 from ferwild.data.prepared import COL, PreparedDataset
+from ferwild.detectors import create_detector
 
-__all__ = ["OCCLUDERS", "PATCH_SIDES", "FacePoints", "occluder_polygon", "occlude", "occlusion_probe"]
+__all__ = ["occlusion_probe", "write_occlusion_report"]
 
-#: Fixed occluders (name -> what it stands for). Random patches are added as ``patch_<side>``.
-OCCLUDERS = {
-    "eyes": "an opaque band over both eyes (sunglasses)",
-    "mouth": "mouth, chin and lower cheeks covered (a face mask)",
-    "half": "the half of the face on the photo's left (a profile, hair, a raised arm)",
-    "hand": "a skin-toned patch over the mouth and chin (a hand)",
-}
-#: Sides of the random grey squares, in eye distances (the eye distance is ~40% of a face's width).
-PATCH_SIDES = (0.5, 1.0, 1.5, 2.0)
-#: The control: the mask occluder moved outside the part of the photo the crop is cut from.
-CONTROL = "outside"
 CONFIDENCE = 0.95
-#: Fill values (grey levels): sunglasses dark, a surgical mask light, patches mid grey.
-_DARK, _LIGHT, _GREY = 20, 215, 128
-
-
-@dataclass
-class FacePoints:
-    """The five landmarks of one face (left eye, right eye, nose, left and right mouth corner, as
-    seen on the photo) in the pixel coordinates of the image they belong to."""
-
-    points: np.ndarray  # (5, 2)
-
-    @property
-    def eye_distance(self) -> float:
-        return float(np.linalg.norm(self.points[1] - self.points[0]))
-
-    def frame(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Origin (eye centre), x axis (along the eyes), y axis (down the face), unit (eye distance)."""
-        left, right = self.points[0], self.points[1]
-        d = max(self.eye_distance, 1e-6)
-        x = (right - left) / d
-        y = np.array([-x[1], x[0]])
-        if y[1] < 0:  # "down the face" points down the image for any upright-ish face
-            y = -y
-        return (left + right) / 2, x, y, d
-
-    def to_face(self, p: np.ndarray) -> np.ndarray:
-        o, x, y, d = self.frame()
-        rel = (np.asarray(p, dtype=np.float64) - o) / d
-        return np.stack([rel @ x, rel @ y], axis=-1)
-
-    def to_image(self, q: np.ndarray) -> np.ndarray:
-        o, x, y, d = self.frame()
-        q = np.asarray(q, dtype=np.float64)
-        return o + d * (q[..., :1] * x + q[..., 1:] * y)
-
-
-def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
-
-
-def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 24) -> np.ndarray:
-    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
-
-
-def occluder_polygon(name: str, face: FacePoints, rng: np.random.Generator | None = None) -> np.ndarray:
-    """The occluder ``name`` as a polygon in the photo's pixel coordinates.
-
-    Face-frame geometry (units of the eye distance, origin between the eyes, y down the face):
-    the eye band spans x in [-1, 1] and y in [-0.35, 0.35]; the mask runs from halfway between
-    nose and mouth to 0.9 below the mouth; the half covers everything left of the nose; the hand
-    is an ellipse 1.4 x 1.0 over the mouth; ``patch_<s>`` is an ``s`` x ``s`` square centred at a
-    random point of the face (x in [-0.8, 0.8], y in [-0.4, 1.4]).
-    """
-    rel = face.to_face(face.points)
-    nose_y, nose_x = rel[2, 1], rel[2, 0]
-    mouth_y, mouth_x = rel[3:, 1].mean(), rel[3:, 0].mean()
-    if name == "eyes":
-        poly = _rect(-1.0, -0.35, 1.0, 0.35)
-    elif name in ("mouth", CONTROL):
-        poly = _rect(-1.1, (nose_y + mouth_y) / 2, 1.1, mouth_y + 0.9)
-    elif name == "half":
-        poly = _rect(nose_x - 4.0, -4.0, nose_x, 4.0)
-    elif name == "hand":
-        poly = _ellipse(mouth_x, mouth_y + 0.1, 0.7, 0.5)
-    elif name.startswith("patch_"):
-        side = float(name.removeprefix("patch_"))
-        rng = rng if rng is not None else np.random.default_rng(0)
-        cx, cy = rng.uniform(-0.8, 0.8), rng.uniform(-0.4, 1.4)
-        poly = _rect(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-    else:
-        raise ValueError(f"unknown occluder {name!r}: choose from {probe_names()}")
-    return face.to_image(poly)
-
-
-def probe_names() -> list[str]:
-    """Every probe :func:`occlusion_probe` runs, in report order."""
-    return list(OCCLUDERS) + [f"patch_{s:g}" for s in PATCH_SIDES] + [CONTROL]
-
-
-def _fill(name: str, image: np.ndarray, face: FacePoints) -> tuple[int, ...]:
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    if name == "hand":  # the face's own skin: the median of a cheek-height band under the eyes
-        band = _mask(image.shape[:2], face.to_image(_rect(-0.6, 0.35, 0.6, 0.6)))
-        pixels = image[band] if band.any() else image.reshape(-1, channels)
-        value = np.median(pixels.reshape(-1, channels), axis=0)
-        return tuple(int(v) for v in np.atleast_1d(value))
-    level = {"eyes": _DARK, "mouth": _LIGHT, CONTROL: _LIGHT}.get(name, _GREY)
-    return (level,) * channels
-
-
-def _mask(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
-    canvas = Image.new("L", (shape[1], shape[0]), 0)
-    ImageDraw.Draw(canvas).polygon([tuple(p) for p in polygon.tolist()], fill=1)
-    return np.asarray(canvas, dtype=bool)
-
-
-def occlude(image: np.ndarray, polygon: np.ndarray, fill: Sequence[int]) -> np.ndarray:
-    """A copy of ``image`` (uint8 ``(H, W)`` or ``(H, W, C)``) with ``polygon`` filled."""
-    out = image.copy()
-    out[_mask(image.shape[:2], polygon)] = np.asarray(fill, dtype=np.uint8)[: 1 if image.ndim == 2 else None]
-    return out
 
 
 def _crop_footprint(face: FacePoints, alignment: Any, shape: tuple[int, int], aligned: bool) -> np.ndarray:
@@ -176,7 +64,7 @@ def _crop_footprint(face: FacePoints, alignment: Any, shape: tuple[int, int], al
     grow = max(4.0, 3.0 * photo_per_crop_pixel)
     corners = _rect(-grow / photo_per_crop_pixel, -grow / photo_per_crop_pixel,
                     side + grow / photo_per_crop_pixel, side + grow / photo_per_crop_pixel)
-    return _mask(shape, (corners - t) @ np.linalg.inv(a).T)
+    return polygon_mask(shape, (corners - t) @ np.linalg.inv(a).T)
 
 
 def _outside_mask(face: FacePoints, footprint: np.ndarray) -> np.ndarray | None:
@@ -187,7 +75,7 @@ def _outside_mask(face: FacePoints, footprint: np.ndarray) -> np.ndarray | None:
     lo, size = poly.min(0), poly.max(0) - poly.min(0)
     painted = np.zeros((h, w), dtype=bool)
     for corner in ((0, 0), (w - size[0], 0), (0, h - size[1]), (w - size[0], h - size[1])):
-        painted |= _mask((h, w), poly - lo + np.asarray(corner, dtype=np.float64))
+        painted |= polygon_mask((h, w), poly - lo + np.asarray(corner, dtype=np.float64))
     painted &= ~footprint
     return painted if painted.any() else None
 
@@ -249,13 +137,13 @@ def _occluded(probe: str, sources: list[_Source], alignment: Any,
     images, use = [], np.ones(len(sources), dtype=bool)
     for i, src in enumerate(sources):
         if probe != CONTROL:
-            images.append(occlude(src.image, occluder_polygon(probe, src.face, rng), _fill(probe, src.image, src.face)))
+            images.append(occlude(src.image, occluder_polygon(probe, src.face, rng), occluder_fill(probe, src.image, src.face)))
             continue
         outside = _outside_mask(src.face, _crop_footprint(src.face, alignment, src.image.shape[:2], src.aligned))
         use[i] = outside is not None
         image = src.image.copy()
         if outside is not None:
-            fill = np.asarray(_fill(probe, src.image, src.face), dtype=np.uint8)
+            fill = np.asarray(occluder_fill(probe, src.image, src.face), dtype=np.uint8)
             image[outside] = fill[: image.shape[2]] if image.ndim == 3 else fill[0]
         images.append(image)
     return images, use
@@ -370,7 +258,7 @@ def _detector_check(sources: list[_Source], detectors: Sequence[str], probes: li
                 if probe == "none":
                     images.append(s.image)
                 else:
-                    images.append(occlude(s.image, occluder_polygon(probe, s.face, rng), _fill(probe, s.image, s.face)))
+                    images.append(occlude(s.image, occluder_polygon(probe, s.face, rng), occluder_fill(probe, s.image, s.face)))
             results = detector.detect(images)
             hits = 0
             for s, dets in zip(photos, results):

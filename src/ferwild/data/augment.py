@@ -11,6 +11,8 @@ The same function serves class balancing in ``prepare`` and on-the-fly training 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +41,8 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator,
     n, c, h, w = x.shape
     dev = x.device
     g = generator
+    if config.occlude_p > 0:
+        x = _face_occluders(x, g, config)
 
     flip = torch.rand(n, generator=g, device=dev) < config.flip_p
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -94,6 +98,31 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator,
     return x
 
 
+#: Grey levels of the face-shaped occluders, in TRAINING_OCCLUDERS order (eyes, mouth, hand, half);
+#: the hand (None) takes each face's own mean skin under the eyes.
+_OCCLUDER_LEVELS = (20 / 255, 215 / 255, None, 128 / 255)
+
+
+def _face_occluders(x: torch.Tensor, g: torch.Generator, config: AugmentConfig) -> torch.Tensor:
+    """One of sunglasses, a mask, a hand or half the face on ``occlude_p`` of the images, placed
+    by the crops' landmark template (before the geometric jitter, so it moves with the face)."""
+    from ferwild.data.occluders import FacePoints, polygon_mask, skin_band, template_masks
+
+    if config.occlude_points is None:
+        raise ValueError("occlude_p needs occlude_points (the crops' landmark template)")
+    n, c, h, w = x.shape
+    masks = torch.from_numpy(template_masks(config.occlude_points, h, w)).to(x.device)  # (K, H, W)
+    which = torch.randint(len(masks), (n,), generator=g, device=x.device)
+    chosen = (torch.rand(n, generator=g, device=x.device) < config.occlude_p)
+    face = FacePoints(np.asarray(config.occlude_points, dtype=np.float64) * [w, h])
+    cheeks = torch.from_numpy(polygon_mask((h, w), skin_band(face))).to(x.device)
+    skin = (x * cheeks).sum((2, 3), keepdim=True) / cheeks.sum().clamp(min=1)
+    levels = torch.stack([skin if v is None else torch.full_like(skin, v) for v in _OCCLUDER_LEVELS], 0)  # (K, N, C, 1, 1)
+    fill = levels[which, torch.arange(n, device=x.device)]  # (N, C, 1, 1)
+    mask = (masks[which] & chosen[:, None, None])[:, None]  # (N, 1, H, W)
+    return torch.where(mask, fill.expand_as(x), x)
+
+
 def _grey(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
@@ -103,8 +132,6 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 def augment_uint8(images, seed: int, config: AugmentConfig = AugmentConfig()):
     """Augment an (N, H, W, C) uint8 numpy array with one seed; returns the same shape/dtype."""
-    import numpy as np
-
     if len(images) == 0:
         return np.asarray(images, dtype=np.uint8).copy()
     x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float() / 255
