@@ -242,3 +242,24 @@ def test_study_models_train_checkpoint_and_evaluate(tiny_prepared, tmp_path, nam
     prob_cols = [c for c in preds.columns if c.startswith("prob_")]
     pd.testing.assert_frame_equal(preds[prob_cols], preds2[prob_cols])
     assert again["accuracy"] == result["accuracy"]
+
+
+def test_face_occluders_in_training_take_the_prepared_template(prepared, tmp_path, monkeypatch):
+    """`occlude_p` without points: training places the occluders where this dataset's crops put
+    the landmarks (its face alignment), and the run trains."""
+    import numpy as np
+
+    import ferwild.data.augment as augment
+    from ferwild.data.prepared import PreparedDataset
+
+    seen = []
+    real = augment._face_occluders
+    monkeypatch.setattr(augment, "_face_occluders", lambda x, g, config: (seen.append(config.occlude_points),
+                                                                          real(x, g, config))[1])
+    config = RunConfig.load(None, [f"data.path={prepared}", "model.name=cnn_small", "model.pretrained=none",
+                                   "model.image_size=32", "train.batch_size=32", "train.epochs=1",
+                                   "data.augment=true", "data.augment_options={occlude_p: 0.5}"])
+    fit(config, tmp_path / "run", log=lambda m: None)
+    expected = PreparedDataset(prepared).face_alignment().points(1)
+    assert seen and np.allclose(np.asarray(seen[0]), expected)
+    assert (tmp_path / "run" / "metrics.csv").is_file()
