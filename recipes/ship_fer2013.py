@@ -26,7 +26,7 @@ import pandas as pd
 from ferwild.model_cards import pct, render_fer2013_card
 
 # recipes/shipping.py, this script's neighbour (a script's own folder is first on sys.path)
-from shipping import ANCHORS, REPO, folder_size, hardware, publish, train_wall_time_s  # isort: skip
+from shipping import ANCHORS, REPO, folder_size, hardware, model_facts, publish, train_wall_time_s  # isort: skip
 
 NAME = "fer2013_vgg"
 
@@ -119,7 +119,6 @@ def recipe_facts(config) -> dict:
 def build_card(args, chosen: str, val_by_tta: dict, test: dict, dedup: dict) -> dict:
     """``card.json``: every figure measured above, and how the model was made."""
     from ferwild.config import RunConfig
-    from ferwild.models import count_parameters, model_from_config
     from ferwild.runs import checkpoint_dir, load_checkpoint_state
 
     state = load_checkpoint_state(checkpoint_dir(args.run, "best"))
@@ -127,11 +126,7 @@ def build_card(args, chosen: str, val_by_tta: dict, test: dict, dedup: dict) -> 
     history = pd.read_csv(args.run / "metrics.csv")
     return {
         "name": NAME,
-        "architecture": state["model_config"]["name"],
-        "architecture_text": "a VGG-style CNN for 48 px faces (four conv stages of 32-256 channels, "
-                             "a 256-wide fully connected layer)",
-        "params": count_parameters(model_from_config(state["model_config"])),
-        "labels": list(state["label_names"]),
+        **model_facts(state),
         "dataset": "FER2013 (7 classes)",
         "data": "FER2013, 7 classes: 28,709 Training faces (train), PublicTest 3,589 (val), "
                 "PrivateTest 3,589 (test)",

@@ -45,7 +45,7 @@ from ferwild.model_cards import pct, render_default_card
 
 # recipes/shipping.py, this script's neighbour (a script's own folder is first on sys.path)
 from shipping import (ALL, ANCHORS, CHOICE, REPO, REPORT, brief, evaluate, folder_size, hardware,  # isort: skip
-                      predictions, publish, risk_table, train_wall_time_s)
+                      model_facts, predictions, publish, risk_table, train_wall_time_s)
 
 NAME = "ferplus_vgg"
 #: The model the card compares against: the one trained on FER2013's own labels.
@@ -259,18 +259,13 @@ def recipe_facts(config) -> dict:
 def build_card(args, state: dict, choices: dict, ours: dict, base: dict, risk: list[dict], figure: Path) -> dict:
     """6. ``card.json``: every figure measured above, and how the model was made."""
     from ferwild.config import RunConfig
-    from ferwild.models import count_parameters, model_from_config
 
     config = RunConfig.load(args.run / "config.yaml")
     history = pd.read_csv(args.run / "metrics.csv")
     by_tta = choices["by_tta"]
     return {
         "name": NAME,
-        "architecture": state["model_config"]["name"],
-        "architecture_text": "a VGG-style CNN for 48 px faces (four conv stages of 32-256 channels, "
-                             "a 256-wide fully connected layer)",
-        "params": count_parameters(model_from_config(state["model_config"])),
-        "labels": list(state["label_names"]),
+        **model_facts(state),
         "dataset": "FER+ votes (7 classes)",
         "data": "FER+ (FER2013's faces, ten crowd votes each), 7 classes, hard label = the votes' majority "
                 "(ties, unknown and not-a-face majorities excluded): FER2013Train (train), FER2013Valid (val), "

@@ -101,3 +101,19 @@ def publish(staged: Path, dest: Path, card: dict) -> Path:
 
     save_text_atomic(Path(staged) / CARD_FILE, json.dumps(card, indent=2, default=float) + "\n")
     return copy_dir_atomic(staged, dest)
+
+
+#: How the cards describe fer_vgg (both shipped fer_vgg models' recipes).
+FER_VGG_TEXT = ("a VGG-style CNN for 48 px faces (four conv stages of 32-256 channels, "
+                "a 256-wide fully connected layer)")
+
+
+def model_facts(state: dict) -> dict:
+    """The card's first fields, read from a checkpoint's state: architecture (and its words for
+    fer_vgg), parameter count, labels."""
+    from ferwild.models import count_parameters, model_from_config
+
+    name = state["model_config"]["name"]
+    return {"architecture": name, "architecture_text": FER_VGG_TEXT if name == "fer_vgg" else name,
+            "params": count_parameters(model_from_config(state["model_config"])),
+            "labels": list(state["label_names"])}

@@ -29,14 +29,13 @@ Everything is deterministic given ``seed``; every dict is JSON-ready (NaN -> ``N
 
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ferwild.audit.groups import UNKNOWN, attribute_groups, group_order
+from ferwild.audit.groups import UNKNOWN, attribute_groups, bootstrap_interval, finite_or_none, group_order
 from ferwild.config import check_int
 from ferwild.metrics import as_class_ids
 
@@ -51,24 +50,6 @@ MIN_CLASS_SUPPORT = 10
 #: A group with fewer people than this gets its figures but no interval-based verdict: a people
 #: bootstrap over a few people has almost no distinct resamples.
 MIN_PEOPLE = 5
-
-
-def _num(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _ci(value: Any, draws: np.ndarray, confidence: float = CONFIDENCE) -> dict[str, float | None]:
-    value = _num(value)
-    draws = np.asarray(draws, dtype=np.float64)
-    finite = draws[np.isfinite(draws)]
-    if value is None or finite.size == 0:
-        return {"value": value, "ci_low": None, "ci_high": None}
-    alpha = 1.0 - confidence
-    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    return {"value": value, "ci_low": float(low), "ci_high": float(high)}
 
 
 def _excludes_zero(ci: dict) -> bool:
@@ -150,8 +131,8 @@ class _Group:
     def reliability(self) -> list[dict]:
         sums = self.bins.sum(0)
         return [{"bin_lower": b / ECE_BINS, "bin_upper": (b + 1) / ECE_BINS, "count": int(sums[b, 0]),
-                 "mean_confidence": _num(sums[b, 1] / sums[b, 0]) if sums[b, 0] else None,
-                 "accuracy": _num(sums[b, 2] / sums[b, 0]) if sums[b, 0] else None}
+                 "mean_confidence": finite_or_none(sums[b, 1] / sums[b, 0]) if sums[b, 0] else None,
+                 "accuracy": finite_or_none(sums[b, 2] / sums[b, 0]) if sums[b, 0] else None}
                 for b in range(ECE_BINS)]
 
     def resample(self, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
@@ -172,13 +153,15 @@ def _group_figures(group: _Group, weights: np.ndarray, mix: np.ndarray, names: l
     figures = {
         "n": group.n, "people": group.n_people,
         "class_mix": {names[c]: float(support[c] / max(1, support.sum())) for c in range(len(names))},
-        "accuracy": _ci(raw["accuracy"], raw_b["accuracy"]),
-        "macro_f1": _ci(raw["macro_f1"], raw_b["macro_f1"]),
-        "accuracy_standardised": _ci(std["accuracy"], std_b["accuracy"]),
-        "macro_f1_standardised": _ci(std["macro_f1"], std_b["macro_f1"]),
+        "accuracy": bootstrap_interval(raw["accuracy"], raw_b["accuracy"], CONFIDENCE),
+        "macro_f1": bootstrap_interval(raw["macro_f1"], raw_b["macro_f1"], CONFIDENCE),
+        "accuracy_standardised": bootstrap_interval(std["accuracy"], std_b["accuracy"], CONFIDENCE),
+        "macro_f1_standardised": bootstrap_interval(std["macro_f1"], std_b["macro_f1"], CONFIDENCE),
         "per_class": {names[c]: {"support": int(support[c]),
-                                 "recall": _ci(raw["recall"][c], raw_b["recall"][:, c]),
-                                 "precision": _ci(raw["precision"][c], raw_b["precision"][:, c])}
+                                 "recall": bootstrap_interval(raw["recall"][c], raw_b["recall"][:, c],
+                                                              CONFIDENCE),
+                                 "precision": bootstrap_interval(raw["precision"][c], raw_b["precision"][:, c],
+                                                                 CONFIDENCE)}
                       for c in range(len(names))},
     }
     draws = {"accuracy": raw_b["accuracy"], "macro_f1": raw_b["macro_f1"],
@@ -186,7 +169,7 @@ def _group_figures(group: _Group, weights: np.ndarray, mix: np.ndarray, names: l
              "recall": raw_b["recall"], "precision": raw_b["precision"]}
     if group.bins is not None:
         ece_b = group.ece(weights)
-        figures["ece"] = _ci(group.ece(), ece_b)
+        figures["ece"] = bootstrap_interval(group.ece(), ece_b, CONFIDENCE)
         figures["reliability"] = group.reliability()
         draws["ece"] = ece_b
     return figures, draws
@@ -197,7 +180,7 @@ def _gaps(a: dict, b: dict, da: dict, db: dict, names: list[str]) -> dict:
     out = {}
     for key in ("accuracy", "macro_f1", "accuracy_standardised", "macro_f1_standardised", "ece"):
         if key in a and key in b and a[key]["value"] is not None and b[key]["value"] is not None:
-            ci = _ci(a[key]["value"] - b[key]["value"], da[key] - db[key])
+            ci = bootstrap_interval(a[key]["value"] - b[key]["value"], da[key] - db[key], CONFIDENCE)
             out[key] = {**ci, "excludes_zero": _excludes_zero(ci)}
     for kind in ("recall", "precision"):
         per = {}
@@ -205,7 +188,7 @@ def _gaps(a: dict, b: dict, da: dict, db: dict, names: list[str]) -> dict:
             va, vb = a["per_class"][name][kind]["value"], b["per_class"][name][kind]["value"]
             if va is None or vb is None:
                 continue
-            ci = _ci(va - vb, da[kind][:, c] - db[kind][:, c])
+            ci = bootstrap_interval(va - vb, da[kind][:, c] - db[kind][:, c], CONFIDENCE)
             per[name] = {**ci, "excludes_zero": _excludes_zero(ci)}
         out[f"per_class_{kind}"] = per
     return out
@@ -244,9 +227,9 @@ def _prediction_bias(a: _Group, b: _Group, wa: np.ndarray, wb: np.ndarray, names
     p_family = (1 + (null.max(1) >= np.abs(diff).max() - 1e-12).sum()) / (1 + n_permutations)
     rows = []
     for j, (t, p) in enumerate(cells):
-        ci = _ci(diff[j], boot[:, j])
-        rows.append({"true": names[t], "pred": names[p], "rate_a": _num(_rates(cm_a)[t, p]),
-                     "rate_b": _num(_rates(cm_b)[t, p]), "difference": ci, "p_value": float(p_cell[j]),
+        ci = bootstrap_interval(diff[j], boot[:, j], CONFIDENCE)
+        rows.append({"true": names[t], "pred": names[p], "rate_a": finite_or_none(_rates(cm_a)[t, p]),
+                     "rate_b": finite_or_none(_rates(cm_b)[t, p]), "difference": ci, "p_value": float(p_cell[j]),
                      "support_a": int(cm_a[t].sum()), "support_b": int(cm_b[t].sum())})
     rows.sort(key=lambda r: -abs(r["difference"]["value"] or 0.0))
     return {"cells": rows, "largest": rows[0], "family_p_value": float(p_family),

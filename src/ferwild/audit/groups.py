@@ -42,6 +42,8 @@ from ferwild.metrics import as_class_ids
 __all__ = [
     "alignment_failure",
     "attribute_groups",
+    "bootstrap_interval",
+    "finite_or_none",
     "attribute_shift",
     "bootstrap_metrics",
     "compare_statistics",
@@ -71,7 +73,7 @@ _MIN_STAT_VALUES = 5
 # small helpers
 
 
-def _num(x: Any) -> float | None:
+def finite_or_none(x: Any) -> float | None:
     """Python float, or None for NaN/inf/None (JSON has no NaN)."""
     if x is None:
         return None
@@ -79,9 +81,9 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _ci(value: Any, draws: np.ndarray, confidence: float) -> dict:
+def bootstrap_interval(value: Any, draws: np.ndarray, confidence: float) -> dict:
     """``{"value", "ci_low", "ci_high"}`` from a point value and bootstrap draws (NaNs ignored)."""
-    value = _num(value)
+    value = finite_or_none(value)
     draws = np.asarray(draws, dtype=np.float64)
     finite = draws[np.isfinite(draws)]
     if value is None or finite.size == 0:
@@ -147,14 +149,14 @@ def _bootstrap(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, n_boots
     for c in range(num_classes):
         support = int(point["support"][c])
         per_class[str(c)] = {
-            "recall": _ci(point["recall"][c], boot["recall"][:, c], confidence),
-            "f1": _ci(point["f1"][c], boot["f1"][:, c], confidence),
+            "recall": bootstrap_interval(point["recall"][c], boot["recall"][:, c], confidence),
+            "f1": bootstrap_interval(point["f1"][c], boot["f1"][:, c], confidence),
             "support": support,
         }
     result = {
         "n": len(y_true),
-        "accuracy": _ci(point["accuracy"], boot["accuracy"], confidence),
-        "macro_f1": _ci(point["macro_f1"], boot["macro_f1"], confidence),
+        "accuracy": bootstrap_interval(point["accuracy"], boot["accuracy"], confidence),
+        "macro_f1": bootstrap_interval(point["macro_f1"], boot["macro_f1"], confidence),
         "per_class": per_class,
     }
     return result, boot["macro_f1"]
@@ -394,7 +396,7 @@ def _gap(per_group: dict[str, dict], draws: dict[str, np.ndarray]) -> dict | Non
     confidence = 1 - (1 - _AUDIT_CONFIDENCE) / pairs
     diff = draws[best] - draws[worst]
     value = per_group[best]["macro_f1"]["value"] - per_group[worst]["macro_f1"]["value"]
-    ci = _ci(value, diff, confidence)
+    ci = bootstrap_interval(value, diff, confidence)
     significant = ci["ci_low"] is not None and (ci["ci_low"] > 0 or ci["ci_high"] < 0)
     return {"best": best, "worst": worst, "macro_f1_gap": float(value),
             "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "confidence": float(confidence),
@@ -459,9 +461,9 @@ def attribute_shift(reference: pd.DataFrame, production: pd.DataFrame, *,
         j = int(np.argmax(np.abs(change)))
         rows.append({
             "attribute": attr,
-            "p_value": _num(p),
-            "chi2": _num(chi2),
-            "cramers_v": _num(v),
+            "p_value": finite_or_none(p),
+            "chi2": finite_or_none(chi2),
+            "cramers_v": finite_or_none(v),
             "tv_distance": float(0.5 * np.abs(change).sum()),
             "n_reference": len(reference),
             "n_production": len(production),

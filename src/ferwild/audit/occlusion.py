@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ferwild.audit.groups import bootstrap_interval
 from ferwild.data.faces import align_face, resize_image, to_channels
 from ferwild.data.occluders import (CONTROL, OCCLUDERS, FacePoints, occlude, occluder_fill, occluder_polygon,
                                     polygon_mask, probe_names)
@@ -137,7 +138,8 @@ def _occluded(probe: str, sources: list[_Source], alignment: Any,
     images, use = [], np.ones(len(sources), dtype=bool)
     for i, src in enumerate(sources):
         if probe != CONTROL:
-            images.append(occlude(src.image, occluder_polygon(probe, src.face, rng), occluder_fill(probe, src.image, src.face)))
+            polygon = occluder_polygon(probe, src.face, rng)
+            images.append(occlude(src.image, polygon, occluder_fill(probe, src.image, src.face)))
             continue
         outside = _outside_mask(src.face, _crop_footprint(src.face, alignment, src.image.shape[:2], src.aligned))
         use[i] = outside is not None
@@ -174,16 +176,6 @@ class _CropClassifier:
 # statistics
 
 
-def _ci(value: float | None, draws: np.ndarray) -> dict[str, float | None]:
-    finite = np.asarray(draws, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if value is None or not np.isfinite(value) or finite.size == 0:
-        return {"value": None if value is None or not np.isfinite(value) else float(value),
-                "ci_low": None, "ci_high": None}
-    lo, hi = np.quantile(finite, [(1 - CONFIDENCE) / 2, 1 - (1 - CONFIDENCE) / 2])
-    return {"value": float(value), "ci_low": float(lo), "ci_high": float(hi)}
-
-
 def _scores(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """accuracy, macro-F1 (classes present), per-class recall of (a stack of) confusion matrices."""
     cm = cm.astype(np.float64)
@@ -213,7 +205,8 @@ def _paired_effect(true: np.ndarray | None, clean: np.ndarray, occluded: np.ndar
              for a in transitions.index for b in transitions.columns if a != b and transitions.loc[a, b] > 0]
     moves.sort(key=lambda m: -m["faces"])
     out: dict[str, Any] = {"faces": int(len(clean)), "people": int(len(uniq)),
-                           "flip_rate": _ci(flipped.mean(), flip_draws), "top_flips": moves[:5]}
+                           "flip_rate": bootstrap_interval(flipped.mean(), flip_draws, CONFIDENCE),
+                           "top_flips": moves[:5]}
     if true is None:
         return out
     counts = {}
@@ -225,9 +218,10 @@ def _paired_effect(true: np.ndarray | None, clean: np.ndarray, occluded: np.ndar
     boot = {t: _scores((weights @ c).reshape(n_bootstrap, k, k)) for t, c in counts.items()}
     for i, metric in enumerate(("accuracy", "macro_f1")):
         out[metric] = {"clean": float(point["clean"][i]), "occluded": float(point["occluded"][i]),
-                       "drop": _ci(point["clean"][i] - point["occluded"][i], boot["clean"][i] - boot["occluded"][i])}
-    out["recall_drop"] = {names[c]: {**_ci(point["clean"][2][c] - point["occluded"][2][c],
-                                           boot["clean"][2][:, c] - boot["occluded"][2][:, c]),
+                       "drop": bootstrap_interval(point["clean"][i] - point["occluded"][i],
+                                                  boot["clean"][i] - boot["occluded"][i], CONFIDENCE)}
+    out["recall_drop"] = {names[c]: {**bootstrap_interval(point["clean"][2][c] - point["occluded"][2][c],
+                                           boot["clean"][2][:, c] - boot["occluded"][2][:, c], CONFIDENCE),
                                      "clean": None if np.isnan(point["clean"][2][c]) else float(point["clean"][2][c]),
                                      "support": int(counts["clean"].sum(0).reshape(k, k)[c].sum())}
                           for c in range(k)}
@@ -258,7 +252,8 @@ def _detector_check(sources: list[_Source], detectors: Sequence[str], probes: li
                 if probe == "none":
                     images.append(s.image)
                 else:
-                    images.append(occlude(s.image, occluder_polygon(probe, s.face, rng), occluder_fill(probe, s.image, s.face)))
+                    polygon = occluder_polygon(probe, s.face, rng)
+                    images.append(occlude(s.image, polygon, occluder_fill(probe, s.image, s.face)))
             results = detector.detect(images)
             hits = 0
             for s, dets in zip(photos, results):
