@@ -24,6 +24,7 @@ from conftest import WatchedRecognizer, start_ferwild_serve
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from ferwild.detectors.blazeface import VIDEO_MIN_CONFIDENCE
 from ferwild.drawing import place_tags
 from ferwild.recognizer import Recognizer
 from ferwild.serve import LIVE_PATH, create_app
@@ -183,7 +184,7 @@ def test_live_without_a_fast_detector_says_so_per_frame(crops, tiny):
         def __init__(self, inner):
             self.inner, self.label_names, self.info = inner, inner.label_names, inner.info
 
-        def with_detector(self, detector):
+        def with_detector(self, detector, **kw):
             raise RecognizerError(f"no {detector} detector in this build")
 
         def analyze(self, images, *, sources=None):
@@ -234,7 +235,8 @@ class _DetectorProbe:
     # MTCNN (the default) gives way to fast-tiled, which finds groups at video rate; the live
     # model keeps its own BlazeFace threshold
     ("mtcnn", "fast", None, "fast-tiled", [("fast-tiled", {"min_confidence": 0.6})]),
-    ("mtcnn", None, None, "fast-tiled", [("fast-tiled", {})]),   # the app's own recogniser
+    # the app's own recogniser: BlazeFace's live-video threshold (an empty scene stays empty)
+    ("mtcnn", None, None, "fast-tiled", [("fast-tiled", {"min_confidence": VIDEO_MIN_CONFIDENCE})]),
     ("fast", "fast", None, "fast", []),                          # already there: used as it is
     ("fast", None, None, "fast", []),
     ("none", None, None, "none", []),                            # crops in: every frame is one face
