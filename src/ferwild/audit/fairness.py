@@ -296,7 +296,7 @@ def attribute_comparison(frame: pd.DataFrame, label_names: list[str], attribute:
                            "not_recorded": {"n": int(missing.sum()),
                                             "people": int(pd.Series(people[missing]).nunique())},
                            "groups": {}, "compared": None, "gaps": None, "prediction_bias": None, "notes": notes}
-    recorded = [g for g in group_order(groups[~missing])]
+    recorded = group_order(groups[~missing])
     counts = np.bincount(true[~missing], minlength=k).astype(np.float64)
     mix = counts / max(1.0, counts.sum())
     out["reference_mix"] = {names[c]: float(mix[c]) for c in range(k)}

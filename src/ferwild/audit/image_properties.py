@@ -28,7 +28,6 @@ import pandas as pd
 
 from ferwild.audit.fairness import attribute_comparison
 from ferwild.audit.groups import attribute_groups, group_order, image_statistics
-from ferwild.data.prepared import COL
 
 __all__ = ["PROPERTIES", "property_groups", "image_property_errors"]
 
@@ -49,8 +48,7 @@ def property_groups(rows: pd.DataFrame, *, bins: int = 3) -> pd.DataFrame:
     """One group label per row and property (columns ``prop_<name>``), numbers cut into
     ``bins`` quantile bins by :func:`ferwild.audit.groups.attribute_groups`; a row missing a
     value is ``unknown``."""
-    stats = image_statistics(rows.assign(**{COL.augmented_from: ""}) if COL.augmented_from not in rows else rows)
-    stats = stats.reindex(rows.index)
+    stats = image_statistics(rows).reindex(rows.index)  # rows it does not describe read as unknown
     width = pd.to_numeric(rows.get("orig_width"), errors="coerce")
     height = pd.to_numeric(rows.get("orig_height"), errors="coerce")
     values = {
