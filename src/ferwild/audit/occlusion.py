@@ -63,8 +63,8 @@ def _crop_footprint(face: FacePoints, alignment: Any, shape: tuple[int, int], al
     a, t = m[:, :2], m[:, 2]
     photo_per_crop_pixel = 1.0 / math.sqrt(abs(np.linalg.det(a)))
     grow = max(4.0, 3.0 * photo_per_crop_pixel)
-    corners = _rect(-grow / photo_per_crop_pixel, -grow / photo_per_crop_pixel,
-                    side + grow / photo_per_crop_pixel, side + grow / photo_per_crop_pixel)
+    lo, hi = -grow / photo_per_crop_pixel, side + grow / photo_per_crop_pixel  # crop pixels
+    corners = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]])
     return polygon_mask(shape, (corners - t) @ np.linalg.inv(a).T)
 
 
