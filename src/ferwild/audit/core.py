@@ -726,8 +726,9 @@ def _subgroup_findings(audit: dict[str, Any], findings: list[str]) -> list[str]:
         if standardised is not None:
             others = [g for g in (gap["best"], gap["worst"]) if g not in comparison["compared"]]
             if others:  # the raw ranking's group cannot be compared people by people
-                line += (f" ('{others[0]}' is not compared people by people: "
-                         + "; ".join(n for n in comparison["notes"] if f"'{others[0]}'" in n) + ".)")
+                why = [n for n in comparison["notes"] if f"'{others[0]}'" in n and "too few" in n]
+                line += (f" ('{others[0]}' is not compared people by people"
+                         + (f": {why[0]}" if why else "") + ".)")
             line += " People by people, " + comparison["summary"]
         findings.append(line)
         # a gap the class mix explains is not fixed by rebalancing the attribute
