@@ -157,6 +157,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fer2013", type=Path, required=True, help="FER2013 prepared with --labels basic7.")
     ap.add_argument("--wild", type=Path, required=True, help="wild_dev prepared --like the FER+ data (see above).")
     ap.add_argument("--peer", type=Path, default=None, help="bench/bench_wild_peers.py's JSON (fer 25.10).")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="When --run is a fine-tune (recipes/ferplus_occlusion.yaml): the run it started from, or "
+                         "the packed model folder (with its card.json) it started from.")
     ap.add_argument("--dest", type=Path, default=REPO / "src" / "ferwild" / "weights" / NAME)
     ap.add_argument("--card", type=Path, default=REPO / "MODEL_CARD.md")
     ap.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
@@ -230,30 +233,64 @@ def abstention(work: Path, names: list[str]) -> tuple[list[dict], Path]:
     return risk_table(wild_probs, wild_labels), figure
 
 
-def recipe_facts(config) -> dict:
-    """The card's recipe in words and the commands that reproduce it."""
+def _augment_words(config) -> str:
+    # the occluders' landmark template is filled from the data at train time: a detail, not a recipe word
+    options = {k: v for k, v in config.data.augment_options.items() if k != "occlude_points"}
+    return ", ".join(f"{k} {v}" for k, v in options.items())
+
+
+def recipe_facts(config, base_config=None) -> dict:
+    """The card's recipe in words and the commands that reproduce it. ``base_config`` is the
+    first stage's when the shipped run is a fine-tune of it (``--base``)."""
+    first = base_config or config
+    text = (f"{first.model.name} initialised from `ferwild:fer2013_vgg`'s backbone (the same training "
+            f"faces under FER2013's single labels), cross-entropy to the vote distribution "
+            f"(`optim.targets: votes`), {first.train.epochs} epochs, batch {first.train.batch_size}, "
+            f"SGD (Nesterov, momentum {first.optim.momentum}, weight decay {first.optim.weight_decay}) "
+            f"at {first.optim.lr} with {first.optim.warmup_epochs} warm-up epoch then cosine, "
+            f"{first.optim.class_weights}-balanced class weights, on-the-fly augmentation "
+            f"({_augment_words(first)}; flips), {first.train.precision} precision, channels-last.")
+    train = ["ferwild train recipes/ferplus.yaml --data ferplus_basic7 --out runs/ferplus --resume   "
+             "# rerun to continue after a stop"]
+    run, recipe = "runs/ferplus", "recipes/ferplus.yaml"
+    if base_config is not None:
+        text += (f" Then fine-tuned from that model's best checkpoint for {config.train.epochs} more epochs "
+                 f"(`recipes/ferplus_occlusion.yaml`: the same targets and augmentation, at {config.optim.lr} "
+                 f"with {config.optim.warmup_epochs} warm-up epoch then cosine, plus face-shaped occluders "
+                 f"(sunglasses, a mask, a hand, half the face; `ferwild.data.occluders`, placed by the crops' "
+                 f"landmark template) drawn on {config.data.augment_options['occlude_p']:.0%} of the training "
+                 "crops).")
+        train.append("ferwild train recipes/ferplus_occlusion.yaml --data ferplus_basic7 --out runs/ferplus_occlusion "
+                     "--pretrained runs/ferplus/checkpoints/$(cat runs/ferplus/checkpoints/BEST)/model.safetensors "
+                     "--resume")
+        run, recipe = "runs/ferplus_occlusion --base runs/ferplus", "recipes/ferplus.yaml, then recipes/ferplus_occlusion.yaml"
     return {
-        "recipe": "recipes/ferplus.yaml",
-        "recipe_text": (f"{config.model.name} initialised from `ferwild:fer2013_vgg`'s backbone (the same training "
-                        f"faces under FER2013's single labels), cross-entropy to the vote distribution "
-                        f"(`optim.targets: votes`), {config.train.epochs} epochs, batch {config.train.batch_size}, "
-                        f"SGD (Nesterov, momentum {config.optim.momentum}, weight decay {config.optim.weight_decay}) "
-                        f"at {config.optim.lr} with {config.optim.warmup_epochs} warm-up epoch then cosine, "
-                        f"{config.optim.class_weights}-balanced class weights, on-the-fly augmentation "
-                        f"({', '.join(f'{k} {v}' for k, v in config.data.augment_options.items())}; flips), "
-                        f"{config.train.precision} precision, channels-last."),
+        "recipe": recipe,
+        "recipe_text": text,
         "commands": [
             "make install",
             "ferwild prepare ../shared/data/ferplus --out ferplus_basic7 --balance none",
-            "ferwild train recipes/ferplus.yaml --data ferplus_basic7 --out runs/ferplus --resume   "
-            "# rerun to continue after a stop",
+            *train,
             "ferwild prepare ../shared/data/fer2013 --out fer2013_basic7 --labels basic7 --balance none",
             "ferwild prepare ../shared/data/wild_dev/labels.csv --out wild_dev_like_ferplus --like ferplus_basic7 "
             "--balance none --fallback drop --split-ratios 0.5,0.25,0.25",
-            "python recipes/ship_ferplus.py --run runs/ferplus --data ferplus_basic7 --fer2013 fer2013_basic7 "
+            f"python recipes/ship_ferplus.py --run {run} --data ferplus_basic7 --fer2013 fer2013_basic7 "
             "--wild wild_dev_like_ferplus",
         ],
     }
+
+
+def stage_facts(run: Path, state: dict | None = None) -> dict:
+    """One training stage's length, pace and time. A packed model folder (the shipped default kept
+    aside as ``--base``) carries them in its ``card.json``; a run folder, in its own files."""
+    card = run / "card.json"
+    if card.is_file():
+        c = json.loads(card.read_text())
+        return {k: c[k] for k in ("epochs", "selected_epoch", "train_wall_time_s", "train_img_per_s")}
+    history = pd.read_csv(run / "metrics.csv")
+    return {"epochs": int(len(history)), "selected_epoch": int((state or {}).get("epoch") or 0),
+            "train_wall_time_s": round(train_wall_time_s(run), 1),
+            "train_img_per_s": float(history["train_img_per_s"].median())}
 
 
 def build_card(args, state: dict, choices: dict, ours: dict, base: dict, risk: list[dict], figure: Path) -> dict:
@@ -261,7 +298,9 @@ def build_card(args, state: dict, choices: dict, ours: dict, base: dict, risk: l
     from ferwild.config import RunConfig
 
     config = RunConfig.load(args.run / "config.yaml")
-    history = pd.read_csv(args.run / "metrics.csv")
+    base_config = RunConfig.load(args.base / "config.yaml") if args.base else None
+    stages = [stage_facts(args.base)] if args.base else []
+    stages.append(stage_facts(args.run, state))
     by_tta = choices["by_tta"]
     return {
         "name": NAME,
@@ -270,17 +309,19 @@ def build_card(args, state: dict, choices: dict, ours: dict, base: dict, risk: l
         "data": "FER+ (FER2013's faces, ten crowd votes each), 7 classes, hard label = the votes' majority "
                 "(ties, unknown and not-a-face majorities excluded): FER2013Train (train), FER2013Valid (val), "
                 "FER2013Test (test)",
-        **recipe_facts(config),
+        **recipe_facts(config, base_config),
         "tta": choices["tta"],
         "by_tta": {t: {k: {"accuracy": v["accuracy"], "macro_f1": v["macro_f1"]} for k, v in d.items()}
                    for t, d in by_tta.items()},
         "temperature": choices["temperature"],
         "framing": {"scale": choices["scale"], "by_scale": {str(k): v for k, v in choices["by_scale"].items()}},
-        "epochs": int(len(history)),
-        "selected_epoch": int(state.get("epoch") or 0),
+        # the totals over the stages (one, or the base then the fine-tune); the selected epoch is the last stage's
+        "epochs": sum(st["epochs"] for st in stages),
+        "selected_epoch": stages[-1]["selected_epoch"],
+        "stages": stages,
         "hardware": hardware(),
-        "train_wall_time_s": round(train_wall_time_s(args.run), 1),
-        "train_img_per_s": float(history["train_img_per_s"].median()),
+        "train_wall_time_s": round(sum(st["train_wall_time_s"] for st in stages), 1),
+        "train_img_per_s": float(np.median([st["train_img_per_s"] for st in stages])),
         "test": brief(ours["ferplus_test"]),  # what `ferwild models` and /info show
         "test_name": "FER+ test (majority, 7 classes)",
         "results": {k: brief(v) for k, v in ours.items()},

@@ -115,6 +115,15 @@ def test_demo_small(tmp_path):
     assert shipped["n_images"] > 0 and shipped["n_errors"] == 0
     assert shipped["recognizer"]["backend"] == "onnx"
     assert shipped["n_faces"] + shipped["n_without_face"] >= shipped["n_images"]
+    # the demo's summary.json reads its figures from the files each step wrote
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    selection = json.loads((study / "selection.json").read_text())
+    assert summary["selected"] == selection["winner"] and summary["main"]["experiment"] == "main"
+    assert summary["audit"]["macro_f1_production"] == audit["performance"]["production"]["macro_f1"]
+    assert summary["ship"] == shipped and summary["cells"] == 18  # one cell per experiment setting
+    assert summary["cells_not_learning"] == len(summary["cells_not_learning_list"]) <= 18
+    assert set(summary["steps_s"]) == {"synth", "prepare", "study", "audit", "ship"}
+    assert abs(summary["wall_s"] - sum(summary["steps_s"].values())) < 0.2
     # every printed command is one pasteable line, however long (subprocess stdout: 80 columns)
     audit_line = next(line for line in out.stdout.splitlines() if line.startswith("$ ferwild audit"))
     assert len(audit_line) > 80 and audit_line.endswith(str(tmp_path / "demo" / "audit"))

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ferwild.files import save_json_atomic
 
 __all__ = ["DemoResult", "demo_study", "run_demo", "ship", "missed_faces_note", "DEMO_MAIN_MODEL", "DEMO_BASELINE_MODEL"]
 
@@ -105,6 +108,15 @@ def run_demo(
     from ferwild.system import available_cpus
 
     out = Path(out)
+    steps_s: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        steps_s[step] = round(steps_s.get(step, 0.0) + now - clock, 1)
+        clock = now
+
     section = section or (lambda title: log(f"== {title} =="))
     command = command or log
     prepared = prepared or (lambda summary, where: log(
@@ -116,6 +128,7 @@ def run_demo(
             section(f"synth {preset}")
             command(f"$ ferwild synth --preset {preset} --n {n} --out {raw} --seed {seed} --labels basic6")
             synth_dataset(preset, n, raw, seed=seed, label_set="basic6")
+            lap("synth")
         section(f"prepare {preset}")
         where = out / "prepared" / preset
         command(f"$ ferwild prepare {raw / 'manifest.csv'} --out {where} --size {size} --seed {seed}"
@@ -124,6 +137,7 @@ def run_demo(
         config = PrepareConfig(size=size, seed=seed, balance="none" if preset == "production" else "max")
         result = run_prepare(raw / "manifest.csv", where, config)
         prepared(result.summary, result.out_dir)
+        lap("prepare")
 
     section("study")
     study_dir = out / "study"
@@ -133,6 +147,7 @@ def run_demo(
     run_study(spec, study_dir, workers=workers, log=log)
     selection = json.loads((study_dir / "selection.json").read_text())
     run_dir = study_dir / (study_dir / "best_run").read_text().strip()
+    lap("study")
 
     section("audit production")
     from ferwild.audit.core import AuditConfig, run_audit
@@ -144,15 +159,68 @@ def run_demo(
                       AuditConfig(seed=seed), progress=lambda m: log(f"  {m}"))
     for line in audit["verdict"]["findings"] + audit["verdict"]["advice"]:
         log(f"- {line}")
+    lap("audit")
 
     section("ship")
     onnx_path, predictions_dir, summary = ship(out, run_dir, n, log=log, command=command)
     note = missed_faces_note(summary, audit.get("data_health", {}).get("detector_check"))
     if note:
         log(f"  {note}")
+    lap("ship")
+    # the figures as the audit wrote them (audit.json rounds), so the summary quotes the file exactly
+    written_audit = json.loads((audit_dir / "audit.json").read_text())
+    save_json_atomic(out / "summary.json", demo_summary(
+        study_dir, selection, written_audit, summary, steps_s,
+        settings={"n": n, "size": size, "seed": seed, "seeds": seeds, "workers": workers, "quick": quick}))
     return DemoResult(out=out, study_dir=study_dir, run_dir=run_dir, audit_dir=audit_dir, onnx_path=onnx_path,
                       predictions_dir=predictions_dir, selection=selection, verdict=audit["verdict"],
                       ship_summary=summary)
+
+
+def demo_summary(study_dir: Path, selection: dict[str, Any], audit: dict[str, Any], ship_summary: dict[str, Any],
+                 steps_s: dict[str, float], settings: dict[str, Any]) -> dict[str, Any]:
+    """``OUT/summary.json``: the demo's headline figures, each read from the file its step wrote
+    (the study's cells and selection, the audit's ``audit.json``, predict's summary), and the
+    wall time of each step."""
+    from ferwild.study_report import cells_not_learning, study_cells
+
+    cells = study_cells(study_dir)
+    flagged = cells_not_learning(cells)
+    main = next((c for c in selection.get("cells", []) if c.get("experiment") == "main"), None)
+    perf, shift = audit.get("performance", {}), audit.get("covariate_shift", {})
+    drop = perf.get("drop", {}).get("macro_f1", {})
+    detector = audit.get("data_health", {}).get("detector_check") or {}
+    label_shift = audit.get("label_shift", {})
+    return {
+        "settings": settings,
+        "wall_s": round(sum(steps_s.values()), 1),
+        "steps_s": steps_s,
+        "main": main,
+        "selected": selection.get("winner"),
+        "cells": int(len(cells)),
+        "cells_not_learning": int(len(flagged)),
+        "cells_not_learning_list": [
+            {"experiment": str(c["experiment"]), "trials": list(c["trials"]), "vs_chance": str(c["vs_chance"])}
+            for _, c in flagged.iterrows()],
+        "audit": {
+            "mmd_p_value": shift.get("mmd_p_value"),
+            "domain_auc": shift.get("domain_auc"),
+            "shift_detected": shift.get("detected"),
+            "attribute_shift": shift.get("attribute_shift"),
+            "shift_attribution": shift.get("shift_attribution"),
+            "macro_f1_reference": perf.get("reference", {}).get("macro_f1"),
+            "macro_f1_production": perf.get("production", {}).get("macro_f1"),
+            "macro_f1_drop": drop.get("difference"),
+            "macro_f1_drop_ci": drop.get("ci"),
+            "detector_no_face": {k: v.get("rate") for k, v in detector.items() if isinstance(v, dict)},
+            "detector_min_confidence": next((v.get("min_confidence") for v in detector.values()
+                                             if isinstance(v, dict)), None),
+            "label_shift_reliable": label_shift.get("reliable"),
+            "label_shift_error_tv": label_shift.get("estimation_error_tv"),
+            "findings": audit.get("verdict", {}).get("findings", []),
+        },
+        "ship": ship_summary,
+    }
 
 
 def ship(out: Path, run_dir: Path, n: int, *, log: Callable[[str], None] = _print,

@@ -160,7 +160,7 @@ def _default_glance(card: dict) -> list[str]:
         "| input | one face, grey, 48x48 px, framed like FER2013's crops (MTCNN landmarks -> the learned template) |",
         f"| weights | float16 safetensors, {card['size_bytes'] / 1e6:.1f} MB, inside the package (nothing downloaded) |",
         f"| trained on | {card['data']} |",
-        f"| selected on | FER+ validation macro-F1, best of {card['epochs']} epochs: epoch {card['selected_epoch']} |",
+        f"| selected on | FER+ validation macro-F1, {_selected_text(card)} |",
         f"| test-time augmentation | {card['tta']} (chosen on wild_dev's choice people: "
         + _by_tta_text(card["by_tta"]) + " accuracy / macro-F1) |",
         "| framing | the landmark template learned from the FER+ crops, unzoomed: no zoom tried on wild_dev's choice "
@@ -169,10 +169,26 @@ def _default_glance(card: dict) -> list[str]:
         f"| calibration | temperature {card['temperature']:.3f}, fitted on FER+ validation (ECE there "
         f"{100 * r['ferplus_val']['ece']:.1f}%; FER+ test {100 * r['ferplus_test']['ece']:.1f}%) |",
         f"| training hardware | {card['hardware']} |",
-        f"| training wall time | {card['train_wall_time_s'] / 60:.0f} min ({card['epochs']} epochs at a median "
+        f"| training wall time | {card['train_wall_time_s'] / 60:.0f} min ({_epochs_text(card)} at a median "
         f"{card['train_img_per_s']:.0f} training images/s; the machine also ran other work) |",
         "",
     ]
+
+
+def _selected_text(card: dict) -> str:
+    stages = card.get("stages") or [card]
+    if len(stages) == 1:
+        return f"best of {card['epochs']} epochs: epoch {card['selected_epoch']}"
+    base, tune = stages[0], stages[-1]
+    return (f"the base model's best of {base['epochs']} epochs (epoch {base['selected_epoch']}), then the "
+            f"fine-tune's best of {tune['epochs']} (epoch {tune['selected_epoch']})")
+
+
+def _epochs_text(card: dict) -> str:
+    stages = card.get("stages") or [card]
+    if len(stages) == 1:
+        return f"{card['epochs']} epochs"
+    return " + ".join(str(st["epochs"]) for st in stages) + " epochs (base + fine-tune)"
 
 
 def _default_side_by_side(card: dict) -> list[str]:

@@ -46,7 +46,7 @@ from ferwild.htmldoc import Document as _Doc
 from ferwild.htmldoc import md_table_html
 from ferwild.metrics import history_markdown, style_cell_grid
 
-__all__ = ["write_report", "optimizer_lr_heatmap", "aggregate_cells", "heatmap_figsize",
+__all__ = ["write_report", "study_cells", "cells_not_learning", "optimizer_lr_heatmap", "aggregate_cells", "heatmap_figsize",
            "HEATMAP_DPI"]
 
 METRICS = ("val_acc", "val_macro_f1", "test_acc", "test_macro_f1")
@@ -645,9 +645,7 @@ def _section_summary(doc: _Doc, study: _Study, winner: dict | None, all_cells: p
                   (" " + CHANCE_NOTE if "vs chance" in frame else ""))
     else:
         doc.para("No trial results to summarise.")
-    flagged = all_cells[all_cells["vs_chance"].astype(str).str.contains("chance")
-                        & ~all_cells["vs_chance"].astype(str).str.startswith("above")] \
-        if not all_cells.empty and "vs_chance" in all_cells else all_cells.iloc[:0]
+    flagged = cells_not_learning(all_cells)
     if len(flagged):
         keys_of = {name: study.varied_keys(name) for name in flagged["experiment"].unique()}
         doc.box("warn", f"{len(flagged)} of {len(all_cells)} cells did not learn the task (at or near chance)", [
@@ -1131,6 +1129,22 @@ def _section_method(doc: _Doc, study: _Study, winner: dict | None, number: int) 
 
 # --------------------------------------------------------------------------------------------
 # entry point
+
+
+def study_cells(study_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every cell of a finished study, one row per cell and experiment (a cell shared by two
+    experiments appears in each): its parameters, seed means and ``vs_chance`` verdict."""
+    study = _load(Path(study_dir))
+    names = [n for n in study.experiment_names if len(study.rows(n))]
+    return pd.concat([study.cells(n) for n in names], ignore_index=True) if names else pd.DataFrame()
+
+
+def cells_not_learning(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells whose validation predictions are at or near chance (the report's warning)."""
+    if cells.empty or "vs_chance" not in cells:
+        return cells.iloc[:0]
+    verdict = cells["vs_chance"].astype(str)
+    return cells[verdict.str.contains("chance") & ~verdict.str.startswith("above")]
 
 
 def write_report(study_dir: str | os.PathLike) -> tuple[Path, Path]:
