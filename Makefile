@@ -6,7 +6,8 @@ OUT ?= demo_out
 FER2013 ?= ../shared/data/fer2013
 MODEL_WORK ?= model_work
 
-# `make model-ferplus`: the recipe of the default model, ferwild:ferplus_vgg (MODEL_CARD.md); resumable.
+# `make model-ferplus`: the recipe of the default model, ferwild:ferplus_vgg (MODEL_CARD.md): recipes/ferplus.yaml,
+# then recipes/ferplus_occlusion.yaml from its best checkpoint; resumable.
 FERPLUS ?= ../shared/data/ferplus
 WILD_DEV ?= ../shared/data/wild_dev
 
@@ -39,8 +40,11 @@ model-ferplus: install
 	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
 	$(VENV)/bin/ferwild prepare $(WILD_DEV)/labels.csv --out $(MODEL_WORK)/wild_dev_like_ferplus --like $(MODEL_WORK)/ferplus_basic7 \
 		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
-	$(PY) recipes/ship_ferplus.py --run $(MODEL_WORK)/runs/ferplus --data $(MODEL_WORK)/ferplus_basic7 \
-		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus
+	$(VENV)/bin/ferwild train recipes/ferplus_occlusion.yaml --data $(MODEL_WORK)/ferplus_basic7 --out $(MODEL_WORK)/runs/ferplus_occlusion \
+		--pretrained $(MODEL_WORK)/runs/ferplus/checkpoints/$$(cat $(MODEL_WORK)/runs/ferplus/checkpoints/BEST)/model.safetensors --resume
+	$(PY) recipes/ship_ferplus.py --run $(MODEL_WORK)/runs/ferplus_occlusion --base $(MODEL_WORK)/runs/ferplus --data $(MODEL_WORK)/ferplus_basic7 \
+		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus \
+		--peer docs/bench/wild_peers_fer_mtcnn.json
 
 # `make model-ferplus-ensemble`: the ensemble ferwild:ferplus_ensemble (docs/model_card_ferplus_ensemble.md: measured,
 # not shipped, as it read FER+ test no better than the default): the default plus MEMBERS restarted members;

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--people", choices=("all", "holdout", "calibration"), default="all",
                         help="holdout: only the people tools/calibrate_blazeface.py did not calibrate on")
     parser.add_argument("--out", type=Path, default=None, help="per-photo CSV")
+    parser.add_argument("--fast-min-confidence", type=float, default=None,
+                        help="the fast detector's threshold (default: its photo default; live video uses "
+                             "ferwild.detectors.blazeface.VIDEO_MIN_CONFIDENCE)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
 
@@ -88,14 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         labels = labels.iloc[: args.limit]
     paths = [args.data / p for p in labels["path"]]
     truth = labels["label"].to_numpy()
-    rows = {}
+    rows, thresholds = {}, {}
     for name in ("fast", "mtcnn"):
-        rec = Recognizer.default(detector=name, device="cpu")
+        options = {"min_confidence": args.fast_min_confidence} if name == "fast" and args.fast_min_confidence else {}
+        rec = Recognizer.default(detector=name, device="cpu", **options)
         preds, seconds = read(rec, paths)
         rows[name] = (preds, seconds)
+        thresholds[name] = float(rec.detector.min_confidence)
         found = sum(p is not None for p in preds)
         print(f"{name}: {found}/{len(preds)} with a face, {seconds / len(preds) * 1000:.1f} ms/photo", file=sys.stderr)
     fast, mtcnn = rows["fast"][0], rows["mtcnn"][0]
+    rec_threshold = thresholds["fast"]
     found_f = np.array([p is not None for p in fast])
     found_m = np.array([p is not None for p in mtcnn])
     right_f = np.array([p == t for p, t in zip(fast, truth)], dtype=float)
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "ms_per_photo_fast": round(rows["fast"][1] / len(labels) * 1000, 2),
         "ms_per_photo_mtcnn": round(rows["mtcnn"][1] / len(labels) * 1000, 2),
         "speedup_fast_vs_mtcnn": round(rows["mtcnn"][1] / rows["fast"][1], 2),
+        "fast_min_confidence": rec_threshold,
+        "command": "bench/bench_fast_detector.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     if args.out:
         pd.DataFrame({"path": labels["path"], "label": truth, "subject": groups, "fast": fast,

@@ -35,6 +35,9 @@ Usage::
     nice -n 15 /tmp/fer_venv/bin/python bench/bench_wild_peers.py --mtcnn \\
         --out /tmp/fer_wild_preds_mtcnn.csv --json /tmp/fer_wild_summary_mtcnn.json
 
+The ``--mtcnn`` JSON is kept as ``docs/bench/wild_peers_fer_mtcnn.json``: the default model's card
+quotes it (``recipes/ship_ferplus.py --peer``).
+
 Options: ``--data`` (folder holding labels.csv), ``--mtcnn`` (fer's MTCNN detector instead of the
 OpenCV Haar cascade), ``--keras`` (fer's full-precision Keras model instead of its default
 quantised TFLite one), ``--bgr`` (hand fer the BGR array, as its own docs do, instead of RGB),

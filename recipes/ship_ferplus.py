@@ -51,6 +51,9 @@ NAME = "ferplus_vgg"
 #: The model the card compares against: the one trained on FER2013's own labels.
 BASELINE = "ferwild:fer2013_vgg"
 FRAMING_SCALES = (0.85, 0.92, 1.0, 1.08, 1.16)
+#: The peer on wild_dev (fer 25.10 with its MTCNN; ``bench/bench_wild_peers.py --mtcnn --json``, kept):
+#: a measurement of another tool, so it does not change when ferwild's model does.
+PEER_JSON = "docs/bench/wild_peers_fer_mtcnn.json"
 
 
 def fer2013_disagreement(fer2013_dir: Path, ferplus_dir: Path) -> dict:
@@ -275,7 +278,7 @@ def recipe_facts(config, base_config=None) -> dict:
             "ferwild prepare ../shared/data/wild_dev/labels.csv --out wild_dev_like_ferplus --like ferplus_basic7 "
             "--balance none --fallback drop --split-ratios 0.5,0.25,0.25",
             f"python recipes/ship_ferplus.py --run {run} --data ferplus_basic7 --fer2013 fer2013_basic7 "
-            "--wild wild_dev_like_ferplus",
+            f"--wild wild_dev_like_ferplus --peer {PEER_JSON}",
         ],
     }
 

@@ -6,7 +6,9 @@ A figure in prose sits between two markers naming its source, the key inside it 
 
 a generated table between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` (NAME is
 one of ``BLOCKS``), and a figure quoted from outside ferwild (a paper, another tool's page)
-between ``<!-- ext WHERE IT COMES FROM -->`` and ``<!-- /ext -->``. Sources (``SOURCE`` before the key):
+between ``<!-- ext WHERE IT COMES FROM -->`` and ``<!-- /ext -->``, and a figure ferwild measured in a
+run whose output was not kept between ``<!-- unkept THE RUN -->`` and ``<!-- /unkept -->`` (listed by
+``--check`` until the run is redone with its output kept). Sources (``SOURCE`` before the key):
 
 * ``card:NAME``: the model's ``card.json`` (``src/ferwild/weights/NAME/``, or
   ``docs/experiments/NAME.card.json`` for a model measured and kept out of the package),
@@ -44,6 +46,9 @@ BLOCK = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->\n(?P<text>.*?)<!-- /figur
 # a figure quoted from outside ferwild (a paper, another tool's page, a user's report): no file
 # of ours can hold it, so it says where it comes from instead
 EXT = re.compile(r"<!-- ext (?P<origin>[^>]+?) -->(?P<text>.*?)<!-- /ext -->", re.S)
+# a figure ferwild measured in a run whose output was not kept: it names the run, so the debt is
+# visible and counted (``--check`` lists them) until the run is redone with its output kept
+UNKEPT = re.compile(r"<!-- unkept (?P<run>[^>]+?) -->(?P<text>.*?)<!-- /unkept -->", re.S)
 
 
 def documents() -> list[Path]:
@@ -137,9 +142,6 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "sci1": lambda v: f"[{100 * v[0]:+.1f}, {100 * v[1]:+.1f}]",          # a difference's interval, bracketed
     "wpts1": lambda v: f"{100 * (v[1] - v[0]):.1f}",                      # a share interval's width, in points
     "ci3": lambda v: f"[{v[0]:.3f}, {v[1]:.3f}]",                         # an interval of a plain number (an AUC)
-    # pct0 whose one-decimal form is another page's unrelated figure: published only as typed
-    # (real-audit's 64% surprise recall; docs/benchmarks.md's demo test macro-F1 is 64.0%)
-    "pct0only": _pct(0),
 }
 
 
@@ -280,8 +282,10 @@ def published(text: str) -> set[str]:
     out = set()
     for m in FIG.finditer(text):
         strings = {m["text"]}
-        family = re.sub(r"\d+$", "", m["fmt"])
-        for fmt in VARIANTS.get(family, ()):
+        family, digits = re.fullmatch(r"(.*?)(\d*)", m["fmt"]).groups()
+        # a whole-number figure (88%) gets no more precise variant: its one-decimal forms (88.1%)
+        # are, far more often, other measurements that round alike than retypings of it
+        for fmt in VARIANTS.get(family, ()) if digits not in ("", "0") else ():
             try:
                 strings.add(figure(m["source"], m["key"], fmt))
             except (KeyError, TypeError, ValueError):
@@ -294,7 +298,17 @@ def published(text: str) -> set[str]:
 def unmarked(text: str) -> str:
     """``text`` without its markers' content, quoted outside figures and generated tables: the
     hand-typed prose."""
-    return EXT.sub(" ", FIG.sub(" ", BLOCK.sub(" ", text)))
+    return UNKEPT.sub(" ", EXT.sub(" ", FIG.sub(" ", BLOCK.sub(" ", text))))
+
+
+def unkept(text: str) -> list[str]:
+    """The runs named by ``<!-- unkept RUN -->`` markers in ``text``, one entry per figure."""
+    return [m["run"] for m in UNKEPT.finditer(text)]
+
+
+def hand_written_pages(pages: dict[str, str]) -> dict[str, str]:
+    """The pages written by hand (every page but the model cards, which are rendered whole)."""
+    return {name: text for name, text in pages.items() if name not in CARD_PAGES}
 
 
 def unsourced_percentages(text: str) -> list[str]:
@@ -357,10 +371,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rewrote figures in {name}")
     if args.check:
         pages = {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in documents()}
-        for problem in hand_typed_copies(pages) + [f"README.md: {v!r} has no source (mark it, or quote it with "
-                                                   "<!-- ext WHERE -->)" for v in unsourced_percentages(pages["README.md"])]:
+        unsourced = [f"{name}: {v!r} has no source (mark it, or quote it with <!-- ext WHERE -->)"
+                     for name, text in hand_written_pages(pages).items() for v in unsourced_percentages(text)]
+        for problem in hand_typed_copies(pages) + unsourced:
             print(problem)
             failed = True
+        for name, text in hand_written_pages(pages).items():
+            runs = unkept(text)
+            if runs:
+                print(f"{name}: {len(runs)} figures from runs whose output was not kept: "
+                      + "; ".join(sorted(set(runs))))
         for page in stale_cards():
             print(f"{page}: differs from its card.json (run python recipes/render_model_cards.py)")
             failed = True

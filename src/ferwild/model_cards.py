@@ -412,7 +412,7 @@ def render_extra_card(card: dict, doc: Path, repo: Path) -> str:
     lines = [f"# Model card: `ferwild:{card['name']}` ({what})", "", intro,
              "Figures below were measured by `recipes/ship_ferplus_models.py` on the packed model and are rendered "
              "from its `card.json`; the default's card is [MODEL_CARD.md](" + os.path.relpath(repo / "MODEL_CARD.md", doc.parent)
-             + ").", ""]
+             + ")." + (f" {card['default_then']}" if card.get("default_then") else ""), ""]
     lines += _extra_glance(card) + _extra_side_by_side(card) + _extra_speed(card)
     lines += _extra_members(card) if card.get("members") else _extra_int8(card)
     lines += _extra_neutral(card) + _extra_per_class(card) + _extra_abstain(card, doc, repo) + reproduce_section(card)
