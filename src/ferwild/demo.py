@@ -167,14 +167,21 @@ def run_demo(
     if note:
         log(f"  {note}")
     lap("ship")
-    # the figures as the audit wrote them (audit.json rounds), so the summary quotes the file exactly
-    written_audit = json.loads((audit_dir / "audit.json").read_text())
-    save_json_atomic(out / "summary.json", demo_summary(
-        study_dir, selection, written_audit, summary, steps_s,
-        settings={"n": n, "size": size, "seed": seed, "seeds": seeds, "workers": workers, "quick": quick}))
+    write_summary(out, selection, summary, steps_s,
+                  settings={"n": n, "size": size, "seed": seed, "seeds": seeds, "workers": workers, "quick": quick})
     return DemoResult(out=out, study_dir=study_dir, run_dir=run_dir, audit_dir=audit_dir, onnx_path=onnx_path,
                       predictions_dir=predictions_dir, selection=selection, verdict=audit["verdict"],
                       ship_summary=summary)
+
+
+def write_summary(out: Path, selection: dict[str, Any], ship_summary: dict[str, Any], steps_s: dict[str, float],
+                  settings: dict[str, Any]) -> Path:
+    """Write ``OUT/summary.json`` (:func:`demo_summary`) from the files the steps wrote under ``out``."""
+    # the figures as the audit wrote them (audit.json rounds), so the summary quotes the file exactly
+    audit = json.loads((out / "audit" / "audit.json").read_text())
+    path = out / "summary.json"
+    save_json_atomic(path, demo_summary(out / "study", selection, audit, ship_summary, steps_s, settings))
+    return path
 
 
 def demo_summary(study_dir: Path, selection: dict[str, Any], audit: dict[str, Any], ship_summary: dict[str, Any],

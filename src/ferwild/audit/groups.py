@@ -704,7 +704,7 @@ def subgroup_gap_figure(audit: dict, path, *, top: int = 4) -> None:
 
     One panel per attribute (two columns when there are several); groups on the y axis labelled
     with their size; rankable groups in blue with the worst one in red, groups below
-    ``min_group_size`` hollow grey and marked ``n<min``. Panel titles carry the gap and ``*``
+    ``min_group_size`` (marked ``n<min``) and ``"unknown"`` (not recorded) hollow grey. Panel titles carry the gap and ``*``
     when it is significant. Drawn on matplotlib's Agg canvas (no pyplot).
 
     Raises:
@@ -735,7 +735,7 @@ def subgroup_gap_figure(audit: dict, path, *, top: int = 4) -> None:
         for ax, attr in zip(axes.ravel(), attrs):
             _gap_panel(ax, attr, audit["attributes"][attr], min_n)
         fig.suptitle("Macro-F1 by subgroup (95% bootstrap CI)", fontsize=11)
-        fig.supxlabel(f"red: worst group; hollow grey: n < {min_n}, not ranked; "
+        fig.supxlabel(f"red: worst group; hollow grey: n < {min_n} or not recorded, not ranked; "
                       "*: the gap's bootstrap CI excludes 0", fontsize=8)
     save_figure(fig, path)
 
@@ -747,14 +747,16 @@ def _gap_panel(ax, attr: str, info: dict, min_n: int) -> None:
     labels = []
     for y, (name, m) in enumerate(groups):
         short = name if len(name) <= 24 else name[:23] + "…"
-        labels.append(f"{short} (n={m['n']:,}{', n<' + str(min_n) if m['too_small'] else ''})")
+        unranked = m["too_small"] or name == UNKNOWN  # "unknown": not recorded, never ranked
+        note = ", n<" + str(min_n) if m["too_small"] else (", not recorded" if name == UNKNOWN else "")
+        labels.append(f"{short} (n={m['n']:,}{note})")
         mf = m["macro_f1"]
         if mf["value"] is None:
             continue
         lo = mf["ci_low"] if mf["ci_low"] is not None else mf["value"]
         hi = mf["ci_high"] if mf["ci_high"] is not None else mf["value"]
         err = [[mf["value"] - lo], [hi - mf["value"]]]
-        if m["too_small"]:
+        if unranked:
             ax.errorbar(mf["value"], y, xerr=err, fmt="o", color="0.6", mfc="white", capsize=3)
         else:
             colour = "tab:red" if name == worst else "tab:blue"
