@@ -16,9 +16,14 @@ cnn_small run trained on the reference. Then measures:
 3. The domain classifier test as the audit runs it (every row, subject-grouped folds),
    against the warm audit's total (its share).
 
-Usage: python bench/bench_audit.py [--n 10000] [--work /tmp/ferwild_bench_audit] [--perms 200]
+Usage: python bench/bench_audit.py [--n 10000] [--work /tmp/ferwild_bench_audit] [--perms 200] [--json]
 ``--n 1000`` is a quick smoke run. A rerun with the same --n and --work skips synth, prepare
-and training (their time is printed when they run).
+and training (their time is printed when they run). With ``--json`` the last line is one JSON
+object: ``audit_cold_s``, ``audit_warm_s``, ``ratio_cold_vs_warm``, both audits' ``timings_s``,
+``mmd_test_s``, ``mmd_naive_s``, ``ratio_naive_vs_mmd_test``, ``mmd_p_value_fast``,
+``mmd_p_value_naive``, ``mmd_p_values_agree`` (and the same with ``null_`` for the half vs half
+check), ``domain_s``, ``domain_auc``, ``domain_share_of_warm_audit`` (0-1), the row counts,
+``built_s`` (the build stages run this time), ``command`` and ``machine``.
 """
 
 from __future__ import annotations
@@ -116,37 +121,15 @@ def _mmd_pair(x: np.ndarray, y: np.ndarray, perms: int, seed: int):
     return (fast, fast_s), (naive, naive_s), fast["p_value"] == naive["p_value"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10000,
-                        help="samples per side: production faces, and reference val+test rows (about)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/ferwild_bench_audit"),
-                        help="data and run are built under WORK/n<N> and reused by later runs")
-    parser.add_argument("--perms", type=int, default=200, help="permutations of the MMD comparison")
-    parser.add_argument("--max-samples", type=int, default=2000,
-                        help="rows per side of the MMD comparison (mmd_test's default)")
-    parser.add_argument("--audit-perms", type=int, default=AuditConfig.n_permutations,
-                        help="the audits' MMD permutations (AuditConfig default)")
-    parser.add_argument("--workers", type=int, default=0, help="prepare workers (0 = automatic)")
-    parser.add_argument("--no-domain", action="store_true", help="skip the domain classifier timing")
-    args = parser.parse_args()
-    if args.n < 50:
-        sys.exit("--n must be >= 50")
-    print(f"cores: {os.cpu_count()} | torch threads: {__import__('torch').get_num_threads()} | n = {args.n}",
-          flush=True)
-    ref, prod, run, _ = build(args.work / f"n{args.n}", args.n, args.workers)
-    root = args.work / f"n{args.n}"
-    summary: list[tuple[str, str, str, str]] = []
-
-    # 1. cold vs warm audit ------------------------------------------------------------------
-    config = AuditConfig(seed=0, n_permutations=args.audit_perms, device="cpu")
+def cold_and_warm(run: Path, ref: Path, prod: Path, root: Path, config: AuditConfig, summary: list) -> dict:
+    """Figure 1: the audit without its cache, then with it."""
     shutil.rmtree(run / CACHE_DIR, ignore_errors=True)
     cold_s, cold = timed_audit(run, ref, prod, root / "audit-cold", config)
     warm_s, warm = timed_audit(run, ref, prod, root / "audit-warm", config)
     rows = warm["rows"]
     print(f"\n1. audit ({rows['shift_reference']} held-out reference rows vs {rows['production']} production "
           f"rows; reference test {rows['reference']}, calibration {rows['calibration']}; "
-          f"{args.audit_perms} MMD permutations)")
+          f"{config.n_permutations} MMD permutations)")
     print(f"   cold (no cache) {cold_s:7.2f}s  cached: {cold['cached_outputs']}")
     print(f"   warm (cached)   {warm_s:7.2f}s  cached: {warm['cached_outputs']}")
     print(f"   ratio cold / warm {cold_s / warm_s:5.2f}x")
@@ -156,15 +139,17 @@ def main() -> None:
     for key in warm["timings_s"]:
         print(f"   {key:<22}{cold['timings_s'].get(key, float('nan')):9.3f}{warm['timings_s'][key]:9.3f}")
     summary.append(("audit warm (s) vs cold", f"{warm_s:.2f}", f"{cold_s:.2f}", f"{cold_s / warm_s:.2f}x"))
+    return {"rows_shift_reference": int(rows["shift_reference"]), "rows_production": int(rows["production"]),
+            "rows_reference_test": int(rows["reference"]), "rows_calibration": int(rows["calibration"]),
+            "audit_permutations": config.n_permutations, "audit_cold_s": cold_s, "audit_warm_s": warm_s,
+            "ratio_cold_vs_warm": cold_s / warm_s,
+            "audit_cold_timings_s": {k: float(v) for k, v in cold["timings_s"].items()},
+            "audit_warm_timings_s": {k: float(v) for k, v in warm["timings_s"].items()}}
 
-    # 2. MMD permutations: vectorised vs loop --------------------------------------------------
-    # the audit's held-out rows: its cached val and test outputs, joined as run_audit joins them
-    ref_out = ModelOutputs.concat([compute_outputs(run, ref, split, device="cpu")
-                                   for split in config.shift_split.split("+")])
-    prod_out = compute_outputs(run, prod, config.production_split, device="cpu")
-    assert ref_out.cached and prod_out.cached, "embeddings should come from the audit's cache"
-    _, x, y = reduce_dims(np.vstack([ref_out.features, prod_out.features]), ref_out.features,
-                          prod_out.features, dim=config.pca_dim, seed=config.seed)
+
+def mmd_comparison(x: np.ndarray, y: np.ndarray, args: argparse.Namespace, config: AuditConfig,
+                   summary: list) -> dict:
+    """Figure 2: vectorised ``mmd_test`` vs the naive loop, on the shift and on two reference halves."""
     rng = np.random.default_rng(config.seed)
     pick = [np.sort(rng.choice(len(a), size=min(args.max_samples, len(a)), replace=False)) for a in (x, y)]
     xs, ys = x[pick[0]], y[pick[1]]
@@ -190,28 +175,81 @@ def main() -> None:
           f"ratio {naive0_s / fast0_s:5.2f}x | p-values {'agree' if agree0 else 'DIFFER'}")
     summary.append(("  null p-value mmd_test vs naive", f"{fast0['p_value']:.6f}", f"{naive0['p_value']:.6f}",
                     "agree" if agree0 else "DIFFER"))
+    return {"perms": args.perms, "mmd_rows_x": len(xs), "mmd_rows_y": len(ys), "mmd_dim": int(x.shape[1]),
+            "mmd_test_s": fast_s, "mmd_naive_s": naive_s, "ratio_naive_vs_mmd_test": naive_s / fast_s,
+            "mmd_p_value_fast": float(fast["p_value"]), "mmd_p_value_naive": float(naive["p_value"]),
+            "mmd_p_values_agree": bool(agree), "mmd_statistic": float(fast["statistic"]),
+            "null_rows_x": len(xa), "null_rows_y": len(xb), "null_mmd_test_s": fast0_s, "null_mmd_naive_s": naive0_s,
+            "null_ratio_naive_vs_mmd_test": naive0_s / fast0_s, "null_p_value_fast": float(fast0["p_value"]),
+            "null_p_value_naive": float(naive0["p_value"]), "null_p_values_agree": bool(agree0)}
 
-    # 3. domain classifier, as covariate_shift runs it ----------------------------------------
+
+def domain_timing(ref_out: ModelOutputs, prod_out: ModelOutputs, config: AuditConfig, warm_s: float,
+                  summary: list) -> dict:
+    """Figure 3: the domain classifier test as ``covariate_shift`` runs it, against the warm audit."""
+    gx, gy = cluster_ids(ref_out.rows), cluster_ids(prod_out.rows)
+    groups = {} if gx is None and gy is None else {"groups_x": gx, "groups_y": gy}
+    # the audit's classifier sees all standardised dimensions (PCA only above CLASSIFIER_MAX_DIM)
+    _, xf, yf = reduce_dims(np.vstack([ref_out.features, prod_out.features]), ref_out.features,
+                            prod_out.features, dim=min(CLASSIFIER_MAX_DIM, ref_out.features.shape[1]),
+                            seed=config.seed)
+    t0 = time.perf_counter()
+    dom = domain_classifier_test(xf, yf, seed=config.seed, **groups)
+    dom_s = time.perf_counter() - t0
+    print(f"\n3. domain classifier ({len(xf)} vs {len(yf)} rows, {dom['folds']} folds"
+          f"{', subject-grouped' if groups else ''}): {dom_s:.2f}s  AUC = {dom['auc']:.4f}  "
+          f"p = {dom['p_value']:.3g} | {dom_s / warm_s:.1%} of the warm audit")
+    summary.append(("domain classifier (s) vs warm audit", f"{dom_s:.2f}", f"{warm_s:.2f}",
+                    f"{dom_s / warm_s:.3f}"))
+    return {"domain_s": dom_s, "domain_auc": float(dom["auc"]), "domain_p_value": float(dom["p_value"]),
+            "domain_folds": int(dom["folds"]), "domain_subject_grouped": bool(groups),
+            "domain_share_of_warm_audit": dom_s / warm_s}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10000,
+                        help="samples per side: production faces, and reference val+test rows (about)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/ferwild_bench_audit"),
+                        help="data and run are built under WORK/n<N> and reused by later runs")
+    parser.add_argument("--perms", type=int, default=200, help="permutations of the MMD comparison")
+    parser.add_argument("--max-samples", type=int, default=2000,
+                        help="rows per side of the MMD comparison (mmd_test's default)")
+    parser.add_argument("--audit-perms", type=int, default=AuditConfig.n_permutations,
+                        help="the audits' MMD permutations (AuditConfig default)")
+    parser.add_argument("--workers", type=int, default=0, help="prepare workers (0 = automatic)")
+    parser.add_argument("--no-domain", action="store_true", help="skip the domain classifier timing")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
+    if args.n < 50:
+        sys.exit("--n must be >= 50")
+    threads = __import__('torch').get_num_threads()
+    print(f"cores: {os.cpu_count()} | torch threads: {threads} | n = {args.n}", flush=True)
+    ref, prod, run, built = build(args.work / f"n{args.n}", args.n, args.workers)
+    root = args.work / f"n{args.n}"
+    summary: list[tuple[str, str, str, str]] = []
+    config = AuditConfig(seed=0, n_permutations=args.audit_perms, device="cpu")
+    out = {"n": args.n, "built_s": built, **cold_and_warm(run, ref, prod, root, config, summary)}
+
+    # the audit's held-out rows: its cached val and test outputs, joined as run_audit joins them
+    ref_out = ModelOutputs.concat([compute_outputs(run, ref, split, device="cpu")
+                                   for split in config.shift_split.split("+")])
+    prod_out = compute_outputs(run, prod, config.production_split, device="cpu")
+    assert ref_out.cached and prod_out.cached, "embeddings should come from the audit's cache"
+    _, x, y = reduce_dims(np.vstack([ref_out.features, prod_out.features]), ref_out.features,
+                          prod_out.features, dim=config.pca_dim, seed=config.seed)
+    out.update(mmd_comparison(x, y, args, config, summary))
     if not args.no_domain:
-        gx, gy = cluster_ids(ref_out.rows), cluster_ids(prod_out.rows)
-        groups = {} if gx is None and gy is None else {"groups_x": gx, "groups_y": gy}
-        # the audit's classifier sees all standardised dimensions (PCA only above CLASSIFIER_MAX_DIM)
-        _, xf, yf = reduce_dims(np.vstack([ref_out.features, prod_out.features]), ref_out.features,
-                                prod_out.features, dim=min(CLASSIFIER_MAX_DIM, ref_out.features.shape[1]),
-                                seed=config.seed)
-        t0 = time.perf_counter()
-        dom = domain_classifier_test(xf, yf, seed=config.seed, **groups)
-        dom_s = time.perf_counter() - t0
-        print(f"\n3. domain classifier ({len(x)} vs {len(y)} rows, {dom['folds']} folds"
-              f"{', subject-grouped' if groups else ''}): {dom_s:.2f}s  AUC = {dom['auc']:.4f}  "
-              f"p = {dom['p_value']:.3g} | {dom_s / warm_s:.1%} of the warm audit")
-        summary.append(("domain classifier (s) vs warm audit", f"{dom_s:.2f}", f"{warm_s:.2f}",
-                        f"{dom_s / warm_s:.3f}"))
+        out.update(domain_timing(ref_out, prod_out, config, out["audit_warm_s"], summary))
 
     print(f"\nsummary (n = {args.n}, {os.cpu_count()} cores)")
     print(f"  {'figure':<40}{'value':>12}{'baseline':>12}{'ratio':>10}")
     for name, value, base, ratio in summary:
         print(f"  {name:<40}{value:>12}{base:>12}{ratio:>10}")
+    if args.json:
+        out.update(machine=f"{os.cpu_count()} cores, torch threads {threads}",
+                   command="bench/bench_audit.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

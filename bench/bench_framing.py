@@ -15,12 +15,19 @@ same run:
    faces, false detections and near-duplicate framings are simply not listed. The labels are
    one person's reading of the photos, and few: a sanity check, not a FER benchmark.
 
-Usage: python bench/bench_framing.py [--run RUN_DIR]
+Usage: python bench/bench_framing.py [--run RUN_DIR] [--json]
+
+With ``--json`` the last line is one JSON object: per framing (``learned``, ``margin``) its
+``auc``, ``smiling_called_happiness``, ``not_smiling_called_happiness``,
+``mean_p_happiness_smiling``, ``mean_p_happiness_not_smiling`` and ``seconds``; and
+``ratio_auc_learned_vs_margin``, ``smiling_faces``, ``not_smiling_faces``, ``photos``, ``run``,
+``command``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -49,14 +56,37 @@ NOT_SMILING = [
 ]
 
 
-def main() -> None:
+def score(rec, photos: list[Path], root: Path) -> dict:
+    """Read ``photos`` with ``rec``; how p(happiness) separates SMILING from NOT_SMILING."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    t0 = time.perf_counter()
+    results = {Path(r.source): r for r in rec.analyze(photos)}
+    seconds = time.perf_counter() - t0
+
+    def p_happy(item):
+        faces = results[root / item[0]].faces
+        return faces[item[1]].probabilities["happiness"] if item[1] < len(faces) else 0.0
+
+    def called_happy(item):
+        faces = results[root / item[0]].faces
+        return item[1] < len(faces) and faces[item[1]].label == "happiness"
+
+    pos, neg = [p_happy(i) for i in SMILING], [p_happy(i) for i in NOT_SMILING]
+    return {"auc": float(roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg)),
+            "smiling_called_happiness": int(sum(map(called_happy, SMILING))),
+            "not_smiling_called_happiness": int(sum(map(called_happy, NOT_SMILING))),
+            "mean_p_happiness_smiling": float(np.mean(pos)), "mean_p_happiness_not_smiling": float(np.mean(neg)),
+            "seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="ferwild:fer2013_vgg",
                         help="a run trained on FER2013 (default: the shipped model)")
-    args = parser.parse_args()
-
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
 
     from ferwild.data.faces import FaceAlignment
     from ferwild.recognizer import Recognizer
@@ -68,37 +98,28 @@ def main() -> None:
     learned = Recognizer.from_run(run, device="cpu")
     if learned.face_alignment.template is None:
         sys.exit(f"{run} carries no learned template (was it trained on pre-aligned data prepared by this version?)")
-    variants = {
-        "learned template (default)": learned.face_alignment,
-        "margin template (baseline)": FaceAlignment(**{**learned.face_alignment.to_dict(), "template": None}),
-    }
+    margin = FaceAlignment(**{**learned.face_alignment.to_dict(), "template": None})
+    variants = {"learned template (default)": ("learned", learned.face_alignment),
+                "margin template (baseline)": ("margin", margin)}
     photos = sorted({shared / "face_photos" / p for p, _ in SMILING + NOT_SMILING})
-    scores = {}
-    for name, alignment in variants.items():
+    summary: dict = {}
+    for name, (key, alignment) in variants.items():
         rec = Recognizer(learned.classifier, label_names=learned.label_names, preprocessing=learned.preprocessing,
                          face_alignment=alignment, detector=learned.detector)
-        t0 = time.perf_counter()
-        results = {Path(r.source): r for r in rec.analyze(photos)}
-        seconds = time.perf_counter() - t0
-
-        def p_happy(item):
-            faces = results[shared / "face_photos" / item[0]].faces
-            return faces[item[1]].probabilities["happiness"] if item[1] < len(faces) else 0.0
-
-        def called_happy(item):
-            faces = results[shared / "face_photos" / item[0]].faces
-            return item[1] < len(faces) and faces[item[1]].label == "happiness"
-
-        pos, neg = [p_happy(i) for i in SMILING], [p_happy(i) for i in NOT_SMILING]
-        auc = roc_auc_score([1] * len(pos) + [0] * len(neg), pos + neg)
-        scores[name] = auc
-        print(f"{name:28s} AUC of p(happiness) {auc:.3f} | labelled happiness: smiling "
-              f"{sum(map(called_happy, SMILING))}/{len(SMILING)}, not smiling "
-              f"{sum(map(called_happy, NOT_SMILING))}/{len(NOT_SMILING)} | mean p(happiness) "
-              f"{np.mean(pos):.2f} vs {np.mean(neg):.2f} | {len(photos)} photos in {seconds:.1f}s", flush=True)
-    learned_auc, base_auc = scores.values()
+        r = summary[key] = score(rec, photos, shared / "face_photos")
+        print(f"{name:28s} AUC of p(happiness) {r['auc']:.3f} | labelled happiness: smiling "
+              f"{r['smiling_called_happiness']}/{len(SMILING)}, not smiling "
+              f"{r['not_smiling_called_happiness']}/{len(NOT_SMILING)} | mean p(happiness) "
+              f"{r['mean_p_happiness_smiling']:.2f} vs {r['mean_p_happiness_not_smiling']:.2f} | "
+              f"{len(photos)} photos in {r['seconds']:.1f}s", flush=True)
+    learned_auc, base_auc = summary["learned"]["auc"], summary["margin"]["auc"]
     print(f"\nAUC learned / margin template: {learned_auc:.3f} / {base_auc:.3f} = {learned_auc / base_auc:.2f}x "
           f"({len(SMILING)} smiling vs {len(NOT_SMILING)} not, hand-labelled)")
+    if args.json:
+        summary.update(ratio_auc_learned_vs_margin=learned_auc / base_auc, smiling_faces=len(SMILING),
+                       not_smiling_faces=len(NOT_SMILING), photos=len(photos), run=str(run),
+                       command="bench/bench_framing.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

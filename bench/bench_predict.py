@@ -9,14 +9,19 @@ Inputs (real faces, from ``../shared/data/face_photos``):
 * photos: the 34 photos, repeated ``--repeat`` times (mixed sizes: MTCNN cannot batch them);
 * video: ``--frames`` frames of 640x360 panning across ``multi_face.jpg`` (5 faces each).
 
-Usage: python bench/bench_predict.py [--run RUN_DIR] [--repeat 2] [--frames 48]
+Usage: python bench/bench_predict.py [--run RUN_DIR] [--repeat 2] [--frames 48] [--json]
 Without ``--run`` a random-init cnn_small checkpoint is written (speed does not depend on the
-weights). Prints images/s of each path and the ratio batched / one-at-a-time.
+weights). Prints images/s of each path and the ratio batched / one-at-a-time. With ``--json``
+the last line is one JSON object: ``photos_one_img_per_s``, ``photos_batched_img_per_s``,
+``ratio_batched_vs_one_photos``, ``photos_same_results``, ``video_one_frames_per_s``,
+``video_batched_frames_per_s``, ``ratio_batched_vs_one_video``, ``video_faces_per_frame``,
+``video_same_face_counts``, the counts beside them, ``model``, ``command`` and ``machine``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -65,12 +70,13 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--frames", type=int, default=48)
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
 
     from ferwild.data.images import load_image
     from ferwild.recognizer import Recognizer, find_inputs
@@ -107,6 +113,18 @@ def main() -> None:
     print(f"video ({len(frames)} frames 640x360, {faces_v} faces; batched includes decoding): one at a time "
           f"{len(frames) / t_one_v:6.1f} frames/s, batched {len(frames) / t_batched_v:6.1f} frames/s -> "
           f"{t_one_v / t_batched_v:.2f}x (same face counts: {same_v})", flush=True)
+    if args.json:
+        print(json.dumps({
+            "model": rec.info()["model"], "photos_images": len(arrays), "photos_faces": faces,
+            "photos_one_s": t_one, "photos_batched_s": t_batched, "photos_one_img_per_s": len(arrays) / t_one,
+            "photos_batched_img_per_s": len(arrays) / t_batched, "ratio_batched_vs_one_photos": t_one / t_batched,
+            "photos_same_results": bool(same), "video_frames": len(frames), "video_faces": faces_v,
+            "video_faces_per_frame": faces_v / max(1, len(frames)), "video_one_s": t_one_v,
+            "video_batched_s": t_batched_v, "video_one_frames_per_s": len(frames) / t_one_v,
+            "video_batched_frames_per_s": len(frames) / t_batched_v,
+            "ratio_batched_vs_one_video": t_one_v / t_batched_v, "video_same_face_counts": bool(same_v),
+            "machine": f"{os.cpu_count()} cores, torch threads default",
+            "command": "bench/bench_predict.py " + " ".join(argv if argv is not None else sys.argv[1:])}))
 
 
 if __name__ == "__main__":

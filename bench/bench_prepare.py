@@ -5,13 +5,17 @@ box, resize - one image at a time in one process (torch using all its default th
 ferwild's ``prepare`` runs worker processes (one torch thread each), batches MTCNN over
 equal-size images, and treats small pre-aligned crops (FER2013) as such.
 
-Usage: python bench/bench_prepare.py [--fer-images 3000] [--shared ../shared/data]
-Prints img/s of each and the ratio (ferwild / naive). Goal: >= 1.8x on 2 cores.
+Usage: python bench/bench_prepare.py [--fer-images 3000] [--photo-copies 5] [--shared ../shared/data] [--json]
+Prints img/s of each and the ratio (ferwild / naive). Goal: >= 1.8x on 2 cores. With ``--json``
+the last line is one JSON object: per case (``face_photos_auto``, ``fer2013_mtcnn``,
+``fer2013_auto``) ``naive_img_per_s``, ``ferwild_img_per_s``, ``ratio_ferwild_vs_naive`` and
+the counts beside them, plus ``command`` and ``machine``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -56,25 +60,33 @@ def ferwild_prepare(paths: list[str], align: str, workdir: Path, size: int = 224
     return time.perf_counter() - t0, result.summary
 
 
-def run_case(name: str, paths: list[str], align: str, workdir: Path) -> None:
+def run_case(name: str, paths: list[str], align: str, workdir: Path) -> dict:
+    """Time the naive loop and ``prepare`` on ``paths``; print one line and return its figures."""
     t0 = time.perf_counter()
     found = naive_loop(paths)
     naive_s = time.perf_counter() - t0
     ours_s, summary = ferwild_prepare(paths, align, workdir)
     n = len(paths)
+    workers = summary['config']['workers'] or os.cpu_count()
     print(f"{name}: {n} images | naive {n / naive_s:7.1f} img/s ({found} faces) | "
-          f"ferwild --align {align} (resolved {summary['align_mode']}, {summary['config']['workers'] or os.cpu_count()} "
+          f"ferwild --align {align} (resolved {summary['align_mode']}, {workers} "
           f"workers) {n / ours_s:7.1f} img/s ({summary['status_counts']['aligned']} aligned) | "
           f"ratio {naive_s / ours_s:5.2f}x", flush=True)
+    return {"images": n, "naive_s": naive_s, "naive_img_per_s": n / naive_s, "naive_faces": int(found),
+            "align": align, "align_resolved": summary["align_mode"], "workers": int(workers),
+            "ferwild_s": ours_s, "ferwild_img_per_s": n / ours_s,
+            "ferwild_aligned": int(summary["status_counts"].get("aligned", 0)),
+            "ratio_ferwild_vs_naive": naive_s / ours_s}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get(
         "FERWILD_SHARED_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--fer-images", type=int, default=3000)
     parser.add_argument("--photo-copies", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
     if not args.shared.is_dir():
         sys.exit(f"no benchmark data at {args.shared} (set FERWILD_SHARED_DATA)")
     print(f"cores: {os.cpu_count()}")
@@ -93,9 +105,13 @@ def main() -> None:
                 target = work / f"photos{copy}" / f"{p.parent.name}-{p.name}"
                 shutil.copyfile(p, target)  # a copy, not a link: prepare rejects repeated files
                 photos.append(str(target))
-        run_case(f"face_photos x{args.photo_copies}", photos, "auto", work)
-        run_case("fer2013", fer, "mtcnn", work)
-        run_case("fer2013", fer, "auto", work)
+        summary = {"face_photos_auto": run_case(f"face_photos x{args.photo_copies}", photos, "auto", work),
+                   "fer2013_mtcnn": run_case("fer2013", fer, "mtcnn", work),
+                   "fer2013_auto": run_case("fer2013", fer, "auto", work)}
+    if args.json:
+        print(json.dumps({**summary, "photo_copies": args.photo_copies, "fer_images": len(fer),
+                          "machine": f"{os.cpu_count()} cores",
+                          "command": "bench/bench_prepare.py " + " ".join(argv if argv is not None else sys.argv[1:])}))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,14 @@ run (on 2 cores, torch's threads slow down many times over when another process 
 weighs on every path alike; the load average is printed at the start and the end.
 The run is built in a child process, so training leaves nothing behind in the measuring one.
 
-Usage: python bench/bench_serve.py [--requests 200] [--batch 8] [--work /tmp/ferwild_bench_serve]
+Usage: python bench/bench_serve.py [--requests 200] [--batch 8] [--work /tmp/ferwild_bench_serve] [--json]
+
+With ``--json`` the last line is one JSON object: for ``one_image`` and ``batch`` (``--batch``
+images per request), per path (``baseline``, ``decode_png``, ``testclient``, ``uvicorn``,
+``uvicorn_concurrent``) its ``rps``, ``img_per_s``, ``p50_ms``, ``p95_ms``,
+``ratio_p50_vs_baseline`` and ``overhead_p50_ms`` (its p50 minus the baseline's); also
+``image_side_px``, ``batch_images``, ``requests``, ``concurrency``, ``load_average_start``,
+``load_average_end``, ``model``, ``command`` and ``machine``.
 """
 
 from __future__ import annotations
@@ -148,7 +155,66 @@ class ThreadedUvicorn:
         self.thread.join(timeout=10)
 
 
-def main() -> None:
+PATHS = ("baseline", "decode_png", "testclient", "uvicorn", "uvicorn_concurrent")  # JSON keys, in measure()'s order
+
+
+def measure(rec, app, images: list, pngs: list[bytes], n: int, args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """Every path with ``n`` images per request; the baseline first."""
+    import httpx
+    from fastapi.testclient import TestClient
+
+    def pick(i: int) -> list[int]:
+        return [(i * n + k) % len(images) for k in range(n)]
+
+    def direct(i: int) -> None:
+        res = rec.analyze([images[j] for j in pick(i)], sources=["x"] * n)
+        assert len(res) == n and all(len(r.faces) == 1 for r in res)
+
+    def direct_bytes(i: int) -> None:
+        arrays = [load_image_bytes(pngs[j]).array for j in pick(i)]
+        res = rec.analyze(arrays, sources=["x"] * n)
+        assert all(len(r.faces) == 1 for r in res)
+
+    def files(i: int) -> list:
+        return [("files", (f"{j}.png", pngs[j], "image/png")) for j in pick(i)]
+
+    with TestClient(app) as tc, ThreadedUvicorn(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        local, opened = threading.local(), []
+
+        def via_testclient(i: int) -> None:
+            r = tc.post("/predict", files=files(i))
+            assert r.status_code == 200 and len(r.json()["results"]) == n
+
+        def via_uvicorn(i: int) -> None:
+            r = client.post("/predict", files=files(i))
+            assert r.status_code == 200 and len(r.json()["results"]) == n
+
+        def via_uvicorn_conc(i: int) -> None:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(base_url=url, timeout=60)
+                opened.append(local.client)
+            r = local.client.post("/predict", files=files(i))
+            assert r.status_code == 200 and len(r.json()["results"]) == n
+
+        names = ["analyze(arrays)  [baseline]", "decode PNG + analyze", "TestClient /predict",
+                 "uvicorn /predict, 1 client", f"uvicorn /predict, {args.concurrency} clients"]
+        got = interleaved([(names[0], direct, 1), (names[1], direct_bytes, 1), (names[2], via_testclient, 1),
+                           (names[3], via_uvicorn, 1), (names[4], via_uvicorn_conc, args.concurrency)],
+                          args.requests, args.warmup, args.chunk)
+        for c in opened:
+            c.close()
+    return [(name, got[name]) for name in names]
+
+
+def figures(rows: list[tuple[str, dict]], n: int) -> dict:
+    """One request size's rows (``measure``'s) as the JSON figures of each path."""
+    base = rows[0][1]
+    return {key: {"rps": r["rps"], "img_per_s": r["rps"] * n, "p50_ms": r["p50"], "p95_ms": r["p95"],
+                  "ratio_p50_vs_baseline": r["p50"] / base["p50"], "overhead_p50_ms": r["p50"] - base["p50"]}
+            for key, (_, r) in zip(PATHS, rows)}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="timed requests per figure")
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests before each figure")
@@ -157,18 +223,18 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=20, help="requests per turn as the paths take turns")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ferwild_bench_serve"),
                         help="the tiny run is built under WORK and reused by later runs")
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
 
-    import httpx
     import torch
-    from fastapi.testclient import TestClient
     from PIL import Image
 
     from ferwild.recognizer import Recognizer
     from ferwild.serve import create_app
 
+    load_start = os.getloadavg()[0]
     print(f"cores: {os.cpu_count()} | torch threads: {torch.get_num_threads()} | "
-          f"{args.requests} requests per figure | load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"{args.requests} requests per figure | load average {load_start:.2f}", flush=True)
     run, sources = build(args.work)
     rec = Recognizer.from_run(run, detector="none", device="cpu")
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sources[:64]]
@@ -183,57 +249,13 @@ def main() -> None:
           "detector none", flush=True)
     app = create_app(rec, max_files=max(16, args.batch))
 
-    def pick(i: int, n: int) -> list[int]:
-        return [(i * n + k) % len(images) for k in range(n)]
-
-    def measure(n: int) -> list[tuple[str, dict]]:
-        """Every path with ``n`` images per request; the baseline first."""
-
-        def direct(i: int) -> None:
-            res = rec.analyze([images[j] for j in pick(i, n)], sources=["x"] * n)
-            assert len(res) == n and all(len(r.faces) == 1 for r in res)
-
-        def direct_bytes(i: int) -> None:
-            idx = pick(i, n)
-            arrays = [load_image_bytes(pngs[j]).array for j in idx]
-            res = rec.analyze(arrays, sources=["x"] * n)
-            assert all(len(r.faces) == 1 for r in res)
-
-        def files(i: int) -> list:
-            return [("files", (f"{j}.png", pngs[j], "image/png")) for j in pick(i, n)]
-
-        with TestClient(app) as tc, ThreadedUvicorn(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-            local, opened = threading.local(), []
-
-            def via_testclient(i: int) -> None:
-                r = tc.post("/predict", files=files(i))
-                assert r.status_code == 200 and len(r.json()["results"]) == n
-
-            def via_uvicorn(i: int) -> None:
-                r = client.post("/predict", files=files(i))
-                assert r.status_code == 200 and len(r.json()["results"]) == n
-
-            def via_uvicorn_conc(i: int) -> None:
-                if not hasattr(local, "client"):
-                    local.client = httpx.Client(base_url=url, timeout=60)
-                    opened.append(local.client)
-                r = local.client.post("/predict", files=files(i))
-                assert r.status_code == 200 and len(r.json()["results"]) == n
-
-            names = ["analyze(arrays)  [baseline]", "decode PNG + analyze", "TestClient /predict",
-                     "uvicorn /predict, 1 client", f"uvicorn /predict, {args.concurrency} clients"]
-            got = interleaved([(names[0], direct, 1), (names[1], direct_bytes, 1), (names[2], via_testclient, 1),
-                               (names[3], via_uvicorn, 1), (names[4], via_uvicorn_conc, args.concurrency)],
-                              args.requests, args.warmup, args.chunk)
-            for c in opened:
-                c.close()
-        return [(name, got[name]) for name in names]
-
     summary: list[tuple[str, dict, dict]] = []
-    for n in (1, args.batch):
+    out: dict = {}
+    for stage, n in (("one_image", 1), ("batch", args.batch)):
         print(f"\n{n} image{'s' if n > 1 else ''} per request", flush=True)
-        rows = measure(n)
+        rows = measure(rec, app, images, pngs, n, args)
         base = rows[0][1]
+        out[stage] = figures(rows, n)
 
         print(f"  {'path':<32}{'req/s':>9}{'img/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p50 / baseline':>16}")
         for name, r in rows:
@@ -250,6 +272,13 @@ def main() -> None:
     print(f"  {'figure':<44}{'p50 ms':>9}{'baseline':>10}{'ratio':>9}{'req/s':>9}")
     for name, r, base in summary:
         print(f"  {name:<44}{r['p50']:9.2f}{base['p50']:10.2f}{r['p50'] / base['p50']:8.2f}x{r['rps']:9.1f}")
+    if args.json:
+        out.update(image_side_px=int(side), batch_images=args.batch, requests=args.requests,
+                   concurrency=args.concurrency, load_average_start=load_start, load_average_end=load,
+                   model=rec.info()["model"],
+                   machine=f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+                   command="bench/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -8,15 +8,23 @@
    FlopCounterMode) against the measured bf16 matmul peak of the same GPU (goal >= 50%):
    the registry's HF ViT and timm's, eager and torch.compile.
 
-Usage: python bench/bench_train.py [--device cpu|cuda] [--images 2000] [--quick]
+Usage: python bench/bench_train.py [--device cpu|cuda] [--images 2000] [--quick] [--only-mfu] [--json]
 The images are synthetic 48x48 grey faces written as JPEG files (the study's input) and as a
-prepared cache (ferwild's), so the bench needs no dataset.
+prepared cache (ferwild's), so the bench needs no dataset. The last line is a JSON object of
+the raw figures; with ``--json`` it is instead the full summary: ``pipeline_study_samples_per_s``,
+``pipeline_ferwild_samples_per_s``, ``pipeline_ferwild_augmented_samples_per_s``,
+``ratio_pipeline_ferwild_vs_study``, ``ratio_pipeline_augmented_vs_study``,
+``train_{model}_{size}`` (img/s), with a GPU ``bf16_peak_tflops`` and per ViT-B/16 case
+(``vit_b16_b256_eager``, ``vit_b16_b512_eager``, ``timm_vit_base_patch16_224_b256_eager``,
+``vit_b16_b256_compile``, ``timm_vit_base_patch16_224_b256_compile``) its ``img_per_s``,
+``train_gflops_per_img``, ``tflops`` and ``mfu`` (0-1); ``device``, ``command`` and ``machine``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -187,27 +195,54 @@ def pipeline_and_small_models(n: int, device: torch.device, quick: bool, results
             print(f"training {name} @ {size}px, batch {batch}, ferwild loop: {ips:8.1f} img/s", flush=True)
 
 
+def case_key(name: str, batch: int, compiled: bool) -> str:
+    """A ViT step case as a JSON key (no spaces or dots): ``vit_b16_b256_eager``."""
+    return f"{name.replace('timm:', 'timm_')}_b{batch}_{'compile' if compiled else 'eager'}"
 
-def main() -> None:
+
+def json_summary(results: dict, cases: dict, peak: float | None, device: torch.device, machine: str,
+                 command: str) -> dict:
+    """The ``--json`` line: ``results`` flattened, with the ratios the printout shows."""
+    out: dict = {"device": str(device)}
+    pipe = results.get("pipeline")
+    if pipe:
+        out.update({f"pipeline_{k}": v for k, v in pipe.items()})
+        out["ratio_pipeline_ferwild_vs_study"] = pipe["ferwild_samples_per_s"] / pipe["study_samples_per_s"]
+        out["ratio_pipeline_augmented_vs_study"] = (pipe["ferwild_augmented_samples_per_s"]
+                                                    / pipe["study_samples_per_s"])
+    out.update({k: v for k, v in results.items() if k.startswith("train_")})
+    if peak is not None:
+        out["bf16_peak_tflops"] = peak
+    out.update(cases)
+    out.update(machine=machine, command=command)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="fewer images/steps (smoke run)")
     parser.add_argument("--only-mfu", action="store_true", help="GPU: only the ViT-B/16 step/MFU figures")
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     n = 400 if args.quick else args.images
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {torch.get_num_threads()} threads"))
+    machine = (f"torch {torch.__version__}, device {device}"
+               + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                  else f", {torch.get_num_threads()} threads"))
+    print(machine)
     results: dict = {}
+    cases: dict = {}
+    peak = None
     if not args.only_mfu:
         pipeline_and_small_models(n, device, args.quick, results)
     if device.type == "cuda":
         peak = bf16_peak(device)
         print(f"bf16 matmul peak (8192^3, measured): {peak:6.0f} TFLOP/s", flush=True)
-        cases = [("vit_b16", 256, False), ("vit_b16", 512, False), ("timm:vit_base_patch16_224", 256, False),
-                 ("vit_b16", 256, True), ("timm:vit_base_patch16_224", 256, True)]
-        for name, batch, compiled in cases:
+        plan = [("vit_b16", 256, False), ("vit_b16", 512, False), ("timm:vit_base_patch16_224", 256, False),
+                ("vit_b16", 256, True), ("timm:vit_base_patch16_224", 256, True)]
+        for name, batch, compiled in plan:
             tag = f"{name} batch {batch} {'torch.compile' if compiled else 'eager'}"
             try:
                 ips, flops = step_throughput(name, device, batch, 10 if args.quick else 30, compiled)
@@ -216,9 +251,14 @@ def main() -> None:
                 continue
             mfu = ips * flops / 1e12 / peak
             results[tag] = {"img_per_s": ips, "train_gflops_per_img": flops / 1e9, "mfu": mfu}
+            cases[case_key(name, batch, compiled)] = {**results[tag], "tflops": ips * flops / 1e12}
             print(f"{tag:55s}: {ips:7.0f} img/s x {flops / 1e9:5.1f} GFLOP = {ips * flops / 1e12:5.0f} TFLOP/s, "
                   f"MFU {100 * mfu:4.1f}% of measured bf16 peak", flush=True)
-    print(json.dumps(results))
+    if args.json:
+        command = "bench/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        print(json.dumps(json_summary(results, cases, peak, device, machine, command)))
+    else:
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":
