@@ -768,6 +768,9 @@ def _finish(out: Path, history: list[dict[str, Any]], best_f1: float, data: _Tra
     if ddp.is_main:
         save_text_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     if ddp.enabled:
+        # leave together: a rank that tears gloo down while the other is still writing its files
+        # was seen to abort ("terminate called without an active exception") on a loaded machine
+        ddp.barrier()
         dist.destroy_process_group()
     return summary
 
