@@ -55,6 +55,9 @@ def test_no_page_states_a_percentage_without_a_source(figures, pages):
     for name, text in hand_written.items():
         assert figures.unsourced_percentages(text) == [], name
     assert figures.unsourced_percentages("the model reads 82.8% of the photos") == ["82.8%"]
+    for name, text in hand_written.items():  # nor a decimal speed or ratio (a benchmark's figure)
+        assert figures.unsourced_rates(text) == [], name
+    assert figures.unsourced_rates("ONNX at 241.5 faces/s, 1.57x PyTorch, 48x48 px") == ["241.5 faces/s", "1.57x"]
     assert figures.unsourced_percentages("<!-- ext a paper -->99.8%<!-- /ext -->") == []
     unkept = "<!-- unkept the 2026 study run -->47.5%<!-- /unkept --> and 12.5%"
     assert figures.unsourced_percentages(unkept) == ["12.5%"]

@@ -317,6 +317,12 @@ def unsourced_percentages(text: str) -> list[str]:
     return re.findall(r"(?<![\d.])\d+\.\d+%", unmarked(text))
 
 
+def unsourced_rates(text: str) -> list[str]:
+    """Decimal ratios (1.57x) and rates (241.5 faces/s, 2.5 ms, 930.2 MB) in ``text``'s hand-typed
+    prose: benchmark figures that come from no kept file."""
+    return re.findall(r"(?<![\d.])\d+\.\d+(?:x\b| (?:frames/s|faces/s|photos/s|img/s|ms|MB)\b)", unmarked(text))
+
+
 def hand_typed_copies(pages: dict[str, str]) -> list[str]:
     """Each place where a figure some marker publishes is typed again without a marker, in a page
     not rendered whole from a card (those are checked by re-rendering)."""
@@ -372,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         pages = {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in documents()}
         unsourced = [f"{name}: {v!r} has no source (mark it, or quote it with <!-- ext WHERE -->)"
-                     for name, text in hand_written_pages(pages).items() for v in unsourced_percentages(text)]
+                     for name, text in hand_written_pages(pages).items()
+                     for v in unsourced_percentages(text) + unsourced_rates(text)]
         for problem in hand_typed_copies(pages) + unsourced:
             print(problem)
             failed = True

@@ -749,7 +749,7 @@ def live(
                                        "frames.csv (per frame and face, raw and smoothed), summary.json."),
     run: Optional[Path] = _RUN_OPTION,
     onnx: Optional[Path] = _ONNX_OPTION,
-    detector: str = typer.Option("fast", help="fast (BlazeFace, ~2.5 ms a frame, faces near the camera) | "
+    detector: str = typer.Option("fast", help="fast (BlazeFace, a few ms a frame, faces near the camera) | "
                                  "fast-tiled (also in tiles: groups, ~4x the cost) | mtcnn (slower, finds smaller "
                                  "faces)."),
     min_confidence: Optional[float] = typer.Option(None, help="Face detector threshold."),

@@ -162,7 +162,7 @@ class Recognizer:
         preprocessing: the model's :class:`~ferwild.preprocessing.Preprocessing` (input size, mean, std).
         face_alignment: how the training faces were cut (margin, crop side, channels, threshold).
         detector: ``"mtcnn"`` (faces are detected and aligned on their landmarks), ``"fast"``
-            (MediaPipe BlazeFace short-range, ~2.5 ms a frame: video and live, faces from ~40 px in
+            (MediaPipe BlazeFace short-range, a few ms a frame: video and live, faces from ~40 px in
             a 640 px frame; :mod:`ferwild.detectors.blazeface` says how it frames faces), ``"none"``
             (each image already is one face crop: it is only resized, as prepare does for
             pre-aligned data) or a detector object (:class:`~ferwild.detectors.MTCNNDetector`,
