@@ -266,7 +266,8 @@ def recipe_facts(config, base_config=None) -> dict:
         train.append("ferwild train recipes/ferplus_occlusion.yaml --data ferplus_basic7 --out runs/ferplus_occlusion "
                      "--pretrained runs/ferplus/checkpoints/$(cat runs/ferplus/checkpoints/BEST)/model.safetensors "
                      "--resume")
-        run, recipe = "runs/ferplus_occlusion --base runs/ferplus", "recipes/ferplus.yaml, then recipes/ferplus_occlusion.yaml"
+        run = "runs/ferplus_occlusion --base runs/ferplus"
+        recipe = "recipes/ferplus.yaml, then recipes/ferplus_occlusion.yaml"
     return {
         "recipe": recipe,
         "recipe_text": text,

@@ -28,7 +28,8 @@ from typing import Any
 
 from ferwild.files import save_json_atomic
 
-__all__ = ["DemoResult", "demo_study", "run_demo", "ship", "missed_faces_note", "DEMO_MAIN_MODEL", "DEMO_BASELINE_MODEL"]
+__all__ = ["DemoResult", "demo_study", "run_demo", "demo_summary", "write_summary", "ship", "missed_faces_note",
+           "DEMO_MAIN_MODEL", "DEMO_BASELINE_MODEL"]
 
 #: The demo's main model: the shipped architecture at demo size (learns in a few epochs on ~1,000 faces).
 DEMO_MAIN_MODEL = "fer_vgg_tiny"

@@ -46,8 +46,8 @@ from ferwild.htmldoc import Document as _Doc
 from ferwild.htmldoc import md_table_html
 from ferwild.metrics import history_markdown, style_cell_grid
 
-__all__ = ["write_report", "study_cells", "cells_not_learning", "optimizer_lr_heatmap", "aggregate_cells", "heatmap_figsize",
-           "HEATMAP_DPI"]
+__all__ = ["write_report", "study_cells", "cells_not_learning", "optimizer_lr_heatmap", "aggregate_cells",
+           "heatmap_figsize", "HEATMAP_DPI"]
 
 METRICS = ("val_acc", "val_macro_f1", "test_acc", "test_macro_f1")
 _RESULT_COLUMNS = {"trial", "experiment", "seed", *METRICS, "run_dir", "seconds"}
