@@ -61,13 +61,16 @@ model-ferplus-ensemble: install
 		--data $(MODEL_WORK)/ferplus_basic7 --fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus \
 		--teacher-out $(MODEL_WORK)/teacher_train --work $(MODEL_WORK)/eval_ferplus_models
 
-# `make model-ferplus-live`: the live model, ferwild:ferplus_live (docs/model_card_ferplus_live.md), distilled from
-# the ensemble's probabilities (make model-ferplus-ensemble first); resumable.
+# `make model-ferplus-live`: the live model, ferwild:ferplus_live (docs/model_card_ferplus_live.md): the default's
+# network with its BatchNorm statistics re-estimated on clean faces (precise BN), read once per face, run in int8.
 model-ferplus-live: install
-	$(PY) -c "from ferwild.distill import slim_fer_vgg; slim_fer_vgg('ferwild:ferplus_vgg', 'fer_vgg_half', '$(MODEL_WORK)/student_init.safetensors')"
-	$(VENV)/bin/ferwild train recipes/ferplus_student.yaml --data $(MODEL_WORK)/ferplus_basic7 --out $(MODEL_WORK)/runs/ferplus_live \
-		--resume model.pretrained=$(MODEL_WORK)/student_init.safetensors optim.teacher=$(MODEL_WORK)/teacher_train/predictions.parquet
-	$(PY) recipes/ship_ferplus_models.py live --run $(MODEL_WORK)/runs/ferplus_live --data $(MODEL_WORK)/ferplus_basic7 \
+	$(VENV)/bin/ferwild prepare $(FERPLUS) --out $(MODEL_WORK)/ferplus_basic7 --balance none
+	$(PY) -c "from ferwild.precise_bn import precise_bn_run; \
+		precise_bn_run('ferwild:ferplus_vgg', '$(MODEL_WORK)/ferplus_basic7', '$(MODEL_WORK)/runs/ferplus_precise_bn')"
+	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
+	$(VENV)/bin/ferwild prepare $(WILD_DEV)/labels.csv --out $(MODEL_WORK)/wild_dev_like_ferplus --like $(MODEL_WORK)/ferplus_basic7 \
+		--balance none --fallback drop --split-ratios 0.5,0.25,0.25
+	$(PY) recipes/ship_ferplus_models.py live --run $(MODEL_WORK)/runs/ferplus_precise_bn --data $(MODEL_WORK)/ferplus_basic7 \
 		--fer2013 $(MODEL_WORK)/fer2013_basic7 --wild $(MODEL_WORK)/wild_dev_like_ferplus --work $(MODEL_WORK)/eval_ferplus_models
 
 # `make study-ferplus`: the study's Tasks 1-3 on FER+ and what its protocol gets wrong

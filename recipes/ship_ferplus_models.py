@@ -3,8 +3,8 @@
     # the accurate model: an ensemble of the default and its restarted members
     python recipes/ship_ferplus_models.py ensemble --members ferwild:ferplus_vgg runs/member1 runs/member2 \\
         --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus --teacher-out teacher_train
-    # the live model: a half-width student distilled from it (recipes/ferplus_student.yaml)
-    python recipes/ship_ferplus_models.py live --run runs/ferplus_live \\
+    # the live model: the default with precise BN (ferwild.precise_bn), or a student run
+    python recipes/ship_ferplus_models.py live --run runs/ferplus_precise_bn \\
         --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus
 
 The data are prepared as for the default (``recipes/ship_ferplus.py``). Every choice is made on
@@ -18,10 +18,12 @@ never on the **report** people (``test``) or FER+ test:
     ``ferwild:ferplus_ensemble``, measures it once beside the default, and writes the teacher's
     probabilities on FER+ train (``--teacher-out``/predictions.parquet) for the student.
 ``live``
-    the student reads one view per face (``tta none``: its job is speed), its temperature is
-    fitted on FER+ validation; packs ``ferwild:ferplus_live`` with two ONNX files inside
-    (``model.onnx`` fp32 and ``model.int8.onnx``, static int8 calibrated on FER+ train crops),
-    measures both and the default.
+    the model reads one view per face (``tta none``: its job is speed), its temperature is
+    fitted on FER+ validation; exports it (fp32) and its int8 twin (static, calibrated on FER+
+    train crops), measures both and the default, and packs ``ferwild:ferplus_live`` with the one
+    file the live paths will run: the int8 twin when it reads FER+ validation and wild_dev's
+    choice people within ``INT8_BAR`` of fp32, else fp32 (the card's ``live_onnx``). The live
+    paths take it only within ``LIVE_BAR`` of the default (the card's ``live_default``).
 
 Both measure the classifier's faces/s on this machine (ONNX Runtime, one thread, one face at a
 time and five at a time) against the default in the same run, and write
@@ -48,6 +50,9 @@ from shipping import (ALL, CHOICE, REPO, REPORT, brief, cpu_name, evaluate, fold
                       publish, risk_table, train_wall_time_s)
 
 DEFAULT = "ferwild:ferplus_vgg"
+#: The live paths run the int8 file only when its accuracy on FER+ test and on wild_dev's report
+#: people is within this (a fraction) of its fp32 source's.
+INT8_BAR = 0.005
 MEASURED = {"ferplus_val": ("data", "val"), "ferplus_test": ("data", "test"),
             "fer2013_privatetest": ("fer2013", "test"), "wild_choice": ("wild", CHOICE),
             "wild_report": ("wild", REPORT), "wild_all": ("wild", ALL)}
@@ -221,19 +226,25 @@ def ship_ensemble(args) -> None:
     report = combine_runs(args.members, work / "run", max_val_drop=args.max_val_drop)
     print(f"members: {len(report['members'])} used, {len(report['excluded'])} left out "
           + "; ".join(f"{e['run']}: {e['problem']}" for e in report["excluded"]))
-    tta, by_tta = _choose_tta(work / "run", args, work)
-    temperature, packed, ours, base, names = _calibrate_and_measure(work / "run", args, work, tta,
+    run = work / "run"
+    if args.precise_bn:
+        from ferwild.precise_bn import precise_bn_run
+
+        # every member's BatchNorm statistics re-estimated on clean FER+ training faces
+        run = precise_bn_run(run, args.data, work / "run_precise_bn")
+    tta, by_tta = _choose_tta(run, args, work)
+    temperature, packed, ours, base, names = _calibrate_and_measure(run, args, work, tta,
                                                                     work / f"tta-{tta}" / "ferplus_val")
     onnx = _export(packed, work / "model.onnx")
     card = _common_card(name, packed, tta, temperature, ours, base, names, args, work)
-    card.update(_ensemble_texts(report, tta))
+    card.update(_ensemble_texts(report, tta, _precise_bn(run)))
     card["by_tta"] = by_tta
     card["speed"] = speed({name: onnx, "ferplus_vgg": _export(DEFAULT, work / "default.onnx")})
     card["train_wall_time_s"] = round(sum(_member_wall_time(m["run"]) for m in report["members"]), 1)
     dest = _publish(packed, args.dest or REPO / "src" / "ferwild" / "weights" / name, card)
     if args.teacher_out:
         # the student's targets: the ensemble as chosen (its TTA) but uncalibrated (T = 1)
-        teacher = pack_run(work / "run", work / "trials" / "teacher", card={}, tta=tta)
+        teacher = pack_run(run, work / "trials" / "teacher", card={}, tta=tta)
         evaluate(teacher, args.data, "train", args.teacher_out)
         print(f"teacher probabilities on FER+ train: {args.teacher_out / 'predictions.parquet'}")
     _print(card, dest)
@@ -257,22 +268,54 @@ def ship_live(args) -> None:
     int8_wild, _ = onnx_figures(int8, args.wild, REPORT, fp32_wild_p)
     card["int8"] = {"ferplus_test": int8_test, "ferplus_test_fp32": fp32_test, "wild_report": int8_wild,
                     "wild_report_fp32": fp32_wild}
-    card["speed"] = speed({name: fp32, f"{name} int8": int8, "ferplus_vgg": _export(DEFAULT, work / "default.onnx")})
-    # the live paths' default only if it reads faces nearly as well as the default (shipped.LIVE_BAR)
-    gaps = {k: base[k]["accuracy"] - ours[k]["accuracy"] for k in ("ferplus_test", "wild_report")}
+    card["speed"] = speed({name: fp32, f"{name}_int8": int8, "ferplus_vgg": _export(DEFAULT, work / "default.onnx")})
+    # the live paths run the int8 file when it reads faces as its fp32 source does (INT8_BAR), else
+    # fp32; chosen on FER+ validation and wild_dev's choice people, never on the faces reported
+    choice = {}
+    for key, (prepared, split) in {"ferplus_val": (args.data, "val"), "wild_choice": (args.wild, CHOICE)}.items():
+        f32, _ = onnx_figures(fp32, prepared, split)
+        q8, _ = onnx_figures(int8, prepared, split)
+        choice[key] = {"fp32": f32["accuracy"], "int8": q8["accuracy"]}
+    card["int8"]["choice"] = choice
+    int8_ok = all(abs(c["int8"] - c["fp32"]) <= INT8_BAR for c in choice.values())
+    card["live_onnx"] = int8.name if int8_ok else fp32.name
+    live_figures = {"ferplus_test": int8_test, "wild_report": int8_wild} if int8_ok else ours
+    # the live paths' default only if that file reads faces nearly as well as the default (shipped.LIVE_BAR)
+    gaps = {k: base[k]["accuracy"] - live_figures[k]["accuracy"] for k in ("ferplus_test", "wild_report")}
     card["live_default"] = all(g <= LIVE_BAR for g in gaps.values())
     card["live_gap_points"] = {k: round(100 * g, 2) for k, g in gaps.items()}
-    stages = [Path(r) for r in (args.previous, args.run) if r is not None]
-    card["train_wall_time_s"] = round(sum(train_wall_time_s(r) for r in stages), 1)
-    history = pd.concat([pd.read_csv(r / "metrics.csv") for r in stages])
-    card.update({"epochs": int(len(history)), "train_img_per_s": float(history["train_img_per_s"].median())})
-    for f in (fp32, int8):
-        shutil.copyfile(f, packed / f.name)
+    card.update(_live_training(args))
+    # only the file the live paths run ships; the fp32 export is rebuilt from the weights on demand
+    # (ferwild.export.cached_onnx), as for every other model
+    shutil.copyfile(work / card["live_onnx"], packed / card["live_onnx"])
     dest = _publish(packed, args.dest or REPO / "src" / "ferwild" / "weights" / name, card)
     _print(card, dest)
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _precise_bn(run: Path) -> dict | None:
+    """The ``precise_bn`` record of a run written by :func:`ferwild.precise_bn.precise_bn_run`, else None."""
+    state = run / "checkpoints" / "final" / "state.json"
+    return json.loads(state.read_text()).get("precise_bn") if state.is_file() else None
+
+
+def _live_training(args) -> dict:
+    """Training time, epochs and speed of the live model: its own stages, or for a precise-BN
+    model the training of the model it re-estimated plus the re-estimation."""
+    from ferwild.shipped import is_shipped, model_card
+
+    record = _precise_bn(Path(args.run))
+    if record is not None and is_shipped(record["source"]):
+        source = model_card(record["source"])
+        return {"train_wall_time_s": round(source["train_wall_time_s"] + record["seconds"], 1),
+                "epochs": source.get("epochs"), "train_img_per_s": source.get("train_img_per_s"),
+                "stages": source.get("stages", [])}
+    stages = [Path(r) for r in (args.previous, args.run) if r is not None]
+    history = pd.concat([pd.read_csv(r / "metrics.csv") for r in stages])
+    return {"train_wall_time_s": round(sum(train_wall_time_s(r) for r in stages), 1), "epochs": int(len(history)),
+            "train_img_per_s": float(history["train_img_per_s"].median())}
 
 
 def _export(run, out: Path) -> Path:
@@ -302,32 +345,91 @@ def _member_wall_time(run: str) -> float:
     return train_wall_time_s(path)
 
 
-def _ensemble_texts(report: dict, tta: str) -> dict:
+def _ensemble_texts(report: dict, tta: str, precise_bn: dict | None = None) -> dict:
     members = report["members"]
-    return {
+    restarted = all(m["run"].startswith("ferwild:") or "member" in Path(m["run"]).name for m in members)
+    combine = ("members combined by `ferwild.ensemble.combine_runs` (a diverged or unfinished member, or "
+               f"one more than {100 * report['max_val_drop']:.0f} validation points behind, is left out)")
+    pbn = (f"; then every member's BatchNorm statistics re-estimated on {precise_bn['faces']:,} clean FER+ training "
+           "faces (precise BN, `ferwild.precise_bn`)") if precise_bn else ""
+    flags = " --precise-bn" if precise_bn else ""
+    texts = {
         "architecture_text": f"an ensemble of {len(members)} fer_vgg (VGG-style CNNs for 48 px faces, four conv "
                              "stages of 32-256 channels, a 256-wide fully connected layer): their class "
                              "probabilities averaged" + (" over each face and its mirror image" if tta == "flip" else ""),
-        "recipe": "recipes/ferplus_member.yaml",
-        "recipe_text": "the default `ferwild:ferplus_vgg` (recipes/ferplus.yaml: 10 epochs from the FER2013 model) and "
-                       "members restarted from its backbone with a fresh head, their own seed and a 4-epoch "
-                       "warm-restart cosine cycle at 0.01 (recipes/ferplus_member.yaml), crowd-vote targets; "
-                       "members combined by `ferwild.ensemble.combine_runs` (a diverged or unfinished member, or "
-                       f"one more than {100 * report['max_val_drop']:.0f} validation points behind, is left out)",
-        "members": members, "excluded": report["excluded"],
+        "members": members, "excluded": report["excluded"], "epochs": None,
+    }
+    if restarted:
+        return {**texts, "recipe": "recipes/ferplus_member.yaml",
+                "recipe_text": "the default `ferwild:ferplus_vgg` (recipes/ferplus.yaml: 10 epochs from the FER2013 "
+                               "model) and members restarted from its backbone with a fresh head, their own seed and a "
+                               "4-epoch warm-restart cosine cycle at 0.01 (recipes/ferplus_member.yaml), crowd-vote "
+                               f"targets; {combine}{pbn}",
+                "commands": [*PREPARE_COMMANDS,
+                             *[f"ferwild train recipes/ferplus_member.yaml --data ferplus_basic7 --out runs/member{i} "
+                               f"--seed {i} --resume" for i in range(1, len(members))],
+                             "python recipes/ship_ferplus_models.py ensemble --members ferwild:ferplus_vgg "
+                             + " ".join(f"runs/member{i}" for i in range(1, len(members)))
+                             + " --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus "
+                               f"--teacher-out teacher_train{flags}"]}
+    others = [Path(m["run"]).name for m in members if not m["run"].startswith("ferwild:")]
+    return {**texts, "recipe": "recipes/ferplus_long.yaml",
+            "recipe_text": "the default `ferwild:ferplus_vgg` (two stages, its card) and, trained on its own, a "
+                           "fer_vgg on the default's first-stage recipe over 30 epochs from the FER2013 model "
+                           f"(recipes/ferplus_long.yaml: no occluders, crowd-vote targets); {combine}{pbn}",
+            "commands": [*PREPARE_COMMANDS,
+                         *[f"ferwild train recipes/ferplus_long.yaml --data ferplus_basic7 --out runs/{o} --resume"
+                           for o in others],
+                         "python recipes/ship_ferplus_models.py ensemble --members ferwild:ferplus_vgg "
+                         + " ".join(f"runs/{o}" for o in others)
+                         + f" --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus{flags}"]}
+
+
+#: What the live model's card says of each student architecture ferwild has shipped.
+STUDENT_TEXTS = {
+    "fer_vgg": "the default's own architecture (four conv stages of 32-256 channels, a 256-wide fully connected "
+               "layer), one view per face where the default reads two (the face and its mirror image)",
+    "fer_vgg_half": "fer_vgg at half width (four conv stages of 16-128 channels, the same depth and 256-wide fully "
+                    "connected layer): a quarter of the default's multiply-adds",
+}
+
+
+def _teacher_text(teacher: str) -> tuple[str, str]:
+    """Who the teacher was and the command that wrote its probabilities, from the recipe's path."""
+    if "teacher_train" in teacher:
+        return ("the FER+ ensemble of the default and two restarted members (docs/model_card_ferplus_ensemble.md)",
+                "make model-ferplus-ensemble MEMBERS=\"1 2\"   # the teacher: teacher_train/predictions.parquet")
+    return ("the default `ferwild:ferplus_vgg` read with its mirror image (test-time flip) and calibrated",
+            "ferwild evaluate ferwild:ferplus_vgg --data ferplus_basic7 --split train --out teacher_default")
+
+
+def _precise_bn_texts(record: dict) -> dict:
+    source = record["source"]
+    return {
+        "architecture_text": STUDENT_TEXTS["fer_vgg"],
+        "teacher_text": None,
+        "summary_text": "the default's own network read once per face, where the default reads each face and its "
+                        "mirror image, with its BatchNorm statistics re-estimated on clean training faces "
+                        "(precise BN) so that one view reads nearly as well as two",
+        "recipe": "src/ferwild/precise_bn.py",
+        "recipe_text": f"`{source}` itself (its recipes and training on its card), its BatchNorm statistics "
+                       f"re-estimated as a plain average over {record['faces']:,} clean FER+ training faces "
+                       "(precise BN, `ferwild.precise_bn.precise_bn_run`, "
+                       f"{record['seconds']:.0f} s; no weight changes), read one view per face",
         "commands": [*PREPARE_COMMANDS,
-                     *[f"ferwild train recipes/ferplus_member.yaml --data ferplus_basic7 --out runs/member{i} --seed {i} "
-                       "--resume" for i in range(1, len(members))],
-                     "python recipes/ship_ferplus_models.py ensemble --members ferwild:ferplus_vgg "
-                     + " ".join(f"runs/member{i}" for i in range(1, len(members)))
-                     + " --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus "
-                       "--teacher-out teacher_train"],
-        "epochs": None,
+                     "python -c \"from ferwild.precise_bn import precise_bn_run; "
+                     f"precise_bn_run('{source}', 'ferplus_basic7', 'runs/ferplus_precise_bn')\"",
+                     "python recipes/ship_ferplus_models.py live --run runs/ferplus_precise_bn --data ferplus_basic7 "
+                     "--fer2013 fer2013_basic7 --wild wild_dev_like_ferplus"],
     }
 
 
 def _live_texts(run, previous=None) -> dict:
     from ferwild.config import RunConfig
+
+    record = _precise_bn(Path(run))
+    if record is not None:
+        return _precise_bn_texts(record)
 
     config = RunConfig.load(Path(run) / "config.yaml")
     first = RunConfig.load(Path(previous) / "config.yaml") if previous else config
@@ -337,13 +439,18 @@ def _live_texts(run, previous=None) -> dict:
                 f"{c.optim.warmup_epochs} warm-up epoch then cosine")
 
     schedule = stage(first) + (f", then from those weights (a fresh head) {stage(config)}" if previous else "")
-    teacher = ("the FER+ ensemble of the default and two restarted members (docs/model_card_ferplus_ensemble.md, "
-               "`make model-ferplus-ensemble MEMBERS=\"1 2\"`)")
-    commands = [*PREPARE_COMMANDS,
-                "make model-ferplus-ensemble MEMBERS=\"1 2\"   # the teacher: teacher_train/predictions.parquet",
-                "python -c \"from ferwild.distill import slim_fer_vgg; slim_fer_vgg('ferwild:ferplus_vgg', "
-                "'fer_vgg_half', 'student_init.safetensors')\"",
-                "ferwild train recipes/ferplus_student.yaml --data ferplus_basic7 --out runs/ferplus_live --resume"]
+    teacher, teacher_command = _teacher_text(str(config.optim.teacher))
+    arch = config.model.name
+    slimmed = arch != "fer_vgg"
+    start = ("started from the default's strongest channels (network slimming, `ferwild.distill.slim_fer_vgg`)"
+             if slimmed else "started from the default's weights (a fresh head)")
+    occluders = config.data.augment_options.get("occlude_p") if config.data.augment_options else None
+    init = ["python -c \"from ferwild.distill import slim_fer_vgg; slim_fer_vgg('ferwild:ferplus_vgg', "
+            f"'{arch}', 'student_init.safetensors')\""] if slimmed else []
+    pretrained = "" if slimmed else " --pretrained src/ferwild/weights/ferplus_vgg/checkpoints/final/model.safetensors"
+    commands = [*PREPARE_COMMANDS, teacher_command, *init,
+                f"ferwild train recipes/ferplus_student.yaml --data ferplus_basic7 --out runs/ferplus_live --resume"
+                f"{pretrained}"]
     if previous:
         commands.append("ferwild train recipes/ferplus_student.yaml --data ferplus_basic7 --out runs/ferplus_live2 "
                         f"--resume model.pretrained=runs/ferplus_live/checkpoints/epoch-{first.train.epochs:03d}/model.safetensors "
@@ -352,14 +459,15 @@ def _live_texts(run, previous=None) -> dict:
         "--previous runs/ferplus_live --run runs/ferplus_live2" if previous else "--run runs/ferplus_live")
         + " --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus")
     return {
-        "architecture_text": "fer_vgg at half width (four conv stages of 16-128 channels, the same depth and "
-                             "256-wide fully connected layer): a quarter of the default's multiply-adds",
+        "architecture_text": STUDENT_TEXTS.get(arch, arch),
+        "teacher_text": teacher,
+        "summary_text": f"{STUDENT_TEXTS.get(arch, arch)}, distilled from {teacher}",
         "recipe": "recipes/ferplus_student.yaml",
         "recipe_text": f"distilled from {teacher}: targets {config.optim.teacher_weight:g} x the "
-                       f"ensemble's probabilities on each training face + {1 - config.optim.teacher_weight:g} x the "
-                       "crowd's votes (`optim.targets: teacher`); started from the default's strongest channels "
-                       f"(network slimming, `ferwild.distill.slim_fer_vgg`); {schedule}, "
-                       f"{config.optim.class_weights}-balanced class weights, the default's augmentation",
+                       f"teacher's probabilities on each training face + {1 - config.optim.teacher_weight:g} x the "
+                       f"crowd's votes (`optim.targets: teacher`); {start}; {schedule}, "
+                       f"{config.optim.class_weights}-balanced class weights, the default's augmentation"
+                       + (f" with its second stage's occluders on {100 * occluders:.0f}% of the crops" if occluders else ""),
         "commands": commands,
     }
 
@@ -390,7 +498,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", choices=("ensemble", "live"))
     ap.add_argument("--members", nargs="+", default=[], help="ensemble: the member runs (ferwild:NAME or folders).")
-    ap.add_argument("--run", type=Path, help="live: the finished student run (recipes/ferplus_student.yaml).")
+    ap.add_argument("--run", type=Path, help="live: the model (a precise_bn_run folder or a finished student run).")
     ap.add_argument("--previous", type=Path, default=None, help="live: the stage --run continued from (its "
                     "training time and epochs count too).")
     ap.add_argument("--data", type=Path, required=True, help="FER+ prepared by `ferwild prepare` (basic7).")
@@ -399,6 +507,8 @@ def main() -> None:
     ap.add_argument("--teacher-out", type=Path, default=None, help="ensemble: where the teacher's FER+ train "
                     "probabilities go (predictions.parquet).")
     ap.add_argument("--max-val-drop", type=float, default=0.05)
+    ap.add_argument("--precise-bn", action="store_true", help="ensemble: re-estimate the members' BatchNorm "
+                    "statistics on clean FER+ training faces (ferwild.precise_bn) before choosing and measuring.")
     ap.add_argument("--dest", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=Path("ship_eval_ferplus_models"))
     args = ap.parse_args()

@@ -104,3 +104,35 @@ def test_training_on_a_teacher_fits_its_mixed_targets(tmp_path, tiny_run):
         teacher_targets(teacher_file, PreparedDataset(prep).rows("val"), names, 0.5)
     with pytest.raises(RunError, match="no file"):
         teacher_targets(tmp_path / "missing.parquet", rows, names, 0.5)
+
+
+def test_pretrained_head_keeps_a_checkpoints_answers_and_checks_its_labels(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from ferwild.train import load_pretrained_head
+
+    trained = _vgg((16, 32, 64, 128))
+    folder = tmp_path / "checkpoints" / "final"
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "state.json").write_text(json.dumps({"label_names": list("abcdefg")}))
+    student = create_model("fer_vgg_half", 7, pretrained=str(folder / "model.safetensors"),
+                           id2label=dict(enumerate("abcdefg"))).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert not torch.allclose(student(x), trained(x), atol=1e-4)  # backbone only: a fresh head
+        load_pretrained_head(student, folder / "model.safetensors", list("abcdefg"))
+        assert torch.allclose(student(x), trained(x), atol=1e-4)  # now the checkpoint's own answers
+    with pytest.raises(ConfigError, match="head reads"):
+        load_pretrained_head(student, folder / "model.safetensors", list("gfedcba"))
+    (folder / "state.json").unlink()
+    with pytest.raises(ConfigError, match="which class"):
+        load_pretrained_head(student, folder / "model.safetensors", list("abcdefg"))
+    wide = create_model("fer_vgg", 5, pretrained="none", id2label=dict(enumerate("abcde")))
+    (folder / "state.json").write_text(json.dumps({"label_names": list("abcdefg")}))
+    with pytest.raises(ConfigError, match="does not fit|head reads"):
+        load_pretrained_head(wide, folder / "model.safetensors", list("abcdefg"))
+    with pytest.raises(ConfigError, match="model.safetensors"):
+        load_pretrained_head(student, tmp_path / "missing.pt", list("abcdefg"))

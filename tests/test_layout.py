@@ -105,7 +105,7 @@ LAYERS = [
                        "htmldoc", "metrics", "shipped", "face_tables", "video_io"}),
     ("data", {"data"}),
     ("detectors and models", {"detectors", "tracking", "preprocessing", "models", "backends"}),
-    ("runs", {"runs", "distill", "ensemble", "model_cards"}),
+    ("runs", {"runs", "distill", "ensemble", "precise_bn", "model_cards"}),
     ("train, evaluate, export", {"train", "evaluate", "export"}),
     ("study and audit", {"study", "study_report", "audit"}),
     ("recognizer", {"recognizer", "drawing"}),

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferwild.shipped import LIVE_MODEL, LIVE_ONNX, live_run, model_card, shipped_names, shipped_onnx
+from ferwild.shipped import (LIVE_MODEL, LIVE_ONNX, live_run, model_card, shipped_model_dir, shipped_names,
+                             shipped_onnx)
 
 pytestmark = pytest.mark.skipif(LIVE_MODEL not in shipped_names(), reason="ferwild:ferplus_live is not shipped here")
 
@@ -45,11 +46,16 @@ def test_live_model_files_load_offline_and_agree_with_pytorch(ferplus_crops):
     from ferwild.backends import OnnxClassifier
     from ferwild.runs import load_run
 
+    from ferwild.export import cached_onnx
+
     live = f"ferwild:{LIVE_MODEL}"
-    fp32_path = shipped_onnx(live)
-    assert fp32_path is not None and fp32_path.name == LIVE_ONNX
-    fp32 = OnnxClassifier(fp32_path)
-    int8 = OnnxClassifier(fp32_path.with_name("model.int8.onnx"))
+    folder = shipped_model_dir(live)
+    # the live paths run the file the card names (the int8 twin when it read faces as fp32 does)
+    card = model_card(LIVE_MODEL)
+    assert shipped_onnx(live) == folder / card.get("live_onnx", LIVE_ONNX) and shipped_onnx(live).is_file()
+    # the fp32 reference: the package's file, or the export of its weights (which is what was quantised)
+    fp32 = OnnxClassifier(folder / LIVE_ONNX if (folder / LIVE_ONNX).is_file() else cached_onnx(live, tta="none"))
+    int8 = OnnxClassifier(folder / "model.int8.onnx")
     assert fp32.label_names == int8.label_names == model_card(LIVE_MODEL)["labels"]
     x = fp32.preprocessing.pixel_values(ferplus_crops)
     model, _ = load_run(live)

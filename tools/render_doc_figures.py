@@ -183,7 +183,7 @@ def shipped_models_table() -> str:
         f"| ferwild `fer2013_vgg` | {_pair(d, 'baseline_results.wild_report')} | "
         f"{_pair(d, 'baseline_results.wild_all')} | "
         f"{_pair(d, 'baseline_results.ferplus_test')} | {_pair(d, 'baseline_results.fer2013_privatetest', True)} |",
-        f"| ferwild `ferplus_live` (opt-in, fast) | {_pair('card:ferplus_live', 'results.wild_report')} | "
+        f"| ferwild `ferplus_live` (live paths, fast) | {_pair('card:ferplus_live', 'results.wild_report')} | "
         f"{_pair('card:ferplus_live', 'results.wild_all')} | {_pair('card:ferplus_live', 'results.ferplus_test')} | "
         f"{_pair('card:ferplus_live', 'results.fer2013_privatetest')} |",
         f"| fer {marker(d, 'peer_wild_dev.fer_version', 'str')} (`pip install fer`; MTCNN, largest face) | - | "
@@ -201,11 +201,11 @@ def live_fps_table() -> str:
     lines = [
         "| frames/s, end to end | 640x360, 1 face | 1280x720, 1 face | 1280x720, 5 faces |",
         "|---|---|---|---|",
-        f"| `--detector fast` (`fast-tiled` for 5 faces), `ferplus_live` (`--run ferwild:ferplus_live`) | "
+        f"| `--detector fast` (`fast-tiled` for 5 faces), `ferplus_live` (`ferwild live` with no `--run`) | "
         f"**{row('fast_fps_640x360')}** | **{row('fast_fps_1280x720')}** | **{row('fast_fps_5faces')}** |",
         f"| the same, `ferplus_live`, recording the annotated video (`--out`) | | | "
         f"{row('fast_recording_fps_5faces')} |",
-        f"| the same, the default `ferplus_vgg` (`ferwild live` with no `--run`), no recording | | | "
+        f"| the same, the default `ferplus_vgg` (`--run ferwild:ferplus_vgg`), no recording | | | "
         f"{row('fast_default_fps_5faces')} |",
         f"| MTCNN in place of the fast detector (one thread), `ferplus_live` | {row('mtcnn_fps_640x360')} | "
         f"{row('mtcnn_fps_1280x720')} | {row('mtcnn_fps_5faces')} |",

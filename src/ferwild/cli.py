@@ -714,7 +714,7 @@ def predict(
     if run is None and onnx is None and detector in ("fast", "fast-tiled"):
         from ferwild.shipped import live_run
 
-        run = Path(live_run())  # the fast path's model: the live student, as in `ferwild live`
+        run = Path(live_run())  # the fast path's model: the live model, as in `ferwild live`
     recognizer = _recognizer(run, onnx, detector=detector, min_confidence=min_confidence, max_faces=max_faces,
                              device=device, abstain_below=abstain_below)
     columns = (TextColumn("files"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

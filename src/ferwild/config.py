@@ -268,6 +268,10 @@ class ModelConfig(Settings):
 
     name: str = "vit_b16"
     pretrained: str = "hub"             # none | hub | a local path
+    # also keep the classification head of `pretrained`, a ferwild checkpoint's model.safetensors
+    # trained on the same labels (fine-tuning or distilling a trained model starts from its own
+    # answers; a fresh head's first epoch shakes the backbone)
+    pretrained_head: bool = False
     image_size: int | None = None       # None: the model's default input size
     freeze_backbone: bool = False
 

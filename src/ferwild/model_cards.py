@@ -26,9 +26,8 @@ EXTRA_TITLES = {
                          "Use it where accuracy matters more than speed (`ferwild predict photos/ --run "
                          "ferwild:ferplus_ensemble`)."),
     "ferplus_live": ("the live model", "the model of ferwild's live paths (`ferwild live`, the web page's Live mode, "
-                     "`ferwild predict --detector fast`): a narrower network distilled from "
-                     "an ensemble of three fer_vgg ([its card](model_card_ferplus_ensemble.md)), for many faces per "
-                     "frame on a CPU."),
+                     "`ferwild predict --detector fast`), for many faces per frame on a CPU: {summary_text}. "
+                     "The live paths run its `{live_onnx}`."),
 }
 
 
@@ -43,7 +42,7 @@ def pct(x) -> str:
 def reproduce_section(card: dict) -> list[str]:
     """A card's "How it was trained" lines: the commands, then the recipe in words."""
     return ["## How it was trained (reproduce)", "", "```bash", *card["commands"], "```", "",
-            f"Recipe `{card['recipe']}`: {card['recipe_text']}", ""]
+            f"Recipe `{card['recipe']}`: {card['recipe_text'].rstrip('.')}.", ""]
 
 
 def _ci(figures: dict, metric: str) -> str:
@@ -405,11 +404,14 @@ def render_extra_card(card: dict, doc: Path, repo: Path) -> str:
     """The Markdown page of ``card`` (a ``card.json`` of ``ferplus_ensemble`` or ``ferplus_live``), to be
     written at ``doc`` in the repository checkout ``repo`` (its links are relative to ``doc``)."""
     what, intro = EXTRA_TITLES[card["name"]]
+    intro = intro.format(summary_text=card.get("summary_text") or "a narrower network distilled from an ensemble "
+                         "of three fer_vgg ([its card](model_card_ferplus_ensemble.md))",
+                         live_onnx=card.get("live_onnx", "model.onnx"))
     if card.get("shipped") is False:
         what, intro = what + ", not shipped", _not_shipped(card)
     elif card.get("live_default") is False:
         what, intro = "a fast model", _not_live_default(card)
-    lines = [f"# Model card: `ferwild:{card['name']}` ({what})", "", intro,
+    lines = [f"# Model card: `ferwild:{card['name']}` ({what})", "", intro[:1].upper() + intro[1:],
              "Figures below were measured by `recipes/ship_ferplus_models.py` on the packed model and are rendered "
              "from its `card.json`; the default's card is [MODEL_CARD.md](" + os.path.relpath(repo / "MODEL_CARD.md", doc.parent)
              + ")." + (f" {card['default_then']}" if card.get("default_then") else ""), ""]
@@ -426,7 +428,8 @@ def render_extra_card(card: dict, doc: Path, repo: Path) -> str:
 
 def _extra_glance(card: dict) -> list[str]:
     r = card["results"]
-    fast = card["speed"][card["name"]]
+    # the file the live paths run (the int8 twin when the card says so)
+    fast = card["speed"][card["name"] + ("_int8" if card.get("live_onnx", "").endswith(".int8.onnx") else "")]
     return [
         "## At a glance", "", "| | |", "|---|---|",
         f"| task | 7 facial expressions: {', '.join(card['labels'])} |",
@@ -439,7 +442,8 @@ def _extra_glance(card: dict) -> list[str]:
         f"| calibration | temperature {card['temperature']:.3f}, fitted on FER+ validation (ECE there "
         f"{100 * r['ferplus_val']['ece']:.1f}%; FER+ test {100 * r['ferplus_test']['ece']:.1f}%) |",
         f"| classifier speed | {fast['faces_per_s_batch1']:.0f} faces/s one at a time, {fast['faces_per_s_batch5']:.0f} "
-        "five at a time (ONNX Runtime, one thread; see Speed) |",
+        "five at a time (ONNX Runtime, one thread" + (f", `{card['live_onnx']}`" if card.get("live_onnx") else "")
+        + "; see Speed) |",
         f"| training hardware | {card['hardware']} |",
         f"| training wall time | {card['train_wall_time_s'] / 60:.0f} min (the machine also ran other work) |",
         "",
@@ -493,7 +497,7 @@ def _extra_speed(card: dict) -> list[str]:
     acc = {card["name"]: card["results"]["ferplus_test"]["accuracy"],
            "ferplus_vgg": card["baseline_results"]["ferplus_test"]["accuracy"]}
     if card.get("int8"):
-        acc[f"{card['name']} int8"] = card["int8"]["ferplus_test"]["accuracy"]
+        acc[f"{card['name']}_int8"] = card["int8"]["ferplus_test"]["accuracy"]
     for name, s in card["speed"].items():
         lines.append(f"| `{name}` | {s['faces_per_s_batch1']:.0f} | {s['faces_per_s_batch5']:.0f} | "
                      f"{s['faces_per_s_batch1'] / base:.2f}x | {pct(acc.get(name))} |")
@@ -518,9 +522,10 @@ def _extra_members(card: dict) -> list[str]:
 def _extra_int8(card: dict) -> list[str]:
     q = card["int8"]
     return ["## int8", "",
-            "`model.int8.onnx` beside the weights is the fp32 export (`model.onnx`) quantised to int8 by ONNX Runtime "
-            "(static, per-channel weights, calibrated on 512 FER+ training crops). Against its fp32 twin on the "
-            "cached crops (no detection):", "",
+            "`model.int8.onnx` beside the weights is their fp32 export (what `ferwild export` writes) quantised to int8 "
+            "by ONNX Runtime (static, per-channel weights, calibrated on 512 FER+ training crops)"
+            + (", and the file the live paths run" if card.get("live_onnx") == "model.int8.onnx" else "")
+            + ". Against its fp32 twin on the cached crops (no detection):", "",
             "| data | fp32 accuracy | int8 accuracy | same label as fp32 | largest probability difference |",
             "|---|---|---|---|---|",
             f"| FER+ test ({q['ferplus_test']['n']:,} faces) | {pct(q['ferplus_test_fp32']['accuracy'])} | "
@@ -549,8 +554,8 @@ def _not_shipped(card: dict) -> str:
             f"against {fig(base, 'ferplus_test')}, wild_dev report people {fig(ours, 'wild_report')} against "
             f"{fig(base, 'wild_report')}, at {ratio:.1f}x the default's CPU time per face. Its members restart from "
             "the default's backbone, so their errors are too alike for averaging to pay. The figures stay here "
-            "(`docs/experiments/ferplus_ensemble.card.json`) as the teacher of `ferwild:ferplus_live`; "
-            "`make model-ferplus-ensemble` rebuilds it.")
+            "(`docs/experiments/ferplus_ensemble.card.json`); it taught the first, half-width live model "
+            "(`docs/experiments/ferplus_live_half_width.card.json`); `make model-ferplus-ensemble` rebuilds it.")
 
 
 def _not_live_default(card: dict) -> str:
@@ -566,7 +571,7 @@ def _not_live_default(card: dict) -> str:
             f"report people {gap['wild_report']:.1f} points below the default, and the live paths switch to a faster "
             f"model only within {100 * LIVE_BAR:.1f} points. Choose it where speed matters more: "
             "`ferwild live --run ferwild:ferplus_live`, `ferwild predict --run ferwild:ferplus_live`, or its ONNX "
-            "files (`model.onnx`, `model.int8.onnx`) with `--onnx`.")
+            f"file (`{card.get('live_onnx', 'model.onnx')}`) with `--onnx`.")
 
 
 # --------------------------------------------------------------------------------------------

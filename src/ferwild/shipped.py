@@ -10,9 +10,11 @@ config, label names, face alignment). Everything that takes ``--run`` takes it b
     Recognizer.default()                                    # the Python API
 
 Shipped runs are made from a finished ``ferwild train`` run by :func:`ferwild.runs.pack_run` (see
-``recipes/``). This module depends on nothing else of ferwild. Two ship: ``ferplus_vgg``, the default (trained on FER+'s crowd votes, chosen
-and calibrated on real photos; MODEL_CARD.md in the repository), and ``fer2013_vgg`` (FER2013's
-own labels; docs/model_card_fer2013_vgg.md), the model to compare on FER2013's benchmark.
+``recipes/``). This module depends on nothing else of ferwild. Three ship: ``ferplus_vgg``, the
+default (trained on FER+'s crowd votes, chosen and calibrated on real photos; MODEL_CARD.md in the
+repository), ``fer2013_vgg`` (FER2013's own labels; docs/model_card_fer2013_vgg.md), the model to
+compare on FER2013's benchmark, and ``ferplus_live``, the live paths' model, which ships the ONNX
+file those paths run (docs/model_card_ferplus_live.md).
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ PREFIX = "ferwild:"
 #: What ``predict``/``serve``/``Recognizer.default()`` use when no model is given.
 DEFAULT_MODEL = "ferplus_vgg"
 #: What the live paths use when no model is given: ``ferwild live``, the web page's Live mode and
-#: ``predict --detector fast`` (a student distilled for speed; see docs/model_card_ferplus_live.md).
+#: ``predict --detector fast`` (the default's network read once per face, precise BN, int8; see
+#: docs/model_card_ferplus_live.md).
 LIVE_MODEL = "ferplus_live"
 #: How far below the default's accuracy (a fraction) the live model may read and still be the live default.
 LIVE_BAR = 0.015
-#: The ONNX file inside a shipped model folder that the live paths run (no export, no torch).
+#: The ONNX file inside a shipped model folder that the live paths run (no export, no torch),
+#: unless its card names another (``live_onnx``: the int8 twin, when the recipe measured it reading
+#: faces as its fp32 source does; ``recipes/ship_ferplus_models.py``).
 LIVE_ONNX = "model.onnx"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARD_FILE = "card.json"
@@ -84,14 +89,17 @@ def live_run() -> str:
 
 
 def shipped_onnx(spec: str | os.PathLike) -> Path | None:
-    """The ready ONNX file (:data:`LIVE_ONNX`) inside shipped model ``spec``'s folder, or ``None``
-    when ``spec`` is not a shipped model or ships none."""
+    """The ready ONNX file inside shipped model ``spec``'s folder: the one its card names
+    (``live_onnx``), else :data:`LIVE_ONNX`; ``None`` when ``spec`` is not a shipped model or
+    ships none."""
     if not is_shipped(spec):
         return None
     try:
-        path = shipped_model_dir(spec) / LIVE_ONNX
+        folder = shipped_model_dir(spec)
+        card = model_card(spec) if (folder / CARD_FILE).is_file() else {}
     except ShippedModelError:
         return None
+    path = folder / (card.get("live_onnx") or LIVE_ONNX)
     return path if path.is_file() else None
 
 

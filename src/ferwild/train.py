@@ -46,6 +46,7 @@ from ferwild.data.loader import BatchTransform, CachedFaceDataset, EpochBatchSam
 from ferwild.data.prepared import COL, PreparedDataset
 from ferwild.data.votes import has_votes, soft_targets
 from ferwild.files import save_text_atomic, set_default_mode
+from ferwild.formatting import first_line
 from ferwild.metrics import curves_figure, history_markdown
 from ferwild.runs import (
     RunError,
@@ -561,6 +562,39 @@ class _Trainer:
     amp: torch.dtype | None
 
 
+def load_pretrained_head(model: nn.Module, path: str | os.PathLike, label_names: list[str]) -> None:
+    """Put the classification head of the ferwild checkpoint ``path`` (its ``model.safetensors``,
+    ``state.json``/``state.pt`` beside it) into ``model`` (``model.pretrained_head``).
+
+    Raises:
+        ConfigError: not a ferwild checkpoint, no head in it, another label set or order, or
+            another shape.
+    """
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    if file.suffix != ".safetensors" or not file.is_file():
+        raise ConfigError(f"model.pretrained_head needs model.pretrained to be a ferwild checkpoint's "
+                          f"model.safetensors, not {str(path)!r}")
+    head = {k[len("head."):]: v.float() for k, v in load_file(str(file)).items() if k.startswith("head.")}
+    if not head:
+        raise ConfigError(f"model.pretrained_head: {file} holds no head.* tensors")
+    try:
+        names = load_checkpoint_state(file.parent).get("label_names")
+    except RunError:
+        names = None
+    if names is None:
+        raise ConfigError(f"model.pretrained_head: nothing beside {file} says which class each output of its head "
+                          "is (no state.json or state.pt)")
+    if list(names) != list(label_names):
+        raise ConfigError(f"model.pretrained_head: {file}'s head reads {list(names)}, this data's labels are "
+                          f"{list(label_names)}")
+    try:
+        model.head.load_state_dict(head)
+    except RuntimeError as exc:
+        raise ConfigError(f"model.pretrained_head: {file}'s head does not fit {model.name}: {first_line(exc)}") from None
+
+
 def _build_trainer(config: RunConfig, data: _TrainingData, device: torch.device) -> _Trainer:
     """Model (seeded), class-weighted loss, optimizer, learning-rate rule and batch transforms."""
     from ferwild.models import create_model
@@ -572,6 +606,8 @@ def _build_trainer(config: RunConfig, data: _TrainingData, device: torch.device)
                              image_size=config.model.image_size, id2label=dict(enumerate(data.label_names)))
     except ValueError as exc:  # e.g. an image size a ViT's patch size does not divide
         raise ConfigError(str(exc)) from None
+    if config.model.pretrained_head:
+        load_pretrained_head(model, config.model.pretrained, data.label_names)
     if config.model.freeze_backbone:
         model.freeze_backbone(True)
     model.to(device)

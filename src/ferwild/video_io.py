@@ -286,17 +286,28 @@ class FrameGrabber(threading.Thread):
         ``offset``; returns the time they spanned."""
         first: float | None = None
         last = 0.0
-        for time_s, rgb in decode_frames(self.container):
-            if self._halt.is_set():
-                break
-            last = time_s if time_s is not None else self.decoded / (self.rate or 30.0)
-            first = last if first is None else first
-            t = offset + last - first
-            wait = started + t - time.monotonic()
-            if self.pace and wait > 0 and self._halt.wait(wait):
-                break
-            self._put((self.decoded, t, rgb, None if self.prepare is None else self.prepare(rgb)))
-            self.decoded += 1
+        frames = decode_frames(self.container)
+        if self.prepare is not None:
+            # three stages on two cores: decoding (FFmpeg, mostly outside the GIL) runs one frame
+            # ahead of the detection in this thread, so neither waits for the other; one frame,
+            # so that a camera's reading stays at most a frame behind the present
+            frames = prefetch(frames, depth=1)
+        try:
+            for time_s, rgb in frames:
+                if self._halt.is_set():
+                    break
+                last = time_s if time_s is not None else self.decoded / (self.rate or 30.0)
+                first = last if first is None else first
+                t = offset + last - first
+                wait = started + t - time.monotonic()
+                if self.pace and wait > 0 and self._halt.wait(wait):
+                    break
+                self._put((self.decoded, t, rgb, None if self.prepare is None else self.prepare(rgb)))
+                self.decoded += 1
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:  # the prefetching thread stops before its container closes
+                close()
         return last - (first or 0.0)
 
     def _explain(self, exc: Exception) -> str:

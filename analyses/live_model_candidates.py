@@ -1,0 +1,73 @@
+"""Gather the candidates for the live model, one view per face, by their FER+ validation figures.
+
+Issue 24 asked for a student distilled from the accurate model. Three distillations of the
+default into its own architecture (``recipes/ferplus_student.yaml`` and two variants, targets
+half the default's flip-averaged probabilities on FER+ train, half the crowd's votes, the
+default's occluders on a quarter of the crops) each read FER+ validation below the default
+read once; re-estimating the default's BatchNorm statistics on clean faces (precise BN,
+``ferwild.precise_bn``) did better than all of them and became the live model. This script
+reads what each run wrote (``metrics.csv``: the best epoch by validation macro-F1, as training
+selects it) and the shipped cards, and writes one JSON file; it measures nothing::
+
+    python analyses/live_model_candidates.py --runs model_work/runs --out docs/bench/live_model_candidates.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "src" / "ferwild" / "weights"
+#: run folder -> what it was
+DISTILLED = {
+    "ferplus_live3": "distilled: 4 epochs at 0.01 (1 warm-up epoch), a fresh head",
+    "ferplus_live4": "distilled: 3 epochs at 0.003 (1 warm-up epoch), a fresh head",
+    "ferplus_live5": "distilled: 3 epochs at 0.003, the default's own head kept (model.pretrained_head)",
+}
+
+
+def _best(run: Path) -> dict:
+    m = pd.read_csv(run / "metrics.csv")
+    row = m.loc[m["val_macro_f1"].idxmax()]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    return {"epoch": int(row["epoch"]), "epochs": int(len(m)), "val_accuracy": float(row["val_acc"]),
+            "val_macro_f1": float(row["val_macro_f1"]), "last_val_accuracy": float(m["val_acc"].iloc[-1]),
+            "lr": config["optim"]["lr"], "teacher_weight": config["optim"]["teacher_weight"],
+            "occlude_p": config["data"]["augment_options"].get("occlude_p", 0.0),
+            "pretrained_head": bool(config["model"].get("pretrained_head", False))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, required=True, help="the folder holding the student runs and "
+                        "ferplus_occlusion (the default's last stage)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    default_stage = pd.read_csv(args.runs / "ferplus_occlusion" / "metrics.csv").iloc[-1]
+    default = json.loads((WEIGHTS / "ferplus_vgg" / "card.json").read_text())
+    live = json.loads((WEIGHTS / "ferplus_live" / "card.json").read_text())
+    out = {
+        "default_one_view": {"what": "the default read once (its last training epoch, no flip)",
+                             "val_accuracy": float(default_stage["val_acc"]),
+                             "val_macro_f1": float(default_stage["val_macro_f1"])},
+        "default_flip": {"what": "the default as shipped (flip, temperature)",
+                         "val_accuracy": default["results"]["ferplus_val"]["accuracy"],
+                         "val_macro_f1": default["results"]["ferplus_val"]["macro_f1"]},
+        "precise_bn_one_view": {"what": "the default read once, precise BN (the live model, fp32)",
+                                "val_accuracy": live["results"]["ferplus_val"]["accuracy"],
+                                "val_macro_f1": live["results"]["ferplus_val"]["macro_f1"]},
+        "distilled": {name: {"what": what, **_best(args.runs / name)} for name, what in DISTILLED.items()
+                      if (args.runs / name / "metrics.csv").is_file()},
+    }
+    out["best_distilled_val_accuracy"] = max(d["val_accuracy"] for d in out["distilled"].values())
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
