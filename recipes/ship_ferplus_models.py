@@ -219,6 +219,7 @@ def _common_card(name: str, packed: Path, tta: str, temperature: float, ours: di
 
 
 def ship_ensemble(args) -> None:
+    from ferwild.data.prepared import PreparedDataset
     from ferwild.ensemble import combine_runs
     from ferwild.runs import pack_run
 
@@ -240,7 +241,8 @@ def ship_ensemble(args) -> None:
     card.update(_ensemble_texts(report, tta, _precise_bn(run)))
     card["by_tta"] = by_tta
     card["speed"] = speed({name: onnx, "ferplus_vgg": _export(DEFAULT, work / "default.onnx")})
-    card["train_wall_time_s"] = round(sum(_member_wall_time(m["run"]) for m in report["members"]), 1)
+    n_train = len(PreparedDataset(args.data).rows("train", include_augmented=False))
+    card["train_wall_time_s"] = round(sum(_member_wall_time(m["run"], n_train) for m in report["members"]), 1)
     dest = _publish(packed, args.dest or REPO / "src" / "ferwild" / "weights" / name, card)
     if args.teacher_out:
         # the student's targets: the ensemble as chosen (its TTA) but uncalibrated (T = 1)
@@ -335,13 +337,19 @@ def _calibration_crops(prepared: Path, onnx_path: Path, n: int = 512) -> np.ndar
     return OnnxClassifier(onnx_path).preprocessing.pixel_values(data.images(rows))
 
 
-def _member_wall_time(run: str) -> float:
+def _member_wall_time(run: str, n_train: int) -> float:
+    """A member's training time: a shipped model's card's; a run's epochs, each ``n_train`` faces
+    at its measured images/s (a run resumed over several sessions: its folder's timestamps would
+    count the pauses too)."""
     from ferwild.runs import resolve_run_dir
     from ferwild.shipped import model_card
 
     path = resolve_run_dir(run)
     if str(run).startswith("ferwild:"):
         return float(model_card(run).get("train_wall_time_s", 0.0))
+    metrics = pd.read_csv(path / "metrics.csv")
+    if "train_img_per_s" in metrics and metrics["train_img_per_s"].gt(0).all():
+        return float((n_train / metrics["train_img_per_s"]).sum())
     return train_wall_time_s(path)
 
 

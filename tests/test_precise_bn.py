@@ -56,3 +56,17 @@ def test_precise_bn_run_is_a_run_every_command_reads(tiny_run, tmp_path):
     again, _ = load_run(precise_bn_run(run, prep, tmp_path / "pbn2", faces=50, seed=1))
     for k in stats:
         assert torch.equal(again.state_dict()[k], after.state_dict()[k])
+
+
+def test_an_ensemble_gets_each_members_statistics():
+    from ferwild.models import FEREnsemble, create_model
+
+    members = [create_model("cnn_small", 3, pretrained="none", image_size=32, id2label=dict(enumerate("abc")))
+               for _ in range(2)]
+    ensemble = FEREnsemble(members).eval()
+    x = np.random.default_rng(0).normal(0.5, 2.0, size=(16, 3, 32, 32)).astype(np.float32)
+    update_bn_stats(ensemble, x, batch_size=8)
+    for member in ensemble.members:
+        bn = next(m for m in member.modules() if isinstance(m, nn.BatchNorm2d))
+        assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))  # estimated, not the init
+    assert not ensemble.training

@@ -186,6 +186,9 @@ def shipped_models_table() -> str:
         f"| ferwild `ferplus_live` (live paths, fast) | {_pair('card:ferplus_live', 'results.wild_report')} | "
         f"{_pair('card:ferplus_live', 'results.wild_all')} | {_pair('card:ferplus_live', 'results.ferplus_test')} | "
         f"{_pair('card:ferplus_live', 'results.fer2013_privatetest')} |",
+        f"| ferwild `ferplus_ensemble` (accurate, 2x the CPU) | {_pair('card:ferplus_ensemble', 'results.wild_report')} | "
+        f"{_pair('card:ferplus_ensemble', 'results.wild_all')} | {_pair('card:ferplus_ensemble', 'results.ferplus_test')} | "
+        f"{_pair('card:ferplus_ensemble', 'results.fer2013_privatetest')} |",
         f"| fer {marker(d, 'peer_wild_dev.fer_version', 'str')} (`pip install fer`; MTCNN, largest face) | - | "
         f"{_pair(d, 'peer_wild_dev.on_faces')} (the {marker(d, 'peer_wild_dev.on_faces.n', 'int')} of "
         f"{marker(d, 'peer_wild_dev.n_photos', 'int')} photos where it finds a face) | - | "

@@ -65,13 +65,17 @@ def update_bn_stats(model: nn.Module, pixel_values: np.ndarray, batch_size: int 
     batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
     if len(batches[-1]) < 2 and len(batches) > 1:  # BatchNorm1d cannot train on a batch of one
         batches = batches[:-2] + [torch.cat(batches[-2:])]
-    tta = getattr(model, "tta", "none")
-    if hasattr(model, "set_tta"):
-        model.set_tta("none")  # the statistics of the faces as given, not of their mirror images too
-    with torch.no_grad():
-        update_bn(batches, model)
-    if hasattr(model, "set_tta"):
-        model.set_tta(tta)
+    from ferwild.models import FEREnsemble
+
+    # an ensemble never runs in training mode as a whole: each member gets its own statistics
+    for part in model.members if isinstance(model, FEREnsemble) else [model]:
+        tta = getattr(part, "tta", "none")
+        if hasattr(part, "set_tta"):
+            part.set_tta("none")  # the statistics of the faces as given, not of their mirror images too
+        with torch.no_grad():
+            update_bn(batches, part)
+        if hasattr(part, "set_tta"):
+            part.set_tta(tta)
     return model.eval()
 
 
