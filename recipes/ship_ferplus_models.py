@@ -381,10 +381,11 @@ def _ensemble_texts(report: dict, tta: str, precise_bn: dict | None = None) -> d
                              + " --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus "
                                f"--teacher-out teacher_train{flags}"]}
     others = [Path(m["run"]).name for m in members if not m["run"].startswith("ferwild:")]
-    return {**texts, "recipe": "recipes/ferplus_long.yaml",
-            "recipe_text": "the default `ferwild:ferplus_vgg` (two stages, its card) and, trained on its own, a "
-                           "fer_vgg on the default's first-stage recipe over 30 epochs from the FER2013 model "
-                           f"(recipes/ferplus_long.yaml: no occluders, crowd-vote targets); {combine}{pbn}",
+    summary = ("the default and, trained on its own, a fer_vgg on the default's first-stage recipe over 30 epochs "
+               "from the FER2013 model (recipes/ferplus_long.yaml: no occluders, crowd-vote targets)")
+    return {**texts, "recipe": "recipes/ferplus_long.yaml", "summary_text": summary,
+            "recipe_text": summary.replace("the default", "the default `ferwild:ferplus_vgg` (two stages, its card)", 1)
+                           + f"; {combine}{pbn}",
             "commands": [*PREPARE_COMMANDS,
                          *[f"ferwild train recipes/ferplus_long.yaml --data ferplus_basic7 --out runs/{o} --resume"
                            for o in others],

@@ -578,7 +578,7 @@ def _accurate_intro(card: dict) -> str:
     more_neutral = round(sum((n_ours["read_as_neutral"][k] - n_base["read_as_neutral"][k]) * support[k]
                              for k in expressive))
     return (f"The most accurate model ferwild ships: {card['architecture_text'].split(':')[0]}, "
-            f"{card['recipe_text'].split(';')[0].replace('the default `ferwild:ferplus_vgg` (two stages, its card)', 'the default')}. "
+            f"{card['summary_text']}. "
             f"It reads FER+ test {fig(ours, 'ferplus_test')} (accuracy / macro-F1) against the default's "
             f"{fig(base, 'ferplus_test')}, wild_dev's report people {fig(ours, 'wild_report')} against "
             f"{fig(base, 'wild_report')}, at {cost:.1f}x the default's CPU time per face; the default stays the "
