@@ -23,22 +23,18 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from ferwild.files import set_default_mode
-from ferwild.runs import checkpoint_dir, load_checkpoint_state, load_run, resolve_run_dir
+from ferwild.runs import checkpoint_dir, load_run, pack_run
 
 __all__ = ["PRECISE_BN_FACES", "has_batchnorm", "precise_bn_run", "update_bn_stats"]
 
 #: Training faces averaged over by default (the statistics settle well before this).
 PRECISE_BN_FACES = 6000
-#: What a precise-BN run keeps of its source checkpoint's state (nothing of the optimizer).
-_STATE_KEYS = ("epoch", "history", "best_val_macro_f1", "model_config", "label_names", "face_alignment", "config")
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -83,8 +79,9 @@ def precise_bn_run(run: str | os.PathLike, prepared: str | os.PathLike, out: str
                    faces: int = PRECISE_BN_FACES, seed: int = 0, which: str = "best") -> Path:
     """Write ``run``'s ``which`` checkpoint with BatchNorm statistics re-estimated on ``faces``
     clean training faces of ``prepared`` (a ``ferwild prepare`` folder) as a run directory at
-    ``out`` (float32 weights; ``state.json`` says where the statistics came from under
-    ``precise_bn``; ``config.yaml`` and ``metrics.csv`` are the source run's).
+    ``out``: :func:`ferwild.runs.pack_run`'s layout (float32 weights, no test-time augmentation
+    or temperature), its ``state.json`` saying where the statistics came from under
+    ``precise_bn``.
 
     Raises:
         ValueError: a model without BatchNorm, labels other than the data's, no training faces.
@@ -94,34 +91,23 @@ def precise_bn_run(run: str | os.PathLike, prepared: str | os.PathLike, out: str
     from ferwild.data.prepared import PreparedDataset
 
     started = time.monotonic()
-    source = resolve_run_dir(run)
-    model, _ = load_run(run, which=which)
-    state = load_checkpoint_state(checkpoint_dir(source, which))
     data = PreparedDataset(prepared)
-    if list(data.label_names) != list(state["label_names"]):
-        raise ValueError(f"{prepared} has labels {data.label_names}, the model reads {state['label_names']}")
     rows = data.rows("train", include_augmented=False)
     if rows.empty:
         raise ValueError(f"{prepared} has no training faces")
+    out = pack_run(run, out, card={}, which=which, half=False)
+    model, state = load_run(out)
+    if list(data.label_names) != list(state["label_names"]):
+        shutil.rmtree(out)
+        raise ValueError(f"{prepared} has labels {data.label_names}, the model reads {state['label_names']}")
     rows = rows.sample(n=min(faces, len(rows)), random_state=seed)
     update_bn_stats(model, model.preprocessing.pixel_values(data.images(rows)))
-    out = Path(out)
-    final = out / "checkpoints" / "final"
-    if out.exists():
-        shutil.rmtree(out)
-    final.mkdir(parents=True)
+    final = checkpoint_dir(out, "best")
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(weights, final / "model.safetensors", metadata={"format": "pt", "ferwild": "1", "dtype": "float32"})
     set_default_mode(final / "model.safetensors")
-    keep: dict[str, Any] = {k: state[k] for k in _STATE_KEYS if k in state}
-    keep["precise_bn"] = {"source": str(run), "checkpoint": checkpoint_dir(source, which).name,
-                          "data": Path(prepared).name, "split": "train", "faces": int(len(rows)), "seed": seed,
-                          "seconds": round(time.monotonic() - started, 1)}
-    (final / "state.json").write_text(json.dumps(keep, indent=1) + "\n")
-    for pointer in ("BEST", "LAST"):
-        (out / "checkpoints" / pointer).write_text("final\n")
-    if (source / "metrics.csv").is_file():
-        shutil.copyfile(source / "metrics.csv", out / "metrics.csv")
-    if keep.get("config"):
-        (out / "config.yaml").write_text(yaml.safe_dump(keep["config"], sort_keys=False))
+    state["precise_bn"] = {"source": str(run), "checkpoint": state.get("source_checkpoint"),
+                           "data": Path(prepared).name, "split": "train", "faces": int(len(rows)), "seed": seed,
+                           "seconds": round(time.monotonic() - started, 1)}
+    (final / "state.json").write_text(json.dumps(state, indent=1) + "\n")
     return out
