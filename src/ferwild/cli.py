@@ -661,7 +661,8 @@ def _recognizer(run: Optional[Path], onnx: Optional[Path], *, detector: str, min
 
 _RUN_OPTION = typer.Option(None, "--run", help="A run directory written by `ferwild train`, a study (its best "
                            "run) or a shipped model (ferwild:ferplus_vgg, the default when neither --run nor "
-                           "--onnx is given).")
+                           "--onnx is given; the live paths - `ferwild live`, --detector fast, the page's Live "
+                           "mode - read with the live model ferwild:ferplus_live).")
 _ONNX_OPTION = typer.Option(None, "--onnx", help="An ONNX file written by `ferwild export` (instead of --run).")
 _DETECTOR_OPTION = typer.Option("mtcnn", help="mtcnn (find and align every face) | fast (MediaPipe BlazeFace "
                                 "short-range: several times faster than MTCNN, most on video frames; faces from ~40 px "
