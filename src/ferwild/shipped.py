@@ -10,11 +10,12 @@ config, label names, face alignment). Everything that takes ``--run`` takes it b
     Recognizer.default()                                    # the Python API
 
 Shipped runs are made from a finished ``ferwild train`` run by :func:`ferwild.runs.pack_run` (see
-``recipes/``). This module depends on nothing else of ferwild. Three ship: ``ferplus_vgg``, the
+``recipes/``). This module depends on nothing else of ferwild. Four ship: ``ferplus_vgg``, the
 default (trained on FER+'s crowd votes, chosen and calibrated on real photos; MODEL_CARD.md in the
 repository), ``fer2013_vgg`` (FER2013's own labels; docs/model_card_fer2013_vgg.md), the model to
-compare on FER2013's benchmark, and ``ferplus_live``, the live paths' model, which ships the ONNX
-file those paths run (docs/model_card_ferplus_live.md).
+compare on FER2013's benchmark, ``ferplus_live``, the live paths' model, which ships the ONNX file
+those paths run (docs/model_card_ferplus_live.md), and ``ferplus_ensemble``, the accurate model at
+twice the default's cost (docs/model_card_ferplus_ensemble.md).
 """
 
 from __future__ import annotations

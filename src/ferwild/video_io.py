@@ -305,9 +305,7 @@ class FrameGrabber(threading.Thread):
                 self._put((self.decoded, t, rgb, None if self.prepare is None else self.prepare(rgb)))
                 self.decoded += 1
         finally:
-            close = getattr(frames, "close", None)
-            if close is not None:  # the prefetching thread stops before its container closes
-                close()
+            frames.close()  # a prefetching thread stops before its container closes
         return last - (first or 0.0)
 
     def _explain(self, exc: Exception) -> str:
