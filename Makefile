@@ -84,6 +84,10 @@ study-ferplus: install
 	$(VENV)/bin/ferwild prepare $(FER2013) --out $(MODEL_WORK)/fer2013_basic7 --labels basic7 --balance none
 	$(PY) analyses/real_study_analysis.py --study $(MODEL_WORK)/study_ferplus --out $(MODEL_WORK)/real_study \
 		--fer2013 $(MODEL_WORK)/fer2013_basic7
+	# docs/real-study.md renders its figures from these two files (tools/render_doc_figures.py)
+	cp $(MODEL_WORK)/real_study/analysis.json docs/bench/real_study_analysis.json
+	cp $(MODEL_WORK)/leakage_wild_dev/leakage.json docs/bench/leakage_wild_dev.json
+	$(PY) tools/render_doc_figures.py
 
 bench: install
 	$(PY) bench/bench_prepare.py

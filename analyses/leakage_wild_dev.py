@@ -20,7 +20,8 @@ Reproduce (about 20 minutes on 2 CPU cores; resumable, rerun the same command)::
 The splits are cut with ``ferwild resplit`` (no second face detection). The model is fer_vgg
 fine-tuned from the shipped FER2013 model's weights (FER2013 holds none of these people),
 Adam 1e-4, 3 epochs (the study's), the F1-drop rule, square-root class weights.
-Writes ``WORK/leakage.json``, ``WORK/leakage.md`` and ``WORK/leakage.png``.
+Writes ``WORK/leakage.json``, ``WORK/leakage.md`` and ``WORK/leakage.png``; docs/real-study.md
+states its figures from a copy of leakage.json kept as docs/bench/leakage_wild_dev.json.
 """
 
 from __future__ import annotations
@@ -95,9 +96,12 @@ def _cluster_resample(frame: pd.DataFrame, rng: np.random.Generator,
     return frame.iloc[np.concatenate([groups[k] for k in pick])]
 
 
-def analyse(runs: list[pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> dict:
+def analyse(runs: list[pd.DataFrame], n_boot: int = 2000, seed: int = 0,
+            runs_history: dict[tuple[str, int], pd.DataFrame] | None = None) -> dict:
     """Point figures per condition and seed, the random-minus-by-person gap and the seen/unseen
-    contrast, each with a 95% interval (people resampled, averaged over split seeds)."""
+    contrast, each with a 95% interval (people resampled, averaged over split seeds);
+    ``runs_history``: each run's metrics.csv by (split, seed), for its last epoch's train and
+    validation accuracy."""
     rng = np.random.default_rng(seed)
     by = {(r["kind"].iloc[0], int(r["seed"].iloc[0])): r for r in runs}
     seeds = sorted({s for _, s in by})
@@ -120,6 +124,11 @@ def analyse(runs: list[pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> dict
         return {"accuracy": float(point[0]), "accuracy_ci95": [float(lo[0]), float(hi[0])],
                 "macro_f1": float(point[1]), "macro_f1_ci95": [float(lo[1]), float(hi[1])]}
 
+    for row in rows:  # does the model memorise at this budget? its last epoch, train against val
+        history = runs_history.get((row["split"], row["seed"])) if runs_history else None
+        if history is not None:
+            row["last_epoch_train_accuracy"] = float(history["train_acc"].iloc[-1])
+            row["last_epoch_val_accuracy"] = float(history["val_acc"].iloc[-1])
     gap = gap_stats([(by[("random", s)], by[("by_person", s)]) for s in seeds
                      if ("random", s) in by and ("by_person", s) in by])
     seen_pairs = []
@@ -130,10 +139,36 @@ def analyse(runs: list[pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> dict
     seen = gap_stats(seen_pairs) if seen_pairs else None
     table = pd.DataFrame(rows)
     means = table.groupby("split")[["accuracy", "macro_f1"]].agg(["mean", "std"])
+    in_train = table.groupby("split")["test_photos_of_people_in_train"]
     return {"per_run": rows, "seeds": seeds,
             "mean": {k: {m: {"mean": float(means.loc[k, (m, "mean")]), "std": float(means.loc[k, (m, "std")])}
                          for m in ("accuracy", "macro_f1")} for k in means.index},
+            "test_photos_of_people_in_train": {k: [int(in_train.min()[k]), int(in_train.max()[k])]
+                                               for k in in_train.min().index},
             "gap_random_minus_by_person": gap, "seen_minus_unseen_in_random_test": seen, "bootstrap": n_boot}
+
+
+def same_label_shares(manifest: pd.DataFrame) -> dict:
+    """How much a person predicts a label: among the photos with a face, the share of pairs of one
+    person's photos that share their label (over all such pairs, and averaged over the people
+    with two photos or more, each person counting once), against two photos drawn at random
+    (the sum of squared class shares)."""
+    rows = manifest[manifest["split"].astype(str) != ""]
+    same = total = 0
+    per_person = []
+    for _, labels in rows.groupby(rows["subject"].astype(str))["label"]:
+        if len(labels) < 2:
+            continue
+        counts = labels.value_counts().to_numpy()
+        pairs = len(labels) * (len(labels) - 1) // 2
+        same += int((counts * (counts - 1) // 2).sum())
+        total += pairs
+        per_person.append(float((counts * (counts - 1) // 2).sum() / pairs))
+    shares = rows["label"].value_counts(normalize=True).to_numpy()
+    return {"photos": int(len(rows)), "people_with_two_or_more": len(per_person), "same_person_pairs": int(total),
+            "same_person_same_label_over_pairs": same / total if total else None,
+            "same_person_same_label_per_person": float(np.mean(per_person)) if per_person else None,
+            "random_pair_same_label": float((shares ** 2).sum())}
 
 
 def write_outputs(result: dict, work: Path) -> None:
@@ -191,7 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     ratios = parse_ratios(args.split_ratios)
     runs = [run_one(args.data, args.work, kind, seed, ratios, args.epochs)
             for seed in args.seeds for kind in KINDS]
-    result = analyse(runs, n_boot=args.bootstrap)
+    history = {(kind, seed): pd.read_csv(args.work / "runs" / f"{kind}-s{seed}" / "metrics.csv")
+               for seed in args.seeds for kind in KINDS}
+    result = analyse(runs, n_boot=args.bootstrap, runs_history=history)
+    result["identity_and_label"] = same_label_shares(pd.read_parquet(args.data / "manifest.parquet"))
     result["command"] = "python analyses/leakage_wild_dev.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_outputs(result, args.work)
     print((args.work / "leakage.md").read_text())

@@ -1,7 +1,9 @@
 """What the study's protocol gets wrong, measured on a finished `ferwild study` (docs/real-study.md).
 
 Reads STUDY_DIR (written by ``ferwild study recipes/study_ferplus.yaml``) and its trials' saved
-test predictions; trains nothing. Four measurements:
+test predictions; trains nothing. Four measurements, and the study's own figures beside them
+(section ``study``: each experiment's test figures over seeds, the cell chosen on validation,
+trial compute):
 
 1. **Selection on test.** The study picked its best cell by test F1 (one seed). The test split
    is cut in two halves at random: the study's rule picks the best seed-0 trial on half A and
@@ -24,7 +26,9 @@ Usage::
     python analyses/real_study_analysis.py --study model_work/study_ferplus --out model_work/real_study \\
         [--fer2013 model_work/fer2013_basic7]
 
-Writes OUT/analysis.json, OUT/analysis.md and small figures (OUT/*.png).
+Writes OUT/analysis.json, OUT/analysis.md and small figures (OUT/*.png). docs/real-study.md
+states its figures from a copy of analysis.json kept as docs/bench/real_study_analysis.json
+(rendered by tools/render_doc_figures.py).
 """
 
 from __future__ import annotations
@@ -44,11 +48,11 @@ from ferwild.files import save_json_atomic, save_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
-TABLES = {  # the study's tables: experiment -> the parameter its cells vary
-    "Table 8 (epochs)": ("epochs", ["train.epochs"]),
-    "Table 9 (optimizer x learning rate)": ("optimizer_lr", ["optim.optimizer", "optim.lr"]),
-    "Table 10 (fine learning rates)": ("fine_lr", ["optim.lr"]),
-    "schedule (F1-drop rule vs plain)": ("schedule", ["optim.scheduler"]),
+TABLES = {  # the study's tables: experiment -> (its title, the parameters its cells vary)
+    "epochs": ("Table 8 (epochs)", ["train.epochs"]),
+    "optimizer_lr": ("Table 9 (optimizer x learning rate)", ["optim.optimizer", "optim.lr"]),
+    "fine_lr": ("Table 10 (fine learning rates)", ["optim.lr"]),
+    "schedule": ("schedule (F1-drop rule vs plain)", ["optim.scheduler"]),
 }
 
 
@@ -158,12 +162,13 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 
 def single_seed(study: Study, metric: str = "test_macro_f1") -> dict:
-    tables = dict(TABLES)
     out, pairs_all = {}, []
-    groups = {name: study.cells(exp, keys) for name, (exp, keys) in tables.items()}
+    groups = {exp: study.cells(exp, keys) for exp, (_, keys) in TABLES.items()}
+    titles = {exp: title for exp, (title, _) in TABLES.items()}
+    titles["main_vs_baseline"] = "Tables 3 vs 6 (main vs baseline)"
     main = study.results[study.results["experiment"] == "main"].sort_values("seed")
     base = study.results[study.results["experiment"] == "baseline"].sort_values("seed")
-    groups["Tables 3 vs 6 (main vs baseline)"] = {"main (fer_vgg_tiny)": main, "baseline (vit_tiny)": base}
+    groups["main_vs_baseline"] = {"main (fer_vgg_tiny)": main, "baseline (vit_tiny)": base}
     for name, cells in groups.items():
         rows = []
         for (ka, a), (kb, b) in itertools.combinations(cells.items(), 2):
@@ -181,7 +186,7 @@ def single_seed(study: Study, metric: str = "test_macro_f1") -> dict:
                       "per_seed": [float(x) for x in v[metric]]} for k, v in cells.items()]
         if not cell_rows:
             continue
-        out[name] = {"cells": cell_rows, "pairs": rows}
+        out[name] = {"title": titles[name], "cells": cell_rows, "pairs": rows}
         pairs_all += rows
     out["_total"] = {"pairs": len(pairs_all), "survive": sum(r["survives"] for r in pairs_all),
                      "seed_signs_disagree": sum(r["seeds_disagree_in_sign"] for r in pairs_all),
@@ -247,7 +252,7 @@ def copies_effect(predictions: pd.DataFrame, prepared: Path, train_paths: set[st
             "copies_with_the_same_label": int(same.sum()),
             "accuracy_all": all_acc, "accuracy_without_copies": clean_acc,
             "accuracy_difference": all_acc - clean_acc, "accuracy_difference_ci95": [float(lo), float(hi)],
-            "macro_f1_all": all_f1, "macro_f1_without_copies": clean_f1,
+            "macro_f1_all": all_f1, "macro_f1_without_copies": clean_f1, "macro_f1_difference": all_f1 - clean_f1,
             "accuracy_on_copies": copy_acc,
             "accuracy_on_copies_same_label": float(correct[flag][same].mean()) if same.any() else None,
             "accuracy_on_copies_other_label": float(correct[flag][~same].mean()) if (~same).any() else None,
@@ -272,6 +277,17 @@ def study_copies(study: Study) -> dict:
     return out
 
 
+def copies_over_seeds(per_trial: dict) -> dict:
+    """The main model's copy figures summarised over its seeds (what the page's table states)."""
+    keys = ("accuracy_on_copies", "accuracy_on_the_rest", "accuracy_difference", "macro_f1_all",
+            "macro_f1_without_copies", "macro_f1_difference")
+    out = {k: _spread([v[k] for v in per_trial.values()]) for k in keys}
+    first = next(iter(per_trial.values()))
+    out.update({k: first[k] for k in ("test_faces", "with_a_train_copy", "copies_with_the_same_label")})
+    out["accuracy_difference_ci95_per_seed"] = [v["accuracy_difference_ci95"] for v in per_trial.values()]
+    return out
+
+
 def shipped_fer2013_copies(prepared: Path, work: Path) -> dict:
     """The shipped FER2013 model on FER2013's test split, with and without cross-split copies."""
     from ferwild.evaluate import evaluate_run
@@ -281,6 +297,66 @@ def shipped_fer2013_copies(prepared: Path, work: Path) -> dict:
         evaluate_run("ferwild:fer2013_vgg", prepared, "test", eval_dir, device="cpu")
     preds = pd.read_parquet(eval_dir / "predictions.parquet", columns=["path", "y_true", "y_pred"])
     return copies_effect(preds, prepared)
+
+
+# ------------------------------------------------------------------------------------------
+# 5. the study's own figures, as docs/real-study.md states them
+
+
+def _spread(values) -> dict:
+    """mean, sample standard deviation and the values themselves (one per seed)."""
+    values = [float(v) for v in values]
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "per_seed": values}
+
+
+def _eval_summary(study: Study, trial: str, split: str = "test") -> dict:
+    run_dir = study.results.set_index("trial").loc[trial, "run_dir"]
+    return json.loads((study.root / run_dir / f"eval-{split}" / "summary.json").read_text())
+
+
+def study_figures(study: Study) -> dict:
+    """What the page says about the run itself: trials and their compute, each experiment's test
+    figures over seeds, the cell chosen on validation, the main model's classes, and the runs
+    in which the F1-drop rule fired (with the validation macro-F1 that made it fire)."""
+    results = study.results
+    own = results.drop_duplicates("run_dir")           # a repeated cell is trained once
+    experiments = {}
+    for name in ("main", "baseline"):
+        rows = results[results["experiment"] == name].sort_values("seed")
+        crowd = [_eval_summary(study, t)["crowd"]["crowd_agreement"]["value"] for t in rows["trial"]]
+        experiments[name] = {"trials": rows["trial"].tolist(), "val_macro_f1": _spread(rows["val_macro_f1"]),
+                             "test_accuracy": _spread(rows["test_acc"]), "test_macro_f1": _spread(rows["test_macro_f1"]),
+                             "test_crowd_agreement": _spread(crowd), "trial_minutes": _spread(rows["seconds"] / 60)}
+    selection = json.loads((study.root / "selection.json").read_text())
+    winner = selection["winner"]
+    cell = next(c for c in selection["cells"]
+                if c["experiment"] == winner["experiment"] and c["params"] == winner["params"])
+    chosen = results[results["trial"].isin(cell["trials"])].sort_values("seed")
+    best = _eval_summary(study, winner["trial"])
+    main_s0 = _eval_summary(study, "main-s0")
+    firings = []
+    for run_dir in sorted(set(results["run_dir"])):
+        config = yaml.safe_load((study.root / run_dir / "config.yaml").read_text())
+        metrics = pd.read_csv(study.root / run_dir / "metrics.csv")
+        drops = np.flatnonzero(np.diff(metrics["lr"].to_numpy()) < 0)
+        if config["optim"]["scheduler"] == "f1_drop" and len(drops):
+            f1 = metrics["val_macro_f1"].to_numpy()
+            firings.append({"run_dir": run_dir, "epoch": int(metrics["epoch"].iloc[drops[0]]),
+                            "val_macro_f1_before": float(f1[drops[0] - 1]) if drops[0] else None,
+                            "val_macro_f1_at": float(f1[drops[0]])})
+    return {"trials": int(len(results)), "trained": int(len(own)),
+            "trial_seconds": float(own["seconds"].sum()),
+            "train_faces": int(json.loads((study.root / "trials" / "main-s0" / "train_summary.json").read_text())["train_rows"]),
+            "test_faces": int(main_s0["n"]), "val_faces": int(_eval_summary(study, "main-s0", "val")["n"]),
+            "experiments": experiments,
+            "selected": {"experiment": winner["experiment"], "params": winner["params"], "trials": cell["trials"],
+                         "val_macro_f1": _spread(chosen["val_macro_f1"]), "test_accuracy": _spread(chosen["test_acc"]),
+                         "test_macro_f1": _spread(chosen["test_macro_f1"]),
+                         "best_seed": {"trial": winner["trial"], "test_accuracy": best["accuracy"],
+                                       "test_macro_f1": best["macro_f1"], "ece": best["ece"]}},
+            "main_s0_per_class": main_s0["per_class"],
+            "f1_drop_fired": firings}
 
 
 # ------------------------------------------------------------------------------------------
@@ -337,7 +413,7 @@ def seed_spread_figure(result: dict, out: Path) -> None:
                       [c["cell"].replace("optimizer=", "").replace(", lr=", "\n").replace("lr=", "")
                        .replace("epochs=", "").replace("scheduler=", "").split(" (")[0]
                        for c in table["cells"]], fontsize=6.5, rotation=0)
-        ax.set_title(name.split(" (")[0] if name.startswith("Table") else name.split(" (")[0], fontsize=8)
+        ax.set_title(table["title"].split(" (")[0], fontsize=8)
     np.atleast_1d(axes)[0].set_ylabel("test macro-F1 (%)")
     fig.suptitle("each dot a seed (orange ring: seed 0, what a one-seed study reads); line: mean", fontsize=8)
     fig.tight_layout()
@@ -359,7 +435,7 @@ def write_markdown(result: dict, out: Path) -> None:
               f"[{_pts(sel['b_difference_study_minus_ferwild']['range95'][0])}, "
               f"{_pts(sel['b_difference_study_minus_ferwild']['range95'][1])}]", ""]
     for name, one in sel.get("per_table", {}).items():
-        lines += [f"- {name}: reported {100 * one['study_rule_reported_on_a']['mean']:.1f}, on B "
+        lines += [f"- {one['title']}: reported {100 * one['study_rule_reported_on_a']['mean']:.1f}, on B "
                   f"{100 * one['study_rule_on_b']['mean']:.1f}, optimism {_pts(one['optimism']['mean'])} "
                   f"[{_pts(one['optimism']['range95'][0])}, {_pts(one['optimism']['range95'][1])}]; ferwild on B "
                   f"{100 * one['ferwild_rule_on_b']['mean']:.1f} ({one['val_pick']}); picks {one['test_picks']}"]
@@ -368,7 +444,7 @@ def write_markdown(result: dict, out: Path) -> None:
     for name, table in result["single_seed"].items():
         if name.startswith("_"):
             continue
-        lines += [f"### {name}", "", "| cell | test macro-F1 mean ± std | seeds |", "|---|---|---|"]
+        lines += [f"### {table['title']}", "", "| cell | test macro-F1 mean ± std | seeds |", "|---|---|---|"]
         for c in table["cells"]:
             lines.append(f"| {c['cell']} | {100 * c['mean']:.1f} ± {100 * c['std']:.1f} | "
                          + ", ".join(f"{100 * v:.1f}" for v in c["per_seed"]) + " |")
@@ -400,13 +476,15 @@ def main(argv: list[str] | None = None) -> None:
     frame = selection.pop("_frame")
     # inside each of the study's ablation tables alone (it picked its winner from Table 10)
     selection["per_table"] = {}
-    for name, (experiment, _) in TABLES.items():
+    for experiment, (title, _) in TABLES.items():
         if experiment in ("epochs", "optimizer_lr", "fine_lr"):
             one = selection_optimism(study, args.halvings, experiments=(experiment,))
             one.pop("_frame")
-            selection["per_table"][name] = one
+            selection["per_table"][experiment] = {"title": title, **one}
     result = {"selection_on_test": selection, "single_seed": single_seed(study),
-              "f1_drop_firings": schedule_firings(study), "copies": {"study_main_ferplus_test": study_copies(study)}}
+              "f1_drop_firings": schedule_firings(study), "copies": {"study_main_ferplus_test": study_copies(study)},
+              "study": study_figures(study)}
+    result["copies"]["study_main_over_seeds"] = copies_over_seeds(result["copies"]["study_main_ferplus_test"])
     if args.fer2013:
         result["copies"]["shipped_fer2013_vgg_fer2013_test"] = shipped_fer2013_copies(args.fer2013, args.out)
     save_json_atomic(args.out / "analysis.json", result)

@@ -138,3 +138,15 @@ def test_ferwild_models_states_the_cards_figures():
         wild_all = (card.get("results") or {}).get("wild_all")
         if wild_all and pair(wild_all) != pair(measured):
             assert pair(wild_all) not in block, name  # not the all-photos figure
+
+
+def test_real_study_cells_are_named_as_the_study_names_them(figures):
+    assert figures._cell_name("epochs=5") == "5 epochs"
+    assert figures._cell_name("optimizer=rmsprop, lr=1e-05") == "RMSprop 1e-5"
+    assert figures._cell_name("optimizer=adam, lr=0.001") == "Adam 1e-3"
+    assert figures._cell_name("lr=3e-05") == "Adam 3e-5"          # Table 10 varies Adam's rate only
+    assert figures._cell_name("scheduler=f1_drop") == "F1-drop"
+    spread = {"mean": 0.475, "std": 0.011, "min": 0.466, "max": 0.488, "per_seed": [0.466, 0.471, 0.488]}
+    assert figures.FORMATS["pctpm1"](spread) == "47.5% ± 1.1"
+    assert figures.FORMATS["pctspan1"](spread) == "47.5% (46.6-48.8)"
+    assert figures.FORMATS["seeds1"](spread) == "46.6, 47.1, 48.8"

@@ -142,6 +142,17 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "sci1": lambda v: f"[{100 * v[0]:+.1f}, {100 * v[1]:+.1f}]",          # a difference's interval, bracketed
     "wpts1": lambda v: f"{100 * (v[1] - v[0]):.1f}",                      # a share interval's width, in points
     "ci3": lambda v: f"[{v[0]:.3f}, {v[1]:.3f}]",                         # an interval of a plain number (an AUC)
+    # a {"mean", "std", "min", "max", "per_seed"} spread over seeds (the analyses' figures over seeds)
+    "pm1": lambda v: f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}",                      # 35.0 ± 1.7
+    "pctpm1": lambda v: f"{100 * v['mean']:.1f}% ± {100 * v['std']:.1f}",                 # 47.5% ± 1.1
+    "pctspan1": lambda v: f"{100 * v['mean']:.1f}% ({100 * v['min']:.1f}-{100 * v['max']:.1f})",  # 54.5% (53.3-55.8)
+    "seeds1": lambda v: ", ".join(f"{100 * x:.1f}" for x in v["per_seed"]),               # 36.8, 34.6, 33.5
+    "span1": lambda v: f"{v['min']:.1f}-{v['max']:.1f}",                                   # 2.5-3.5 (minutes)
+    "h1": lambda v: f"{v / 3600:.1f} hours",                                               # seconds
+    "sseeds1": lambda v: ", ".join(f"{100 * x:+.1f}" for x in v["per_seed"]),             # +0.5, +0.5, +0.8
+    # a difference a - b said the other way round (b - a): the page puts the better cell first
+    "negspts1": lambda v: f"{-100 * v:+.1f}",
+    "negsci1": lambda v: f"[{-100 * v[1]:+.1f}, {-100 * v[0]:+.1f}]",
 }
 
 
@@ -216,7 +227,176 @@ def live_fps_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS: dict[str, Callable[[], str]] = {"shipped_models": shipped_models_table, "live_fps": live_fps_table}
+# --- docs/real-study.md's tables: analyses/real_study_analysis.py and analyses/leakage_wild_dev.py --------
+
+STUDY = "bench:real_study_analysis"
+LEAKAGE = "bench:leakage_wild_dev"
+_OPTIMIZERS = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}
+
+
+def _lr(value: str) -> str:
+    """0.001 -> 1e-3, 2e-05 -> 2e-5: learning rates as the study's tables write them."""
+    mantissa, exponent = f"{float(value):.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _cell_name(cell: str) -> str:
+    """A cell of the analysis (``epochs=5``, ``optimizer=adam, lr=0.001``, ``lr=1e-05``,
+    ``scheduler=cosine``) as the page names it."""
+    params = dict(part.split("=", 1) for part in cell.split(", "))
+    if "epochs" in params:
+        return f"{params['epochs']} epochs"
+    if "scheduler" in params:
+        return {"f1_drop": "F1-drop"}.get(params["scheduler"], params["scheduler"])
+    return f"{_OPTIMIZERS[params.get('optimizer', 'adam')]} {_lr(params['lr'])}"
+
+
+def _cells(experiment: str) -> list[tuple[str, str]]:
+    """(page name, key) of each cell of one of the study's tables, in the analysis' order."""
+    cells = lookup(STUDY, f"single_seed.{experiment}.cells")
+    return [(_cell_name(c["cell"]), f"single_seed.{experiment}.cells.{i}") for i, c in enumerate(cells)]
+
+
+def _selected_cell() -> tuple[str, str]:
+    """(experiment, page name) of the cell chosen on validation."""
+    chosen = lookup(STUDY, "study.selected")
+    params = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in chosen["params"].items())
+    return chosen["experiment"], _cell_name(params)
+
+
+def real_study_summary_table() -> str:
+    """Tasks 1 and 2: the main model and the baseline over 3 seeds, beside the study's figure."""
+    lines = ["| model | val macro-F1 | test accuracy | test macro-F1 | test crowd agreement |", "|---|---|---|---|---|"]
+    for name, title in (("main", "Task 1, main: `fer_vgg_tiny` (Table 3)"), ("baseline", "Task 2, baseline: `vit_tiny` (Table 6)")):
+        k = f"study.experiments.{name}"
+        lines.append(f"| {title} | {marker(STUDY, k + '.val_macro_f1', 'pm1')} | {marker(STUDY, k + '.test_accuracy', 'pm1')} | "
+                     f"{marker(STUDY, k + '.test_macro_f1', 'pm1')} | {marker(STUDY, k + '.test_crowd_agreement', 'pm1')} |")
+    lines.append("| the study (ViT-B/16 pretrained, its synthetic faces) | - | <!-- ext the study, Table 3 -->99.0<!-- /ext --> | "
+                 "<!-- ext the study, Table 3 -->99.0<!-- /ext --> | - |")
+    return "\n".join(lines) + "\n"
+
+
+def real_study_ablations_table() -> str:
+    """Task 3: test macro-F1 of every cell of Tables 8-10 and the added schedules, over seeds."""
+    selected = _selected_cell()
+    lines = ["| table | cell | test macro-F1 | seeds 0, 1, 2 |", "|---|---|---|---|"]
+    for experiment, table in (("epochs", "Table 8"), ("optimizer_lr", "Table 9"), ("fine_lr", "Table 10"),
+                              ("schedule", "added")):
+        cells = _cells(experiment)
+        if experiment in ("epochs", "schedule"):
+            for i, (name, key) in enumerate(cells):
+                note = " (selected on validation)" if (experiment, name) == selected else ""
+                note += " (the main model)" if name in ("3 epochs", "F1-drop") else ""
+                lines.append(f"| {table if i == 0 else ''} | {name}{note} | {marker(STUDY, key, 'pm1')} | "
+                             f"{marker(STUDY, key, 'seeds1')} |")
+            continue
+        # the study's learning-rate grids: one row per optimizer, its learning rates side by side
+        by_optimizer: dict[str, list[tuple[str, str]]] = {}
+        for name, key in cells:
+            optimizer, lr = name.split(" ")
+            by_optimizer.setdefault(optimizer, []).append((lr, key))
+        for i, (optimizer, row) in enumerate(by_optimizer.items()):
+            lines.append(f"| {table if i == 0 else ''} | {optimizer} {' / '.join(lr for lr, _ in row)} | "
+                         f"{' / '.join(marker(STUDY, key, 'pm1') for _, key in row)} | |")
+    return "\n".join(lines) + "\n"
+
+
+def real_study_leakage_table() -> str:
+    """Identity leakage on wild_dev: the same model and budget on a split by class and by person."""
+    lines = ["| split | test accuracy, mean ± sd over 3 splits | test macro-F1 | test photos whose person is in train |",
+             "|---|---|---|---|"]
+    for kind, title in (("random", "by class (the study's)"), ("by_person", "by person (ferwild's)")):
+        seen = lookup(LEAKAGE, f"test_photos_of_people_in_train.{kind}")
+        seen_text = (marker(LEAKAGE, f"test_photos_of_people_in_train.{kind}.0", "int") if seen[0] == seen[1] else
+                     f"{marker(LEAKAGE, f'test_photos_of_people_in_train.{kind}.0', 'int')}-"
+                     f"{marker(LEAKAGE, f'test_photos_of_people_in_train.{kind}.1', 'int')}")
+        photos = marker(LEAKAGE, "per_run.0.test_photos", "int")
+        lines.append(f"| {title} | {marker(LEAKAGE, f'mean.{kind}.accuracy', 'pctpm1')} | "
+                     f"{marker(LEAKAGE, f'mean.{kind}.macro_f1', 'pctpm1')} | {seen_text} of {photos} |")
+    return "\n".join(lines) + "\n"
+
+
+def real_study_copies_table() -> str:
+    """Cross-split copies: test faces with a copy among the training faces, with and without them."""
+    f = "copies.shipped_fer2013_vgg_fer2013_test"
+    m = "copies.study_main_over_seeds"
+    lines = ["| model | test faces | with a train copy | accuracy on the copies | accuracy on the rest | "
+             "test accuracy with copies minus without [95%] | macro-F1 with / without |", "|---|---|---|---|---|---|---|",
+             f"| `ferwild:fer2013_vgg` on FER2013 test | {marker(STUDY, f + '.test_faces', 'int')} | "
+             f"{marker(STUDY, f + '.with_a_train_copy', 'int')} | {marker(STUDY, f + '.accuracy_on_copies', 'pct1')} | "
+             f"{marker(STUDY, f + '.accuracy_on_the_rest', 'pct1')} | {marker(STUDY, f + '.accuracy_difference', 'spts1')} "
+             f"{marker(STUDY, f + '.accuracy_difference_ci95', 'sci1')} | {marker(STUDY, f + '.macro_f1_all', 'pct1')} / "
+             f"{marker(STUDY, f + '.macro_f1_without_copies', 'pct1')} |",
+             f"| the main model (`main`, 3 seeds, mean (range)) on FER+ test | {marker(STUDY, m + '.test_faces', 'int')} | "
+             f"{marker(STUDY, m + '.with_a_train_copy', 'int')} ({marker(STUDY, m + '.copies_with_the_same_label', 'int')} "
+             f"same label) | {marker(STUDY, m + '.accuracy_on_copies', 'pctspan1')} | "
+             f"{marker(STUDY, m + '.accuracy_on_the_rest', 'pctspan1')} | {marker(STUDY, m + '.accuracy_difference.mean', 'spts1')} "
+             f"(per seed: {_per_seed_differences(m)}) | "
+             f"{marker(STUDY, m + '.macro_f1_all', 'pctpm1')} / {marker(STUDY, m + '.macro_f1_without_copies', 'pctpm1')} |"]
+    return "\n".join(lines) + "\n"
+
+
+def _per_seed_differences(key: str) -> str:
+    """Each seed's difference with its 95% interval: ``+0.5 [+0.1, +0.9], ...``."""
+    n = len(lookup(STUDY, key + ".accuracy_difference.per_seed"))
+    return ", ".join(f"{marker(STUDY, f'{key}.accuracy_difference.per_seed.{i}', 'spts1')} "
+                     f"{marker(STUDY, f'{key}.accuracy_difference_ci95_per_seed.{i}', 'sci1')}" for i in range(n))
+
+
+def real_study_selection_table() -> str:
+    """Selection on test: the study's rule against ferwild's over random halvings of FER+ test."""
+    s = "selection_on_test"
+    halvings = marker(STUDY, s + ".halvings", "int")
+    lines = [f"| what | test macro-F1 (mean over {halvings} halvings) [95% range] |", "|---|---|",
+             f"| the study's rule, as it would report (half A) | {marker(STUDY, s + '.study_rule_reported_on_a.mean', 'pts1')} |",
+             f"| the study's rule on unseen half B | {marker(STUDY, s + '.study_rule_on_b.mean', 'pts1')} |",
+             f"| **optimism** (A minus B) | **{marker(STUDY, s + '.optimism.mean', 'spts1')} points "
+             f"{marker(STUDY, s + '.optimism.range95', 'sci1')}** |",
+             f"| ferwild's rule on half B (`{marker(STUDY, s + '.val_pick', 'str')}`) | "
+             f"{marker(STUDY, s + '.ferwild_rule_on_b.mean', 'pts1')} |",
+             f"| study's pick minus ferwild's pick, on half B | "
+             f"{marker(STUDY, s + '.b_difference_study_minus_ferwild.mean', 'spts1')} "
+             f"{marker(STUDY, s + '.b_difference_study_minus_ferwild.range95', 'sci1')} |"]
+    return "\n".join(lines) + "\n"
+
+
+def real_study_single_seed_table() -> str:
+    """The cell-vs-cell differences of the study's tables that do not survive the seed spread."""
+    lines = ["| comparison | seed 0 alone | over 3 seeds [95%] | seeds disagree on the sign |", "|---|---|---|---|"]
+    for experiment in ("epochs", "optimizer_lr", "fine_lr", "schedule", "main_vs_baseline"):
+        pairs = lookup(STUDY, f"single_seed.{experiment}.pairs")
+        title = lookup(STUDY, f"single_seed.{experiment}.title").split(" (")[0]
+        for i, pair in enumerate(pairs):
+            if pair["survives"]:
+                continue
+            key = f"single_seed.{experiment}.pairs.{i}"
+            names = (pair["a"], pair["b"]) if experiment == "main_vs_baseline" else (_cell_name(pair["a"]), _cell_name(pair["b"]))
+            # the cell with the higher mean first, so a difference reads as how much it leads by
+            turn = pair["mean_difference"] < 0
+            first, second = names[::-1] if turn else names
+            sign, interval = ("negspts1", "negsci1") if turn else ("spts1", "sci1")
+            lines.append(f"| {first} vs {second} ({title}) | {marker(STUDY, key + '.seed0_difference', sign)} | "
+                         f"{marker(STUDY, key + '.mean_difference', sign)} {marker(STUDY, key + '.ci95', interval)} | "
+                         f"{'yes' if pair['seeds_disagree_in_sign'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def real_study_schedules_table() -> str:
+    """The F1-drop rule against plain schedules at the same 3-epoch budget."""
+    lines = ["| schedule | test macro-F1 | seeds 0, 1, 2 |", "|---|---|---|"]
+    for name, key in _cells("schedule"):
+        title = {"F1-drop": "F1-drop (the study's, ferwild's default)"}.get(name, name)
+        lines.append(f"| {title} | {marker(STUDY, key, 'pm1')} | {marker(STUDY, key, 'seeds1')} |")
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "shipped_models": shipped_models_table, "live_fps": live_fps_table,
+    "real_study_summary": real_study_summary_table, "real_study_ablations": real_study_ablations_table,
+    "real_study_leakage": real_study_leakage_table, "real_study_copies": real_study_copies_table,
+    "real_study_selection": real_study_selection_table, "real_study_single_seed": real_study_single_seed_table,
+    "real_study_schedules": real_study_schedules_table,
+}
 
 
 # --- rendering and checking ----------------------------------------------------------------------
