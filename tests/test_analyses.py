@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -49,3 +50,29 @@ def test_spread_and_copies_over_seeds():
     assert over["accuracy_on_copies"]["per_seed"] == [1.0, 0.5]
     assert over["with_a_train_copy"] == 2
     assert over["accuracy_difference_ci95_per_seed"] == [[0.0, 0.2], [0.0, 0.2]]
+
+
+def test_neutral_held_offset_brings_the_neutral_rate_down_to_the_defaults(tmp_path):
+    levers = _load("accurate_model_levers")
+    names = ["happiness", "neutral"]
+
+    def write(path: Path, y_true, probs):
+        path.mkdir(parents=True)
+        probs = np.asarray(probs, dtype=float)
+        pd.DataFrame({"y_true": y_true, "y_pred": probs.argmax(1), "prob_happiness": probs[:, 0],
+                      "prob_neutral": probs[:, 1]}).to_parquet(path / "predictions.parquet")
+
+    # the default answers neutral for 1 face of 4 on val; the ensemble for 2, one of them barely
+    write(tmp_path / "default_val", [0, 0, 1, 1], [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    ensemble = [[0.9, 0.1], [0.45, 0.55], [0.3, 0.7], [0.6, 0.4]]
+    for name in ("ferplus_val", "ferplus_test", "wild_report"):
+        write(tmp_path / "ens" / "ours" / name, [0, 0, 1, 1], ensemble)
+    held = levers.neutral_held(tmp_path / "ens", tmp_path / "default_val", names)
+    assert held["default_val_neutral_answer_share"] == 0.25
+    # log(0.55) - offset must fall below log(0.45): the smallest 0.05 step past log(0.55/0.45) = 0.20
+    assert held["offset"] == pytest.approx(0.25)
+    test = held["sets"]["ferplus_test"]
+    assert test["ensemble"]["neutral_answer_share"] == 0.5
+    assert test["ensemble_neutral_held"]["neutral_answer_share"] == 0.25
+    assert test["ensemble_neutral_held"]["accuracy"] == 0.75 and test["ensemble"]["accuracy"] == 0.5
+    assert "default" not in test                      # no default predictions written for this set

@@ -150,3 +150,12 @@ def test_real_study_cells_are_named_as_the_study_names_them(figures):
     assert figures.FORMATS["pctpm1"](spread) == "47.5% ± 1.1"
     assert figures.FORMATS["pctspan1"](spread) == "47.5% (46.6-48.8)"
     assert figures.FORMATS["seeds1"](spread) == "46.6, 47.1, 48.8"
+
+
+def test_a_marker_the_renderer_cannot_read_is_reported(figures):
+    # a key with a space is not a key the regex reads: without this the figure would never be checked
+    bad = "<!-- fig card:ferplus_vgg results.wild report.accuracy pct1 -->99.9%<!-- /fig -->"
+    assert figures.malformed(bad) and figures.stale(bad)
+    assert figures.render(bad)[1]
+    good = "<!-- fig card:ferplus_vgg results.wild_report.accuracy pct1 -->82.8%<!-- /fig -->"
+    assert figures.malformed(good) == []

@@ -100,7 +100,7 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.parametrize("script", ["recipes/ship_fer2013.py", "recipes/ship_ferplus.py",
                                     "recipes/ship_ferplus_models.py", "analyses/leakage_wild_dev.py",
-                                    "analyses/real_study_analysis.py"])
+                                    "analyses/real_study_analysis.py", "analyses/accurate_model_levers.py"])
 def test_scripts_start_from_anywhere(script, tmp_path):
     """Each imports its neighbours and the package with no sys.path lines (run from another folder)."""
     assert "sys.path.insert" not in (REPO / script).read_text()

@@ -404,7 +404,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
 def render(text: str) -> tuple[str, list[str]]:
     """``text`` with every marked figure and generated table written from its source, and the
     problems met (a key no source holds, an unknown block)."""
-    problems: list[str] = []
+    problems: list[str] = malformed(text)
 
     def block(m: re.Match) -> str:
         name = m["name"]
@@ -430,10 +430,23 @@ def render(text: str) -> tuple[str, list[str]]:
     return FIG.sub(fig, text), problems
 
 
+# the start of any figure marker: one that FIG cannot read (a key with a space, no format) would
+# otherwise be skipped silently, its text never checked
+FIG_OPENING = re.compile(r"<!-- fig \w+:(?:(?!-->).)*-->", re.S)
+
+
+def malformed(text: str) -> list[str]:
+    """The figure markers of ``text`` that FIG does not read (``<!-- fig SOURCE KEY FORMAT -->``,
+    no spaces inside the key)."""
+    good = {m.start() for m in FIG.finditer(text)}
+    return [f"malformed figure marker {m[0]!r} (write <!-- fig SOURCE KEY FORMAT -->, a key without spaces)"
+            for m in FIG_OPENING.finditer(text) if m.start() not in good]
+
+
 def stale(text: str) -> list[str]:
     """Each marked figure or generated table of ``text`` that differs from its source, or that no
-    source holds, as ``what: page says X, source says Y``."""
-    out = []
+    source holds, or a figure marker that cannot be read, as ``what: page says X, source says Y``."""
+    out = malformed(text)
     for m in BLOCK.finditer(text):
         if m["name"] not in BLOCKS:
             out.append(f"unknown table figures:{m['name']}")
