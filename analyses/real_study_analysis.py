@@ -410,7 +410,7 @@ def seed_spread_figure(result: dict, out: Path) -> None:
             ax.scatter([x], [values[0]], s=30, facecolors="none", edgecolors="#d95f02", zorder=4)
             ax.hlines(values.mean(), x - 0.3, x + 0.3, color="#1b9e77")
         ax.set_xticks(range(len(table["cells"])),
-                      [c["cell"].replace("optimizer=", "").replace(", lr=", "\n").replace("lr=", "")
+                      [c["cell"].replace("optimizer=", "").replace("rmsprop", "rms").replace(", lr=", "\n").replace("lr=", "")
                        .replace("epochs=", "").replace("scheduler=", "").split(" (")[0]
                        for c in table["cells"]], fontsize=6.5, rotation=0)
         ax.set_title(table["title"].split(" (")[0], fontsize=8)
