@@ -3,7 +3,9 @@
 1. **Multi-crop test-time augmentation** (Barsoum et al. read FER+ faces as several crops). Each
    FER+ validation face is read as itself, shifted by 2 or 3 px in the four directions (the
    border repeated) and zoomed in and out by 10%, each view with its mirror; the class
-   probabilities of a set of views are averaged. For each set: accuracy, macro-F1 and the share
+   probabilities of a set of views are averaged. Each view's probabilities are the model's
+   calibrated ones (its temperature applied per view), where a shipped model averages before
+   its temperature: the "flip" set can differ from the card's flip figure by a few faces. For each set: accuracy, macro-F1 and the share
    of faces answered "neutral", against the model as shipped (the face and its mirror).
 2. **Neutral held to the default's rate.** ``ferwild:ferplus_ensemble`` gained FER+ test accuracy
    almost only on neutral faces, answering neutral more often than the default. The issue asks
@@ -36,7 +38,7 @@ from ferwild.files import save_json_atomic
 MODELS = ("ferwild:ferplus_vgg", "ferwild:ferplus_ensemble")
 SHIFTS = {d: [(d, 0), (-d, 0), (0, d), (0, -d)] for d in (2, 3)}
 VIEW_SETS = {  # name -> (what it is, the views; every view is read with its mirror too)
-    "flip": ("the face and its mirror (as shipped)", ["id"]),
+    "flip": ("the face and its mirror, the shipped TTA (each view's probabilities after the model's temperature)", ["id"]),
     "flip_shift2": ("and shifted by 2 px in four directions", ["id"] + [f"s{dx},{dy}" for dx, dy in SHIFTS[2]]),
     "flip_shift3": ("and shifted by 3 px in four directions", ["id"] + [f"s{dx},{dy}" for dx, dy in SHIFTS[3]]),
     "flip_shift2_3": ("and shifted by 2 and by 3 px", ["id"] + [f"s{dx},{dy}" for d in (2, 3) for dx, dy in SHIFTS[d]]),

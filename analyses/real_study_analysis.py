@@ -194,19 +194,32 @@ def single_seed(study: Study, metric: str = "test_macro_f1") -> dict:
     return out
 
 
-def schedule_firings(study: Study) -> dict:
-    """How many epochs of each F1-drop trial lowered the learning rate."""
-    fired = {}
-    rows = study.results[(study.results["experiment"] != "baseline")]
-    for run_dir in sorted(set(rows["run_dir"])):
+def f1_drop_runs(study: Study) -> list[dict]:
+    """Each F1-drop run of the study, read once: how many epochs lowered its learning rate and, where
+    one did, the first: its epoch and the validation macro-F1 before and at it (the fall that fired)."""
+    baseline = set(study.results.loc[study.results["experiment"] == "baseline", "run_dir"])
+    runs = []
+    for run_dir in sorted(set(study.results["run_dir"])):
         config = yaml.safe_load((study.root / run_dir / "config.yaml").read_text())
         if config["optim"]["scheduler"] != "f1_drop":
             continue
         metrics = pd.read_csv(study.root / run_dir / "metrics.csv")
-        lr = metrics["lr"].to_numpy()
-        fired[run_dir] = int((np.diff(lr) < 0).sum())
-    return {"f1_drop_runs": len(fired), "runs_where_it_fired": sum(v > 0 for v in fired.values()),
-            "times_fired": int(sum(fired.values()))}
+        drops = np.flatnonzero(np.diff(metrics["lr"].to_numpy()) < 0)
+        run = {"run_dir": run_dir, "baseline": run_dir in baseline, "times_fired": int(len(drops))}
+        if len(drops):
+            f1 = metrics["val_macro_f1"].to_numpy()
+            run.update({"epoch": int(metrics["epoch"].iloc[drops[0]]),
+                        "val_macro_f1_before": float(f1[drops[0] - 1]) if drops[0] else None,
+                        "val_macro_f1_at": float(f1[drops[0]])})
+        runs.append(run)
+    return runs
+
+
+def schedule_firings(runs: list[dict]) -> dict:
+    """How often the F1-drop rule lowered the learning rate in the main model's runs (not the baseline's)."""
+    main = [r for r in runs if not r["baseline"]]
+    return {"f1_drop_runs": len(main), "runs_where_it_fired": sum(r["times_fired"] > 0 for r in main),
+            "times_fired": sum(r["times_fired"] for r in main)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -315,7 +328,7 @@ def _eval_summary(study: Study, trial: str, split: str = "test") -> dict:
     return json.loads((study.root / run_dir / f"eval-{split}" / "summary.json").read_text())
 
 
-def study_figures(study: Study) -> dict:
+def study_figures(study: Study, runs: list[dict]) -> dict:
     """What the page says about the run itself: trials and their compute, each experiment's test
     figures over seeds, the cell chosen on validation, the main model's classes, and the runs
     in which the F1-drop rule fired (with the validation macro-F1 that made it fire)."""
@@ -335,16 +348,6 @@ def study_figures(study: Study) -> dict:
     chosen = results[results["trial"].isin(cell["trials"])].sort_values("seed")
     best = _eval_summary(study, winner["trial"])
     main_s0 = _eval_summary(study, "main-s0")
-    firings = []
-    for run_dir in sorted(set(results["run_dir"])):
-        config = yaml.safe_load((study.root / run_dir / "config.yaml").read_text())
-        metrics = pd.read_csv(study.root / run_dir / "metrics.csv")
-        drops = np.flatnonzero(np.diff(metrics["lr"].to_numpy()) < 0)
-        if config["optim"]["scheduler"] == "f1_drop" and len(drops):
-            f1 = metrics["val_macro_f1"].to_numpy()
-            firings.append({"run_dir": run_dir, "epoch": int(metrics["epoch"].iloc[drops[0]]),
-                            "val_macro_f1_before": float(f1[drops[0] - 1]) if drops[0] else None,
-                            "val_macro_f1_at": float(f1[drops[0]])})
     return {"trials": int(len(results)), "trained": int(len(own)),
             "trial_seconds": float(own["seconds"].sum()),
             "train_faces": int(json.loads((study.root / "trials" / "main-s0" / "train_summary.json").read_text())["train_rows"]),
@@ -356,7 +359,8 @@ def study_figures(study: Study) -> dict:
                          "best_seed": {"trial": winner["trial"], "test_accuracy": best["accuracy"],
                                        "test_macro_f1": best["macro_f1"], "ece": best["ece"]}},
             "main_s0_per_class": main_s0["per_class"],
-            "f1_drop_fired": firings}
+            "f1_drop_fired": [{k: v for k, v in r.items() if k not in ("baseline", "times_fired")}
+                              for r in runs if r["times_fired"]]}
 
 
 # ------------------------------------------------------------------------------------------
@@ -481,9 +485,10 @@ def main(argv: list[str] | None = None) -> None:
             one = selection_optimism(study, args.halvings, experiments=(experiment,))
             one.pop("_frame")
             selection["per_table"][experiment] = {"title": title, **one}
+    runs = f1_drop_runs(study)  # config.yaml and metrics.csv of every F1-drop run, read once
     result = {"selection_on_test": selection, "single_seed": single_seed(study),
-              "f1_drop_firings": schedule_firings(study), "copies": {"study_main_ferplus_test": study_copies(study)},
-              "study": study_figures(study)}
+              "f1_drop_firings": schedule_firings(runs), "copies": {"study_main_ferplus_test": study_copies(study)},
+              "study": study_figures(study, runs)}
     result["copies"]["study_main_over_seeds"] = copies_over_seeds(result["copies"]["study_main_ferplus_test"])
     if args.fer2013:
         result["copies"]["shipped_fer2013_vgg_fer2013_test"] = shipped_fer2013_copies(args.fer2013, args.out)
