@@ -76,3 +76,27 @@ def test_neutral_held_offset_brings_the_neutral_rate_down_to_the_defaults(tmp_pa
     assert test["ensemble_neutral_held"]["neutral_answer_share"] == 0.25
     assert test["ensemble_neutral_held"]["accuracy"] == 0.75 and test["ensemble"]["accuracy"] == 0.5
     assert "default" not in test                      # no default predictions written for this set
+
+
+def test_live_model_candidates_reads_present_runs_and_keeps_the_rest(tmp_path):
+    candidates = _load("live_model_candidates")
+    run = tmp_path / "student_ens"
+    run.mkdir()
+    # the best epoch by validation macro-F1 is epoch 2, though epoch 3 has the higher accuracy
+    pd.DataFrame({"epoch": [1, 2, 3], "val_acc": [0.70, 0.75, 0.78],
+                  "val_macro_f1": [0.60, 0.66, 0.65]}).to_csv(run / "metrics.csv", index=False)
+    (run / "config.yaml").write_text(
+        "optim: {lr: 0.003, teacher_weight: 0.5, teacher: t/teacher_ensemble/predictions.parquet}\n"
+        "data: {augment_options: {occlude_p: 0.25}}\nmodel: {pretrained_head: true}\n")
+    (tmp_path / "student_ens_pbn_val").mkdir()
+    (tmp_path / "student_ens_pbn_val" / "summary.json").write_text('{"accuracy": 0.74, "macro_f1": 0.64}')
+    kept = {"default_one_view": {"val_accuracy": 0.8},
+            "distilled": {"ferplus_live3": {"val_accuracy": 0.79}, "student_ens": {"val_accuracy": 0.1}}}
+    out = candidates.candidates(tmp_path, kept)
+    ens = out["distilled"]["student_ens"]
+    assert (ens["epoch"], ens["val_accuracy"], ens["last_val_accuracy"]) == (2, 0.75, 0.78)
+    assert (ens["teacher"], ens["precise_bn_val_accuracy"]) == ("teacher_ensemble", 0.74)
+    assert out["distilled"]["ferplus_live3"] == {"val_accuracy": 0.79}   # no run folder: kept
+    assert "ferplus_live4" not in out["distilled"]                       # neither run nor kept entry
+    assert out["default_one_view"] == {"val_accuracy": 0.8}
+    assert out["best_distilled_val_accuracy"] == pytest.approx(0.79)

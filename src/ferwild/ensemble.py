@@ -1,6 +1,7 @@
 """Combine trained runs into one ensemble run: members checked, the diverged left out and said so.
 
-An ensemble is trained member by member (``ferwild train``, one run each: e.g. several seeds of
+An ensemble is trained member by member (``ferwild train``, one run each: e.g.
+``recipes/ferplus_long.yaml`` beside the default, or several seeds of
 ``recipes/ferplus_member.yaml``), then :func:`combine_runs` writes one run directory whose model
 is a :class:`~ferwild.models.FEREnsemble` of the members' best checkpoints. Every command that
 takes ``--run`` takes it (evaluate, export, predict, serve, ``pack_run``)::

@@ -15,7 +15,7 @@ Built-in names (:data:`MODEL_REGISTRY`)::
     cnn_small  a ~100k-parameter CNN for 48-64 px CPU runs; random init or a local checkpoint
     fer_vgg    a VGG-style CNN for 48 px faces (~2.5M parameters), the architecture of the shipped model
     fer_vgg_tiny  the same at demo size (~0.43M parameters): the demo's main model
-    fer_vgg_half  fer_vgg at half width (~0.78M parameters, a quarter of the cost): the live model's architecture
+    fer_vgg_half  fer_vgg at half width (~0.78M parameters, a quarter of the cost): a distillation student
 
 and ``timm:<model_name>`` for any timm model. New names are added with :func:`register_model`.
 
@@ -1129,8 +1129,8 @@ register_model(
     _fer_vgg_builder,
 )
 register_model(
-    ModelEntry("fer_vgg_half", "fer_vgg at half width (16-128 channels, same depth, ~0.78M parameters): the live "
-               "model's architecture, a quarter of fer_vgg's cost", 48, HALF, HALF, "none"),
+    ModelEntry("fer_vgg_half", "fer_vgg at half width (16-128 channels, same depth, ~0.78M parameters): a "
+               "distillation student at a quarter of fer_vgg's cost", 48, HALF, HALF, "none"),
     _fer_vgg_half_builder,
 )
 register_model(
