@@ -139,3 +139,16 @@ def test_combined_run_exports_to_onnx_with_the_same_outputs(member_runs, tmp_pat
     assert isinstance(model, FEREnsemble)
     result = export_onnx(tmp_path / "ens", tmp_path / "ens.onnx")  # checks ONNX Runtime against PyTorch
     assert (tmp_path / "ens.onnx").is_file() and result
+
+
+def test_combine_runs_keeps_a_shipped_members_name(tmp_path):
+    """A shipped member is recorded as ``ferwild:NAME`` (what a card's commands can rerun), not as
+    this machine's path into the package, and still loads from it."""
+    from ferwild.runs import resolve_run_dir
+
+    report = combine_runs(["ferwild:ferplus_vgg", "ferwild:ferplus_live"], tmp_path / "ens")
+    assert [m["run"] for m in report["members"]] == ["ferwild:ferplus_vgg", "ferwild:ferplus_live"]
+    model, _ = load_run(tmp_path / "ens")
+    default, _ = load_run(resolve_run_dir("ferwild:ferplus_vgg"))
+    first = model.members[0].state_dict()
+    assert all(torch.equal(first[k], v) for k, v in default.state_dict().items())

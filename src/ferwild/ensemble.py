@@ -33,6 +33,7 @@ import yaml
 
 from ferwild.files import save_text_atomic
 from ferwild.runs import RunError, checkpoint_dir, load_checkpoint_state, resolve_run_dir
+from ferwild.shipped import is_shipped
 
 __all__ = ["ENSEMBLE_REPORT", "combine_runs", "check_member"]
 
@@ -59,7 +60,8 @@ def check_member(run_dir: str | os.PathLike, which: str = "best") -> dict[str, A
     history = _history(run, state)
     epoch = int(state.get("epoch") or len(history))
     row = next((h for h in history if int(h.get("epoch", -1)) == epoch), history[-1] if history else {})
-    info = {"run": str(run), "checkpoint": path.name, "epoch": epoch,
+    # a shipped member keeps its name (ferwild:NAME), not this machine's path to the package
+    info = {"run": str(run_dir) if is_shipped(run_dir) else str(run), "checkpoint": path.name, "epoch": epoch,
             "val_acc": float(row.get("val_acc", float("nan"))),
             "val_macro_f1": float(row.get("val_macro_f1", float("nan"))), "problem": None}
     last = history[-1] if history else {}
@@ -103,12 +105,12 @@ def combine_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     if len(used) < 2:
         raise RunError(f"an ensemble needs two usable members, {len(used)} of {len(checked)} are: "
                        + "; ".join(f"{c['run']}: {c['problem']}" for c in checked if c["problem"]))
-    states = [load_checkpoint_state(Path(c["run"]) / "checkpoints" / c["checkpoint"]) for c in used]
+    states = [load_checkpoint_state(resolve_run_dir(c["run"]) / "checkpoints" / c["checkpoint"]) for c in used]
     _check_compatible(used, states)
 
     weights: dict[str, Any] = {}
     for i, c in enumerate(used):
-        member = load_file(Path(c["run"]) / "checkpoints" / c["checkpoint"] / "model.safetensors")
+        member = load_file(resolve_run_dir(c["run"]) / "checkpoints" / c["checkpoint"] / "model.safetensors")
         weights.update({f"members.{i}.{k}": v for k, v in member.items()})
     model_config = {k: v for k, v in states[0]["model_config"].items() if k not in ("tta", "temperature")}
     model_config["ensemble"] = len(used)
