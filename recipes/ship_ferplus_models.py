@@ -242,7 +242,9 @@ def ship_ensemble(args) -> None:
     card["by_tta"] = by_tta
     card["speed"] = speed({name: onnx, "ferplus_vgg": _export(DEFAULT, work / "default.onnx")})
     n_train = len(PreparedDataset(args.data).rows("train", include_augmented=False))
-    card["train_wall_time_s"] = round(sum(_member_wall_time(m["run"], n_train) for m in report["members"]), 1)
+    # a member brought by an ensemble (ferwild.ensemble: `via`) counts in that ensemble's time, once
+    timed = {m.get("via", m["run"]) for m in report["members"]}
+    card["train_wall_time_s"] = round(sum(_member_wall_time(run, n_train) for run in timed), 1)
     dest = _publish(packed, args.dest or REPO / "src" / "ferwild" / "weights" / name, card)
     if args.teacher_out:
         # the student's targets: the ensemble as chosen (its TTA) but uncalibrated (T = 1)
@@ -380,17 +382,20 @@ def _ensemble_texts(report: dict, tta: str, precise_bn: dict | None = None) -> d
                              + " ".join(f"runs/member{i}" for i in range(1, len(members)))
                              + " --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus "
                                f"--teacher-out teacher_train{flags}"]}
-    others = [Path(m["run"]).name for m in members if not m["run"].startswith("ferwild:")]
-    summary = ("the default and, trained on its own, a fer_vgg on the default's first-stage recipe over 30 epochs "
+    others = [(Path(m["run"]).name, f" --seed {m['seed']}" if m.get("seed") else "")
+              for m in members if not m["run"].startswith("ferwild:")]
+    trained = ("a fer_vgg" if len(others) == 1
+               else f"{len(others)} fer_vgg, each with its own seed,")
+    summary = (f"the default and, trained on its own, {trained} on the default's first-stage recipe over 30 epochs "
                "from the FER2013 model (recipes/ferplus_long.yaml: no occluders, crowd-vote targets)")
     return {**texts, "recipe": "recipes/ferplus_long.yaml", "summary_text": summary,
             "recipe_text": summary.replace("the default", "the default `ferwild:ferplus_vgg` (two stages, its card)", 1)
                            + f"; {combine}{pbn}",
             "commands": [*PREPARE_COMMANDS,
-                         *[f"ferwild train recipes/ferplus_long.yaml --data ferplus_basic7 --out runs/{o} --resume"
-                           for o in others],
+                         *[f"ferwild train recipes/ferplus_long.yaml --data ferplus_basic7 --out runs/{o} --resume{seed}"
+                           for o, seed in others],
                          "python recipes/ship_ferplus_models.py ensemble --members ferwild:ferplus_vgg "
-                         + " ".join(f"runs/{o}" for o in others)
+                         + " ".join(f"runs/{o}" for o, _ in others)
                          + f" --data ferplus_basic7 --fer2013 fer2013_basic7 --wild wild_dev_like_ferplus{flags}"]}
 
 

@@ -152,3 +152,34 @@ def test_combine_runs_keeps_a_shipped_members_name(tmp_path):
     default, _ = load_run(resolve_run_dir("ferwild:ferplus_vgg"))
     first = model.members[0].state_dict()
     assert all(torch.equal(first[k], v) for k, v in default.state_dict().items())
+
+
+def test_an_ensemble_member_brings_its_members(tmp_path):
+    """combine_runs over a shipped ensemble and one more run: three members, the first two cut out
+    of the ensemble's weights with the figures its card gives them."""
+    from ferwild.runs import resolve_run_dir
+    from ferwild.shipped import model_card
+
+    report = combine_runs(["ferwild:ferplus_ensemble", "ferwild:ferplus_vgg"], tmp_path / "ens3")
+    members = report["members"]
+    assert [m.get("via") for m in members] == ["ferwild:ferplus_ensemble", "ferwild:ferplus_ensemble", None]
+    card_members = model_card("ferwild:ferplus_ensemble")["members"]
+    assert [m["val_acc"] for m in members[:2]] == [m["val_acc"] for m in card_members]
+    three, _ = load_run(tmp_path / "ens3")
+    two, _ = load_run(resolve_run_dir("ferwild:ferplus_ensemble"))
+    default, _ = load_run(resolve_run_dir("ferwild:ferplus_vgg"))
+    assert isinstance(three, FEREnsemble) and len(three.members) == 3
+    for mine, theirs in [(three.members[0], two.members[0]), (three.members[1], two.members[1]),
+                         (three.members[2], default)]:
+        ref = theirs.state_dict()
+        assert all(torch.equal(v, ref[k]) for k, v in mine.state_dict().items())
+    # the ensemble's two members differ, so the check above tells which is which
+    first, second = two.members[0].state_dict(), two.members[1].state_dict()
+    assert any(not torch.equal(v, second[k]) for k, v in first.items() if v.is_floating_point())
+
+    # an ensemble whose members' report is gone cannot say what they were
+    bare = tmp_path / "bare"
+    shutil.copytree(resolve_run_dir("ferwild:ferplus_ensemble"), bare)
+    (bare / "card.json").unlink()
+    with pytest.raises(RunError, match="without the report of its members"):
+        combine_runs([bare, "ferwild:ferplus_vgg"], tmp_path / "ens_bad")

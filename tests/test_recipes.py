@@ -205,3 +205,28 @@ def test_the_committed_cards_are_rendered_from_their_card_json():
     for name in ("ferplus_ensemble", "ferplus_live"):
         doc = REPO / "docs" / f"model_card_{name}.md"
         assert model_cards.render_extra_card(_card(name), doc, REPO) == doc.read_text()
+
+
+def test_ensemble_card_commands_rerun_the_members(monkeypatch):
+    """The ensemble card's rerun commands train each member that is not shipped (with its seed) and
+    pass the shipped default by name; the shipped card's own commands are what its members give."""
+    monkeypatch.syspath_prepend(str(RECIPES))
+    for name in ("ship_ferplus_models", "shipping"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import ship_ferplus_models
+
+    card = json.loads((WEIGHTS_DIR / "ferplus_ensemble" / "card.json").read_text())
+    shipped = ship_ferplus_models._ensemble_texts(
+        {"members": card["members"], "excluded": card["excluded"], "max_val_drop": 0.05}, card["tta"], {"faces": 6000})
+    assert shipped["commands"] == card["commands"]
+    assert shipped["recipe_text"] == card["recipe_text"]
+
+    members = [{"run": "ferwild:ferplus_vgg"}, {"run": "model_work/runs/ferplus_long"},
+               {"run": "model_work/runs/ferplus_long_s1", "seed": 1}]
+    texts = ship_ferplus_models._ensemble_texts({"members": members, "excluded": [], "max_val_drop": 0.05}, "flip")
+    trains = [c for c in texts["commands"] if c.startswith("ferwild train")]
+    assert trains == ["ferwild train recipes/ferplus_long.yaml --data ferplus_basic7 --out runs/ferplus_long --resume",
+                      "ferwild train recipes/ferplus_long.yaml --data ferplus_basic7 --out runs/ferplus_long_s1 "
+                      "--resume --seed 1"]
+    assert " --members ferwild:ferplus_vgg runs/ferplus_long runs/ferplus_long_s1 " in texts["commands"][-1]
+    assert "2 fer_vgg, each with its own seed," in texts["summary_text"]

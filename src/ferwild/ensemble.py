@@ -15,7 +15,10 @@ epoch's training or validation loss is not finite, it stopped before its planned
 loss stops ``ferwild train``), or its best validation accuracy falls more
 than ``max_val_drop`` below the best member's (a diverged net sits near chance, tens of points
 below). Members must share architecture, labels, preprocessing and face alignment. At least two
-must remain.
+must remain. A member that is itself an ensemble (a combined run, or ``ferwild:ferplus_ensemble``)
+brings its members, so that an ensemble grows by one run without retraining the others::
+
+    combine_runs(["ferwild:ferplus_ensemble", "runs/ferplus_long_s1"], "runs/ensemble3")
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ def check_member(run_dir: str | os.PathLike, which: str = "best") -> dict[str, A
             "val_acc": float(row.get("val_acc", float("nan"))),
             "val_macro_f1": float(row.get("val_macro_f1", float("nan"))), "problem": None}
     last = history[-1] if history else {}
-    planned = int(((state.get("config") or {}).get("train") or {}).get("epochs") or 0)
+    train_config = (state.get("config") or {}).get("train") or {}
+    if "seed" in train_config:
+        info["seed"] = int(train_config["seed"])
+    planned = int(train_config.get("epochs") or 0)
     weights = load_file(path / "model.safetensors")
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
@@ -80,6 +86,54 @@ def check_member(run_dir: str | os.PathLike, which: str = "best") -> dict[str, A
     return info
 
 
+def _ensemble_members(run: Path, path: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The members an ensemble run was combined from, as :func:`check_member` described them (its
+    ``ensemble.json``, or a shipped ensemble's card)."""
+    from ferwild.shipped import CARD_FILE
+
+    for source in (run / ENSEMBLE_REPORT, run / CARD_FILE):
+        if source.is_file():
+            members = json.loads(source.read_text()).get("members")
+            if members and len(members) == int(state["model_config"]["ensemble"]):
+                return members
+    raise RunError(f"{run} is an ensemble without the report of its members ({ENSEMBLE_REPORT} or {CARD_FILE})")
+
+
+def _members_of(run_dir: str | os.PathLike, which: str) -> list[dict[str, Any]]:
+    """:func:`check_member` of ``run_dir``; for an ensemble run, each of its members, read from its
+    weights (``via`` the ensemble, at ``index``) with the figures its report gives them."""
+    from safetensors.torch import load_file
+
+    run = resolve_run_dir(run_dir)
+    path = checkpoint_dir(run, which)
+    state = load_checkpoint_state(path)
+    if not state["model_config"].get("ensemble"):
+        return [check_member(run_dir, which)]
+    weights = load_file(path / "model.safetensors")
+    members = []
+    for index, recorded in enumerate(_ensemble_members(run, path, state)):
+        bad = [k for k, v in weights.items() if k.startswith(f"members.{index}.") and v.is_floating_point()
+               and not bool(v.isfinite().all())]
+        members.append({**recorded, "via": str(run_dir), "via_checkpoint": path.name, "index": index,
+                        "problem": f"non-finite weights ({len(bad)} tensors, e.g. {bad[0]})" if bad else None})
+    return members
+
+
+def _load_member(member: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A member's checkpoint state and weights; a member of an ensemble run, cut out of it."""
+    from safetensors.torch import load_file
+
+    if "via" not in member:
+        path = resolve_run_dir(member["run"]) / "checkpoints" / member["checkpoint"]
+        return load_checkpoint_state(path), load_file(path / "model.safetensors")
+    path = resolve_run_dir(member["via"]) / "checkpoints" / member["via_checkpoint"]
+    state = load_checkpoint_state(path)
+    state["model_config"] = {k: v for k, v in state["model_config"].items() if k != "ensemble"}
+    prefix = f"members.{member['index']}."
+    weights = load_file(path / "model.safetensors")
+    return state, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
 def combine_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, *, which: str = "best",
                  max_val_drop: float = 0.05) -> dict[str, Any]:
     """Write a run directory at ``out_dir`` whose model averages the probabilities of the usable
@@ -89,13 +143,13 @@ def combine_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     Raises:
         RunError: fewer than two usable members, or members that do not fit together.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from ferwild.files import set_default_mode
 
     if not (0 < max_val_drop < 1):
         raise ValueError(f"max_val_drop must be in (0, 1), not {max_val_drop!r}")
-    checked = [check_member(r, which) for r in run_dirs]
+    checked = [m for r in run_dirs for m in _members_of(r, which)]
     best = max((c["val_acc"] for c in checked if c["problem"] is None), default=float("nan"))
     for c in checked:
         if c["problem"] is None and c["val_acc"] < best - max_val_drop:
@@ -105,12 +159,12 @@ def combine_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
     if len(used) < 2:
         raise RunError(f"an ensemble needs two usable members, {len(used)} of {len(checked)} are: "
                        + "; ".join(f"{c['run']}: {c['problem']}" for c in checked if c["problem"]))
-    states = [load_checkpoint_state(resolve_run_dir(c["run"]) / "checkpoints" / c["checkpoint"]) for c in used]
+    loaded = [_load_member(c) for c in used]
+    states = [state for state, _ in loaded]
     _check_compatible(used, states)
 
     weights: dict[str, Any] = {}
-    for i, c in enumerate(used):
-        member = load_file(resolve_run_dir(c["run"]) / "checkpoints" / c["checkpoint"] / "model.safetensors")
+    for i, (_, member) in enumerate(loaded):
         weights.update({f"members.{i}.{k}": v for k, v in member.items()})
     model_config = {k: v for k, v in states[0]["model_config"].items() if k not in ("tta", "temperature")}
     model_config["ensemble"] = len(used)
