@@ -52,6 +52,13 @@ def _history(run_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
     return list(state.get("history") or [])
 
 
+def _non_finite(weights: dict[str, Any], prefix: str = "") -> str | None:
+    """Why the floating-point tensors under ``prefix`` cannot be used (a NaN or infinity), or ``None``."""
+    bad = [k for k, v in weights.items() if k.startswith(prefix) and v.is_floating_point()
+           and not bool(v.isfinite().all())]
+    return f"non-finite weights ({len(bad)} tensors, e.g. {bad[0]})" if bad else None
+
+
 def check_member(run_dir: str | os.PathLike, which: str = "best") -> dict[str, Any]:
     """What :func:`combine_runs` needs to know of one member: its checkpoint, best validation
     accuracy and macro-F1, and ``problem`` (why it cannot be used, or ``None``)."""
@@ -72,10 +79,9 @@ def check_member(run_dir: str | os.PathLike, which: str = "best") -> dict[str, A
     if "seed" in train_config:
         info["seed"] = int(train_config["seed"])
     planned = int(train_config.get("epochs") or 0)
-    weights = load_file(path / "model.safetensors")
-    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    bad = _non_finite(load_file(path / "model.safetensors"))
     if bad:
-        info["problem"] = f"non-finite weights ({len(bad)} tensors, e.g. {bad[0]})"
+        info["problem"] = bad
     elif any(not math.isfinite(float(last.get(k, 0.0))) for k in ("train_loss", "val_loss")):
         info["problem"] = f"non-finite loss at epoch {last.get('epoch')}"
     elif not math.isfinite(info["val_acc"]):
@@ -110,13 +116,9 @@ def _members_of(run_dir: str | os.PathLike, which: str) -> list[dict[str, Any]]:
     if not state["model_config"].get("ensemble"):
         return [check_member(run_dir, which)]
     weights = load_file(path / "model.safetensors")
-    members = []
-    for index, recorded in enumerate(_ensemble_members(run, path, state)):
-        bad = [k for k, v in weights.items() if k.startswith(f"members.{index}.") and v.is_floating_point()
-               and not bool(v.isfinite().all())]
-        members.append({**recorded, "via": str(run_dir), "via_checkpoint": path.name, "index": index,
-                        "problem": f"non-finite weights ({len(bad)} tensors, e.g. {bad[0]})" if bad else None})
-    return members
+    return [{**recorded, "via": str(run_dir), "via_checkpoint": path.name, "index": index,
+             "problem": _non_finite(weights, f"members.{index}.")}
+            for index, recorded in enumerate(_ensemble_members(run, path, state))]
 
 
 def _load_member(member: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
