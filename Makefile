@@ -47,7 +47,7 @@ model-ferplus: install
 		--peer docs/bench/wild_peers_fer_mtcnn.json
 
 # `make model-ferplus-ensemble`: the accurate model ferwild:ferplus_ensemble (docs/model_card_ferplus_ensemble.md): the
-# default plus a fer_vgg trained on its own over 30 epochs (recipes/ferplus_long.yaml, ~3 CPU hours), read together
+# default plus a fer_vgg trained on its own over 30 epochs (recipes/ferplus_long.yaml, about 75 min on 2 idle cores), read together
 # with precise BN; resumable.
 model-ferplus-ensemble: install
 	$(VENV)/bin/ferwild prepare $(FERPLUS) --out $(MODEL_WORK)/ferplus_basic7 --balance none
